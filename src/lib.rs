@@ -1,0 +1,21 @@
+//! concord: a Raft-replicated coordination server that speaks the Redis protocol.
+//!
+//! The layers and the one direction of dependency (see `DESIGN.md` in the shared
+//! design folder and `docs/architecture.md`):
+//!
+//! ```text
+//! server ──► command ──► state          (deterministic, no IO)
+//!    │          │
+//!    └──► raft (node driver) ──► storage (WAL, snapshots)
+//!                 └──► transport (peer links)
+//! resp: framing only, used by server.   error, config: leaves.
+//! ```
+
+pub mod command;
+pub mod config;
+pub mod raft;
+pub mod resp;
+pub mod server;
+pub mod state;
+pub mod storage;
+pub mod transport;
