@@ -1,1 +1,1 @@
-//! config
+//! config (placeholder until the server lands)

@@ -1,1 +1,392 @@
-//! command
+//! The command table and the command families.
+//!
+//! Every command is declared once, as a [`CommandSpec`] in its family's file
+//! (as Redis declares them in `commands/*.json`). The table drives arity
+//! checks, unknown-command errors, `COMMAND` introspection and
+//! `docs/commands.md`. A family file turns arguments into an [`Op`] (a write,
+//! replicated through the log) or a [`Query`] (a read), and turns the
+//! state's [`Outcome`] into the reply its command owes.
+//!
+//! Commands answered by the server itself (connection state, INFO, CONFIG)
+//! are declared here too, with [`Exec::Local`]; the server executes them.
+
+mod args;
+pub mod connection;
+pub mod docs;
+mod error;
+pub mod hashes;
+pub mod keys;
+pub mod server;
+pub mod strings;
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+
+pub use args::{is, Args};
+pub use error::CommandError;
+
+use crate::resp::Reply;
+use crate::state::{Op, OpResult, Outcome, Query, StateError};
+
+/// Command flags, as `COMMAND INFO` names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flag {
+    Write,
+    ReadOnly,
+    DenyOom,
+    Admin,
+    PubSub,
+    NoScript,
+    Blocking,
+    Loading,
+    Stale,
+    Fast,
+    NoAuth,
+    MayReplicate,
+    AllowBusy,
+}
+
+impl Flag {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Flag::Write => "write",
+            Flag::ReadOnly => "readonly",
+            Flag::DenyOom => "denyoom",
+            Flag::Admin => "admin",
+            Flag::PubSub => "pubsub",
+            Flag::NoScript => "noscript",
+            Flag::Blocking => "blocking",
+            Flag::Loading => "loading",
+            Flag::Stale => "stale",
+            Flag::Fast => "fast",
+            Flag::NoAuth => "no_auth",
+            Flag::MayReplicate => "may_replicate",
+            Flag::AllowBusy => "allow_busy",
+        }
+    }
+}
+
+/// The command's family, as `COMMAND DOCS` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Group {
+    Connection,
+    Server,
+    String,
+    Generic,
+    Hash,
+}
+
+impl Group {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Group::Connection => "connection",
+            Group::Server => "server",
+            Group::String => "string",
+            Group::Generic => "generic",
+            Group::Hash => "hash",
+        }
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Group::Connection => "Connection",
+            Group::Server => "Server",
+            Group::String => "Strings and counters",
+            Group::Generic => "Keys and expiry",
+            Group::Hash => "Hashes",
+        }
+    }
+}
+
+/// Where the keys are, in Redis's legacy (first, last, step) form; last -1
+/// means "to the end".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyPositions {
+    pub first: i32,
+    pub last: i32,
+    pub step: i32,
+}
+
+impl KeyPositions {
+    pub const NONE: KeyPositions = KeyPositions {
+        first: 0,
+        last: 0,
+        step: 0,
+    };
+    pub const FIRST: KeyPositions = KeyPositions {
+        first: 1,
+        last: 1,
+        step: 1,
+    };
+    pub const ALL: KeyPositions = KeyPositions {
+        first: 1,
+        last: -1,
+        step: 1,
+    };
+    pub const FIRST_TWO: KeyPositions = KeyPositions {
+        first: 1,
+        last: 2,
+        step: 1,
+    };
+    pub const PAIRS: KeyPositions = KeyPositions {
+        first: 1,
+        last: -1,
+        step: 2,
+    };
+
+    /// The key arguments of `argv` (argv[0] is the name).
+    pub fn keys<'a>(&self, argv: &'a [Bytes]) -> Vec<&'a Bytes> {
+        if self.first <= 0 {
+            return Vec::new();
+        }
+        let last = if self.last < 0 {
+            argv.len() as i32 + self.last
+        } else {
+            self.last.min(argv.len() as i32 - 1)
+        };
+        (self.first..=last)
+            .step_by(self.step.max(1) as usize)
+            .filter_map(|i| argv.get(i as usize))
+            .collect()
+    }
+}
+
+/// Turns the state's answer into the command's reply. The name is the
+/// command's, for the errors whose text names it.
+pub type ReplyFn = fn(&'static str, OpResult) -> Reply;
+
+pub enum Exec {
+    /// A write: parsed to an op that goes through the log.
+    Write(fn(&[Bytes]) -> Result<Op, CommandError>, ReplyFn),
+    /// A read: parsed to a query served after the read barrier.
+    Read(fn(&[Bytes]) -> Result<Query, CommandError>, ReplyFn),
+    /// Answered by the server from connection and node state.
+    Local,
+}
+
+pub struct CommandSpec {
+    /// Lower case, as `COMMAND` reports it; `parent|sub` for subcommands.
+    pub name: &'static str,
+    /// Redis's convention: n means exactly n arguments including the name,
+    /// -n means at least n.
+    pub arity: i32,
+    pub flags: &'static [Flag],
+    pub keys: KeyPositions,
+    pub group: Group,
+    pub summary: &'static str,
+    /// The arguments after the name, for documentation.
+    pub syntax: &'static str,
+    /// The Redis version that introduced it, or "concord" for native commands.
+    pub since: &'static str,
+    pub exec: Exec,
+    pub subcommands: &'static [CommandSpec],
+}
+
+impl CommandSpec {
+    pub fn has(&self, flag: Flag) -> bool {
+        self.flags.contains(&flag)
+    }
+
+    pub fn arity_ok(&self, argc: usize) -> bool {
+        let argc = argc as i32;
+        if self.arity >= 0 {
+            argc == self.arity
+        } else {
+            argc >= -self.arity
+        }
+    }
+
+    /// The display name used in errors: `config|get` for subcommands.
+    pub fn full_name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The subcommand named by `arg`, if this command has subcommands.
+    pub fn subcommand(&self, arg: &[u8]) -> Option<&'static CommandSpec> {
+        let suffix = |s: &'static CommandSpec| s.name.rsplit('|').next().unwrap_or(s.name);
+        self.subcommands
+            .iter()
+            .find(|s| suffix(s).as_bytes().eq_ignore_ascii_case(arg))
+    }
+}
+
+/// Every family's specs, in documentation order.
+pub fn families() -> [&'static [CommandSpec]; 5] {
+    [
+        connection::SPECS,
+        server::SPECS,
+        strings::SPECS,
+        keys::SPECS,
+        hashes::SPECS,
+    ]
+}
+
+pub fn all() -> impl Iterator<Item = &'static CommandSpec> {
+    families().into_iter().flatten()
+}
+
+fn table() -> &'static HashMap<String, &'static CommandSpec> {
+    static TABLE: OnceLock<HashMap<String, &'static CommandSpec>> = OnceLock::new();
+    TABLE.get_or_init(|| all().map(|spec| (spec.name.to_owned(), spec)).collect())
+}
+
+/// Looks a command up by name, case-insensitively.
+pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
+    let mut buf = [0u8; 32];
+    if name.len() > buf.len() {
+        return None;
+    }
+    let lower = &mut buf[..name.len()];
+    lower.copy_from_slice(name);
+    lower.make_ascii_lowercase();
+    table().get(std::str::from_utf8(lower).ok()?).copied()
+}
+
+/// What a request turns into after the table's checks.
+pub enum Request {
+    Write(Op, &'static CommandSpec, ReplyFn),
+    Read(Query, &'static CommandSpec, ReplyFn),
+    Local(&'static CommandSpec),
+}
+
+/// Finds the spec, checks arity (of the subcommand too), and parses.
+pub fn prepare(argv: &[Bytes]) -> Result<Request, CommandError> {
+    let name = argv.first().ok_or(CommandError::Syntax)?;
+    let spec = lookup(name).ok_or_else(|| CommandError::unknown_command(argv))?;
+    if !spec.arity_ok(argv.len()) {
+        return Err(CommandError::WrongArity(spec.name.to_owned()));
+    }
+    let spec = resolve_subcommand(spec, argv)?;
+    match &spec.exec {
+        Exec::Write(parse, reply) => Ok(Request::Write(parse(argv)?, spec, *reply)),
+        Exec::Read(parse, reply) => Ok(Request::Read(parse(argv)?, spec, *reply)),
+        Exec::Local => Ok(Request::Local(spec)),
+    }
+}
+
+/// For a command with subcommands, the subcommand's spec (arity-checked).
+pub fn resolve_subcommand(
+    spec: &'static CommandSpec,
+    argv: &[Bytes],
+) -> Result<&'static CommandSpec, CommandError> {
+    if spec.subcommands.is_empty() {
+        return Ok(spec);
+    }
+    let Some(sub_name) = argv.get(1) else {
+        return Ok(spec);
+    };
+    let sub = spec
+        .subcommand(sub_name)
+        .ok_or_else(|| CommandError::UnknownSubcommand {
+            command: spec.name.to_ascii_uppercase(),
+            sub: String::from_utf8_lossy(sub_name).into_owned(),
+        })?;
+    if !sub.arity_ok(argv.len()) {
+        return Err(CommandError::WrongArity(sub.name.to_owned()));
+    }
+    Ok(sub)
+}
+
+/// The reply for most commands: the outcome as it is, errors as their text.
+pub fn standard_reply(name: &'static str, result: OpResult) -> Reply {
+    match result {
+        Ok(outcome) => outcome_reply(outcome),
+        Err(err) => state_error_reply(name, &err),
+    }
+}
+
+pub fn state_error_reply(name: &'static str, err: &StateError) -> Reply {
+    match err {
+        StateError::InvalidExpireTime => {
+            Reply::error(CommandError::InvalidExpireTime(name).to_string())
+        }
+        other => Reply::error(other.to_string()),
+    }
+}
+
+pub fn outcome_reply(outcome: Outcome) -> Reply {
+    match outcome {
+        Outcome::Ok => Reply::ok(),
+        Outcome::Status(s) => Reply::Simple(s),
+        Outcome::Nil => Reply::Nil,
+        Outcome::Int(i) => Reply::Int(i),
+        Outcome::Bulk(b) => Reply::Bulk(b),
+        Outcome::Double(d) => Reply::Double(d),
+        Outcome::Array(items) => Reply::Array(items.into_iter().map(outcome_reply).collect()),
+        Outcome::Map(pairs) => Reply::Map(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (outcome_reply(k), outcome_reply(v)))
+                .collect(),
+        ),
+        Outcome::Set(items) => Reply::Set(items.into_iter().map(outcome_reply).collect()),
+        Outcome::Error(err) => Reply::error(err.to_string()),
+    }
+}
+
+/// For commands answering 1/0 where the op's outcome is OK/nil (SETNX).
+pub fn ok_as_int_reply(name: &'static str, result: OpResult) -> Reply {
+    match result {
+        Ok(Outcome::Ok) => Reply::Int(1),
+        Ok(Outcome::Nil) => Reply::Int(0),
+        other => standard_reply(name, other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_command_is_declared_once_with_a_sane_spec() {
+        let mut seen = std::collections::HashSet::new();
+        for spec in all() {
+            assert!(seen.insert(spec.name), "{} declared twice", spec.name);
+            assert_eq!(spec.name, spec.name.to_ascii_lowercase());
+            assert!(spec.arity != 0, "{} has arity 0", spec.name);
+            assert!(!spec.summary.is_empty(), "{} has no summary", spec.name);
+            let writes = spec.has(Flag::Write);
+            assert!(
+                !(writes && spec.has(Flag::ReadOnly)),
+                "{} is both write and readonly",
+                spec.name
+            );
+            match spec.exec {
+                Exec::Write(..) => assert!(writes, "{} writes but lacks the write flag", spec.name),
+                Exec::Read(..) => assert!(!writes, "{} reads but has the write flag", spec.name),
+                Exec::Local => {}
+            }
+            for sub in spec.subcommands {
+                assert!(sub.name.starts_with(&format!("{}|", spec.name)));
+            }
+        }
+    }
+
+    #[test]
+    fn lookup_is_case_insensitive() {
+        assert_eq!(lookup(b"GeT").map(|s| s.name), Some("get"));
+        assert!(lookup(b"nosuchcommand").is_none());
+        assert!(lookup(&[b'a'; 100]).is_none());
+    }
+
+    #[test]
+    fn unknown_and_arity_errors_use_redis_wording() {
+        let argv = |s: &str| {
+            s.split(' ')
+                .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+                .collect::<Vec<_>>()
+        };
+        let err = prepare(&argv("FOO a b")).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "ERR unknown command 'FOO', with args beginning with: 'a' 'b' "
+        );
+        let err = prepare(&argv("GET")).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "ERR wrong number of arguments for 'get' command"
+        );
+    }
+}

@@ -1,1 +1,123 @@
-//! state
+//! The deterministic state machine.
+//!
+//! Every replica applies the same log entries in the same order and must end
+//! in the same state, so nothing here reads a clock, draws a random number or
+//! touches IO: time comes in with each entry (the leader's stamp) and a read
+//! is handed the caller's notion of "now". `apply` is the only way state
+//! changes; `read` never changes it.
+//!
+//! Commands are grouped in families, one file each, each with its own op and
+//! query enums; [`Op`] and [`Query`] are the sums of those.
+
+pub mod db;
+mod error;
+pub mod glob;
+pub mod hashes;
+pub mod keys;
+mod outcome;
+mod snapshot;
+pub mod strings;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+pub use db::{Db, Entry, Value};
+pub use error::StateError;
+pub use outcome::{OpResult, Outcome};
+pub use snapshot::SnapshotError;
+
+/// The longest string value, as Redis's default `proto-max-bulk-len`.
+pub const MAX_STRING_LEN: usize = 512 * 1024 * 1024;
+
+/// A write: the unit that goes through the log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    String(strings::StringOp),
+    Key(keys::KeyOp),
+    Hash(hashes::HashOp),
+    /// Deletes keys whose deadline has passed; proposed by the leader's expiry
+    /// timer. Each key is re-checked against the entry's time, since it may
+    /// have been rewritten after the proposal.
+    ExpireKeys(Vec<Bytes>),
+}
+
+/// A read: served after the read barrier of the connection's read mode.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Query {
+    String(strings::StringQuery),
+    Key(keys::KeyQuery),
+    Hash(hashes::HashQuery),
+}
+
+/// The replicated state: database 0 and the clock of the log.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct State {
+    db: Db,
+    /// The largest entry time applied so far. Entry times come from whichever
+    /// node led when the entry was proposed; taking the running maximum keeps
+    /// the state's clock monotonic across leader changes and clock skew.
+    clock_ms: u64,
+    /// The index of the last applied entry.
+    applied_index: u64,
+}
+
+impl State {
+    pub fn new() -> Self {
+        State::default()
+    }
+
+    /// Applies one write at log position `index`, stamped `time_ms` by the
+    /// leader that proposed it.
+    pub fn apply(&mut self, index: u64, time_ms: u64, op: &Op) -> OpResult {
+        self.observe(index, time_ms);
+        let now = self.clock_ms;
+        match op {
+            Op::String(op) => strings::apply(&mut self.db, now, op),
+            Op::Key(op) => keys::apply(&mut self.db, now, op),
+            Op::Hash(op) => hashes::apply(&mut self.db, now, op),
+            Op::ExpireKeys(keys) => {
+                let removed = keys
+                    .iter()
+                    .filter(|k| self.db.purge_if_expired(k, now))
+                    .count();
+                Ok(Outcome::Int(removed as i64))
+            }
+        }
+    }
+
+    /// Records that the entry at `index` with time `time_ms` was applied,
+    /// for entries that carry no op (leader no-ops, membership changes).
+    pub fn observe(&mut self, index: u64, time_ms: u64) {
+        self.applied_index = self.applied_index.max(index);
+        self.clock_ms = self.clock_ms.max(time_ms);
+    }
+
+    /// Answers a read. `now_ms` is the reader's clock; the state never
+    /// answers as of a time before the last applied entry.
+    pub fn read(&self, query: &Query, now_ms: u64) -> OpResult {
+        let now = now_ms.max(self.clock_ms);
+        match query {
+            Query::String(q) => strings::read(&self.db, now, q),
+            Query::Key(q) => keys::read(&self.db, now, q),
+            Query::Hash(q) => hashes::read(&self.db, now, q),
+        }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    /// The state's clock: the largest entry time applied.
+    pub fn clock_ms(&self) -> u64 {
+        self.clock_ms
+    }
+
+    /// Up to `limit` keys whose deadline is at or before `now_ms`.
+    pub fn expired_keys(&self, now_ms: u64, limit: usize) -> Vec<Bytes> {
+        self.db.expired_keys(now_ms, limit)
+    }
+}

@@ -1,0 +1,123 @@
+//! Connection commands. All are answered by the server from the
+//! connection's own state; this file only declares them.
+
+use super::{CommandSpec, Exec, Flag, Group, KeyPositions};
+
+const CONN: &[Flag] = &[Flag::NoScript, Flag::Loading, Flag::Stale, Flag::Fast];
+
+macro_rules! local {
+    ($name:literal, $arity:expr, $flags:expr, $since:literal, $syntax:literal, $summary:literal) => {
+        local!($name, $arity, $flags, $since, $syntax, $summary, &[])
+    };
+    ($name:literal, $arity:expr, $flags:expr, $since:literal, $syntax:literal, $summary:literal, $subs:expr) => {
+        CommandSpec {
+            name: $name,
+            arity: $arity,
+            flags: $flags,
+            keys: KeyPositions::NONE,
+            group: Group::Connection,
+            summary: $summary,
+            syntax: $syntax,
+            since: $since,
+            exec: Exec::Local,
+            subcommands: $subs,
+        }
+    };
+}
+
+pub const SPECS: &[CommandSpec] = &[
+    local!("ping", -1, &[Flag::Fast], "1.0.0", "[message]",
+        "Returns the server's liveliness response."),
+    local!("echo", 2, &[Flag::Fast], "1.0.0", "message", "Returns the given string."),
+    local!("hello", -1, &[Flag::NoScript, Flag::Loading, Flag::Stale, Flag::Fast, Flag::NoAuth], "6.0.0",
+        "[protover [AUTH username password] [SETNAME clientname]]",
+        "Handshakes with the server: switches the protocol (2 or 3) and returns server information."),
+    local!("auth", -2, &[Flag::NoScript, Flag::Loading, Flag::Stale, Flag::Fast, Flag::NoAuth], "1.0.0",
+        "[username] password",
+        "Authenticates the connection. concord has no passwords yet, so this answers as Redis does without one."),
+    local!("quit", -1, &[Flag::NoScript, Flag::Loading, Flag::Stale, Flag::Fast, Flag::NoAuth], "1.0.0", "",
+        "Closes the connection after replying OK."),
+    local!("reset", 1, CONN, "6.2.0", "",
+        "Resets the connection: protocol 2, no name, database 0, read mode linearizable."),
+    local!("select", 2, CONN, "1.0.0", "index",
+        "Changes the selected database. concord has database 0 only."),
+    local!("client", -2, &[], "2.4.0", "subcommand [argument ...]",
+        "A container for client connection commands.", CLIENT_SUBCOMMANDS),
+];
+
+const CLIENT_FLAGS: &[Flag] = &[Flag::NoScript, Flag::Loading, Flag::Stale];
+
+const CLIENT_SUBCOMMANDS: &[CommandSpec] = &[
+    local!(
+        "client|id",
+        2,
+        CLIENT_FLAGS,
+        "5.0.0",
+        "",
+        "Returns the unique client ID of the connection."
+    ),
+    local!(
+        "client|setname",
+        3,
+        CLIENT_FLAGS,
+        "2.6.9",
+        "connection-name",
+        "Sets the connection name."
+    ),
+    local!(
+        "client|getname",
+        2,
+        CLIENT_FLAGS,
+        "2.6.9",
+        "",
+        "Returns the name of the connection."
+    ),
+    local!(
+        "client|list",
+        -2,
+        &[Flag::Admin, Flag::NoScript, Flag::Loading, Flag::Stale],
+        "2.4.0",
+        "[TYPE NORMAL | MASTER | REPLICA | PUBSUB] [ID client-id [client-id ...]]",
+        "Lists open connections."
+    ),
+    local!(
+        "client|info",
+        2,
+        CLIENT_FLAGS,
+        "6.2.0",
+        "",
+        "Returns information about the connection."
+    ),
+    local!(
+        "client|setinfo",
+        4,
+        CLIENT_FLAGS,
+        "7.2.0",
+        "LIB-NAME libname | LIB-VER libver",
+        "Sets information specific to the client or connection."
+    ),
+    local!(
+        "client|no-evict",
+        3,
+        CLIENT_FLAGS,
+        "7.0.0",
+        "ON | OFF",
+        "Accepted for compatibility: concord never evicts clients."
+    ),
+    local!(
+        "client|no-touch",
+        3,
+        CLIENT_FLAGS,
+        "7.2.0",
+        "ON | OFF",
+        "Accepted for compatibility: concord keeps no access times."
+    ),
+    local!(
+        "client|help",
+        2,
+        CLIENT_FLAGS,
+        "5.0.0",
+        "",
+        "Returns helpful text about the different subcommands."
+    ),
+];

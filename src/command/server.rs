@@ -1,0 +1,135 @@
+//! Server commands answered by the server itself: INFO, CONFIG, COMMAND,
+//! TIME, ROLE. This file declares them; `command::docs` renders the
+//! introspection answers `COMMAND` gives from the table.
+
+use super::{CommandSpec, Exec, Flag, Group, KeyPositions};
+
+macro_rules! local {
+    ($name:literal, $arity:expr, $flags:expr, $since:literal, $syntax:literal, $summary:literal) => {
+        local!($name, $arity, $flags, $since, $syntax, $summary, &[])
+    };
+    ($name:literal, $arity:expr, $flags:expr, $since:literal, $syntax:literal, $summary:literal, $subs:expr) => {
+        CommandSpec {
+            name: $name,
+            arity: $arity,
+            flags: $flags,
+            keys: KeyPositions::NONE,
+            group: Group::Server,
+            summary: $summary,
+            syntax: $syntax,
+            since: $since,
+            exec: Exec::Local,
+            subcommands: $subs,
+        }
+    };
+}
+
+const STALE: &[Flag] = &[Flag::Loading, Flag::Stale];
+const ADMIN: &[Flag] = &[Flag::Admin, Flag::NoScript, Flag::Loading, Flag::Stale];
+
+pub const SPECS: &[CommandSpec] = &[
+    local!(
+        "info",
+        -1,
+        STALE,
+        "1.0.0",
+        "[section [section ...]]",
+        "Returns information and statistics about the server, including a raft section."
+    ),
+    local!(
+        "config",
+        -2,
+        &[],
+        "2.0.0",
+        "subcommand [argument ...]",
+        "A container for server configuration commands.",
+        CONFIG_SUBCOMMANDS
+    ),
+    local!(
+        "command",
+        -1,
+        STALE,
+        "2.8.13",
+        "[subcommand [argument ...]]",
+        "Returns detailed information about all commands.",
+        COMMAND_SUBCOMMANDS
+    ),
+    local!(
+        "time",
+        1,
+        &[Flag::Loading, Flag::Stale, Flag::Fast],
+        "2.6.0",
+        "",
+        "Returns the server time."
+    ),
+    local!(
+        "role",
+        1,
+        &[Flag::NoScript, Flag::Loading, Flag::Stale, Flag::Fast],
+        "2.8.12",
+        "",
+        "Returns the replication role: master on the Raft leader, slave elsewhere."
+    ),
+];
+
+const CONFIG_SUBCOMMANDS: &[CommandSpec] = &[
+    local!("config|get", -3, ADMIN, "2.0.0", "parameter [parameter ...]",
+        "Returns the effective values of configuration parameters."),
+    local!("config|set", -4, ADMIN, "2.0.0", "parameter value [parameter value ...]",
+        "Sets configuration parameters at runtime. Redis tuning parameters that do not apply to concord are accepted and ignored."),
+    local!("config|resetstat", 2, ADMIN, "2.0.0", "", "Resets the server's statistics."),
+    local!("config|rewrite", 2, ADMIN, "2.8.0", "",
+        "Accepted for compatibility: concord's configuration file is never rewritten."),
+    local!("config|help", 2, STALE, "5.0.0", "", "Returns helpful text about the different subcommands."),
+];
+
+const COMMAND_SUBCOMMANDS: &[CommandSpec] = &[
+    local!(
+        "command|count",
+        2,
+        STALE,
+        "2.8.13",
+        "",
+        "Returns a count of commands."
+    ),
+    local!(
+        "command|info",
+        -2,
+        STALE,
+        "2.8.13",
+        "[command-name [command-name ...]]",
+        "Returns information about one, multiple or all commands."
+    ),
+    local!(
+        "command|docs",
+        -2,
+        STALE,
+        "7.0.0",
+        "[command-name [command-name ...]]",
+        "Returns documentary information about one, multiple or all commands."
+    ),
+    local!(
+        "command|list",
+        -2,
+        STALE,
+        "7.0.0",
+        "[FILTERBY MODULE module-name | ACLCAT category | PATTERN pattern]",
+        "Returns a list of command names."
+    ),
+    local!(
+        "command|getkeys",
+        -3,
+        STALE,
+        "2.8.13",
+        "command [arg [arg ...]]",
+        "Extracts the key names from an arbitrary command."
+    ),
+    local!(
+        "command|help",
+        2,
+        STALE,
+        "5.0.0",
+        "",
+        "Returns helpful text about the different subcommands."
+    ),
+];

@@ -1,0 +1,362 @@
+//! Strings and counters: parsing and replies. Semantics live in
+//! `state::strings`.
+
+use bytes::Bytes;
+
+use super::{
+    is, ok_as_int_reply, standard_reply, Args, CommandError, CommandSpec, Exec, Flag, Group,
+    KeyPositions,
+};
+use crate::state::strings::{Condition, Deadline, GetExDeadline, StringOp, StringQuery};
+use crate::state::{Op, Query};
+
+const W: &[Flag] = &[Flag::Write, Flag::DenyOom];
+const WF: &[Flag] = &[Flag::Write, Flag::DenyOom, Flag::Fast];
+const WF_NOOOM: &[Flag] = &[Flag::Write, Flag::Fast];
+const RF: &[Flag] = &[Flag::ReadOnly, Flag::Fast];
+const R: &[Flag] = &[Flag::ReadOnly];
+
+macro_rules! spec {
+    ($name:literal, $arity:expr, $flags:expr, $keys:expr, $since:literal, $syntax:literal, $summary:literal, $exec:expr) => {
+        CommandSpec {
+            name: $name,
+            arity: $arity,
+            flags: $flags,
+            keys: $keys,
+            group: Group::String,
+            summary: $summary,
+            syntax: $syntax,
+            since: $since,
+            exec: $exec,
+            subcommands: &[],
+        }
+    };
+}
+
+pub const SPECS: &[CommandSpec] = &[
+    spec!("get", 2, RF, KeyPositions::FIRST, "1.0.0", "key",
+        "Returns the string value of a key.",
+        Exec::Read(parse_get, standard_reply)),
+    spec!("set", -3, W, KeyPositions::FIRST, "1.0.0",
+        "key value [NX | XX] [GET] [EX seconds | PX milliseconds | EXAT unix-time-seconds | PXAT unix-time-milliseconds | KEEPTTL]",
+        "Sets the string value of a key, ignoring its type. The key is created if it doesn't exist.",
+        Exec::Write(parse_set, standard_reply)),
+    spec!("setnx", 3, WF, KeyPositions::FIRST, "1.0.0", "key value",
+        "Set the string value of a key only when the key doesn't exist.",
+        Exec::Write(parse_setnx, ok_as_int_reply)),
+    spec!("setex", 4, W, KeyPositions::FIRST, "2.0.0", "key seconds value",
+        "Sets the string value and expiration time of a key. Creates the key if it doesn't exist.",
+        Exec::Write(parse_setex, standard_reply)),
+    spec!("psetex", 4, W, KeyPositions::FIRST, "2.6.0", "key milliseconds value",
+        "Sets both string value and expiration time in milliseconds of a key. The key is created if it doesn't exist.",
+        Exec::Write(parse_psetex, standard_reply)),
+    spec!("getset", 3, WF, KeyPositions::FIRST, "1.0.0", "key value",
+        "Returns the previous string value of a key after setting it to a new value.",
+        Exec::Write(parse_getset, standard_reply)),
+    spec!("getdel", 2, WF_NOOOM, KeyPositions::FIRST, "6.2.0", "key",
+        "Returns the string value of a key after deleting the key.",
+        Exec::Write(parse_getdel, standard_reply)),
+    spec!("getex", -2, WF_NOOOM, KeyPositions::FIRST, "6.2.0",
+        "key [EX seconds | PX milliseconds | EXAT unix-time-seconds | PXAT unix-time-milliseconds | PERSIST]",
+        "Returns the string value of a key after setting its expiration time.",
+        Exec::Write(parse_getex, standard_reply)),
+    spec!("mget", -2, RF, KeyPositions::ALL, "1.0.0", "key [key ...]",
+        "Atomically returns the string values of one or more keys.",
+        Exec::Read(parse_mget, standard_reply)),
+    spec!("mset", -3, W, KeyPositions::PAIRS, "1.0.1", "key value [key value ...]",
+        "Atomically creates or modifies the string values of one or more keys.",
+        Exec::Write(parse_mset, standard_reply)),
+    spec!("msetnx", -3, W, KeyPositions::PAIRS, "1.0.1", "key value [key value ...]",
+        "Atomically modifies the string values of one or more keys only when all keys don't exist.",
+        Exec::Write(parse_msetnx, standard_reply)),
+    spec!("append", 3, WF, KeyPositions::FIRST, "2.0.0", "key value",
+        "Appends a string to the value of a key. Creates the key if it doesn't exist.",
+        Exec::Write(parse_append, standard_reply)),
+    spec!("strlen", 2, RF, KeyPositions::FIRST, "2.2.0", "key",
+        "Returns the length of a string value.",
+        Exec::Read(parse_strlen, standard_reply)),
+    spec!("getrange", 4, R, KeyPositions::FIRST, "2.4.0", "key start end",
+        "Returns a substring of the string stored at a key.",
+        Exec::Read(parse_getrange, standard_reply)),
+    spec!("setrange", 4, W, KeyPositions::FIRST, "2.2.0", "key offset value",
+        "Overwrites a part of a string value with another by an offset. Creates the key if it doesn't exist.",
+        Exec::Write(parse_setrange, standard_reply)),
+    spec!("incr", 2, WF, KeyPositions::FIRST, "1.0.0", "key",
+        "Increments the integer value of a key by one. Uses 0 as initial value if the key doesn't exist.",
+        Exec::Write(parse_incr, standard_reply)),
+    spec!("incrby", 3, WF, KeyPositions::FIRST, "1.0.0", "key increment",
+        "Increments the integer value of a key by a number. Uses 0 as initial value if the key doesn't exist.",
+        Exec::Write(parse_incrby, standard_reply)),
+    spec!("incrbyfloat", 3, WF, KeyPositions::FIRST, "2.6.0", "key increment",
+        "Increment the floating point value of a key by a number. Uses 0 as initial value if the key doesn't exist.",
+        Exec::Write(parse_incrbyfloat, standard_reply)),
+    spec!("decr", 2, WF, KeyPositions::FIRST, "1.0.0", "key",
+        "Decrements the integer value of a key by one. Uses 0 as initial value if the key doesn't exist.",
+        Exec::Write(parse_decr, standard_reply)),
+    spec!("decrby", 3, WF, KeyPositions::FIRST, "1.0.0", "key decrement",
+        "Decrements a number from the integer value of a key. Uses 0 as initial value if the key doesn't exist.",
+        Exec::Write(parse_decrby, standard_reply)),
+];
+
+fn write(op: StringOp) -> Result<Op, CommandError> {
+    Ok(Op::String(op))
+}
+
+fn read(query: StringQuery) -> Result<Query, CommandError> {
+    Ok(Query::String(query))
+}
+
+fn parse_get(argv: &[Bytes]) -> Result<Query, CommandError> {
+    read(StringQuery::Get {
+        key: argv[1].clone(),
+    })
+}
+
+/// The expiry options shared by SET and GETEX, after the option keyword.
+/// `unit_ms` is 1000 for seconds, 1 for milliseconds.
+fn expiry_value(args: &mut Args, unit_ms: u64, command: &'static str) -> Result<u64, CommandError> {
+    let v = args.i64()?;
+    if v <= 0 {
+        return Err(CommandError::InvalidExpireTime(command));
+    }
+    (v as u64)
+        .checked_mul(unit_ms)
+        .filter(|ms| *ms <= i64::MAX as u64)
+        .ok_or(CommandError::InvalidExpireTime(command))
+}
+
+/// An expiry option keyword (EX, PX, EXAT, PXAT) and its value, if `word` is one.
+fn expiry_option(
+    word: &[u8],
+    args: &mut Args,
+    command: &'static str,
+) -> Result<Option<Deadline>, CommandError> {
+    Ok(Some(if is(word, "EX") {
+        Deadline::After(expiry_value(args, 1000, command)?)
+    } else if is(word, "PX") {
+        Deadline::After(expiry_value(args, 1, command)?)
+    } else if is(word, "EXAT") {
+        Deadline::At(expiry_value(args, 1000, command)?)
+    } else if is(word, "PXAT") {
+        Deadline::At(expiry_value(args, 1, command)?)
+    } else {
+        return Ok(None);
+    }))
+}
+
+fn parse_set(argv: &[Bytes]) -> Result<Op, CommandError> {
+    let mut args = Args::new(argv);
+    let key = args.bytes()?;
+    let value = args.bytes()?;
+    let mut condition = Condition::Always;
+    let mut get = false;
+    let mut deadline = Deadline::None;
+    let mut deadline_given = false;
+    while !args.is_empty() {
+        let word = args.bytes()?;
+        if is(&word, "NX") && condition == Condition::Always {
+            condition = Condition::IfAbsent;
+        } else if is(&word, "XX") && condition == Condition::Always {
+            condition = Condition::IfPresent;
+        } else if is(&word, "GET") {
+            get = true;
+        } else if is(&word, "KEEPTTL") && !deadline_given {
+            deadline = Deadline::Keep;
+            deadline_given = true;
+        } else if !deadline_given && args.remaining() > 0 {
+            match expiry_option(&word, &mut args, "set")? {
+                Some(d) => {
+                    deadline = d;
+                    deadline_given = true;
+                }
+                None => return Err(CommandError::Syntax),
+            }
+        } else {
+            return Err(CommandError::Syntax);
+        }
+    }
+    write(StringOp::Set {
+        key,
+        value,
+        condition,
+        get,
+        deadline,
+    })
+}
+
+fn parse_setnx(argv: &[Bytes]) -> Result<Op, CommandError> {
+    write(StringOp::Set {
+        key: argv[1].clone(),
+        value: argv[2].clone(),
+        condition: Condition::IfAbsent,
+        get: false,
+        deadline: Deadline::None,
+    })
+}
+
+fn setex_with(argv: &[Bytes], unit_ms: u64, command: &'static str) -> Result<Op, CommandError> {
+    let mut args = Args::new(&argv[..3]);
+    let key = args.bytes()?;
+    let ms = expiry_value(&mut args, unit_ms, command)?;
+    write(StringOp::Set {
+        key,
+        value: argv[3].clone(),
+        condition: Condition::Always,
+        get: false,
+        deadline: Deadline::After(ms),
+    })
+}
+
+fn parse_setex(argv: &[Bytes]) -> Result<Op, CommandError> {
+    setex_with(argv, 1000, "setex")
+}
+
+fn parse_psetex(argv: &[Bytes]) -> Result<Op, CommandError> {
+    setex_with(argv, 1, "psetex")
+}
+
+fn parse_getset(argv: &[Bytes]) -> Result<Op, CommandError> {
+    write(StringOp::Set {
+        key: argv[1].clone(),
+        value: argv[2].clone(),
+        condition: Condition::Always,
+        get: true,
+        deadline: Deadline::None,
+    })
+}
+
+fn parse_getdel(argv: &[Bytes]) -> Result<Op, CommandError> {
+    write(StringOp::GetDel {
+        key: argv[1].clone(),
+    })
+}
+
+fn parse_getex(argv: &[Bytes]) -> Result<Op, CommandError> {
+    let mut args = Args::new(argv);
+    let key = args.bytes()?;
+    let mut deadline = GetExDeadline::Unchanged;
+    while !args.is_empty() {
+        let word = args.bytes()?;
+        if deadline != GetExDeadline::Unchanged {
+            return Err(CommandError::Syntax);
+        }
+        if is(&word, "PERSIST") {
+            deadline = GetExDeadline::Persist;
+        } else if args.remaining() > 0 {
+            match expiry_option(&word, &mut args, "getex")? {
+                Some(d) => deadline = GetExDeadline::Set(d),
+                None => return Err(CommandError::Syntax),
+            }
+        } else {
+            return Err(CommandError::Syntax);
+        }
+    }
+    write(StringOp::GetEx { key, deadline })
+}
+
+fn parse_mget(argv: &[Bytes]) -> Result<Query, CommandError> {
+    read(StringQuery::MGet {
+        keys: argv[1..].to_vec(),
+    })
+}
+
+fn pairs(argv: &[Bytes], command: &str) -> Result<Vec<(Bytes, Bytes)>, CommandError> {
+    if argv.len() % 2 == 0 {
+        return Err(CommandError::WrongArity(command.to_owned()));
+    }
+    Ok(argv[1..]
+        .chunks_exact(2)
+        .map(|p| (p[0].clone(), p[1].clone()))
+        .collect())
+}
+
+fn parse_mset(argv: &[Bytes]) -> Result<Op, CommandError> {
+    write(StringOp::MSet {
+        pairs: pairs(argv, "mset")?,
+    })
+}
+
+fn parse_msetnx(argv: &[Bytes]) -> Result<Op, CommandError> {
+    write(StringOp::MSetNx {
+        pairs: pairs(argv, "msetnx")?,
+    })
+}
+
+fn parse_append(argv: &[Bytes]) -> Result<Op, CommandError> {
+    write(StringOp::Append {
+        key: argv[1].clone(),
+        value: argv[2].clone(),
+    })
+}
+
+fn parse_strlen(argv: &[Bytes]) -> Result<Query, CommandError> {
+    read(StringQuery::StrLen {
+        key: argv[1].clone(),
+    })
+}
+
+fn parse_getrange(argv: &[Bytes]) -> Result<Query, CommandError> {
+    let mut args = Args::new(argv);
+    let key = args.bytes()?;
+    let start = args.i64()?;
+    let end = args.i64()?;
+    read(StringQuery::GetRange { key, start, end })
+}
+
+fn parse_setrange(argv: &[Bytes]) -> Result<Op, CommandError> {
+    let mut args = Args::new(argv);
+    let key = args.bytes()?;
+    let offset = args.i64()?;
+    if offset < 0 {
+        return Err(CommandError::OffsetOutOfRange);
+    }
+    write(StringOp::SetRange {
+        key,
+        offset: offset as u64,
+        value: argv[3].clone(),
+    })
+}
+
+fn incr_by(argv: &[Bytes], delta: i64) -> Result<Op, CommandError> {
+    write(StringOp::IncrBy {
+        key: argv[1].clone(),
+        delta,
+    })
+}
+
+fn parse_incr(argv: &[Bytes]) -> Result<Op, CommandError> {
+    incr_by(argv, 1)
+}
+
+fn parse_decr(argv: &[Bytes]) -> Result<Op, CommandError> {
+    incr_by(argv, -1)
+}
+
+fn parse_incrby(argv: &[Bytes]) -> Result<Op, CommandError> {
+    let mut args = Args::new(argv);
+    args.bytes()?;
+    incr_by(argv, args.i64()?)
+}
+
+fn parse_decrby(argv: &[Bytes]) -> Result<Op, CommandError> {
+    let mut args = Args::new(argv);
+    args.bytes()?;
+    let delta = args.i64()?;
+    // DECRBY of i64::MIN cannot be negated: Redis reports the overflow.
+    let delta = delta
+        .checked_neg()
+        .ok_or_else(|| CommandError::InvalidArgument("decrement would overflow".to_owned()))?;
+    incr_by(argv, delta)
+}
+
+fn parse_incrbyfloat(argv: &[Bytes]) -> Result<Op, CommandError> {
+    let mut args = Args::new(argv);
+    let key = args.bytes()?;
+    let delta = args.f64()?;
+    if !delta.is_finite() {
+        return Err(CommandError::InvalidArgument(
+            "increment would produce NaN or Infinity".to_owned(),
+        ));
+    }
+    write(StringOp::IncrByFloat { key, delta })
+}

@@ -1,0 +1,399 @@
+//! The keyspace: one ordered map of keys to values with optional deadlines.
+//!
+//! Keys are ordered by a fixed 64-bit hash of their bytes (then by the bytes),
+//! not by the bytes themselves. That order is what SCAN's integer cursor walks:
+//! the cursor is the hash of the next key to visit, so a scan survives inserts
+//! and deletes between calls (every key present for the whole scan is returned
+//! at least once, as Redis promises) and the cursor is meaningful on every
+//! replica. The hash is our own (not `std`'s unspecified SipHash) so it never
+//! changes between builds.
+//!
+//! Deadlines live twice: on the entry, and in an index ordered by time that
+//! lets the leader find expired keys without a scan of the keyspace.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+
+/// A key in a [`ScanMap`]: ordered by `(hash, bytes)`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ScanKey {
+    hash: u64,
+    bytes: Bytes,
+}
+
+impl ScanKey {
+    pub fn new(bytes: Bytes) -> Self {
+        ScanKey {
+            hash: stable_hash(&bytes),
+            bytes,
+        }
+    }
+
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    pub fn hash(&self) -> u64 {
+        self.hash
+    }
+
+    /// The smallest key with the given hash: where a scan at cursor `hash` starts.
+    fn first_with_hash(hash: u64) -> Self {
+        ScanKey {
+            hash,
+            bytes: Bytes::new(),
+        }
+    }
+}
+
+/// A 64-bit hash that is the same on every build and every node, never 0
+/// (0 is the cursor that means "start" and "done").
+pub fn stable_hash(bytes: &[u8]) -> u64 {
+    const SEED: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut h = SEED ^ (bytes.len() as u64).wrapping_mul(0xff51_afd7_ed55_8ccd);
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let word = u64::from_le_bytes(chunk.try_into().expect("chunk of 8"));
+        h = (h ^ mix(word))
+            .rotate_left(27)
+            .wrapping_mul(0x94d0_49bb_1331_11eb);
+    }
+    let mut tail = [0u8; 8];
+    let rest = chunks.remainder();
+    tail[..rest.len()].copy_from_slice(rest);
+    h ^= mix(u64::from_le_bytes(tail));
+    let h = mix(h);
+    if h == 0 {
+        1
+    } else {
+        h
+    }
+}
+
+/// splitmix64's finalizer: a full avalanche of one word.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A map whose iteration order is the scan order: used for the keyspace and for
+/// the fields of a hash, so SCAN and HSCAN share one cursor scheme.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScanMap<V> {
+    map: BTreeMap<ScanKey, V>,
+}
+
+impl<V> Default for ScanMap<V> {
+    fn default() -> Self {
+        ScanMap::new()
+    }
+}
+
+impl<V> ScanMap<V> {
+    pub fn new() -> Self {
+        ScanMap {
+            map: BTreeMap::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn get(&self, key: &Bytes) -> Option<&V> {
+        self.map.get(&ScanKey::new(key.clone()))
+    }
+
+    pub fn get_mut(&mut self, key: &Bytes) -> Option<&mut V> {
+        self.map.get_mut(&ScanKey::new(key.clone()))
+    }
+
+    pub fn contains(&self, key: &Bytes) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Inserts or replaces; returns the previous value.
+    pub fn insert(&mut self, key: Bytes, value: V) -> Option<V> {
+        self.map.insert(ScanKey::new(key), value)
+    }
+
+    pub fn remove(&mut self, key: &Bytes) -> Option<V> {
+        self.map.remove(&ScanKey::new(key.clone()))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&Bytes, &V)> {
+        self.map.iter().map(|(k, v)| (&k.bytes, v))
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &Bytes> {
+        self.map.keys().map(|k| &k.bytes)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.map.values()
+    }
+
+    /// The entry at position `n` in scan order (used for random picks; O(n)).
+    pub fn nth(&self, n: usize) -> Option<(&Bytes, &V)> {
+        self.map.iter().nth(n).map(|(k, v)| (&k.bytes, v))
+    }
+
+    /// Visits at least `count` entries (fewer only at the end) starting at
+    /// `cursor`, always finishing the run of entries that share the last
+    /// visited hash so the next cursor moves strictly forward. Returns the
+    /// visited entries and the next cursor (0 when the walk is complete).
+    pub fn scan(&self, cursor: u64, count: usize) -> (Vec<(&Bytes, &V)>, u64) {
+        let count = count.max(1);
+        let mut out = Vec::with_capacity(count.min(1024));
+        let mut last_hash = None;
+        for (k, v) in self.map.range(ScanKey::first_with_hash(cursor)..) {
+            if out.len() >= count && last_hash != Some(k.hash) {
+                return (out, k.hash);
+            }
+            last_hash = Some(k.hash);
+            out.push((&k.bytes, v));
+        }
+        (out, 0)
+    }
+}
+
+/// One value in the keyspace.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    String(Bytes),
+    Hash(ScanMap<Bytes>),
+}
+
+impl Value {
+    /// The name TYPE reports.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::String(_) => "string",
+            Value::Hash(_) => "hash",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry {
+    pub value: Value,
+    expires_at: Option<u64>,
+}
+
+impl Entry {
+    pub fn expires_at(&self) -> Option<u64> {
+        self.expires_at
+    }
+
+    fn is_expired(&self, now: u64) -> bool {
+        matches!(self.expires_at, Some(at) if at <= now)
+    }
+}
+
+/// The keyspace of database 0.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Db {
+    entries: ScanMap<Entry>,
+    /// `(deadline ms, key)` for every key with a deadline.
+    deadlines: BTreeSet<(u64, Bytes)>,
+}
+
+impl Db {
+    pub fn new() -> Self {
+        Db::default()
+    }
+
+    /// Number of keys, counting keys whose deadline passed but that the log
+    /// has not deleted yet (as Redis's DBSIZE does).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Number of keys with a deadline.
+    pub fn volatile_len(&self) -> usize {
+        self.deadlines.len()
+    }
+
+    /// The live entry at `key`, treating an expired one as absent.
+    pub fn get(&self, key: &Bytes, now: u64) -> Option<&Entry> {
+        self.entries.get(key).filter(|e| !e.is_expired(now))
+    }
+
+    /// The live value at `key` for a write. An expired entry is deleted here,
+    /// which is deterministic because `now` is the log entry's time.
+    pub fn get_mut(&mut self, key: &Bytes, now: u64) -> Option<&mut Value> {
+        self.purge_if_expired(key, now);
+        self.entries.get_mut(key).map(|e| &mut e.value)
+    }
+
+    /// Deletes `key` if its deadline is at or before `now`; true if it did.
+    pub fn purge_if_expired(&mut self, key: &Bytes, now: u64) -> bool {
+        let expired = matches!(self.entries.get(key), Some(e) if e.is_expired(now));
+        if expired {
+            self.remove(key);
+        }
+        expired
+    }
+
+    /// Stores `value` at `key` with the given deadline, replacing whatever was
+    /// there (value and deadline).
+    pub fn insert(&mut self, key: Bytes, value: Value, expires_at: Option<u64>) {
+        if let Some(at) = expires_at {
+            self.deadlines.insert((at, key.clone()));
+        }
+        let entry = Entry { value, expires_at };
+        if let Some(old) = self.entries.insert(key.clone(), entry) {
+            if let Some(old_at) = old.expires_at {
+                if Some(old_at) != expires_at {
+                    self.deadlines.remove(&(old_at, key));
+                }
+            }
+        }
+    }
+
+    /// Replaces the value at `key` and keeps its deadline (KEEPTTL, and every
+    /// in-place modification such as APPEND or HSET).
+    pub fn insert_keep_ttl(&mut self, key: Bytes, value: Value, now: u64) {
+        self.purge_if_expired(&key, now);
+        let deadline = self.entries.get(&key).and_then(|e| e.expires_at);
+        self.insert(key, value, deadline);
+    }
+
+    pub fn remove(&mut self, key: &Bytes) -> Option<Entry> {
+        let entry = self.entries.remove(key)?;
+        if let Some(at) = entry.expires_at {
+            self.deadlines.remove(&(at, key.clone()));
+        }
+        Some(entry)
+    }
+
+    /// Sets or clears the deadline of an existing key; false if there is none.
+    pub fn set_deadline(&mut self, key: &Bytes, deadline: Option<u64>) -> bool {
+        let Some(entry) = self.entries.get_mut(key) else {
+            return false;
+        };
+        let old = std::mem::replace(&mut entry.expires_at, deadline);
+        if let Some(at) = old {
+            self.deadlines.remove(&(at, key.clone()));
+        }
+        if let Some(at) = deadline {
+            self.deadlines.insert((at, key.clone()));
+        }
+        true
+    }
+
+    pub fn clear(&mut self) {
+        self.entries = ScanMap::new();
+        self.deadlines.clear();
+    }
+
+    /// Up to `limit` keys whose deadline is at or before `now`, oldest first:
+    /// what the leader proposes to delete.
+    pub fn expired_keys(&self, now: u64, limit: usize) -> Vec<Bytes> {
+        self.deadlines
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .take(limit)
+            .map(|(_, k)| k.clone())
+            .collect()
+    }
+
+    /// The earliest deadline in the keyspace.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.deadlines.iter().next().map(|(at, _)| *at)
+    }
+
+    /// All entries in scan order, expired ones included.
+    pub fn iter(&self) -> impl Iterator<Item = (&Bytes, &Entry)> {
+        self.entries.iter()
+    }
+
+    /// One SCAN step over live keys: see [`ScanMap::scan`].
+    pub fn scan(&self, cursor: u64, count: usize, now: u64) -> (Vec<(&Bytes, &Entry)>, u64) {
+        let (visited, next) = self.entries.scan(cursor, count);
+        let live = visited
+            .into_iter()
+            .filter(|(_, e)| !e.is_expired(now))
+            .collect();
+        (live, next)
+    }
+
+    /// The live entry at scan position `n` (for RANDOMKEY).
+    pub fn nth(&self, n: usize) -> Option<(&Bytes, &Entry)> {
+        self.entries.nth(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    #[test]
+    fn deadlines_follow_overwrites_and_removals() {
+        let mut db = Db::new();
+        db.insert(b("a"), Value::String(b("1")), Some(100));
+        db.insert(b("a"), Value::String(b("2")), Some(200));
+        assert_eq!(db.expired_keys(150, 10), Vec::<Bytes>::new());
+        assert_eq!(db.expired_keys(200, 10), vec![b("a")]);
+        db.insert(b("a"), Value::String(b("3")), None);
+        assert_eq!(db.volatile_len(), 0);
+        db.insert(b("b"), Value::String(b("1")), Some(5));
+        db.remove(&b("b"));
+        assert_eq!(db.volatile_len(), 0);
+    }
+
+    #[test]
+    fn expired_entries_are_absent_to_reads_and_purged_by_writes() {
+        let mut db = Db::new();
+        db.insert(b("k"), Value::String(b("v")), Some(10));
+        assert!(db.get(&b("k"), 9).is_some());
+        assert!(db.get(&b("k"), 10).is_none());
+        assert_eq!(db.len(), 1);
+        assert!(db.get_mut(&b("k"), 10).is_none());
+        assert_eq!(db.len(), 0);
+        assert_eq!(db.volatile_len(), 0);
+    }
+
+    #[test]
+    fn a_full_scan_returns_every_key_once_when_nothing_changes() {
+        let mut db = Db::new();
+        for i in 0..1000 {
+            db.insert(b(&format!("key:{i}")), Value::String(b("x")), None);
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut cursor = 0;
+        loop {
+            let (batch, next) = db.scan(cursor, 7, 0);
+            for (k, _) in batch {
+                assert!(seen.insert(k.clone()), "duplicate {k:?}");
+            }
+            if next == 0 {
+                break;
+            }
+            assert!(next > cursor);
+            cursor = next;
+        }
+        assert_eq!(seen.len(), 1000);
+    }
+
+    #[test]
+    fn the_hash_is_stable() {
+        assert_eq!(stable_hash(b""), stable_hash(b""));
+        assert_ne!(stable_hash(b"a"), stable_hash(b"b"));
+        assert_ne!(stable_hash(b"key:1"), stable_hash(b"key:10"));
+    }
+}

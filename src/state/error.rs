@@ -1,0 +1,35 @@
+//! Errors a command can meet while it is applied or read.
+//!
+//! Each variant's text is the one Redis 7 sends, without the leading `-`.
+//! These are answers to the client, never failures of the node: applying an
+//! op either succeeds or returns one of these, identically on every replica.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum StateError {
+    #[error("WRONGTYPE Operation against a key holding the wrong kind of value")]
+    WrongType,
+    #[error("ERR value is not an integer or out of range")]
+    NotInteger,
+    #[error("ERR hash value is not an integer")]
+    HashNotInteger,
+    #[error("ERR value is not a valid float")]
+    NotFloat,
+    #[error("ERR hash value is not a float")]
+    HashNotFloat,
+    #[error("ERR increment or decrement would overflow")]
+    Overflow,
+    #[error("ERR increment would produce NaN or Infinity")]
+    NanOrInfinity,
+    #[error("ERR no such key")]
+    NoSuchKey,
+    #[error("ERR string exceeds maximum allowed size (proto-max-bulk-len)")]
+    StringTooLong,
+    /// A deadline that does not fit in a signed 64-bit millisecond clock. The
+    /// command layer names the command in the text Redis sends.
+    #[error("ERR invalid expire time")]
+    InvalidExpireTime,
+    #[error("ERR syntax error")]
+    Syntax,
+}

@@ -1,0 +1,414 @@
+//! Strings and counters: GET/SET and friends, APPEND, ranges, INCR family.
+//!
+//! One [`StringOp::Set`] serves SET, SETNX, SETEX, PSETEX and GETSET; the
+//! command layer shapes its outcome per command. Relative deadlines travel in
+//! the op as durations and become absolute here, against the entry's time, so
+//! every replica computes the same deadline.
+
+use bytes::{Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+
+use super::db::{Db, Value};
+use super::{OpResult, Outcome, StateError, MAX_STRING_LEN};
+
+/// When a write applies, with respect to the key's existence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Condition {
+    Always,
+    /// Only if the key does not exist (NX).
+    IfAbsent,
+    /// Only if the key exists (XX).
+    IfPresent,
+}
+
+/// The deadline a write gives a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Deadline {
+    /// No deadline (a plain SET clears any previous one).
+    None,
+    /// Keep the key's current deadline (KEEPTTL).
+    Keep,
+    /// Milliseconds after the entry's time (EX, PX).
+    After(u64),
+    /// Unix time in milliseconds (EXAT, PXAT).
+    At(u64),
+}
+
+impl Deadline {
+    /// The absolute deadline against `now`, or an error when it does not fit
+    /// the signed 64-bit millisecond clock Redis uses.
+    pub fn resolve(self, now: u64, current: Option<u64>) -> Result<Option<u64>, StateError> {
+        match self {
+            Deadline::None => Ok(None),
+            Deadline::Keep => Ok(current),
+            Deadline::After(ms) => match now.checked_add(ms) {
+                Some(at) if at <= i64::MAX as u64 => Ok(Some(at)),
+                _ => Err(StateError::InvalidExpireTime),
+            },
+            Deadline::At(at) if at <= i64::MAX as u64 => Ok(Some(at)),
+            Deadline::At(_) => Err(StateError::InvalidExpireTime),
+        }
+    }
+}
+
+/// What GETEX does to the deadline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GetExDeadline {
+    Unchanged,
+    Persist,
+    Set(Deadline),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum StringOp {
+    /// Outcome: the old value (or nil) when `get`; else OK, or nil when the
+    /// condition did not hold.
+    Set {
+        key: Bytes,
+        value: Bytes,
+        condition: Condition,
+        get: bool,
+        deadline: Deadline,
+    },
+    /// Outcome: OK.
+    MSet { pairs: Vec<(Bytes, Bytes)> },
+    /// Outcome: 1 when every key was absent and all were set, else 0.
+    MSetNx { pairs: Vec<(Bytes, Bytes)> },
+    /// Outcome: the new length.
+    Append { key: Bytes, value: Bytes },
+    /// Outcome: the new length.
+    SetRange {
+        key: Bytes,
+        offset: u64,
+        value: Bytes,
+    },
+    /// Outcome: the new value.
+    IncrBy { key: Bytes, delta: i64 },
+    /// Outcome: the new value as a bulk string.
+    IncrByFloat { key: Bytes, delta: f64 },
+    /// Outcome: the value (or nil); the key is deleted.
+    GetDel { key: Bytes },
+    /// Outcome: the value (or nil), with the deadline changed.
+    GetEx { key: Bytes, deadline: GetExDeadline },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum StringQuery {
+    Get {
+        key: Bytes,
+    },
+    MGet {
+        keys: Vec<Bytes>,
+    },
+    StrLen {
+        key: Bytes,
+    },
+    /// Redis's inclusive, negative-from-the-end range.
+    GetRange {
+        key: Bytes,
+        start: i64,
+        end: i64,
+    },
+}
+
+/// The string at `key`, nil when absent, WRONGTYPE for another type.
+pub(crate) fn get_string<'a>(
+    db: &'a Db,
+    key: &Bytes,
+    now: u64,
+) -> Result<Option<&'a Bytes>, StateError> {
+    match db.get(key, now).map(|e| &e.value) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(StateError::WrongType),
+    }
+}
+
+pub fn apply(db: &mut Db, now: u64, op: &StringOp) -> OpResult {
+    match op {
+        StringOp::Set {
+            key,
+            value,
+            condition,
+            get,
+            deadline,
+        } => {
+            db.purge_if_expired(key, now);
+            let old = if *get {
+                get_string(db, key, now)?.cloned()
+            } else {
+                None
+            };
+            let exists = db.get(key, now).is_some();
+            let holds = match condition {
+                Condition::Always => true,
+                Condition::IfAbsent => !exists,
+                Condition::IfPresent => exists,
+            };
+            if holds {
+                let current = db.get(key, now).and_then(|e| e.expires_at());
+                let at = deadline.resolve(now, current)?;
+                db.insert(key.clone(), Value::String(value.clone()), at);
+            }
+            Ok(match (get, holds) {
+                (true, _) => Outcome::bulk_or_nil(old),
+                (false, true) => Outcome::Ok,
+                (false, false) => Outcome::Nil,
+            })
+        }
+        StringOp::MSet { pairs } => {
+            for (k, v) in pairs {
+                db.insert(k.clone(), Value::String(v.clone()), None);
+            }
+            Ok(Outcome::Ok)
+        }
+        StringOp::MSetNx { pairs } => {
+            if pairs.iter().any(|(k, _)| db.get(k, now).is_some()) {
+                return Ok(Outcome::Int(0));
+            }
+            for (k, v) in pairs {
+                db.insert(k.clone(), Value::String(v.clone()), None);
+            }
+            Ok(Outcome::Int(1))
+        }
+        StringOp::Append { key, value } => {
+            let current = get_string(db, key, now)?.cloned().unwrap_or_default();
+            if current.len() + value.len() > MAX_STRING_LEN {
+                return Err(StateError::StringTooLong);
+            }
+            let joined = concat(current, value);
+            let len = joined.len();
+            db.insert_keep_ttl(key.clone(), Value::String(joined), now);
+            Ok(Outcome::Int(len as i64))
+        }
+        StringOp::SetRange { key, offset, value } => {
+            let current = get_string(db, key, now)?.cloned();
+            let offset = *offset as usize;
+            if value.is_empty() {
+                // Redis answers the current length and creates nothing.
+                return Ok(Outcome::Int(current.map_or(0, |c| c.len()) as i64));
+            }
+            if offset.saturating_add(value.len()) > MAX_STRING_LEN {
+                return Err(StateError::StringTooLong);
+            }
+            let current = current.unwrap_or_default();
+            let mut buf = BytesMut::with_capacity(current.len().max(offset + value.len()));
+            buf.extend_from_slice(&current);
+            if buf.len() < offset + value.len() {
+                buf.resize(offset + value.len(), 0);
+            }
+            buf[offset..offset + value.len()].copy_from_slice(value);
+            let len = buf.len();
+            db.insert_keep_ttl(key.clone(), Value::String(buf.freeze()), now);
+            Ok(Outcome::Int(len as i64))
+        }
+        StringOp::IncrBy { key, delta } => {
+            let current = match get_string(db, key, now)? {
+                Some(s) => parse_i64(s).ok_or(StateError::NotInteger)?,
+                None => 0,
+            };
+            let next = current.checked_add(*delta).ok_or(StateError::Overflow)?;
+            db.insert_keep_ttl(key.clone(), Value::String(format_i64(next)), now);
+            Ok(Outcome::Int(next))
+        }
+        StringOp::IncrByFloat { key, delta } => {
+            let current = match get_string(db, key, now)? {
+                Some(s) => parse_f64(s).ok_or(StateError::NotFloat)?,
+                None => 0.0,
+            };
+            let next = current + delta;
+            if !next.is_finite() {
+                return Err(StateError::NanOrInfinity);
+            }
+            let text = Bytes::from(format_float(next));
+            db.insert_keep_ttl(key.clone(), Value::String(text.clone()), now);
+            Ok(Outcome::Bulk(text))
+        }
+        StringOp::GetDel { key } => {
+            let value = get_string(db, key, now)?.cloned();
+            if value.is_some() {
+                db.remove(key);
+            }
+            Ok(Outcome::bulk_or_nil(value))
+        }
+        StringOp::GetEx { key, deadline } => {
+            let Some(value) = get_string(db, key, now)?.cloned() else {
+                return Ok(Outcome::Nil);
+            };
+            match deadline {
+                GetExDeadline::Unchanged => {}
+                GetExDeadline::Persist => {
+                    db.set_deadline(key, None);
+                }
+                GetExDeadline::Set(d) => {
+                    let current = db.get(key, now).and_then(|e| e.expires_at());
+                    match d.resolve(now, current)? {
+                        Some(at) if at <= now => {
+                            db.remove(key);
+                        }
+                        at => {
+                            db.set_deadline(key, at);
+                        }
+                    }
+                }
+            }
+            Ok(Outcome::Bulk(value))
+        }
+    }
+}
+
+pub fn read(db: &Db, now: u64, query: &StringQuery) -> OpResult {
+    match query {
+        StringQuery::Get { key } => Ok(Outcome::bulk_or_nil(get_string(db, key, now)?.cloned())),
+        StringQuery::MGet { keys } => Ok(Outcome::Array(
+            keys.iter()
+                .map(|k| match db.get(k, now).map(|e| &e.value) {
+                    Some(Value::String(s)) => Outcome::Bulk(s.clone()),
+                    _ => Outcome::Nil,
+                })
+                .collect(),
+        )),
+        StringQuery::StrLen { key } => Ok(Outcome::Int(
+            get_string(db, key, now)?.map_or(0, |s| s.len()) as i64,
+        )),
+        StringQuery::GetRange { key, start, end } => {
+            let Some(s) = get_string(db, key, now)? else {
+                return Ok(Outcome::Bulk(Bytes::new()));
+            };
+            Ok(Outcome::Bulk(range_of(s, *start, *end)))
+        }
+    }
+}
+
+/// GETRANGE's clamping: negative offsets count from the end, the range is
+/// inclusive, and an empty or inverted range is the empty string.
+fn range_of(s: &Bytes, start: i64, end: i64) -> Bytes {
+    let len = s.len() as i64;
+    if len == 0 || (start < 0 && end < 0 && start > end) {
+        return Bytes::new();
+    }
+    let mut start = if start < 0 {
+        (len + start).max(0)
+    } else {
+        start
+    };
+    let mut end = if end < 0 { (len + end).max(0) } else { end };
+    if end >= len {
+        end = len - 1;
+    }
+    if start > end {
+        return Bytes::new();
+    }
+    start = start.min(len);
+    s.slice(start as usize..=end as usize)
+}
+
+/// Appends without copying `current` when this is its only reference.
+fn concat(current: Bytes, tail: &Bytes) -> Bytes {
+    let mut buf = match current.try_into_mut() {
+        Ok(buf) => buf,
+        Err(shared) => BytesMut::from(&shared[..]),
+    };
+    buf.extend_from_slice(tail);
+    buf.freeze()
+}
+
+/// Redis's strict integer syntax: optional '-', digits, no leading zeros
+/// (except "0"), no '+', no spaces, fits in i64.
+pub fn parse_i64(s: &[u8]) -> Option<i64> {
+    let (neg, digits) = match s {
+        [b'-', rest @ ..] => (true, rest),
+        _ => (false, s),
+    };
+    if digits.is_empty() || digits.len() > 19 || (digits[0] == b'0' && (digits.len() > 1 || neg)) {
+        return None;
+    }
+    let mut value: i64 = 0;
+    for &c in digits {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        let d = (c - b'0') as i64;
+        value = if neg {
+            value.checked_mul(10)?.checked_sub(d)?
+        } else {
+            value.checked_mul(10)?.checked_add(d)?
+        };
+    }
+    Some(value)
+}
+
+/// A float as Redis's `string2ld` accepts it: no spaces, not NaN, finite
+/// or infinite spelled out ("inf", "-inf").
+pub fn parse_f64(s: &[u8]) -> Option<f64> {
+    let text = std::str::from_utf8(s).ok()?;
+    if text.is_empty()
+        || text.starts_with(char::is_whitespace)
+        || text.ends_with(char::is_whitespace)
+    {
+        return None;
+    }
+    let value: f64 = text.parse().ok()?;
+    if value.is_nan() {
+        return None;
+    }
+    Some(value)
+}
+
+pub fn format_i64(v: i64) -> Bytes {
+    Bytes::from(v.to_string())
+}
+
+/// INCRBYFLOAT's text: plain decimal notation, shortest digits that read
+/// back as the same double, no trailing ".0".
+pub fn format_float(v: f64) -> String {
+    let text = format!("{v}");
+    text.strip_suffix(".0").map(str::to_owned).unwrap_or(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integer_syntax_is_strict() {
+        assert_eq!(parse_i64(b"0"), Some(0));
+        assert_eq!(parse_i64(b"-12"), Some(-12));
+        assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
+        for bad in [
+            &b""[..],
+            b"-",
+            b"+1",
+            b" 1",
+            b"1 ",
+            b"01",
+            b"-0",
+            b"9223372036854775808",
+            b"1e3",
+            b"abc",
+        ] {
+            assert_eq!(parse_i64(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn ranges_clamp_like_redis() {
+        let s = Bytes::from_static(b"Hello World");
+        assert_eq!(range_of(&s, 0, 3), "Hell");
+        assert_eq!(range_of(&s, -3, -1), "rld");
+        assert_eq!(range_of(&s, 0, -1), "Hello World");
+        assert_eq!(range_of(&s, 10, 100), "d");
+        assert_eq!(range_of(&s, 5, 3), "");
+        assert_eq!(range_of(&s, -1, -5), "");
+        assert_eq!(range_of(&s, -100, 2), "Hel");
+    }
+
+    #[test]
+    fn floats_format_without_trailing_zero() {
+        assert_eq!(format_float(10.5 + 0.1), "10.6");
+        assert_eq!(format_float(3.0), "3");
+        assert_eq!(format_float(-0.25), "-0.25");
+        assert_eq!(format_float(5.0e3), "5000");
+    }
+}
