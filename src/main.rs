@@ -1,1 +1,162 @@
-fn main() {}
+//! The `concord` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use concord::config::{Config, LogFormat, Settings};
+use concord::raft::{self, NodeConfig};
+use concord::server::{self, Shared};
+use concord::transport::NoPeers;
+
+#[derive(Parser)]
+#[command(name = "concord", version, about = "A Raft-replicated coordination server that speaks the Redis protocol")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs one node.
+    Serve {
+        /// A TOML file with the same settings as the flags (kebab-case keys).
+        #[arg(long, env = "CONCORD_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        settings: Settings,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config, settings } => {
+            let file = match config.as_deref().map(Settings::from_file).transpose() {
+                Ok(file) => file.unwrap_or_default(),
+                Err(e) => return fail(&e),
+            };
+            let config = match Config::resolve(settings.or(file)) {
+                Ok(c) => c,
+                Err(e) => return fail(&e),
+            };
+            init_logging(&config);
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("concord-io")
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return fail(&e),
+            };
+            match runtime.block_on(serve(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    fail(&e)
+                }
+            }
+        }
+    }
+}
+
+fn fail(e: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("concord: {e}");
+    ExitCode::FAILURE
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Human => builder.init(),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ServeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: String, source: std::io::Error },
+    #[error("{0}")]
+    Node(#[from] raft::NodeError),
+    #[error("multi-node clusters need the peer transport, which this build does not have yet; omit --initial-cluster for a one-node cluster")]
+    NoTransport,
+    #[error("the raft driver stopped unexpectedly")]
+    DriverStopped,
+}
+
+async fn listen(addr: &str) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr).await.map_err(|source| ServeError::Listen {
+        addr: addr.to_owned(),
+        source,
+    })
+}
+
+async fn serve(config: Config) -> Result<(), ServeError> {
+    if config.initial_cluster.len() > 1 {
+        return Err(ServeError::NoTransport);
+    }
+    let listener = listen(&config.listen).await?;
+    let admin = match &config.admin_listen {
+        Some(addr) => Some(listen(addr).await?),
+        None => None,
+    };
+    let mut node_config = NodeConfig::new(config.node_id, config.data_dir.clone());
+    node_config.initial_voters = config.initial_cluster.iter().map(|p| p.id).collect();
+    node_config.tick = config.tick;
+    node_config.request_timeout = config.request_timeout;
+    node_config.snapshot_entries = config.snapshot_entries;
+    node_config.snapshot_log_bytes = config.snapshot_log_bytes;
+    node_config.wal_segment_bytes = config.wal_segment_bytes;
+    let node = tokio::task::spawn_blocking(move || raft::start(node_config, Box::new(NoPeers)))
+        .await
+        .expect("start task")?;
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    tracing::info!(
+        node = config.node_id,
+        listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        data_dir = %config.data_dir.display(),
+        "concord is ready to accept connections"
+    );
+    let shared = Arc::new(Shared::new(node.clone(), config, port));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    if let Some(admin) = admin {
+        tokio::spawn(server::serve_admin(admin, shared.clone(), stop_rx.clone()));
+    }
+    let server = tokio::spawn(server::serve(listener, shared, stop_rx));
+    let driver = {
+        let node = node.clone();
+        tokio::task::spawn_blocking(move || node.join())
+    };
+    let outcome = tokio::select! {
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down: no new connections, finishing replies in flight");
+            Ok(())
+        }
+        _ = driver => Err(ServeError::DriverStopped),
+    };
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    tokio::task::spawn_blocking(move || node.shutdown())
+        .await
+        .expect("shutdown task");
+    tracing::info!("bye");
+    outcome
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -12,7 +12,7 @@ fn bulk(s: &str) -> Reply {
 }
 
 fn status(s: &str) -> Reply {
-    Reply::Simple(s.to_owned())
+    Reply::Simple(s.to_owned().into())
 }
 
 /// ACL categories derived from the spec, as Redis reports them.

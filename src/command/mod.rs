@@ -309,7 +309,7 @@ pub fn state_error_reply(name: &'static str, err: &StateError) -> Reply {
 pub fn outcome_reply(outcome: Outcome) -> Reply {
     match outcome {
         Outcome::Ok => Reply::ok(),
-        Outcome::Status(s) => Reply::Simple(s),
+        Outcome::Status(s) => Reply::Simple(s.into()),
         Outcome::Nil => Reply::Nil,
         Outcome::Int(i) => Reply::Int(i),
         Outcome::Bulk(b) => Reply::Bulk(b),

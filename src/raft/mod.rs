@@ -1,1 +1,189 @@
-//! raft
+//! The node driver: the one thread that owns `raft::RawNode`.
+//!
+//! Clients never touch raft. They send a write ([`Op`]) or a read ([`Query`])
+//! into the driver's inbox with a oneshot for the answer, and await it; the
+//! driver does everything else in raft-rs's documented Ready order:
+//!
+//! - **Batching.** Each turn of the loop drains the whole inbox, so every
+//!   write that arrived meanwhile becomes one log entry ([`payload`]), and
+//!   every read that arrived joins one ReadIndex round. A round starts when
+//!   the previous one returns.
+//! - **Group commit off the loop.** Entries are appended to the in-memory
+//!   [`LogStore`] at once and handed to the WAL thread
+//!   (`storage::WalWriter`), which fsyncs many Readies at a time while the
+//!   loop gathers the next batch (`advance_append_async` /
+//!   `on_persist_ready`). A leader sends appends to followers before its own
+//!   fsync; a follower's replies wait for it.
+//! - **Answers by position.** A proposal is remembered by the (index, term)
+//!   raft gave it. When that index is applied with that term, the stored ops
+//!   are applied and each client gets its outcome; if another entry lands
+//!   there, the proposal was lost and the client is told to retry.
+//! - **Time.** The leader stamps each batch with its wall clock; the state
+//!   machine only ever sees that stamp. Keys whose deadline passed are
+//!   deleted by leader proposals, a bounded batch at a time.
+//!
+//! Nothing here knows about RESP, commands or sockets.
+
+mod log_store;
+mod node;
+pub mod payload;
+
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use log_store::LogStore;
+pub use node::{answer, now_ms, start, NodeConfig, NodeHandle};
+
+use crate::state::OpResult;
+use crate::storage::{StorageError, WalStats};
+
+/// How a read is served.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReadMode {
+    /// ReadIndex through the leader: never stale.
+    #[default]
+    Linearizable,
+    /// Served by the leader from its state without a quorum round, relying
+    /// on its lease (check_quorum makes a cut-off leader step down within an
+    /// election timeout). Elsewhere, as linearizable.
+    Lease,
+    /// Served from this node's state as it is: may lag the leader.
+    Stale,
+}
+
+/// Why a request got no outcome from the state machine.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("CLUSTERDOWN no leader was elected within {0:?}; try again later")]
+    NoLeader(Duration),
+    #[error("TRYAGAIN the request timed out after {0:?} waiting for the cluster")]
+    Timeout(Duration),
+    #[error("TRYAGAIN leadership changed before the write was committed; it was not applied")]
+    ProposalDropped,
+    #[error("TRYAGAIN leadership changed while the write was in flight; its outcome is unknown")]
+    OutcomeUnknown,
+    #[error("ERR concord is shutting down")]
+    ShuttingDown,
+    #[error("ERR node stopped: {0}")]
+    Storage(#[from] StorageError),
+    #[error("ERR node stopped: {0}")]
+    Raft(#[from] raft::Error),
+    #[error("ERR data directory cannot be used: {0}")]
+    Recovery(String),
+}
+
+/// What a client waits for.
+pub type Answer = Result<OpResult, NodeError>;
+
+/// Raft roles, as reported by INFO and ROLE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Follower = 0,
+    Candidate = 1,
+    PreCandidate = 2,
+    Leader = 3,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Follower => "follower",
+            Role::Candidate => "candidate",
+            Role::PreCandidate => "precandidate",
+            Role::Leader => "leader",
+        }
+    }
+
+    fn from_raft(role: raft::StateRole) -> Role {
+        match role {
+            raft::StateRole::Follower => Role::Follower,
+            raft::StateRole::Candidate => Role::Candidate,
+            raft::StateRole::PreCandidate => Role::PreCandidate,
+            raft::StateRole::Leader => Role::Leader,
+        }
+    }
+}
+
+/// Figures the driver publishes after every turn, for INFO, ROLE and
+/// metrics, readable without a round trip to the driver.
+pub struct NodeStatus {
+    pub id: u64,
+    role: AtomicU8,
+    leader: AtomicU64,
+    term: AtomicU64,
+    commit: AtomicU64,
+    applied: AtomicU64,
+    last_index: AtomicU64,
+    snapshot_index: AtomicU64,
+    keys: AtomicU64,
+    volatile_keys: AtomicU64,
+    snapshots_taken: AtomicU64,
+    pub wal: Arc<WalStats>,
+}
+
+impl NodeStatus {
+    fn new(id: u64, wal: Arc<WalStats>) -> Self {
+        NodeStatus {
+            id,
+            role: AtomicU8::new(Role::Follower as u8),
+            leader: AtomicU64::new(0),
+            term: AtomicU64::new(0),
+            commit: AtomicU64::new(0),
+            applied: AtomicU64::new(0),
+            last_index: AtomicU64::new(0),
+            snapshot_index: AtomicU64::new(0),
+            keys: AtomicU64::new(0),
+            volatile_keys: AtomicU64::new(0),
+            snapshots_taken: AtomicU64::new(0),
+            wal,
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        match self.role.load(Ordering::Relaxed) {
+            3 => Role::Leader,
+            2 => Role::PreCandidate,
+            1 => Role::Candidate,
+            _ => Role::Follower,
+        }
+    }
+
+    /// The leader's id, 0 when none is known.
+    pub fn leader(&self) -> u64 {
+        self.leader.load(Ordering::Relaxed)
+    }
+
+    pub fn term(&self) -> u64 {
+        self.term.load(Ordering::Relaxed)
+    }
+
+    pub fn commit_index(&self) -> u64 {
+        self.commit.load(Ordering::Relaxed)
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.applied.load(Ordering::Relaxed)
+    }
+
+    pub fn last_index(&self) -> u64 {
+        self.last_index.load(Ordering::Relaxed)
+    }
+
+    pub fn snapshot_index(&self) -> u64 {
+        self.snapshot_index.load(Ordering::Relaxed)
+    }
+
+    /// Keys in the keyspace and how many have a deadline, as of the last
+    /// applied entry.
+    pub fn keys(&self) -> (u64, u64) {
+        (
+            self.keys.load(Ordering::Relaxed),
+            self.volatile_keys.load(Ordering::Relaxed),
+        )
+    }
+
+    pub fn snapshots_taken(&self) -> u64 {
+        self.snapshots_taken.load(Ordering::Relaxed)
+    }
+}

@@ -1,1 +1,144 @@
-//! server
+//! The only place with client sockets.
+//!
+//! One task per connection reads whatever the socket has, parses every
+//! complete request in it, submits them all (writes join the driver's next
+//! batch, reads its next ReadIndex round), then awaits the answers in order
+//! and writes them back with one syscall. A pipeline of N commands therefore
+//! costs one read, one write and one raft round, not N.
+//!
+//! Connection-level commands (HELLO, CLIENT, INFO, CONFIG, ...) are answered
+//! here from [`Shared`] without touching raft.
+
+mod admin;
+mod connection;
+mod info;
+mod local;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Instant, SystemTime};
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use admin::serve_admin;
+
+use crate::config::Config;
+use crate::raft::NodeHandle;
+
+/// Counters for INFO stats.
+#[derive(Default)]
+pub struct Stats {
+    pub connections_received: AtomicU64,
+    pub commands_processed: AtomicU64,
+    pub rejected_connections: AtomicU64,
+    pub protocol_errors: AtomicU64,
+    pub errors_replied: AtomicU64,
+}
+
+/// What CLIENT LIST shows of a connection; updated by its task.
+#[derive(Clone, Debug)]
+pub struct ClientInfo {
+    pub id: u64,
+    pub addr: String,
+    pub laddr: String,
+    pub name: String,
+    pub lib_name: String,
+    pub lib_ver: String,
+    pub resp: u8,
+    pub created: Instant,
+    pub last_active: Instant,
+    pub last_command: String,
+}
+
+/// State shared by every connection of this node.
+pub struct Shared {
+    pub node: NodeHandle,
+    pub config: Config,
+    /// CONFIG SET values, by lower-case name.
+    pub params: RwLock<BTreeMap<String, String>>,
+    pub stats: Stats,
+    pub clients: Mutex<BTreeMap<u64, ClientInfo>>,
+    next_client_id: AtomicU64,
+    pub started: Instant,
+    pub started_at: SystemTime,
+    pub run_id: String,
+    pub tcp_port: u16,
+}
+
+impl Shared {
+    pub fn new(node: NodeHandle, config: Config, tcp_port: u16) -> Shared {
+        Shared {
+            node,
+            params: RwLock::new(local::default_params(&config)),
+            config,
+            stats: Stats::default(),
+            clients: Mutex::new(BTreeMap::new()),
+            next_client_id: AtomicU64::new(1),
+            started: Instant::now(),
+            started_at: SystemTime::now(),
+            run_id: random_hex(40),
+            tcp_port,
+        }
+    }
+
+    fn next_client_id(&self) -> u64 {
+        self.next_client_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A numeric parameter from CONFIG, falling back to `default`.
+    pub fn param_u64(&self, name: &str, default: u64) -> u64 {
+        self.params
+            .read()
+            .expect("params lock")
+            .get(name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    }
+}
+
+fn random_hex(len: usize) -> String {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    (0..len)
+        .map(|_| char::from_digit(rng.gen_range(0..16), 16).expect("hex digit"))
+        .collect()
+}
+
+/// Accepts clients until `shutdown` turns true, then waits for every
+/// connection to finish the replies it owes.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (socket, peer) = match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        // Out of descriptors and the like: back off briefly
+                        // rather than spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                shared.stats.connections_received.fetch_add(1, Ordering::Relaxed);
+                let open = shared.clients.lock().expect("clients lock").len() as u64;
+                let max = shared.param_u64("maxclients", shared.config.max_clients);
+                let shared = shared.clone();
+                let shutdown = shutdown.clone();
+                if open >= max {
+                    shared.stats.rejected_connections.fetch_add(1, Ordering::Relaxed);
+                    tasks.spawn(connection::reject(socket, "ERR max number of clients reached"));
+                    continue;
+                }
+                tasks.spawn(connection::run(socket, peer, shared, shutdown));
+            }
+            _ = shutdown.changed() => break,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+    drop(listener);
+    while tasks.join_next().await.is_some() {}
+}

@@ -1,0 +1,203 @@
+//! One client connection: read, parse, submit, answer in order.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{oneshot, watch};
+
+use super::{local, ClientInfo, Shared};
+use crate::command::{self, ReplyFn, Request};
+use crate::raft::{Answer, ReadMode};
+use crate::resp::{encode, Limits, Protocol, Reply, RequestParser};
+
+/// Requests submitted before their answers are awaited: bounds the memory
+/// one pipelining client can pin.
+const MAX_PIPELINE: usize = 1024;
+
+/// The per-connection state that commands can change.
+pub(super) struct Conn {
+    pub id: u64,
+    pub protocol: Protocol,
+    pub read_mode: ReadMode,
+    /// Set by QUIT: close once the replies so far are written.
+    pub closing: bool,
+}
+
+/// A reply, or the promise of one from the driver.
+enum Pending {
+    Ready(Reply),
+    Waiting {
+        rx: oneshot::Receiver<Answer>,
+        name: &'static str,
+        reply: ReplyFn,
+    },
+}
+
+impl Pending {
+    async fn resolve(self) -> Reply {
+        match self {
+            Pending::Ready(reply) => reply,
+            Pending::Waiting { rx, name, reply } => match crate::raft::answer(rx).await {
+                Ok(result) => reply(name, result),
+                Err(e) => Reply::error(e.to_string()),
+            },
+        }
+    }
+}
+
+/// Tells a client it cannot be served, then hangs up.
+pub(super) async fn reject(mut socket: TcpStream, text: &'static str) {
+    let mut out = BytesMut::new();
+    encode(&Reply::error(text), Protocol::Resp2, &mut out);
+    let _ = socket.write_all(&out).await;
+}
+
+pub(super) async fn run(
+    mut socket: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _ = socket.set_nodelay(true);
+    let id = shared.next_client_id();
+    let now = Instant::now();
+    let laddr = socket
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    shared.clients.lock().expect("clients lock").insert(
+        id,
+        ClientInfo {
+            id,
+            addr: peer.to_string(),
+            laddr,
+            name: String::new(),
+            lib_name: String::new(),
+            lib_ver: String::new(),
+            resp: 2,
+            created: now,
+            last_active: now,
+            last_command: "NULL".into(),
+        },
+    );
+    let limits = Limits {
+        max_bulk_len: shared.param_u64("proto-max-bulk-len", shared.config.proto_max_bulk_len) as usize,
+        ..Limits::default()
+    };
+    let mut parser = RequestParser::new(limits);
+    let mut conn = Conn {
+        id,
+        protocol: Protocol::Resp2,
+        read_mode: ReadMode::default(),
+        closing: false,
+    };
+    let mut rbuf = BytesMut::with_capacity(16 * 1024);
+    let mut wbuf = BytesMut::with_capacity(16 * 1024);
+    let mut pending: Vec<(Protocol, Pending)> = Vec::new();
+    let mut last_command: &'static str = "NULL";
+    'connection: loop {
+        let mut more_buffered = false;
+        loop {
+            if pending.len() >= MAX_PIPELINE {
+                more_buffered = true;
+                break;
+            }
+            match parser.next_request(&mut rbuf) {
+                Ok(Some(argv)) => {
+                    let (item, name) = dispatch(&mut conn, argv, &shared);
+                    last_command = name;
+                    pending.push((conn.protocol, item));
+                    if conn.closing {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    shared.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(client = id, error = %e, "protocol error; closing");
+                    pending.push((conn.protocol, Pending::Ready(Reply::error(format!("ERR {e}")))));
+                    conn.closing = true;
+                    break;
+                }
+            }
+        }
+        if !pending.is_empty() {
+            shared
+                .stats
+                .commands_processed
+                .fetch_add(pending.len() as u64, Ordering::Relaxed);
+            for (protocol, item) in pending.drain(..) {
+                let reply = item.resolve().await;
+                if matches!(reply, Reply::Error(_)) {
+                    shared.stats.errors_replied.fetch_add(1, Ordering::Relaxed);
+                }
+                encode(&reply, protocol, &mut wbuf);
+            }
+            if socket.write_all(&wbuf).await.is_err() {
+                break 'connection;
+            }
+            wbuf.clear();
+            touch(&shared, id, last_command);
+        }
+        if conn.closing {
+            break;
+        }
+        if more_buffered {
+            continue;
+        }
+        if *shutdown.borrow() {
+            break;
+        }
+        tokio::select! {
+            read = socket.read_buf(&mut rbuf) => match read {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            },
+            _ = shutdown.changed() => break,
+        }
+    }
+    let _ = socket.shutdown().await;
+    shared.clients.lock().expect("clients lock").remove(&id);
+}
+
+fn touch(shared: &Shared, id: u64, command: &str) {
+    if let Some(info) = shared.clients.lock().expect("clients lock").get_mut(&id) {
+        info.last_active = Instant::now();
+        if info.last_command != command {
+            info.last_command = command.to_owned();
+        }
+    }
+}
+
+/// Checks, parses and submits one request; returns its pending reply and
+/// the command name (for CLIENT LIST).
+fn dispatch(conn: &mut Conn, argv: Vec<Bytes>, shared: &Shared) -> (Pending, &'static str) {
+    match command::prepare(&argv) {
+        Err(e) => (Pending::Ready(Reply::error(e.to_string())), "NULL"),
+        Ok(Request::Write(op, spec, reply)) => (
+            Pending::Waiting {
+                rx: shared.node.write(op),
+                name: spec.name,
+                reply,
+            },
+            spec.name,
+        ),
+        Ok(Request::Read(query, spec, reply)) => (
+            Pending::Waiting {
+                rx: shared.node.read(query, conn.read_mode),
+                name: spec.name,
+                reply,
+            },
+            spec.name,
+        ),
+        Ok(Request::Local(spec)) => (
+            Pending::Ready(local::execute(conn, spec, &argv, shared)),
+            spec.name,
+        ),
+    }
+}

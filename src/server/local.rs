@@ -1,0 +1,573 @@
+//! Commands answered by the server from connection and node state, without
+//! going through raft: connection handling, INFO, CONFIG, COMMAND, TIME, ROLE.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use super::connection::Conn;
+use super::{info, Shared};
+use crate::command::docs::{command_docs, command_info};
+use crate::command::{self, is, CommandError, CommandSpec};
+use crate::config::Config;
+use crate::raft::{ReadMode, Role};
+use crate::resp::{Protocol, Reply};
+use crate::state::glob;
+use crate::state::strings::parse_i64;
+
+/// The Redis version concord reports: client libraries gate features on it.
+pub const REDIS_VERSION: &str = "7.2.4";
+
+fn bulk(s: impl AsRef<[u8]>) -> Reply {
+    Reply::Bulk(Bytes::copy_from_slice(s.as_ref()))
+}
+
+fn err(e: CommandError) -> Reply {
+    Reply::error(e.to_string())
+}
+
+pub(super) fn execute(conn: &mut Conn, spec: &'static CommandSpec, argv: &[Bytes], shared: &Shared) -> Reply {
+    match spec.name {
+        "ping" => match argv.len() {
+            1 => Reply::Simple("PONG".into()),
+            2 => Reply::Bulk(argv[1].clone()),
+            _ => err(CommandError::WrongArity("ping".into())),
+        },
+        "echo" => Reply::Bulk(argv[1].clone()),
+        "hello" => hello(conn, argv, shared),
+        "auth" => auth(&argv[1..]),
+        "quit" => {
+            conn.closing = true;
+            Reply::ok()
+        }
+        "reset" => {
+            conn.protocol = Protocol::Resp2;
+            conn.read_mode = ReadMode::default();
+            set_client(shared, conn.id, |c| {
+                c.name.clear();
+                c.resp = 2;
+            });
+            Reply::Simple("RESET".into())
+        }
+        "select" => match parse_i64(&argv[1]) {
+            None => err(CommandError::NotInteger),
+            Some(0) => Reply::ok(),
+            Some(_) => Reply::error("ERR DB index is out of range (concord has database 0 only)"),
+        },
+        "client" => client_help(),
+        name if name.starts_with("client|") => client(conn, name, argv, shared),
+        "info" => info::render(shared, &argv[1..], conn.protocol),
+        "config" => config_help(),
+        "config|get" => config_get(&argv[2..], shared),
+        "config|set" => config_set(&argv[2..], shared),
+        "config|resetstat" => {
+            for counter in [
+                &shared.stats.commands_processed,
+                &shared.stats.connections_received,
+                &shared.stats.rejected_connections,
+                &shared.stats.protocol_errors,
+                &shared.stats.errors_replied,
+            ] {
+                counter.store(0, Ordering::Relaxed);
+            }
+            Reply::ok()
+        }
+        "config|rewrite" => Reply::ok(),
+        "config|help" => config_help(),
+        "command" => Reply::Array(command::all().map(command_info).collect()),
+        "command|count" => Reply::Int(command::all().count() as i64),
+        "command|info" => {
+            if argv.len() == 2 {
+                return Reply::Array(command::all().map(command_info).collect());
+            }
+            Reply::Array(
+                argv[2..]
+                    .iter()
+                    .map(|name| command::lookup(name).map_or(Reply::NilArray, command_info))
+                    .collect(),
+            )
+        }
+        "command|docs" => {
+            let specs: Vec<&CommandSpec> = if argv.len() == 2 {
+                command::all().collect()
+            } else {
+                argv[2..].iter().filter_map(|n| command::lookup(n)).collect()
+            };
+            Reply::Map(specs.into_iter().map(command_docs).collect())
+        }
+        "command|list" => command_list(&argv[2..]),
+        "command|getkeys" => command_getkeys(&argv[2..]),
+        "command|help" => help(&[
+            "COMMAND <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "(no subcommand)", "    Return details about all commands.",
+            "COUNT", "    Return the total number of commands.",
+            "INFO [<command-name> ...]", "    Return details about the named commands.",
+            "DOCS [<command-name> ...]", "    Return documentation details about the named commands.",
+            "LIST [FILTERBY (MODULE <module-name>|ACLCAT <category>|PATTERN <pattern>)]", "    Return a list of command names.",
+            "GETKEYS <full-command>", "    Return the keys from a full command.",
+            "HELP", "    Print this help.",
+        ]),
+        "time" => {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+            Reply::Array(vec![
+                bulk(now.as_secs().to_string()),
+                bulk(now.subsec_micros().to_string()),
+            ])
+        }
+        "role" => role(shared),
+        other => Reply::error(format!("ERR command '{other}' is declared but not served by this node")),
+    }
+}
+
+fn help(lines: &[&str]) -> Reply {
+    Reply::Array(lines.iter().map(|l| Reply::Simple((*l).to_owned().into())).collect())
+}
+
+fn set_client(shared: &Shared, id: u64, f: impl FnOnce(&mut super::ClientInfo)) {
+    if let Some(info) = shared.clients.lock().expect("clients lock").get_mut(&id) {
+        f(info);
+    }
+}
+
+fn auth(args: &[Bytes]) -> Reply {
+    match args {
+        [_password] => Reply::error(
+            "ERR AUTH <password> called without any password configured for the default user. \
+             Are you sure your configuration is correct?",
+        ),
+        [user, _password] if is(user, "default") => Reply::ok(),
+        [_, _] => Reply::error("WRONGPASS invalid username-password pair or user is disabled."),
+        _ => err(CommandError::Syntax),
+    }
+}
+
+fn valid_client_name(name: &[u8]) -> bool {
+    name.iter().all(|&c| (b'!'..=b'~').contains(&c))
+}
+
+fn hello(conn: &mut Conn, argv: &[Bytes], shared: &Shared) -> Reply {
+    let mut protocol = conn.protocol;
+    let mut name = None;
+    let mut i = 1;
+    if let Some(ver) = argv.get(1) {
+        protocol = match parse_i64(ver) {
+            Some(2) => Protocol::Resp2,
+            Some(3) => Protocol::Resp3,
+            Some(_) => return Reply::error("NOPROTO unsupported protocol version"),
+            None => return Reply::error("ERR Protocol version is not an integer or out of range"),
+        };
+        i = 2;
+    }
+    while i < argv.len() {
+        let more = argv.len() - i - 1;
+        if is(&argv[i], "AUTH") && more >= 2 {
+            if let Reply::Error(e) = auth(&argv[i + 1..i + 3]) {
+                return Reply::Error(e);
+            }
+            i += 3;
+        } else if is(&argv[i], "SETNAME") && more >= 1 {
+            if !valid_client_name(&argv[i + 1]) {
+                return Reply::error("ERR Client names cannot contain spaces, newlines or special characters.");
+            }
+            name = Some(String::from_utf8_lossy(&argv[i + 1]).into_owned());
+            i += 2;
+        } else {
+            return Reply::error(format!(
+                "ERR Syntax error in HELLO option '{}'",
+                String::from_utf8_lossy(&argv[i])
+            ));
+        }
+    }
+    conn.protocol = protocol;
+    let resp = if protocol == Protocol::Resp3 { 3 } else { 2 };
+    set_client(shared, conn.id, |c| {
+        c.resp = resp;
+        if let Some(name) = name {
+            c.name = name;
+        }
+    });
+    let role = if shared.node.status().role() == Role::Leader { "master" } else { "replica" };
+    Reply::Map(vec![
+        (bulk("server"), bulk("redis")),
+        (bulk("version"), bulk(REDIS_VERSION)),
+        (bulk("proto"), Reply::Int(resp as i64)),
+        (bulk("id"), Reply::Int(conn.id as i64)),
+        (bulk("mode"), bulk("standalone")),
+        (bulk("role"), bulk(role)),
+        (bulk("modules"), Reply::Array(Vec::new())),
+    ])
+}
+
+fn client_help() -> Reply {
+    help(&[
+        "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+        "ID", "    Return the ID of the current connection.",
+        "GETNAME", "    Return the name of the current connection.",
+        "SETNAME <name>", "    Assign the name <name> to the current connection.",
+        "LIST [TYPE NORMAL|MASTER|REPLICA|PUBSUB] [ID <id> [<id> ...]]", "    Return information about client connections.",
+        "INFO", "    Return information about the current client connection.",
+        "SETINFO <option> <value>", "    Set client meta attr: LIB-NAME or LIB-VER.",
+        "NO-EVICT (ON|OFF)", "    Accepted; concord never evicts clients.",
+        "NO-TOUCH (ON|OFF)", "    Accepted; concord keeps no access times.",
+        "HELP", "    Print this help.",
+    ])
+}
+
+fn client_line(c: &super::ClientInfo, now: std::time::Instant) -> String {
+    format!(
+        "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 \
+         qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r \
+         cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
+        c.id,
+        c.addr,
+        c.laddr,
+        c.name,
+        now.duration_since(c.created).as_secs(),
+        now.duration_since(c.last_active).as_secs(),
+        c.last_command,
+        c.resp,
+        c.lib_name,
+        c.lib_ver,
+    )
+}
+
+fn text_reply(text: String) -> Reply {
+    Reply::Verbatim {
+        format: *b"txt",
+        text: Bytes::from(text),
+    }
+}
+
+fn client(conn: &mut Conn, name: &str, argv: &[Bytes], shared: &Shared) -> Reply {
+    match name {
+        "client|id" => Reply::Int(conn.id as i64),
+        "client|setname" => {
+            if !valid_client_name(&argv[2]) {
+                return Reply::error("ERR Client names cannot contain spaces, newlines or special characters.");
+            }
+            let name = String::from_utf8_lossy(&argv[2]).into_owned();
+            set_client(shared, conn.id, |c| c.name = name);
+            Reply::ok()
+        }
+        "client|getname" => {
+            let clients = shared.clients.lock().expect("clients lock");
+            match clients.get(&conn.id).map(|c| c.name.clone()) {
+                Some(n) if !n.is_empty() => bulk(n),
+                _ => Reply::Nil,
+            }
+        }
+        "client|list" => {
+            let mut ids: Option<Vec<u64>> = None;
+            let mut args = argv[2..].iter();
+            while let Some(opt) = args.next() {
+                if is(opt, "TYPE") {
+                    match args.next() {
+                        Some(t) if is(t, "normal") => {}
+                        Some(t) if is(t, "master") || is(t, "replica") || is(t, "slave") || is(t, "pubsub") => {
+                            return text_reply(String::new());
+                        }
+                        Some(t) => {
+                            return Reply::error(format!(
+                                "ERR Unknown client type '{}'",
+                                String::from_utf8_lossy(t)
+                            ))
+                        }
+                        None => return err(CommandError::Syntax),
+                    }
+                } else if is(opt, "ID") {
+                    let mut list = Vec::new();
+                    for id in args.by_ref() {
+                        match parse_i64(id) {
+                            Some(v) if v > 0 => list.push(v as u64),
+                            _ => return Reply::error("ERR Invalid client ID"),
+                        }
+                    }
+                    if list.is_empty() {
+                        return err(CommandError::Syntax);
+                    }
+                    ids = Some(list);
+                } else {
+                    return err(CommandError::Syntax);
+                }
+            }
+            let now = std::time::Instant::now();
+            let clients = shared.clients.lock().expect("clients lock");
+            let text: String = clients
+                .values()
+                .filter(|c| ids.as_ref().is_none_or(|ids| ids.contains(&c.id)))
+                .map(|c| client_line(c, now) + "\n")
+                .collect();
+            text_reply(text)
+        }
+        "client|info" => {
+            let clients = shared.clients.lock().expect("clients lock");
+            let line = clients
+                .get(&conn.id)
+                .map(|c| client_line(c, std::time::Instant::now()) + "\n")
+                .unwrap_or_default();
+            text_reply(line)
+        }
+        "client|setinfo" => {
+            let value = String::from_utf8_lossy(&argv[3]).into_owned();
+            if !argv[3].iter().all(|&c| (b'!'..=b'~').contains(&c)) {
+                return Reply::error(format!(
+                    "ERR {} cannot contain spaces, newlines or special characters.",
+                    String::from_utf8_lossy(&argv[2]).to_ascii_lowercase()
+                ));
+            }
+            if is(&argv[2], "LIB-NAME") {
+                set_client(shared, conn.id, |c| c.lib_name = value);
+            } else if is(&argv[2], "LIB-VER") {
+                set_client(shared, conn.id, |c| c.lib_ver = value);
+            } else {
+                return Reply::error(format!(
+                    "ERR Unrecognized option '{}'",
+                    String::from_utf8_lossy(&argv[2])
+                ));
+            }
+            Reply::ok()
+        }
+        "client|no-evict" | "client|no-touch" => {
+            if is(&argv[2], "ON") || is(&argv[2], "OFF") {
+                Reply::ok()
+            } else {
+                err(CommandError::Syntax)
+            }
+        }
+        "client|help" => client_help(),
+        other => Reply::error(format!("ERR command '{other}' is declared but not served by this node")),
+    }
+}
+
+/// How a configuration parameter behaves under CONFIG SET.
+enum ParamKind {
+    /// Read by concord at runtime; validated as a positive integer.
+    Integer { min: u64 },
+    /// Set at startup; CONFIG SET refuses it, as Redis does.
+    Immutable,
+    /// A Redis tuning knob with no meaning here: accepted and remembered,
+    /// so clients and tools that set it keep working.
+    Accepted,
+}
+
+fn param_kind(name: &str) -> Option<ParamKind> {
+    Some(match name {
+        "maxclients" => ParamKind::Integer { min: 1 },
+        "proto-max-bulk-len" => ParamKind::Integer { min: 1024 * 1024 },
+        "port" | "bind" | "dir" | "databases" | "concord-node-id" | "concord-peer-listen"
+        | "concord-data-dir" | "concord-request-timeout-ms" | "concord-tick-ms" => ParamKind::Immutable,
+        _ if ACCEPTED_PARAMS.contains(&name) => ParamKind::Accepted,
+        _ => return None,
+    })
+}
+
+/// Redis parameters accepted for compatibility; they change nothing.
+const ACCEPTED_PARAMS: &[&str] = &[
+    "appendonly", "appendfsync", "save", "maxmemory", "maxmemory-policy", "maxmemory-samples",
+    "timeout", "hz", "dynamic-hz", "tcp-keepalive", "notify-keyspace-events", "lua-time-limit",
+    "busy-reply-threshold", "slowlog-log-slower-than", "slowlog-max-len", "latency-tracking",
+    "latency-monitor-threshold", "activedefrag", "lazyfree-lazy-eviction", "lazyfree-lazy-expire",
+    "lazyfree-lazy-server-del", "lazyfree-lazy-user-del", "lazyfree-lazy-user-flush",
+    "list-max-listpack-size", "list-max-ziplist-size", "list-compress-depth",
+    "hash-max-listpack-entries", "hash-max-listpack-value", "hash-max-ziplist-entries",
+    "hash-max-ziplist-value", "set-max-intset-entries", "set-max-listpack-entries",
+    "set-max-listpack-value", "zset-max-listpack-entries", "zset-max-listpack-value",
+    "zset-max-ziplist-entries", "zset-max-ziplist-value", "stream-node-max-bytes",
+    "stream-node-max-entries", "requirepass", "protected-mode", "loglevel",
+    "client-output-buffer-limit", "min-replicas-to-write", "min-replicas-max-lag",
+    "repl-backlog-size", "repl-diskless-sync", "active-expire-effort", "maxmemory-clients",
+    "lfu-log-factor", "lfu-decay-time", "close-on-oom", "io-threads", "enable-debug-command",
+    "activerehashing", "rdbcompression", "appendfilename", "dbfilename", "aof-use-rdb-preamble",
+    "auto-aof-rewrite-percentage", "auto-aof-rewrite-min-size", "no-appendfsync-on-rewrite",
+    "stop-writes-on-bgsave-error", "replica-read-only", "replica-serve-stale-data",
+    "cluster-enabled", "tracking-table-max-keys", "oom-score-adj", "crash-log-enabled",
+    "set-proc-title", "hll-sparse-max-bytes", "lua-replicate-commands", "enable-protected-configs",
+    "enable-module-command", "sanitize-dump-payload",
+];
+
+pub(super) fn default_params(config: &Config) -> BTreeMap<String, String> {
+    let (bind, port) = config
+        .listen
+        .rsplit_once(':')
+        .map_or((config.listen.clone(), "6379".to_owned()), |(h, p)| (h.to_owned(), p.to_owned()));
+    let mut params: BTreeMap<String, String> = [
+        ("appendonly", "yes"),
+        ("appendfsync", "always"),
+        ("save", ""),
+        ("databases", "1"),
+        ("maxmemory", "0"),
+        ("maxmemory-policy", "noeviction"),
+        ("maxmemory-samples", "5"),
+        ("timeout", "0"),
+        ("hz", "10"),
+        ("dynamic-hz", "yes"),
+        ("tcp-keepalive", "300"),
+        ("notify-keyspace-events", ""),
+        ("lua-time-limit", "5000"),
+        ("busy-reply-threshold", "5000"),
+        ("slowlog-log-slower-than", "10000"),
+        ("slowlog-max-len", "128"),
+        ("latency-tracking", "no"),
+        ("requirepass", ""),
+        ("protected-mode", "no"),
+        ("loglevel", "notice"),
+        ("cluster-enabled", "no"),
+        ("replica-read-only", "yes"),
+        ("min-replicas-to-write", "0"),
+        ("io-threads", "1"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    params.insert("port".into(), port);
+    params.insert("bind".into(), bind);
+    params.insert("dir".into(), config.data_dir.display().to_string());
+    params.insert("maxclients".into(), config.max_clients.to_string());
+    params.insert("proto-max-bulk-len".into(), config.proto_max_bulk_len.to_string());
+    params.insert("concord-node-id".into(), config.node_id.to_string());
+    params.insert("concord-peer-listen".into(), config.peer_listen.clone());
+    params.insert("concord-data-dir".into(), config.data_dir.display().to_string());
+    params.insert(
+        "concord-request-timeout-ms".into(),
+        config.request_timeout.as_millis().to_string(),
+    );
+    params.insert("concord-tick-ms".into(), config.tick.as_millis().to_string());
+    params
+}
+
+fn config_get(patterns: &[Bytes], shared: &Shared) -> Reply {
+    let params = shared.params.read().expect("params lock");
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for pattern in patterns {
+        let pattern = pattern.to_ascii_lowercase();
+        for (name, value) in params.iter() {
+            if glob::matches(&pattern, name.as_bytes()) && seen.insert(name.clone()) {
+                out.push((bulk(name), bulk(value)));
+            }
+        }
+    }
+    Reply::Map(out)
+}
+
+fn config_set(args: &[Bytes], shared: &Shared) -> Reply {
+    if args.len() % 2 != 0 {
+        return err(CommandError::WrongArity("config|set".into()));
+    }
+    let mut updates = Vec::new();
+    for pair in args.chunks_exact(2) {
+        let name = String::from_utf8_lossy(&pair[0]).to_ascii_lowercase();
+        let value = String::from_utf8_lossy(&pair[1]).into_owned();
+        match param_kind(&name) {
+            None => {
+                return Reply::error(format!(
+                    "ERR Unknown option or number of arguments for CONFIG SET - '{name}'"
+                ))
+            }
+            Some(ParamKind::Immutable) => {
+                return Reply::error(format!(
+                    "ERR CONFIG SET failed (possibly related to argument '{name}') - can't set immutable config"
+                ))
+            }
+            Some(ParamKind::Integer { min }) => match value.parse::<u64>() {
+                Ok(v) if v >= min => {}
+                Ok(_) => {
+                    return Reply::error(format!(
+                        "ERR CONFIG SET failed (possibly related to argument '{name}') - argument must be at least {min}"
+                    ))
+                }
+                Err(_) => {
+                    return Reply::error(format!(
+                        "ERR CONFIG SET failed (possibly related to argument '{name}') - argument couldn't be parsed into an integer"
+                    ))
+                }
+            },
+            Some(ParamKind::Accepted) => {}
+        }
+        updates.push((name, value));
+    }
+    let mut params = shared.params.write().expect("params lock");
+    for (name, value) in updates {
+        params.insert(name, value);
+    }
+    Reply::ok()
+}
+
+fn config_help() -> Reply {
+    help(&[
+        "CONFIG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+        "GET <pattern>", "    Return parameters matching the glob-like <pattern> and their values.",
+        "SET <directive> <value>", "    Set the configuration <directive> to <value>.",
+        "RESETSTAT", "    Reset statistics reported by the INFO command.",
+        "REWRITE", "    Accepted; concord never rewrites its configuration file.",
+        "HELP", "    Print this help.",
+    ])
+}
+
+fn command_list(args: &[Bytes]) -> Reply {
+    let names = command::all().flat_map(|s| std::iter::once(s).chain(s.subcommands.iter()));
+    let filtered: Vec<Reply> = match args {
+        [] => names.map(|s| bulk(s.name)).collect(),
+        [f, kind, value] if is(f, "FILTERBY") => {
+            if is(kind, "PATTERN") {
+                names
+                    .filter(|s| glob::matches(&value.to_ascii_lowercase(), s.name.as_bytes()))
+                    .map(|s| bulk(s.name))
+                    .collect()
+            } else if is(kind, "ACLCAT") {
+                let cat = format!("@{}", String::from_utf8_lossy(value).to_ascii_lowercase());
+                names
+                    .filter(|s| crate::command::docs::acl_categories(s).contains(&cat))
+                    .map(|s| bulk(s.name))
+                    .collect()
+            } else if is(kind, "MODULE") {
+                Vec::new()
+            } else {
+                return err(CommandError::Syntax);
+            }
+        }
+        _ => return err(CommandError::Syntax),
+    };
+    Reply::Array(filtered)
+}
+
+fn command_getkeys(argv: &[Bytes]) -> Reply {
+    let Some(spec) = argv.first().and_then(|n| command::lookup(n)) else {
+        return Reply::error("ERR Invalid command specified");
+    };
+    if !spec.arity_ok(argv.len()) {
+        return Reply::error("ERR Invalid number of arguments specified for command");
+    }
+    let keys = spec.keys.keys(argv);
+    if keys.is_empty() {
+        return Reply::error("ERR The command has no key arguments");
+    }
+    Reply::Array(keys.into_iter().map(|k| Reply::Bulk(k.clone())).collect())
+}
+
+fn role(shared: &Shared) -> Reply {
+    let status = shared.node.status();
+    let offset = status.applied_index() as i64;
+    if status.role() == Role::Leader {
+        return Reply::Array(vec![bulk("master"), Reply::Int(offset), Reply::Array(Vec::new())]);
+    }
+    let leader = status.leader();
+    let addr = shared
+        .config
+        .initial_cluster
+        .iter()
+        .find(|p| p.id == leader)
+        .map(|p| p.addr.clone())
+        .unwrap_or_default();
+    let (host, port) = addr.rsplit_once(':').unwrap_or(("", "0"));
+    let state = if leader == 0 { "connect" } else { "connected" };
+    Reply::Array(vec![
+        bulk("slave"),
+        bulk(host),
+        Reply::Int(port.parse().unwrap_or(0)),
+        bulk(state),
+        Reply::Int(offset),
+    ])
+}
