@@ -64,8 +64,10 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+pub mod snapshot;
 pub mod wal;
 
+pub use snapshot::SnapshotStore;
 pub use wal::{Record, Recovered, TornTail, Wal, WalOptions};
 
 /// Everything that can go wrong in the storage layer.
