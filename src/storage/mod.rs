@@ -66,9 +66,11 @@ use std::path::{Path, PathBuf};
 
 pub mod snapshot;
 pub mod wal;
+pub mod writer;
 
 pub use snapshot::SnapshotStore;
 pub use wal::{Record, Recovered, TornTail, Wal, WalOptions};
+pub use writer::{WalJob, WalStats, WalWriter};
 
 /// Everything that can go wrong in the storage layer.
 #[derive(Debug, thiserror::Error)]
