@@ -1,0 +1,320 @@
+//! The group-commit thread.
+//!
+//! One OS thread ("concord-wal") owns the [`Wal`]. It blocks for a job, then
+//! drains every job already queued, appends them all with one write, fdatasyncs
+//! once and reports the highest job number through `on_persisted`. Jobs that
+//! arrive during the sync form the next round, so under load one fsync covers
+//! many Ready batches, and the async Raft loop never waits on the disk.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use super::{Record, StorageError, Wal};
+
+/// One unit of work: records to persist, in order, and optionally a
+/// compaction to run once they are durable.
+#[derive(Debug, Clone)]
+pub struct WalJob {
+    /// Reported back through `on_persisted` once durable; should increase.
+    pub number: u64,
+    pub records: Vec<Record>,
+    /// Run [`Wal::compact`] with this after the sync.
+    pub compact_upto: Option<u64>,
+}
+
+/// Counters for metrics.
+#[derive(Debug, Default)]
+pub struct WalStats {
+    /// Group commits that synced (rounds with at least one record).
+    pub syncs: AtomicU64,
+    pub records: AtomicU64,
+    /// Encoded bytes appended, framing included.
+    pub bytes: AtomicU64,
+    pub jobs: AtomicU64,
+}
+
+type OnPersisted = Box<dyn Fn(Result<u64, StorageError>) + Send>;
+
+/// Handle to the WAL thread. Dropping it without [`WalWriter::shutdown`] lets
+/// the thread finish the queued jobs and exit on its own.
+pub struct WalWriter {
+    tx: Option<Sender<WalJob>>,
+    thread: Option<JoinHandle<Result<(), StorageError>>>,
+}
+
+impl std::fmt::Debug for WalWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WalWriter").finish_non_exhaustive()
+    }
+}
+
+impl WalWriter {
+    /// Spawns a named OS thread ("concord-wal") owning the Wal. It blocks for a
+    /// job, then drains EVERY job already queued, appends them all, fdatasyncs
+    /// ONCE, then calls `on_persisted(Ok(highest job number))`. Compaction
+    /// requests run after the sync. On any IO error it calls
+    /// `on_persisted(Err(e))` and stops (the node must stop: a failed fsync
+    /// cannot be retried safely).
+    ///
+    /// # Panics
+    /// If the OS refuses to create a thread.
+    pub fn spawn(wal: Wal, stats: Arc<WalStats>, on_persisted: OnPersisted) -> WalWriter {
+        Self::spawn_gated(wal, stats, on_persisted, None)
+    }
+
+    /// Like `spawn`; with a gate, the thread waits for it (a message or its
+    /// sender being dropped) before taking its first job.
+    fn spawn_gated(
+        wal: Wal,
+        stats: Arc<WalStats>,
+        on_persisted: OnPersisted,
+        gate: Option<Receiver<()>>,
+    ) -> WalWriter {
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("concord-wal".to_string())
+            .spawn(move || {
+                if let Some(gate) = gate {
+                    let _ = gate.recv();
+                }
+                run(wal, &rx, &stats, &*on_persisted)
+            })
+            .expect("cannot spawn the concord-wal thread");
+        WalWriter {
+            tx: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Queues a job; never blocks on IO. A job submitted after the thread
+    /// stopped on an error is dropped (the error was already reported).
+    pub fn submit(&self, job: WalJob) {
+        if let Some(tx) = &self.tx {
+            if tx.send(job).is_err() {
+                tracing::debug!("WAL writer has stopped; job dropped");
+            }
+        }
+    }
+
+    /// Flushes everything submitted, syncs, and joins the thread. Returns an
+    /// error if the thread had stopped on an error (already reported through
+    /// `on_persisted`) or panicked.
+    pub fn shutdown(mut self) -> Result<(), StorageError> {
+        // Closing the channel ends the thread once the queue is drained.
+        drop(self.tx.take());
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(StorageError::WriterStopped {
+                reason: "the WAL thread panicked".to_string(),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+fn run(
+    mut wal: Wal,
+    rx: &Receiver<WalJob>,
+    stats: &WalStats,
+    on_persisted: &(dyn Fn(Result<u64, StorageError>) + Send),
+) -> Result<(), StorageError> {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        jobs.extend(rx.try_iter());
+        match commit(&mut wal, &jobs, stats) {
+            Ok(highest) => on_persisted(Ok(highest)),
+            Err(e) => {
+                let reason = e.to_string();
+                tracing::error!(error = %e, "WAL write failed; the WAL thread stops");
+                on_persisted(Err(e));
+                return Err(StorageError::WriterStopped { reason });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One group commit: append all jobs, sync once, then compact. Returns the
+/// highest job number.
+fn commit(wal: &mut Wal, jobs: &[WalJob], stats: &WalStats) -> Result<u64, StorageError> {
+    let records = jobs.iter().flat_map(|j| j.records.iter());
+    let count = records.clone().count() as u64;
+    if count > 0 {
+        let bytes: u64 = records.clone().map(|r| r.encoded_len() as u64).sum();
+        wal.append_records(records)?;
+        wal.sync()?;
+        stats.syncs.fetch_add(1, Ordering::Relaxed);
+        stats.records.fetch_add(count, Ordering::Relaxed);
+        stats.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+    if let Some(upto) = jobs.iter().filter_map(|j| j.compact_upto).max() {
+        wal.compact(upto)?;
+    }
+    stats.jobs.fetch_add(jobs.len() as u64, Ordering::Relaxed);
+    Ok(jobs.iter().map(|j| j.number).max().unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::WalOptions;
+    use ::raft::eraftpb::{Entry, HardState};
+    use std::sync::Mutex;
+
+    fn entry(index: u64) -> Record {
+        Record::Entry(Entry {
+            index,
+            term: 1,
+            data: bytes::Bytes::from(format!("value {index}")),
+            ..Default::default()
+        })
+    }
+
+    type Seen = Arc<Mutex<Vec<Result<u64, String>>>>;
+
+    fn recorder() -> (Seen, OnPersisted) {
+        let seen: Seen = Arc::default();
+        let s = Arc::clone(&seen);
+        let cb: OnPersisted = Box::new(move |r| {
+            s.lock().unwrap().push(r.map_err(|e| e.to_string()));
+        });
+        (seen, cb)
+    }
+
+    fn job(number: u64) -> WalJob {
+        WalJob {
+            number,
+            records: vec![entry(number)],
+            compact_upto: None,
+        }
+    }
+
+    #[test]
+    fn queued_jobs_share_one_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(dir.path(), WalOptions::default()).unwrap();
+        let stats = Arc::new(WalStats::default());
+        let (seen, cb) = recorder();
+        let (gate_tx, gate_rx) = mpsc::channel();
+        let writer = WalWriter::spawn_gated(wal, Arc::clone(&stats), cb, Some(gate_rx));
+        for n in 1..=50 {
+            writer.submit(job(n));
+        }
+        gate_tx.send(()).unwrap();
+        writer.shutdown().unwrap();
+
+        assert_eq!(stats.jobs.load(Ordering::Relaxed), 50);
+        assert_eq!(stats.records.load(Ordering::Relaxed), 50);
+        assert_eq!(stats.syncs.load(Ordering::Relaxed), 1);
+        let expect_bytes: u64 = (1..=50).map(|n| entry(n).encoded_len() as u64).sum();
+        assert_eq!(stats.bytes.load(Ordering::Relaxed), expect_bytes);
+        assert_eq!(*seen.lock().unwrap(), vec![Ok(50)]);
+
+        let (_, r) = Wal::open(dir.path(), WalOptions::default()).unwrap();
+        let got: Vec<u64> = r.entries.iter().map(|e| e.index).collect();
+        assert_eq!(got, (1..=50).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn shutdown_flushes_everything_submitted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(dir.path(), WalOptions { segment_bytes: 256 }).unwrap();
+        let stats = Arc::new(WalStats::default());
+        let (seen, cb) = recorder();
+        let writer = WalWriter::spawn(wal, Arc::clone(&stats), cb);
+        for n in 1..=200 {
+            writer.submit(job(n));
+        }
+        let hs = HardState {
+            term: 1,
+            commit: 200,
+            ..Default::default()
+        };
+        writer.submit(WalJob {
+            number: 201,
+            records: vec![Record::HardState(hs.clone())],
+            compact_upto: None,
+        });
+        writer.shutdown().unwrap();
+
+        let syncs = stats.syncs.load(Ordering::Relaxed);
+        assert!((1..=201).contains(&syncs), "syncs = {syncs}");
+        assert_eq!(stats.jobs.load(Ordering::Relaxed), 201);
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len() as u64, syncs);
+        assert_eq!(seen.last(), Some(&Ok(201)));
+        // Reported numbers only grow.
+        let numbers: Vec<u64> = seen.iter().map(|r| *r.as_ref().unwrap()).collect();
+        assert!(numbers.windows(2).all(|w| w[0] < w[1]), "{numbers:?}");
+
+        let (_, r) = Wal::open(dir.path(), WalOptions::default()).unwrap();
+        assert_eq!(r.entries.len(), 200);
+        assert_eq!(r.hard_state, Some(hs));
+    }
+
+    #[test]
+    fn compaction_runs_after_the_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(dir.path(), WalOptions { segment_bytes: 100 }).unwrap();
+        let stats = Arc::new(WalStats::default());
+        let (seen, cb) = recorder();
+        let (gate_tx, gate_rx) = mpsc::channel::<()>();
+        let writer = WalWriter::spawn_gated(wal, stats, cb, Some(gate_rx));
+        for n in 1..=20 {
+            writer.submit(job(n));
+        }
+        // The mark and the compaction arrive in the same round as the entries.
+        writer.submit(WalJob {
+            number: 21,
+            records: vec![Record::SnapshotMark { index: 15, term: 1 }],
+            compact_upto: Some(15),
+        });
+        drop(gate_tx);
+        writer.shutdown().unwrap();
+        assert_eq!(*seen.lock().unwrap(), vec![Ok(21)]);
+
+        let files = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "wal")
+            })
+            .count();
+        // Two entries per segment: {1,2} .. {19,20}, then {mark}. The seven
+        // segments up to {13,14} are covered by the mark; {15,16} on are kept.
+        assert_eq!(files, 4);
+        let (_, r) = Wal::open(dir.path(), WalOptions::default()).unwrap();
+        assert_eq!(r.snapshot_mark, Some((15, 1)));
+        let got: Vec<u64> = r.entries.iter().map(|e| e.index).collect();
+        assert_eq!(got, (16..=20).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn io_error_is_reported_and_stops_the_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal_dir = dir.path().join("wal");
+        let (wal, _) = Wal::open(&wal_dir, WalOptions { segment_bytes: 64 }).unwrap();
+        let (seen, cb) = recorder();
+        let (gate_tx, gate_rx) = mpsc::channel::<()>();
+        let writer = WalWriter::spawn_gated(wal, Arc::default(), cb, Some(gate_rx));
+        // Rolling to a second segment needs the directory, which is gone.
+        std::fs::remove_dir_all(&wal_dir).unwrap();
+        writer.submit(WalJob {
+            number: 1,
+            records: vec![entry(1), entry(2)],
+            compact_upto: None,
+        });
+        drop(gate_tx);
+        let err = writer.shutdown().unwrap_err();
+        assert!(matches!(err, StorageError::WriterStopped { .. }), "{err}");
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1);
+        let msg = seen[0].as_ref().unwrap_err();
+        assert!(msg.contains("creating WAL segment"), "{msg}");
+    }
+}
