@@ -155,7 +155,9 @@ impl Config {
     pub fn resolve(s: Settings) -> Result<Config, ConfigError> {
         let node_id = s.node_id.unwrap_or(1);
         if node_id == 0 {
-            return Err(ConfigError::Invalid("--node-id must be a positive integer".into()));
+            return Err(ConfigError::Invalid(
+                "--node-id must be a positive integer".into(),
+            ));
         }
         let peer_listen = s.peer_listen.unwrap_or_else(|| "127.0.0.1:7379".into());
         let initial_cluster = match &s.initial_cluster {
@@ -201,17 +203,16 @@ pub fn parse_initial_cluster(text: &str) -> Result<Vec<Peer>, ConfigError> {
         let (id, addr) = part
             .split_once('=')
             .ok_or_else(|| ConfigError::InitialCluster(format!("'{part}' is not ID=HOST:PORT")))?;
-        let id: u64 = id
-            .trim()
-            .parse()
-            .ok()
-            .filter(|id| *id > 0)
-            .ok_or_else(|| ConfigError::InitialCluster(format!("'{id}' is not a positive node id")))?;
+        let id: u64 = id.trim().parse().ok().filter(|id| *id > 0).ok_or_else(|| {
+            ConfigError::InitialCluster(format!("'{id}' is not a positive node id"))
+        })?;
         if !addr.contains(':') {
             return Err(ConfigError::InitialCluster(format!("'{addr}' has no port")));
         }
         if peers.iter().any(|p| p.id == id) {
-            return Err(ConfigError::InitialCluster(format!("node id {id} appears twice")));
+            return Err(ConfigError::InitialCluster(format!(
+                "node id {id} appears twice"
+            )));
         }
         peers.push(Peer {
             id,
@@ -230,7 +231,10 @@ mod tests {
 
     #[test]
     fn flags_win_over_the_file_and_the_file_over_defaults() {
-        let file: Settings = toml::from_str("listen = \"0.0.0.0:7000\"\nnode-id = 2\ninitial-cluster = \"1=a:1,2=b:2\"").unwrap();
+        let file: Settings = toml::from_str(
+            "listen = \"0.0.0.0:7000\"\nnode-id = 2\ninitial-cluster = \"1=a:1,2=b:2\"",
+        )
+        .unwrap();
         let cli = Settings {
             listen: Some("127.0.0.1:9000".into()),
             ..Default::default()
@@ -251,8 +255,14 @@ mod tests {
         assert_eq!(
             parse_initial_cluster("1=a:1, 2=b:2").unwrap(),
             vec![
-                Peer { id: 1, addr: "a:1".into() },
-                Peer { id: 2, addr: "b:2".into() }
+                Peer {
+                    id: 1,
+                    addr: "a:1".into()
+                },
+                Peer {
+                    id: 2,
+                    addr: "b:2".into()
+                }
             ]
         );
         for bad in ["", "1", "0=a:1", "x=a:1", "1=a", "1=a:1,1=b:2"] {

@@ -14,7 +14,11 @@ use concord::server::{self, Shared};
 use concord::transport::NoPeers;
 
 #[derive(Parser)]
-#[command(name = "concord", version, about = "A Raft-replicated coordination server that speaks the Redis protocol")]
+#[command(
+    name = "concord",
+    version,
+    about = "A Raft-replicated coordination server that speaks the Redis protocol"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -84,7 +88,10 @@ fn init_logging(config: &Config) {
 #[derive(Debug, thiserror::Error)]
 enum ServeError {
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: String, source: std::io::Error },
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Node(#[from] raft::NodeError),
     #[error("multi-node clusters need the peer transport, which this build does not have yet; omit --initial-cluster for a one-node cluster")]
@@ -94,10 +101,12 @@ enum ServeError {
 }
 
 async fn listen(addr: &str) -> Result<TcpListener, ServeError> {
-    TcpListener::bind(addr).await.map_err(|source| ServeError::Listen {
-        addr: addr.to_owned(),
-        source,
-    })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Listen {
+            addr: addr.to_owned(),
+            source,
+        })
 }
 
 async fn serve(config: Config) -> Result<(), ServeError> {

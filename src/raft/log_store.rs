@@ -115,7 +115,11 @@ impl LogStore {
     /// drops the entries it covers.
     pub fn compact_to(&mut self, snapshot: Snapshot) {
         let index = snapshot.get_metadata().index;
-        assert!(index <= self.last(), "snapshot {index} beyond log end {}", self.last());
+        assert!(
+            index <= self.last(),
+            "snapshot {index} beyond log end {}",
+            self.last()
+        );
         if index <= self.snapshot_index() {
             return;
         }
@@ -217,9 +221,19 @@ mod tests {
         s.compact_to(snap);
         assert_eq!(s.first(), 7);
         assert_eq!(s.term(6).unwrap(), 1);
-        assert!(matches!(s.term(5), Err(raft::Error::Store(StorageError::Compacted))));
-        let got = s.entries(7, 11, None, GetEntriesContext::empty(false)).unwrap();
-        assert_eq!(got.iter().map(|e| e.index).collect::<Vec<_>>(), vec![7, 8, 9, 10]);
-        assert!(s.entries(5, 8, None, GetEntriesContext::empty(false)).is_err());
+        assert!(matches!(
+            s.term(5),
+            Err(raft::Error::Store(StorageError::Compacted))
+        ));
+        let got = s
+            .entries(7, 11, None, GetEntriesContext::empty(false))
+            .unwrap();
+        assert_eq!(
+            got.iter().map(|e| e.index).collect::<Vec<_>>(),
+            vec![7, 8, 9, 10]
+        );
+        assert!(s
+            .entries(5, 8, None, GetEntriesContext::empty(false))
+            .is_err());
     }
 }

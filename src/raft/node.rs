@@ -9,9 +9,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use protobuf::Message as _;
-use raft::eraftpb::{
-    ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Message, Snapshot,
-};
+use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Message, Snapshot};
 use raft::{RawNode, ReadState, StateRole};
 use tokio::sync::oneshot;
 
@@ -19,7 +17,9 @@ use super::log_store::LogStore;
 use super::payload;
 use super::{Answer, NodeError, NodeStatus, ReadMode, Role};
 use crate::state::{Op, Query, State};
-use crate::storage::{Record, SnapshotStore, StorageError, Wal, WalJob, WalOptions, WalStats, WalWriter};
+use crate::storage::{
+    Record, SnapshotStore, StorageError, Wal, WalJob, WalOptions, WalStats, WalWriter,
+};
 use crate::transport::Transport;
 
 #[derive(Clone, Debug)]
@@ -172,7 +172,8 @@ pub fn start(config: NodeConfig, transport: Box<dyn Transport>) -> Result<NodeHa
         Some(s) => s,
         None if recovered.hard_state.is_some() || !recovered.entries.is_empty() => {
             return Err(NodeError::Recovery(
-                "the WAL has entries but there is no snapshot file (not even the bootstrap one)".into(),
+                "the WAL has entries but there is no snapshot file (not even the bootstrap one)"
+                    .into(),
             ));
         }
         None => {
@@ -436,7 +437,8 @@ impl Driver {
             self.batch_replies.push(Some(reply));
         } else {
             let deadline = Instant::now() + self.config.request_timeout;
-            self.waiting.push_back((deadline, Waiting::Write(op, reply)));
+            self.waiting
+                .push_back((deadline, Waiting::Write(op, reply)));
         }
     }
 
@@ -463,7 +465,8 @@ impl Driver {
         }
         if !self.is_leader() && !self.leader_known() {
             let deadline = Instant::now() + self.config.request_timeout;
-            self.waiting.push_back((deadline, Waiting::Read(query, mode, reply)));
+            self.waiting
+                .push_back((deadline, Waiting::Read(query, mode, reply)));
             return;
         }
         // Writes queued before this read must be in the log before its read
@@ -530,10 +533,13 @@ impl Driver {
             self.read_queue = reads;
         }
         self.read_queue.retain(|r| !r.reply.is_closed());
-        let (expired, live): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.read_queue).into_iter().partition(|r| r.deadline <= now);
+        let (expired, live): (Vec<_>, Vec<_>) = std::mem::take(&mut self.read_queue)
+            .into_iter()
+            .partition(|r| r.deadline <= now);
         for r in expired {
-            let _ = r.reply.send(Err(NodeError::Timeout(self.config.request_timeout)));
+            let _ = r
+                .reply
+                .send(Err(NodeError::Timeout(self.config.request_timeout)));
         }
         self.read_queue = live;
         if self.read_queue.is_empty() || !self.leader_known() {
@@ -694,7 +700,9 @@ impl Driver {
 
     fn on_soft_state(&mut self, role: StateRole, leader: u64) {
         let was_leader = self.status.role() == Role::Leader;
-        self.status.role.store(Role::from_raft(role) as u8, Ordering::Relaxed);
+        self.status
+            .role
+            .store(Role::from_raft(role) as u8, Ordering::Relaxed);
         self.status.leader.store(leader, Ordering::Relaxed);
         if role == StateRole::Leader && !was_leader {
             tracing::info!(term = self.raw.raft.term, "became leader");
@@ -710,7 +718,8 @@ impl Driver {
                 .zip(std::mem::take(&mut self.batch_replies))
             {
                 if let Some(reply) = reply {
-                    self.waiting.push_back((deadline, Waiting::Write(op, reply)));
+                    self.waiting
+                        .push_back((deadline, Waiting::Write(op, reply)));
                 }
             }
         }
@@ -815,7 +824,11 @@ impl Driver {
         self.conf_state = meta.get_conf_state().clone();
         self.raw.mut_store().apply_snapshot(snapshot);
         // Proposals at or below the snapshot may or may not be in it.
-        let covered: Vec<u64> = self.in_flight.range(..=meta.index).map(|(i, _)| *i).collect();
+        let covered: Vec<u64> = self
+            .in_flight
+            .range(..=meta.index)
+            .map(|(i, _)| *i)
+            .collect();
         for index in covered {
             if let Some(f) = self.in_flight.remove(&index) {
                 for reply in f.replies.into_iter().flatten() {
@@ -837,7 +850,11 @@ impl Driver {
         });
         self.log_bytes_since_snapshot = 0;
         self.serve_reads();
-        tracing::info!(index = meta.index, term = meta.term, "installed the leader's snapshot");
+        tracing::info!(
+            index = meta.index,
+            term = meta.term,
+            "installed the leader's snapshot"
+        );
         Ok(())
     }
 
@@ -882,7 +899,13 @@ impl Driver {
         });
         self.log_bytes_since_snapshot = 0;
         self.status.snapshots_taken.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(index, term, bytes, took_ms = started.elapsed().as_millis() as u64, "snapshot taken");
+        tracing::info!(
+            index,
+            term,
+            bytes,
+            took_ms = started.elapsed().as_millis() as u64,
+            "snapshot taken"
+        );
         Ok(index)
     }
 
@@ -890,20 +913,30 @@ impl Driver {
         let s = &self.status;
         let store = self.raw.store();
         s.term.store(self.raw.raft.term, Ordering::Relaxed);
-        s.commit.store(self.raw.raft.raft_log.committed, Ordering::Relaxed);
-        s.applied.store(self.state.applied_index(), Ordering::Relaxed);
-        s.last_index.store(self.raw.raft.raft_log.last_index(), Ordering::Relaxed);
-        s.snapshot_index.store(store.snapshot_index(), Ordering::Relaxed);
-        s.keys.store(self.state.db().len() as u64, Ordering::Relaxed);
+        s.commit
+            .store(self.raw.raft.raft_log.committed, Ordering::Relaxed);
+        s.applied
+            .store(self.state.applied_index(), Ordering::Relaxed);
+        s.last_index
+            .store(self.raw.raft.raft_log.last_index(), Ordering::Relaxed);
+        s.snapshot_index
+            .store(store.snapshot_index(), Ordering::Relaxed);
+        s.keys
+            .store(self.state.db().len() as u64, Ordering::Relaxed);
         s.volatile_keys
             .store(self.state.db().volatile_len() as u64, Ordering::Relaxed);
         s.leader.store(self.raw.raft.leader_id, Ordering::Relaxed);
-        s.role
-            .store(Role::from_raft(self.raw.raft.state) as u8, Ordering::Relaxed);
+        s.role.store(
+            Role::from_raft(self.raw.raft.state) as u8,
+            Ordering::Relaxed,
+        );
     }
 
     fn fail_everything(&mut self, err: impl Fn() -> NodeError) {
-        for reply in std::mem::take(&mut self.batch_replies).into_iter().flatten() {
+        for reply in std::mem::take(&mut self.batch_replies)
+            .into_iter()
+            .flatten()
+        {
             let _ = reply.send(Err(err()));
         }
         self.batch.clear();
@@ -920,7 +953,10 @@ impl Driver {
             }
         }
         let round = self.read_round.take().map(|r| r.reads).unwrap_or_default();
-        for r in round.into_iter().chain(std::mem::take(&mut self.read_queue)) {
+        for r in round
+            .into_iter()
+            .chain(std::mem::take(&mut self.read_queue))
+        {
             let _ = r.reply.send(Err(err()));
         }
         for (_, r) in std::mem::take(&mut self.readable) {

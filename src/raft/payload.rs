@@ -66,7 +66,10 @@ mod tests {
         ];
         let data = encode(1234, &ops);
         assert_eq!(decode(&data).unwrap(), Batch { time_ms: 1234, ops });
-        assert!(matches!(decode(&[9, 1, 2]), Err(PayloadError::UnknownFormat(9))));
+        assert!(matches!(
+            decode(&[9, 1, 2]),
+            Err(PayloadError::UnknownFormat(9))
+        ));
         assert!(matches!(decode(&[]), Err(PayloadError::Empty)));
     }
 }

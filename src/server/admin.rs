@@ -15,7 +15,11 @@ use tokio::sync::watch;
 use super::Shared;
 use crate::raft::Role;
 
-pub async fn serve_admin(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve_admin(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -69,24 +73,97 @@ fn metrics(shared: &Shared) -> String {
     let (keys, volatile) = s.keys();
     let mut out = String::new();
     let mut gauge = |name: &str, help: &str, kind: &str, value: u64| {
-        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n");
+        let _ = write!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        );
     };
     gauge("concord_raft_term", "Current raft term.", "gauge", s.term());
-    gauge("concord_raft_is_leader", "1 on the leader.", "gauge", (s.role() == Role::Leader) as u64);
-    gauge("concord_raft_leader_id", "Known leader id, 0 if none.", "gauge", s.leader());
-    gauge("concord_raft_commit_index", "Commit index.", "gauge", s.commit_index());
-    gauge("concord_raft_applied_index", "Applied index.", "gauge", s.applied_index());
-    gauge("concord_raft_snapshot_index", "Index of the newest snapshot.", "gauge", s.snapshot_index());
-    gauge("concord_snapshots_total", "Snapshots taken.", "counter", s.snapshots_taken());
-    gauge("concord_wal_fsyncs_total", "WAL fdatasync calls.", "counter", s.wal.syncs.load(Ordering::Relaxed));
-    gauge("concord_wal_records_total", "WAL records written.", "counter", s.wal.records.load(Ordering::Relaxed));
-    gauge("concord_wal_bytes_total", "WAL bytes written.", "counter", s.wal.bytes.load(Ordering::Relaxed));
+    gauge(
+        "concord_raft_is_leader",
+        "1 on the leader.",
+        "gauge",
+        (s.role() == Role::Leader) as u64,
+    );
+    gauge(
+        "concord_raft_leader_id",
+        "Known leader id, 0 if none.",
+        "gauge",
+        s.leader(),
+    );
+    gauge(
+        "concord_raft_commit_index",
+        "Commit index.",
+        "gauge",
+        s.commit_index(),
+    );
+    gauge(
+        "concord_raft_applied_index",
+        "Applied index.",
+        "gauge",
+        s.applied_index(),
+    );
+    gauge(
+        "concord_raft_snapshot_index",
+        "Index of the newest snapshot.",
+        "gauge",
+        s.snapshot_index(),
+    );
+    gauge(
+        "concord_snapshots_total",
+        "Snapshots taken.",
+        "counter",
+        s.snapshots_taken(),
+    );
+    gauge(
+        "concord_wal_fsyncs_total",
+        "WAL fdatasync calls.",
+        "counter",
+        s.wal.syncs.load(Ordering::Relaxed),
+    );
+    gauge(
+        "concord_wal_records_total",
+        "WAL records written.",
+        "counter",
+        s.wal.records.load(Ordering::Relaxed),
+    );
+    gauge(
+        "concord_wal_bytes_total",
+        "WAL bytes written.",
+        "counter",
+        s.wal.bytes.load(Ordering::Relaxed),
+    );
     gauge("concord_keys", "Keys in the keyspace.", "gauge", keys);
-    gauge("concord_keys_volatile", "Keys with a deadline.", "gauge", volatile);
+    gauge(
+        "concord_keys_volatile",
+        "Keys with a deadline.",
+        "gauge",
+        volatile,
+    );
     let st = &shared.stats;
-    gauge("concord_commands_total", "Commands processed.", "counter", st.commands_processed.load(Ordering::Relaxed));
-    gauge("concord_connections_total", "Connections accepted.", "counter", st.connections_received.load(Ordering::Relaxed));
-    gauge("concord_connected_clients", "Open client connections.", "gauge", shared.clients.lock().expect("clients lock").len() as u64);
-    gauge("concord_protocol_errors_total", "Connections closed for protocol errors.", "counter", st.protocol_errors.load(Ordering::Relaxed));
+    gauge(
+        "concord_commands_total",
+        "Commands processed.",
+        "counter",
+        st.commands_processed.load(Ordering::Relaxed),
+    );
+    gauge(
+        "concord_connections_total",
+        "Connections accepted.",
+        "counter",
+        st.connections_received.load(Ordering::Relaxed),
+    );
+    gauge(
+        "concord_connected_clients",
+        "Open client connections.",
+        "gauge",
+        shared.clients.lock().expect("clients lock").len() as u64,
+    );
+    gauge(
+        "concord_protocol_errors_total",
+        "Connections closed for protocol errors.",
+        "counter",
+        st.protocol_errors.load(Ordering::Relaxed),
+    );
     out
 }

@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 
 use super::{local, ClientInfo, Shared};
-use crate::command::{self, ReplyFn, Request};
+use crate::command::{self, CommandError, ReplyFn, Request};
 use crate::raft::{Answer, ReadMode};
 use crate::resp::{encode, Limits, Protocol, Reply, RequestParser};
 
@@ -86,7 +86,8 @@ pub(super) async fn run(
         },
     );
     let limits = Limits {
-        max_bulk_len: shared.param_u64("proto-max-bulk-len", shared.config.proto_max_bulk_len) as usize,
+        max_bulk_len: shared.param_u64("proto-max-bulk-len", shared.config.proto_max_bulk_len)
+            as usize,
         ..Limits::default()
     };
     let mut parser = RequestParser::new(limits);
@@ -102,6 +103,9 @@ pub(super) async fn run(
     let mut last_command: &'static str = "NULL";
     'connection: loop {
         let mut more_buffered = false;
+        // Reads submitted since answers were last collected: a write must
+        // not be submitted behind them, or they could observe it.
+        let mut unanswered_reads = false;
         loop {
             if pending.len() >= MAX_PIPELINE {
                 more_buffered = true;
@@ -109,7 +113,13 @@ pub(super) async fn run(
             }
             match parser.next_request(&mut rbuf) {
                 Ok(Some(argv)) => {
-                    let (item, name) = dispatch(&mut conn, argv, &shared);
+                    let request = command::prepare(&argv);
+                    if unanswered_reads && matches!(request, Ok(Request::Write(..))) {
+                        resolve_into(&mut pending, &mut wbuf, &shared).await;
+                        unanswered_reads = false;
+                    }
+                    unanswered_reads |= matches!(request, Ok(Request::Read(..)));
+                    let (item, name) = dispatch(&mut conn, request, &argv, &shared);
                     last_command = name;
                     pending.push((conn.protocol, item));
                     if conn.closing {
@@ -120,24 +130,17 @@ pub(super) async fn run(
                 Err(e) => {
                     shared.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(client = id, error = %e, "protocol error; closing");
-                    pending.push((conn.protocol, Pending::Ready(Reply::error(format!("ERR {e}")))));
+                    pending.push((
+                        conn.protocol,
+                        Pending::Ready(Reply::error(format!("ERR {e}"))),
+                    ));
                     conn.closing = true;
                     break;
                 }
             }
         }
-        if !pending.is_empty() {
-            shared
-                .stats
-                .commands_processed
-                .fetch_add(pending.len() as u64, Ordering::Relaxed);
-            for (protocol, item) in pending.drain(..) {
-                let reply = item.resolve().await;
-                if matches!(reply, Reply::Error(_)) {
-                    shared.stats.errors_replied.fetch_add(1, Ordering::Relaxed);
-                }
-                encode(&reply, protocol, &mut wbuf);
-            }
+        resolve_into(&mut pending, &mut wbuf, &shared).await;
+        if !wbuf.is_empty() {
             if socket.write_all(&wbuf).await.is_err() {
                 break 'connection;
             }
@@ -165,6 +168,24 @@ pub(super) async fn run(
     shared.clients.lock().expect("clients lock").remove(&id);
 }
 
+/// Awaits every pending reply, in order, and encodes it into `out`.
+async fn resolve_into(pending: &mut Vec<(Protocol, Pending)>, out: &mut BytesMut, shared: &Shared) {
+    if pending.is_empty() {
+        return;
+    }
+    shared
+        .stats
+        .commands_processed
+        .fetch_add(pending.len() as u64, Ordering::Relaxed);
+    for (protocol, item) in pending.drain(..) {
+        let reply = item.resolve().await;
+        if reply.is_error() {
+            shared.stats.errors_replied.fetch_add(1, Ordering::Relaxed);
+        }
+        encode(&reply, protocol, out);
+    }
+}
+
 fn touch(shared: &Shared, id: u64, command: &str) {
     if let Some(info) = shared.clients.lock().expect("clients lock").get_mut(&id) {
         info.last_active = Instant::now();
@@ -174,10 +195,15 @@ fn touch(shared: &Shared, id: u64, command: &str) {
     }
 }
 
-/// Checks, parses and submits one request; returns its pending reply and
+/// Submits one checked and parsed request; returns its pending reply and
 /// the command name (for CLIENT LIST).
-fn dispatch(conn: &mut Conn, argv: Vec<Bytes>, shared: &Shared) -> (Pending, &'static str) {
-    match command::prepare(&argv) {
+fn dispatch(
+    conn: &mut Conn,
+    request: Result<Request, CommandError>,
+    argv: &[Bytes],
+    shared: &Shared,
+) -> (Pending, &'static str) {
+    match request {
         Err(e) => (Pending::Ready(Reply::error(e.to_string())), "NULL"),
         Ok(Request::Write(op, spec, reply)) => (
             Pending::Waiting {
@@ -196,7 +222,7 @@ fn dispatch(conn: &mut Conn, argv: Vec<Bytes>, shared: &Shared) -> (Pending, &'s
             spec.name,
         ),
         Ok(Request::Local(spec)) => (
-            Pending::Ready(local::execute(conn, spec, &argv, shared)),
+            Pending::Ready(local::execute(conn, spec, argv, shared)),
             spec.name,
         ),
     }

@@ -124,7 +124,11 @@ fn rss_bytes() -> u64 {
     let page = 4096;
     std::fs::read_to_string("/proc/self/statm")
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+        })
         .map_or(0, |pages| pages * page)
 }
 
@@ -165,12 +169,27 @@ fn persistence(shared: &Shared) -> Fields {
         ("aof_enabled", "1".into()),
         ("aof_rewrite_in_progress", "0".into()),
         ("aof_last_write_status", "ok".into()),
-        ("concord_wal_fsyncs", wal.syncs.load(Ordering::Relaxed).to_string()),
-        ("concord_wal_records", wal.records.load(Ordering::Relaxed).to_string()),
-        ("concord_wal_bytes", wal.bytes.load(Ordering::Relaxed).to_string()),
-        ("concord_wal_batches", wal.jobs.load(Ordering::Relaxed).to_string()),
+        (
+            "concord_wal_fsyncs",
+            wal.syncs.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "concord_wal_records",
+            wal.records.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "concord_wal_bytes",
+            wal.bytes.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "concord_wal_batches",
+            wal.jobs.load(Ordering::Relaxed).to_string(),
+        ),
         ("concord_snapshots", status.snapshots_taken().to_string()),
-        ("concord_snapshot_index", status.snapshot_index().to_string()),
+        (
+            "concord_snapshot_index",
+            status.snapshot_index().to_string(),
+        ),
     ]
 }
 
@@ -210,10 +229,7 @@ fn stats(shared: &Shared) -> Fields {
 fn replication(shared: &Shared) -> Fields {
     let status = shared.node.status();
     let leader = status.role() == Role::Leader;
-    let mut fields: Fields = vec![(
-        "role",
-        if leader { "master" } else { "slave" }.into(),
-    )];
+    let mut fields: Fields = vec![("role", if leader { "master" } else { "slave" }.into())];
     if leader {
         let followers = shared.config.initial_cluster.len().saturating_sub(1);
         fields.push(("connected_slaves", followers.to_string()));

@@ -28,7 +28,12 @@ fn err(e: CommandError) -> Reply {
     Reply::error(e.to_string())
 }
 
-pub(super) fn execute(conn: &mut Conn, spec: &'static CommandSpec, argv: &[Bytes], shared: &Shared) -> Reply {
+pub(super) fn execute(
+    conn: &mut Conn,
+    spec: &'static CommandSpec,
+    argv: &[Bytes],
+    shared: &Shared,
+) -> Reply {
     match spec.name {
         "ping" => match argv.len() {
             1 => Reply::Simple("PONG".into()),
@@ -93,7 +98,10 @@ pub(super) fn execute(conn: &mut Conn, spec: &'static CommandSpec, argv: &[Bytes
             let specs: Vec<&CommandSpec> = if argv.len() == 2 {
                 command::all().collect()
             } else {
-                argv[2..].iter().filter_map(|n| command::lookup(n)).collect()
+                argv[2..]
+                    .iter()
+                    .filter_map(|n| command::lookup(n))
+                    .collect()
             };
             Reply::Map(specs.into_iter().map(command_docs).collect())
         }
@@ -101,28 +109,44 @@ pub(super) fn execute(conn: &mut Conn, spec: &'static CommandSpec, argv: &[Bytes
         "command|getkeys" => command_getkeys(&argv[2..]),
         "command|help" => help(&[
             "COMMAND <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
-            "(no subcommand)", "    Return details about all commands.",
-            "COUNT", "    Return the total number of commands.",
-            "INFO [<command-name> ...]", "    Return details about the named commands.",
-            "DOCS [<command-name> ...]", "    Return documentation details about the named commands.",
-            "LIST [FILTERBY (MODULE <module-name>|ACLCAT <category>|PATTERN <pattern>)]", "    Return a list of command names.",
-            "GETKEYS <full-command>", "    Return the keys from a full command.",
-            "HELP", "    Print this help.",
+            "(no subcommand)",
+            "    Return details about all commands.",
+            "COUNT",
+            "    Return the total number of commands.",
+            "INFO [<command-name> ...]",
+            "    Return details about the named commands.",
+            "DOCS [<command-name> ...]",
+            "    Return documentation details about the named commands.",
+            "LIST [FILTERBY (MODULE <module-name>|ACLCAT <category>|PATTERN <pattern>)]",
+            "    Return a list of command names.",
+            "GETKEYS <full-command>",
+            "    Return the keys from a full command.",
+            "HELP",
+            "    Print this help.",
         ]),
         "time" => {
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
             Reply::Array(vec![
                 bulk(now.as_secs().to_string()),
                 bulk(now.subsec_micros().to_string()),
             ])
         }
         "role" => role(shared),
-        other => Reply::error(format!("ERR command '{other}' is declared but not served by this node")),
+        other => Reply::error(format!(
+            "ERR command '{other}' is declared but not served by this node"
+        )),
     }
 }
 
 fn help(lines: &[&str]) -> Reply {
-    Reply::Array(lines.iter().map(|l| Reply::Simple((*l).to_owned().into())).collect())
+    Reply::Array(
+        lines
+            .iter()
+            .map(|l| Reply::Simple((*l).to_owned().into()))
+            .collect(),
+    )
 }
 
 fn set_client(shared: &Shared, id: u64, f: impl FnOnce(&mut super::ClientInfo)) {
@@ -169,7 +193,9 @@ fn hello(conn: &mut Conn, argv: &[Bytes], shared: &Shared) -> Reply {
             i += 3;
         } else if is(&argv[i], "SETNAME") && more >= 1 {
             if !valid_client_name(&argv[i + 1]) {
-                return Reply::error("ERR Client names cannot contain spaces, newlines or special characters.");
+                return Reply::error(
+                    "ERR Client names cannot contain spaces, newlines or special characters.",
+                );
             }
             name = Some(String::from_utf8_lossy(&argv[i + 1]).into_owned());
             i += 2;
@@ -188,7 +214,11 @@ fn hello(conn: &mut Conn, argv: &[Bytes], shared: &Shared) -> Reply {
             c.name = name;
         }
     });
-    let role = if shared.node.status().role() == Role::Leader { "master" } else { "replica" };
+    let role = if shared.node.status().role() == Role::Leader {
+        "master"
+    } else {
+        "replica"
+    };
     Reply::Map(vec![
         (bulk("server"), bulk("redis")),
         (bulk("version"), bulk(REDIS_VERSION)),
@@ -203,15 +233,24 @@ fn hello(conn: &mut Conn, argv: &[Bytes], shared: &Shared) -> Reply {
 fn client_help() -> Reply {
     help(&[
         "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
-        "ID", "    Return the ID of the current connection.",
-        "GETNAME", "    Return the name of the current connection.",
-        "SETNAME <name>", "    Assign the name <name> to the current connection.",
-        "LIST [TYPE NORMAL|MASTER|REPLICA|PUBSUB] [ID <id> [<id> ...]]", "    Return information about client connections.",
-        "INFO", "    Return information about the current client connection.",
-        "SETINFO <option> <value>", "    Set client meta attr: LIB-NAME or LIB-VER.",
-        "NO-EVICT (ON|OFF)", "    Accepted; concord never evicts clients.",
-        "NO-TOUCH (ON|OFF)", "    Accepted; concord keeps no access times.",
-        "HELP", "    Print this help.",
+        "ID",
+        "    Return the ID of the current connection.",
+        "GETNAME",
+        "    Return the name of the current connection.",
+        "SETNAME <name>",
+        "    Assign the name <name> to the current connection.",
+        "LIST [TYPE NORMAL|MASTER|REPLICA|PUBSUB] [ID <id> [<id> ...]]",
+        "    Return information about client connections.",
+        "INFO",
+        "    Return information about the current client connection.",
+        "SETINFO <option> <value>",
+        "    Set client meta attr: LIB-NAME or LIB-VER.",
+        "NO-EVICT (ON|OFF)",
+        "    Accepted; concord never evicts clients.",
+        "NO-TOUCH (ON|OFF)",
+        "    Accepted; concord keeps no access times.",
+        "HELP",
+        "    Print this help.",
     ])
 }
 
@@ -245,7 +284,9 @@ fn client(conn: &mut Conn, name: &str, argv: &[Bytes], shared: &Shared) -> Reply
         "client|id" => Reply::Int(conn.id as i64),
         "client|setname" => {
             if !valid_client_name(&argv[2]) {
-                return Reply::error("ERR Client names cannot contain spaces, newlines or special characters.");
+                return Reply::error(
+                    "ERR Client names cannot contain spaces, newlines or special characters.",
+                );
             }
             let name = String::from_utf8_lossy(&argv[2]).into_owned();
             set_client(shared, conn.id, |c| c.name = name);
@@ -265,7 +306,12 @@ fn client(conn: &mut Conn, name: &str, argv: &[Bytes], shared: &Shared) -> Reply
                 if is(opt, "TYPE") {
                     match args.next() {
                         Some(t) if is(t, "normal") => {}
-                        Some(t) if is(t, "master") || is(t, "replica") || is(t, "slave") || is(t, "pubsub") => {
+                        Some(t)
+                            if is(t, "master")
+                                || is(t, "replica")
+                                || is(t, "slave")
+                                || is(t, "pubsub") =>
+                        {
                             return text_reply(String::new());
                         }
                         Some(t) => {
@@ -337,7 +383,9 @@ fn client(conn: &mut Conn, name: &str, argv: &[Bytes], shared: &Shared) -> Reply
             }
         }
         "client|help" => client_help(),
-        other => Reply::error(format!("ERR command '{other}' is declared but not served by this node")),
+        other => Reply::error(format!(
+            "ERR command '{other}' is declared but not served by this node"
+        )),
     }
 }
 
@@ -356,8 +404,15 @@ fn param_kind(name: &str) -> Option<ParamKind> {
     Some(match name {
         "maxclients" => ParamKind::Integer { min: 1 },
         "proto-max-bulk-len" => ParamKind::Integer { min: 1024 * 1024 },
-        "port" | "bind" | "dir" | "databases" | "concord-node-id" | "concord-peer-listen"
-        | "concord-data-dir" | "concord-request-timeout-ms" | "concord-tick-ms" => ParamKind::Immutable,
+        "port"
+        | "bind"
+        | "dir"
+        | "databases"
+        | "concord-node-id"
+        | "concord-peer-listen"
+        | "concord-data-dir"
+        | "concord-request-timeout-ms"
+        | "concord-tick-ms" => ParamKind::Immutable,
         _ if ACCEPTED_PARAMS.contains(&name) => ParamKind::Accepted,
         _ => return None,
     })
@@ -365,33 +420,90 @@ fn param_kind(name: &str) -> Option<ParamKind> {
 
 /// Redis parameters accepted for compatibility; they change nothing.
 const ACCEPTED_PARAMS: &[&str] = &[
-    "appendonly", "appendfsync", "save", "maxmemory", "maxmemory-policy", "maxmemory-samples",
-    "timeout", "hz", "dynamic-hz", "tcp-keepalive", "notify-keyspace-events", "lua-time-limit",
-    "busy-reply-threshold", "slowlog-log-slower-than", "slowlog-max-len", "latency-tracking",
-    "latency-monitor-threshold", "activedefrag", "lazyfree-lazy-eviction", "lazyfree-lazy-expire",
-    "lazyfree-lazy-server-del", "lazyfree-lazy-user-del", "lazyfree-lazy-user-flush",
-    "list-max-listpack-size", "list-max-ziplist-size", "list-compress-depth",
-    "hash-max-listpack-entries", "hash-max-listpack-value", "hash-max-ziplist-entries",
-    "hash-max-ziplist-value", "set-max-intset-entries", "set-max-listpack-entries",
-    "set-max-listpack-value", "zset-max-listpack-entries", "zset-max-listpack-value",
-    "zset-max-ziplist-entries", "zset-max-ziplist-value", "stream-node-max-bytes",
-    "stream-node-max-entries", "requirepass", "protected-mode", "loglevel",
-    "client-output-buffer-limit", "min-replicas-to-write", "min-replicas-max-lag",
-    "repl-backlog-size", "repl-diskless-sync", "active-expire-effort", "maxmemory-clients",
-    "lfu-log-factor", "lfu-decay-time", "close-on-oom", "io-threads", "enable-debug-command",
-    "activerehashing", "rdbcompression", "appendfilename", "dbfilename", "aof-use-rdb-preamble",
-    "auto-aof-rewrite-percentage", "auto-aof-rewrite-min-size", "no-appendfsync-on-rewrite",
-    "stop-writes-on-bgsave-error", "replica-read-only", "replica-serve-stale-data",
-    "cluster-enabled", "tracking-table-max-keys", "oom-score-adj", "crash-log-enabled",
-    "set-proc-title", "hll-sparse-max-bytes", "lua-replicate-commands", "enable-protected-configs",
-    "enable-module-command", "sanitize-dump-payload",
+    "appendonly",
+    "appendfsync",
+    "save",
+    "maxmemory",
+    "maxmemory-policy",
+    "maxmemory-samples",
+    "timeout",
+    "hz",
+    "dynamic-hz",
+    "tcp-keepalive",
+    "notify-keyspace-events",
+    "lua-time-limit",
+    "busy-reply-threshold",
+    "slowlog-log-slower-than",
+    "slowlog-max-len",
+    "latency-tracking",
+    "latency-monitor-threshold",
+    "activedefrag",
+    "lazyfree-lazy-eviction",
+    "lazyfree-lazy-expire",
+    "lazyfree-lazy-server-del",
+    "lazyfree-lazy-user-del",
+    "lazyfree-lazy-user-flush",
+    "list-max-listpack-size",
+    "list-max-ziplist-size",
+    "list-compress-depth",
+    "hash-max-listpack-entries",
+    "hash-max-listpack-value",
+    "hash-max-ziplist-entries",
+    "hash-max-ziplist-value",
+    "set-max-intset-entries",
+    "set-max-listpack-entries",
+    "set-max-listpack-value",
+    "zset-max-listpack-entries",
+    "zset-max-listpack-value",
+    "zset-max-ziplist-entries",
+    "zset-max-ziplist-value",
+    "stream-node-max-bytes",
+    "stream-node-max-entries",
+    "requirepass",
+    "protected-mode",
+    "loglevel",
+    "client-output-buffer-limit",
+    "min-replicas-to-write",
+    "min-replicas-max-lag",
+    "repl-backlog-size",
+    "repl-diskless-sync",
+    "active-expire-effort",
+    "maxmemory-clients",
+    "lfu-log-factor",
+    "lfu-decay-time",
+    "close-on-oom",
+    "io-threads",
+    "enable-debug-command",
+    "activerehashing",
+    "rdbcompression",
+    "appendfilename",
+    "dbfilename",
+    "aof-use-rdb-preamble",
+    "auto-aof-rewrite-percentage",
+    "auto-aof-rewrite-min-size",
+    "no-appendfsync-on-rewrite",
+    "stop-writes-on-bgsave-error",
+    "replica-read-only",
+    "replica-serve-stale-data",
+    "cluster-enabled",
+    "tracking-table-max-keys",
+    "oom-score-adj",
+    "crash-log-enabled",
+    "set-proc-title",
+    "hll-sparse-max-bytes",
+    "lua-replicate-commands",
+    "enable-protected-configs",
+    "enable-module-command",
+    "sanitize-dump-payload",
 ];
 
 pub(super) fn default_params(config: &Config) -> BTreeMap<String, String> {
     let (bind, port) = config
         .listen
         .rsplit_once(':')
-        .map_or((config.listen.clone(), "6379".to_owned()), |(h, p)| (h.to_owned(), p.to_owned()));
+        .map_or((config.listen.clone(), "6379".to_owned()), |(h, p)| {
+            (h.to_owned(), p.to_owned())
+        });
     let mut params: BTreeMap<String, String> = [
         ("appendonly", "yes"),
         ("appendfsync", "always"),
@@ -425,15 +537,24 @@ pub(super) fn default_params(config: &Config) -> BTreeMap<String, String> {
     params.insert("bind".into(), bind);
     params.insert("dir".into(), config.data_dir.display().to_string());
     params.insert("maxclients".into(), config.max_clients.to_string());
-    params.insert("proto-max-bulk-len".into(), config.proto_max_bulk_len.to_string());
+    params.insert(
+        "proto-max-bulk-len".into(),
+        config.proto_max_bulk_len.to_string(),
+    );
     params.insert("concord-node-id".into(), config.node_id.to_string());
     params.insert("concord-peer-listen".into(), config.peer_listen.clone());
-    params.insert("concord-data-dir".into(), config.data_dir.display().to_string());
+    params.insert(
+        "concord-data-dir".into(),
+        config.data_dir.display().to_string(),
+    );
     params.insert(
         "concord-request-timeout-ms".into(),
         config.request_timeout.as_millis().to_string(),
     );
-    params.insert("concord-tick-ms".into(), config.tick.as_millis().to_string());
+    params.insert(
+        "concord-tick-ms".into(),
+        config.tick.as_millis().to_string(),
+    );
     params
 }
 
@@ -498,11 +619,16 @@ fn config_set(args: &[Bytes], shared: &Shared) -> Reply {
 fn config_help() -> Reply {
     help(&[
         "CONFIG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
-        "GET <pattern>", "    Return parameters matching the glob-like <pattern> and their values.",
-        "SET <directive> <value>", "    Set the configuration <directive> to <value>.",
-        "RESETSTAT", "    Reset statistics reported by the INFO command.",
-        "REWRITE", "    Accepted; concord never rewrites its configuration file.",
-        "HELP", "    Print this help.",
+        "GET <pattern>",
+        "    Return parameters matching the glob-like <pattern> and their values.",
+        "SET <directive> <value>",
+        "    Set the configuration <directive> to <value>.",
+        "RESETSTAT",
+        "    Reset statistics reported by the INFO command.",
+        "REWRITE",
+        "    Accepted; concord never rewrites its configuration file.",
+        "HELP",
+        "    Print this help.",
     ])
 }
 
@@ -551,7 +677,11 @@ fn role(shared: &Shared) -> Reply {
     let status = shared.node.status();
     let offset = status.applied_index() as i64;
     if status.role() == Role::Leader {
-        return Reply::Array(vec![bulk("master"), Reply::Int(offset), Reply::Array(Vec::new())]);
+        return Reply::Array(vec![
+            bulk("master"),
+            Reply::Int(offset),
+            Reply::Array(Vec::new()),
+        ]);
     }
     let leader = status.leader();
     let addr = shared

@@ -108,7 +108,11 @@ fn random_hex(len: usize) -> String {
 
 /// Accepts clients until `shutdown` turns true, then waits for every
 /// connection to finish the replies it owes.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut tasks = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
