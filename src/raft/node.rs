@@ -288,8 +288,10 @@ pub fn start(config: NodeConfig, transport: Box<dyn Transport>) -> Result<NodeHa
 /// The snapshot a new member starts from: an empty state at index 0 with
 /// the initial voters.
 fn bootstrap_snapshot(voters: &[u64]) -> Snapshot {
-    let mut snap = Snapshot::default();
-    snap.data = State::new().encode_snapshot().into();
+    let mut snap = Snapshot {
+        data: State::new().encode_snapshot().into(),
+        ..Default::default()
+    };
     let meta = snap.mut_metadata();
     meta.index = 0;
     meta.term = 0;
@@ -883,8 +885,10 @@ impl Driver {
             .term_at(index)
             .expect("an applied entry is in the log store");
         let started = Instant::now();
-        let mut snap = Snapshot::default();
-        snap.data = self.state.encode_snapshot().into();
+        let mut snap = Snapshot {
+            data: self.state.encode_snapshot().into(),
+            ..Default::default()
+        };
         let meta = snap.mut_metadata();
         meta.index = index;
         meta.term = term;

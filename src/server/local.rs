@@ -574,7 +574,7 @@ fn config_get(patterns: &[Bytes], shared: &Shared) -> Reply {
 }
 
 fn config_set(args: &[Bytes], shared: &Shared) -> Reply {
-    if args.len() % 2 != 0 {
+    if !args.len().is_multiple_of(2) {
         return err(CommandError::WrongArity("config|set".into()));
     }
     let mut updates = Vec::new();
