@@ -261,7 +261,7 @@ fn parse_mget(argv: &[Bytes]) -> Result<Query, CommandError> {
 }
 
 fn pairs(argv: &[Bytes], command: &str) -> Result<Vec<(Bytes, Bytes)>, CommandError> {
-    if argv.len() % 2 == 0 {
+    if argv.len().is_multiple_of(2) {
         return Err(CommandError::WrongArity(command.to_owned()));
     }
     Ok(argv[1..]
