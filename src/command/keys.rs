@@ -1,45 +1,418 @@
-//! Keys and expiry: parsing and replies (stub: filled in by the keys family).
+//! Keys and expiry: parsing and replies. Semantics live in `state::keys`.
+
 use bytes::Bytes;
 
-use super::{standard_reply, CommandError, CommandSpec, Exec, Flag, Group, KeyPositions};
-use crate::state::keys::{KeyOp, KeyQuery};
+use super::{is, standard_reply, Args, CommandError, CommandSpec, Exec, Flag, Group, KeyPositions};
+use crate::state::keys::{ExpireFlags, KeyOp, KeyQuery, TtlForm};
 use crate::state::{Op, Query};
 
+const W: &[Flag] = &[Flag::Write];
+const WF: &[Flag] = &[Flag::Write, Flag::Fast];
+const W_OOM: &[Flag] = &[Flag::Write, Flag::DenyOom];
+const R: &[Flag] = &[Flag::ReadOnly];
+const RF: &[Flag] = &[Flag::ReadOnly, Flag::Fast];
+
+macro_rules! spec {
+    ($name:literal, $arity:expr, $flags:expr, $keys:expr, $since:literal, $syntax:literal, $summary:literal, $exec:expr) => {
+        spec!(
+            $name,
+            $arity,
+            $flags,
+            $keys,
+            Group::Generic,
+            $since,
+            $syntax,
+            $summary,
+            $exec
+        )
+    };
+    ($name:literal, $arity:expr, $flags:expr, $keys:expr, $group:expr, $since:literal, $syntax:literal, $summary:literal, $exec:expr) => {
+        CommandSpec {
+            name: $name,
+            arity: $arity,
+            flags: $flags,
+            keys: $keys,
+            group: $group,
+            summary: $summary,
+            syntax: $syntax,
+            since: $since,
+            exec: $exec,
+            subcommands: &[],
+        }
+    };
+}
+
 pub const SPECS: &[CommandSpec] = &[
-    CommandSpec {
-        name: "del",
-        arity: -2,
-        flags: &[Flag::Write],
-        keys: KeyPositions::ALL,
-        group: Group::Generic,
-        summary: "Deletes one or more keys.",
-        syntax: "key [key ...]",
-        since: "1.0.0",
-        exec: Exec::Write(parse_del, standard_reply),
-        subcommands: &[],
-    },
-    CommandSpec {
-        name: "exists",
-        arity: -2,
-        flags: &[Flag::ReadOnly, Flag::Fast],
-        keys: KeyPositions::ALL,
-        group: Group::Generic,
-        summary: "Determines whether one or more keys exist.",
-        syntax: "key [key ...]",
-        since: "1.0.0",
-        exec: Exec::Read(parse_exists, standard_reply),
-        subcommands: &[],
-    },
+    spec!("del", -2, W, KeyPositions::ALL, "1.0.0", "key [key ...]",
+        "Deletes one or more keys.",
+        Exec::Write(parse_del, standard_reply)),
+    spec!("unlink", -2, WF, KeyPositions::ALL, "4.0.0", "key [key ...]",
+        "Deletes one or more keys (the same as DEL: nothing is freed in the background).",
+        Exec::Write(parse_del, standard_reply)),
+    spec!("exists", -2, RF, KeyPositions::ALL, "1.0.0", "key [key ...]",
+        "Determines whether one or more keys exist.",
+        Exec::Read(parse_exists, standard_reply)),
+    spec!("touch", -2, RF, KeyPositions::ALL, "3.2.1", "key [key ...]",
+        "Returns the number of existing keys out of those specified (concord keeps no access times).",
+        Exec::Read(parse_exists, standard_reply)),
+    spec!("type", 2, RF, KeyPositions::FIRST, "1.0.0", "key",
+        "Determines the type of value stored at a key.",
+        Exec::Read(parse_type, standard_reply)),
+    spec!("keys", 2, R, KeyPositions::NONE, "1.0.0", "pattern",
+        "Returns all key names that match a pattern.",
+        Exec::Read(parse_keys, standard_reply)),
+    spec!("scan", -2, R, KeyPositions::NONE, "2.8.0",
+        "cursor [MATCH pattern] [COUNT count] [TYPE type]",
+        "Iterates over the key names in the database. The cursor is the same on every node.",
+        Exec::Read(parse_scan, standard_reply)),
+    spec!("rename", 3, W, KeyPositions::FIRST_TWO, "1.0.0", "key newkey",
+        "Renames a key and overwrites the destination.",
+        Exec::Write(parse_rename, standard_reply)),
+    spec!("renamenx", 3, WF, KeyPositions::FIRST_TWO, "1.0.0", "key newkey",
+        "Renames a key only when the target key name doesn't exist.",
+        Exec::Write(parse_renamenx, standard_reply)),
+    spec!("copy", -3, W_OOM, KeyPositions::FIRST_TWO, "6.2.0",
+        "source destination [DB destination-db] [REPLACE]",
+        "Copies the value of a key to a new key. concord has database 0 only.",
+        Exec::Write(parse_copy, standard_reply)),
+    spec!("expire", -3, WF, KeyPositions::FIRST, "1.0.0", "key seconds [NX | XX | GT | LT]",
+        "Sets the expiration time of a key in seconds.",
+        Exec::Write(parse_expire, standard_reply)),
+    spec!("pexpire", -3, WF, KeyPositions::FIRST, "2.6.0", "key milliseconds [NX | XX | GT | LT]",
+        "Sets the expiration time of a key in milliseconds.",
+        Exec::Write(parse_pexpire, standard_reply)),
+    spec!("expireat", -3, WF, KeyPositions::FIRST, "1.2.0",
+        "key unix-time-seconds [NX | XX | GT | LT]",
+        "Sets the expiration time of a key to a Unix timestamp.",
+        Exec::Write(parse_expireat, standard_reply)),
+    spec!("pexpireat", -3, WF, KeyPositions::FIRST, "2.6.0",
+        "key unix-time-milliseconds [NX | XX | GT | LT]",
+        "Sets the expiration time of a key to a Unix milliseconds timestamp.",
+        Exec::Write(parse_pexpireat, standard_reply)),
+    spec!("ttl", 2, RF, KeyPositions::FIRST, "1.0.0", "key",
+        "Returns the expiration time in seconds of a key.",
+        Exec::Read(parse_ttl, standard_reply)),
+    spec!("pttl", 2, RF, KeyPositions::FIRST, "2.6.0", "key",
+        "Returns the expiration time in milliseconds of a key.",
+        Exec::Read(parse_pttl, standard_reply)),
+    spec!("expiretime", 2, RF, KeyPositions::FIRST, "7.0.0", "key",
+        "Returns the expiration time of a key as a Unix timestamp.",
+        Exec::Read(parse_expiretime, standard_reply)),
+    spec!("pexpiretime", 2, RF, KeyPositions::FIRST, "7.0.0", "key",
+        "Returns the expiration time of a key as a Unix milliseconds timestamp.",
+        Exec::Read(parse_pexpiretime, standard_reply)),
+    spec!("persist", 2, WF, KeyPositions::FIRST, "2.2.0", "key",
+        "Removes the expiration time of a key.",
+        Exec::Write(parse_persist, standard_reply)),
+    spec!("randomkey", 1, R, KeyPositions::NONE, "1.0.0", "",
+        "Returns a random key name from the database.",
+        Exec::Read(parse_randomkey, standard_reply)),
+    spec!("dbsize", 1, RF, KeyPositions::NONE, Group::Server, "1.0.0", "",
+        "Returns the number of keys in the database.",
+        Exec::Read(parse_dbsize, standard_reply)),
+    spec!("flushdb", -1, W, KeyPositions::NONE, Group::Server, "1.0.0", "[ASYNC | SYNC]",
+        "Removes all keys from the current database.",
+        Exec::Write(parse_flush, standard_reply)),
+    spec!("flushall", -1, W, KeyPositions::NONE, Group::Server, "1.0.0", "[ASYNC | SYNC]",
+        "Removes all keys from all databases (concord has database 0 only).",
+        Exec::Write(parse_flush, standard_reply)),
 ];
 
+fn write(op: KeyOp) -> Result<Op, CommandError> {
+    Ok(Op::Key(op))
+}
+
+fn read(query: KeyQuery) -> Result<Query, CommandError> {
+    Ok(Query::Key(query))
+}
+
 fn parse_del(argv: &[Bytes]) -> Result<Op, CommandError> {
-    Ok(Op::Key(KeyOp::Del {
+    write(KeyOp::Del {
         keys: argv[1..].to_vec(),
-    }))
+    })
 }
 
 fn parse_exists(argv: &[Bytes]) -> Result<Query, CommandError> {
-    Ok(Query::Key(KeyQuery::Exists {
+    read(KeyQuery::Exists {
         keys: argv[1..].to_vec(),
-    }))
+    })
+}
+
+fn parse_type(argv: &[Bytes]) -> Result<Query, CommandError> {
+    read(KeyQuery::Type {
+        key: argv[1].clone(),
+    })
+}
+
+fn parse_keys(argv: &[Bytes]) -> Result<Query, CommandError> {
+    read(KeyQuery::Keys {
+        pattern: argv[1].clone(),
+    })
+}
+
+/// A SCAN cursor as Redis reads it (`strtoul`): decimal digits after an
+/// optional sign, no leading space, the empty string is 0, a negative
+/// number wraps, and a value past `u64::MAX` is an error.
+pub(super) fn parse_cursor(arg: &[u8]) -> Result<u64, CommandError> {
+    let invalid = || CommandError::InvalidArgument("invalid cursor".to_owned());
+    if arg.is_empty() {
+        return Ok(0);
+    }
+    let (negative, digits) = match arg {
+        [b'-', rest @ ..] => (true, rest),
+        [b'+', rest @ ..] => (false, rest),
+        _ => (false, arg),
+    };
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(invalid());
+    }
+    let value = digits.iter().try_fold(0u64, |acc, d| {
+        acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    });
+    let value = value.ok_or_else(invalid)?;
+    Ok(if negative {
+        value.wrapping_neg()
+    } else {
+        value
+    })
+}
+
+/// The options after a SCAN-style cursor.
+pub(super) struct ScanOptions {
+    pub pattern: Option<Bytes>,
+    pub count: usize,
+    pub type_name: Option<Bytes>,
+    pub novalues: bool,
+}
+
+/// `for_hash` selects HSCAN's options (NOVALUES) over SCAN's (TYPE).
+pub(super) fn parse_scan_options(
+    args: &mut Args,
+    for_hash: bool,
+) -> Result<ScanOptions, CommandError> {
+    let mut options = ScanOptions {
+        pattern: None,
+        count: 10,
+        type_name: None,
+        novalues: false,
+    };
+    while !args.is_empty() {
+        let word = args.bytes()?;
+        let has_value = args.remaining() >= 1;
+        if is(&word, "COUNT") && has_value {
+            let count = args.i64()?;
+            if count < 1 {
+                return Err(CommandError::Syntax);
+            }
+            options.count = usize::try_from(count).unwrap_or(usize::MAX);
+        } else if is(&word, "MATCH") && has_value {
+            let pattern = args.bytes()?;
+            // "*" matches everything: the same as no pattern.
+            options.pattern = (pattern.as_ref() != b"*").then_some(pattern);
+        } else if is(&word, "TYPE") && has_value && !for_hash {
+            options.type_name = Some(args.bytes()?);
+        } else if is(&word, "NOVALUES") && for_hash {
+            options.novalues = true;
+        } else {
+            return Err(CommandError::Syntax);
+        }
+    }
+    Ok(options)
+}
+
+fn parse_scan(argv: &[Bytes]) -> Result<Query, CommandError> {
+    let mut args = Args::new(argv);
+    let cursor = parse_cursor(&args.bytes()?)?;
+    let options = parse_scan_options(&mut args, false)?;
+    read(KeyQuery::Scan {
+        cursor,
+        pattern: options.pattern,
+        count: options.count,
+        type_name: options.type_name,
+    })
+}
+
+fn parse_rename(argv: &[Bytes]) -> Result<Op, CommandError> {
+    write(KeyOp::Rename {
+        from: argv[1].clone(),
+        to: argv[2].clone(),
+        nx: false,
+    })
+}
+
+fn parse_renamenx(argv: &[Bytes]) -> Result<Op, CommandError> {
+    write(KeyOp::Rename {
+        from: argv[1].clone(),
+        to: argv[2].clone(),
+        nx: true,
+    })
+}
+
+fn parse_copy(argv: &[Bytes]) -> Result<Op, CommandError> {
+    let mut args = Args::new(argv);
+    let from = args.bytes()?;
+    let to = args.bytes()?;
+    let mut replace = false;
+    while !args.is_empty() {
+        let word = args.bytes()?;
+        if is(&word, "REPLACE") {
+            replace = true;
+        } else if is(&word, "DB") && !args.is_empty() {
+            let db = args.i64()?;
+            if db < i64::from(i32::MIN) || db > i64::from(i32::MAX) {
+                return Err(CommandError::InvalidArgument(format!(
+                    "value is out of range, value must between {} and {}",
+                    i32::MIN,
+                    i32::MAX
+                )));
+            }
+            if db != 0 {
+                return Err(CommandError::InvalidArgument(
+                    "DB index is out of range".to_owned(),
+                ));
+            }
+        } else {
+            return Err(CommandError::Syntax);
+        }
+    }
+    if from == to {
+        return Err(CommandError::InvalidArgument(
+            "source and destination objects are the same".to_owned(),
+        ));
+    }
+    write(KeyOp::Copy { from, to, replace })
+}
+
+/// The EXPIRE family: options are checked first, then the time, as Redis
+/// does. `unit_ms` is 1000 for seconds; `relative` adds the entry's time.
+fn expire_with(
+    argv: &[Bytes],
+    unit_ms: i64,
+    relative: bool,
+    command: &'static str,
+) -> Result<Op, CommandError> {
+    let mut flags = ExpireFlags::default();
+    for opt in &argv[3..] {
+        if is(opt, "NX") {
+            flags.nx = true;
+        } else if is(opt, "XX") {
+            flags.xx = true;
+        } else if is(opt, "GT") {
+            flags.gt = true;
+        } else if is(opt, "LT") {
+            flags.lt = true;
+        } else {
+            return Err(CommandError::InvalidArgument(format!(
+                "Unsupported option {}",
+                String::from_utf8_lossy(opt)
+            )));
+        }
+    }
+    if flags.nx && (flags.xx || flags.gt || flags.lt) {
+        return Err(CommandError::InvalidArgument(
+            "NX and XX, GT or LT options at the same time are not compatible".to_owned(),
+        ));
+    }
+    if flags.gt && flags.lt {
+        return Err(CommandError::InvalidArgument(
+            "GT and LT options at the same time are not compatible".to_owned(),
+        ));
+    }
+    let mut args = Args::new(&argv[..3]);
+    let key = args.bytes()?;
+    let when = args
+        .i64()?
+        .checked_mul(unit_ms)
+        .ok_or(CommandError::InvalidExpireTime(command))?;
+    write(KeyOp::Expire {
+        key,
+        when,
+        relative,
+        flags,
+    })
+}
+
+fn parse_expire(argv: &[Bytes]) -> Result<Op, CommandError> {
+    expire_with(argv, 1000, true, "expire")
+}
+
+fn parse_pexpire(argv: &[Bytes]) -> Result<Op, CommandError> {
+    expire_with(argv, 1, true, "pexpire")
+}
+
+fn parse_expireat(argv: &[Bytes]) -> Result<Op, CommandError> {
+    expire_with(argv, 1000, false, "expireat")
+}
+
+fn parse_pexpireat(argv: &[Bytes]) -> Result<Op, CommandError> {
+    expire_with(argv, 1, false, "pexpireat")
+}
+
+fn ttl_with(argv: &[Bytes], ms: bool, absolute: bool) -> Result<Query, CommandError> {
+    read(KeyQuery::Ttl {
+        key: argv[1].clone(),
+        form: TtlForm { ms, absolute },
+    })
+}
+
+fn parse_ttl(argv: &[Bytes]) -> Result<Query, CommandError> {
+    ttl_with(argv, false, false)
+}
+
+fn parse_pttl(argv: &[Bytes]) -> Result<Query, CommandError> {
+    ttl_with(argv, true, false)
+}
+
+fn parse_expiretime(argv: &[Bytes]) -> Result<Query, CommandError> {
+    ttl_with(argv, false, true)
+}
+
+fn parse_pexpiretime(argv: &[Bytes]) -> Result<Query, CommandError> {
+    ttl_with(argv, true, true)
+}
+
+fn parse_persist(argv: &[Bytes]) -> Result<Op, CommandError> {
+    write(KeyOp::Persist {
+        key: argv[1].clone(),
+    })
+}
+
+/// The seed is drawn here: the state only expands it, so it stays
+/// deterministic while each RANDOMKEY gets a fresh pick.
+fn parse_randomkey(_argv: &[Bytes]) -> Result<Query, CommandError> {
+    read(KeyQuery::RandomKey {
+        seed: rand::random(),
+    })
+}
+
+fn parse_dbsize(_argv: &[Bytes]) -> Result<Query, CommandError> {
+    read(KeyQuery::DbSize)
+}
+
+fn parse_flush(argv: &[Bytes]) -> Result<Op, CommandError> {
+    match argv {
+        [_] => {}
+        [_, mode] if is(mode, "ASYNC") || is(mode, "SYNC") => {}
+        _ => return Err(CommandError::Syntax),
+    }
+    write(KeyOp::FlushAll)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_parse_like_strtoul() {
+        let ok = |s: &str| parse_cursor(s.as_bytes()).ok();
+        assert_eq!(ok("0"), Some(0));
+        assert_eq!(ok(""), Some(0));
+        assert_eq!(ok("007"), Some(7));
+        assert_eq!(ok("+5"), Some(5));
+        assert_eq!(ok("-1"), Some(u64::MAX));
+        assert_eq!(ok("18446744073709551615"), Some(u64::MAX));
+        for bad in ["18446744073709551616", " 1", "1 ", "abc", "1x", "+", "-"] {
+            assert_eq!(ok(bad), None, "{bad:?}");
+        }
+    }
 }

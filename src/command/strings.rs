@@ -125,56 +125,92 @@ fn expiry_value(args: &mut Args, unit_ms: u64, command: &'static str) -> Result<
         .ok_or(CommandError::InvalidExpireTime(command))
 }
 
-/// An expiry option keyword (EX, PX, EXAT, PXAT) and its value, if `word` is one.
+/// An expiry option of SET and GETEX.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ExpiryKind {
+    Ex,
+    Px,
+    ExAt,
+    PxAt,
+}
+
+impl ExpiryKind {
+    fn from_word(word: &[u8]) -> Option<ExpiryKind> {
+        [
+            ("EX", ExpiryKind::Ex),
+            ("PX", ExpiryKind::Px),
+            ("EXAT", ExpiryKind::ExAt),
+            ("PXAT", ExpiryKind::PxAt),
+        ]
+        .into_iter()
+        .find(|(name, _)| is(word, name))
+        .map(|(_, kind)| kind)
+    }
+
+    /// Checks the option's value, after every option was read (as Redis
+    /// does: `SET k v EX 0 BAD` is a syntax error, not an expire error).
+    fn deadline(self, value: Bytes, command: &'static str) -> Result<Deadline, CommandError> {
+        let argv = [Bytes::new(), value];
+        let mut args = Args::new(&argv);
+        Ok(match self {
+            ExpiryKind::Ex => Deadline::After(expiry_value(&mut args, 1000, command)?),
+            ExpiryKind::Px => Deadline::After(expiry_value(&mut args, 1, command)?),
+            ExpiryKind::ExAt => Deadline::At(expiry_value(&mut args, 1000, command)?),
+            ExpiryKind::PxAt => Deadline::At(expiry_value(&mut args, 1, command)?),
+        })
+    }
+}
+
+/// Reads an expiry option (`word` and the value after it) if `word` is one
+/// and Redis accepts it here: a value follows, no KEEPTTL/PERSIST (`other`)
+/// was given, and no expiry of another kind was (a repeat of the same kind
+/// is allowed; the last value wins).
 fn expiry_option(
     word: &[u8],
     args: &mut Args,
-    command: &'static str,
-) -> Result<Option<Deadline>, CommandError> {
-    Ok(Some(if is(word, "EX") {
-        Deadline::After(expiry_value(args, 1000, command)?)
-    } else if is(word, "PX") {
-        Deadline::After(expiry_value(args, 1, command)?)
-    } else if is(word, "EXAT") {
-        Deadline::At(expiry_value(args, 1000, command)?)
-    } else if is(word, "PXAT") {
-        Deadline::At(expiry_value(args, 1, command)?)
-    } else {
-        return Ok(None);
-    }))
+    other: bool,
+    expiry: &mut Option<(ExpiryKind, Bytes)>,
+) -> Result<bool, CommandError> {
+    let Some(kind) = ExpiryKind::from_word(word) else {
+        return Ok(false);
+    };
+    let compatible = expiry.as_ref().is_none_or(|(given, _)| *given == kind);
+    if args.is_empty() || other || !compatible {
+        return Ok(false);
+    }
+    *expiry = Some((kind, args.bytes()?));
+    Ok(true)
 }
 
+/// SET's options with Redis's rules: NX and XX exclude each other, KEEPTTL
+/// and the expiry options exclude each other, and repeats are allowed.
 fn parse_set(argv: &[Bytes]) -> Result<Op, CommandError> {
     let mut args = Args::new(argv);
     let key = args.bytes()?;
     let value = args.bytes()?;
     let mut condition = Condition::Always;
     let mut get = false;
-    let mut deadline = Deadline::None;
-    let mut deadline_given = false;
+    let mut keep_ttl = false;
+    let mut expiry = None;
     while !args.is_empty() {
         let word = args.bytes()?;
-        if is(&word, "NX") && condition == Condition::Always {
+        if is(&word, "NX") && condition != Condition::IfPresent {
             condition = Condition::IfAbsent;
-        } else if is(&word, "XX") && condition == Condition::Always {
+        } else if is(&word, "XX") && condition != Condition::IfAbsent {
             condition = Condition::IfPresent;
         } else if is(&word, "GET") {
             get = true;
-        } else if is(&word, "KEEPTTL") && !deadline_given {
-            deadline = Deadline::Keep;
-            deadline_given = true;
-        } else if !deadline_given && args.remaining() > 0 {
-            match expiry_option(&word, &mut args, "set")? {
-                Some(d) => {
-                    deadline = d;
-                    deadline_given = true;
-                }
-                None => return Err(CommandError::Syntax),
-            }
-        } else {
+        } else if is(&word, "KEEPTTL") && expiry.is_none() {
+            keep_ttl = true;
+        } else if !expiry_option(&word, &mut args, keep_ttl, &mut expiry)? {
             return Err(CommandError::Syntax);
         }
     }
+    let deadline = match expiry {
+        Some((kind, value)) => kind.deadline(value, "set")?,
+        None if keep_ttl => Deadline::Keep,
+        None => Deadline::None,
+    };
     write(StringOp::Set {
         key,
         value,
@@ -234,23 +270,21 @@ fn parse_getdel(argv: &[Bytes]) -> Result<Op, CommandError> {
 fn parse_getex(argv: &[Bytes]) -> Result<Op, CommandError> {
     let mut args = Args::new(argv);
     let key = args.bytes()?;
-    let mut deadline = GetExDeadline::Unchanged;
+    let mut persist = false;
+    let mut expiry = None;
     while !args.is_empty() {
         let word = args.bytes()?;
-        if deadline != GetExDeadline::Unchanged {
-            return Err(CommandError::Syntax);
-        }
-        if is(&word, "PERSIST") {
-            deadline = GetExDeadline::Persist;
-        } else if args.remaining() > 0 {
-            match expiry_option(&word, &mut args, "getex")? {
-                Some(d) => deadline = GetExDeadline::Set(d),
-                None => return Err(CommandError::Syntax),
-            }
-        } else {
+        if is(&word, "PERSIST") && expiry.is_none() {
+            persist = true;
+        } else if !expiry_option(&word, &mut args, persist, &mut expiry)? {
             return Err(CommandError::Syntax);
         }
     }
+    let deadline = match expiry {
+        Some((kind, value)) => GetExDeadline::Set(kind.deadline(value, "getex")?),
+        None if persist => GetExDeadline::Persist,
+        None => GetExDeadline::Unchanged,
+    };
     write(StringOp::GetEx { key, deadline })
 }
 
@@ -261,7 +295,7 @@ fn parse_mget(argv: &[Bytes]) -> Result<Query, CommandError> {
 }
 
 fn pairs(argv: &[Bytes], command: &str) -> Result<Vec<(Bytes, Bytes)>, CommandError> {
-    if argv.len() % 2 == 0 {
+    if argv.len().is_multiple_of(2) {
         return Err(CommandError::WrongArity(command.to_owned()));
     }
     Ok(argv[1..]

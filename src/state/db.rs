@@ -163,6 +163,28 @@ impl<V> ScanMap<V> {
     }
 }
 
+/// A small deterministic generator (splitmix64) for the seeded random picks
+/// of RANDOMKEY and HRANDFIELD: the caller draws the seed, the state only
+/// expands it, so a replayed query gives the same answer.
+#[derive(Clone, Debug)]
+pub struct SeededRng(u64);
+
+impl SeededRng {
+    pub fn new(seed: u64) -> Self {
+        SeededRng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        mix(self.0)
+    }
+
+    /// A number in `0..n` (`n` > 0), without modulo bias worth the name.
+    pub fn below(&mut self, n: usize) -> usize {
+        ((self.next_u64() as u128 * n as u128) >> 64) as usize
+    }
+}
+
 /// One value in the keyspace.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
@@ -171,6 +193,15 @@ pub enum Value {
 }
 
 impl Value {
+    /// True for a container with no elements: such a value must never stay
+    /// in the keyspace (Redis deletes a hash when its last field goes).
+    pub fn is_empty_container(&self) -> bool {
+        match self {
+            Value::String(_) => false,
+            Value::Hash(h) => h.is_empty(),
+        }
+    }
+
     /// The name TYPE reports.
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -191,7 +222,9 @@ impl Entry {
         self.expires_at
     }
 
-    fn is_expired(&self, now: u64) -> bool {
+    /// True when the deadline is at or before `now`: the entry is logically
+    /// gone, though the log may not have deleted it yet.
+    pub fn is_expired(&self, now: u64) -> bool {
         matches!(self.expires_at, Some(at) if at <= now)
     }
 }
@@ -277,6 +310,44 @@ impl Db {
         Some(entry)
     }
 
+    /// Deletes `key` if it holds an empty container (after an in-place
+    /// modification removed its last element); true if it did.
+    pub fn remove_if_empty(&mut self, key: &Bytes) -> bool {
+        let empty = matches!(self.entries.get(key), Some(e) if e.value.is_empty_container());
+        if empty {
+            self.remove(key);
+        }
+        empty
+    }
+
+    /// Moves the live entry at `from` to `to` with its deadline, replacing
+    /// whatever `to` held; false (and no change) when `from` is absent.
+    pub fn rename(&mut self, from: &Bytes, to: &Bytes, now: u64) -> bool {
+        self.purge_if_expired(from, now);
+        let Some(entry) = self.remove(from) else {
+            return false;
+        };
+        self.remove(to);
+        self.insert(to.clone(), entry.value, entry.expires_at);
+        true
+    }
+
+    /// A live key picked by `seed`: the walk starts at a seeded position and
+    /// skips keys whose deadline passed. None when no key is live.
+    pub fn random_key(&self, seed: u64, now: u64) -> Option<&Bytes> {
+        let len = self.entries.len();
+        if len == 0 {
+            return None;
+        }
+        let start = SeededRng::new(seed).below(len);
+        self.entries
+            .iter()
+            .skip(start)
+            .chain(self.entries.iter().take(start))
+            .find(|(_, e)| !e.is_expired(now))
+            .map(|(k, _)| k)
+    }
+
     /// Sets or clears the deadline of an existing key; false if there is none.
     pub fn set_deadline(&mut self, key: &Bytes, deadline: Option<u64>) -> bool {
         let Some(entry) = self.entries.get_mut(key) else {
@@ -328,7 +399,7 @@ impl Db {
         (live, next)
     }
 
-    /// The live entry at scan position `n` (for RANDOMKEY).
+    /// The entry at scan position `n`, expired or not.
     pub fn nth(&self, n: usize) -> Option<(&Bytes, &Entry)> {
         self.entries.nth(n)
     }

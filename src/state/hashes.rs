@@ -1,47 +1,320 @@
-//! Hashes (stub: filled in by the hashes family).
+//! Hashes: HSET and friends, the HINCRBY family, HSCAN and HRANDFIELD.
+//!
+//! A hash is modified in place (never cloned on write) and never exists
+//! empty: every write that removes its last field deletes the key, and a
+//! write that created a hash and then failed leaves nothing behind.
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::db::{Db, Value};
-use super::{OpResult, Outcome, StateError};
+use super::db::{Db, ScanMap, SeededRng, Value};
+use super::keys::scan_reply;
+use super::strings::{format_float, format_i64, parse_f64, parse_i64};
+use super::{glob, OpResult, Outcome, StateError};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum HashOp {
-    HSet {
+    /// HSET and HMSET. Outcome: the number of fields added.
+    Set {
         key: Bytes,
         pairs: Vec<(Bytes, Bytes)>,
+    },
+    /// Outcome: 1 if the field was set, 0 if it existed.
+    SetNx {
+        key: Bytes,
+        field: Bytes,
+        value: Bytes,
+    },
+    /// Outcome: the number of fields removed.
+    Del { key: Bytes, fields: Vec<Bytes> },
+    /// Outcome: the new value.
+    IncrBy {
+        key: Bytes,
+        field: Bytes,
+        delta: i64,
+    },
+    /// Outcome: the new value as a bulk string. `delta` is finite.
+    IncrByFloat {
+        key: Bytes,
+        field: Bytes,
+        delta: f64,
     },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum HashQuery {
-    HGet { key: Bytes, field: Bytes },
+    Get {
+        key: Bytes,
+        field: Bytes,
+    },
+    MGet {
+        key: Bytes,
+        fields: Vec<Bytes>,
+    },
+    /// Outcome: a map of fields to values, in scan order.
+    GetAll {
+        key: Bytes,
+    },
+    Exists {
+        key: Bytes,
+        field: Bytes,
+    },
+    Len {
+        key: Bytes,
+    },
+    Keys {
+        key: Bytes,
+    },
+    Vals {
+        key: Bytes,
+    },
+    StrLen {
+        key: Bytes,
+        field: Bytes,
+    },
+    /// One HSCAN step: `[next cursor, [field, value, ...]]`, fields only
+    /// with `novalues`.
+    Scan {
+        key: Bytes,
+        cursor: u64,
+        pattern: Option<Bytes>,
+        count: usize,
+        novalues: bool,
+    },
+    /// HRANDFIELD. Without `count`: one field or nil. With a count: up to
+    /// `count` distinct fields, or exactly `-count` fields with repeats when
+    /// it is negative; `with_values` pairs each field with its value.
+    RandField {
+        key: Bytes,
+        count: Option<i64>,
+        with_values: bool,
+        seed: u64,
+    },
+}
+
+/// The most picks a negative HRANDFIELD count may ask for. Redis has no
+/// such bound (it streams the reply until the client goes away); a reply
+/// built in memory needs one, and the command layer refuses larger counts.
+pub const MAX_RANDOM_REPEATS: u64 = 1 << 24;
+
+/// The hash at `key` for a read: None when absent, WRONGTYPE for another type.
+fn hash<'a>(db: &'a Db, key: &Bytes, now: u64) -> Result<Option<&'a ScanMap<Bytes>>, StateError> {
+    match db.get(key, now).map(|e| &e.value) {
+        None => Ok(None),
+        Some(Value::Hash(h)) => Ok(Some(h)),
+        Some(_) => Err(StateError::WrongType),
+    }
+}
+
+/// Runs `f` on the hash at `key`, modified in place. An absent key is
+/// created empty when `create`, else `f` is not called and the result is
+/// `absent`. Whatever `f` returns, a hash it left empty is deleted.
+fn with_hash<R>(
+    db: &mut Db,
+    key: &Bytes,
+    now: u64,
+    create: bool,
+    absent: R,
+    f: impl FnOnce(&mut ScanMap<Bytes>) -> Result<R, StateError>,
+) -> Result<R, StateError> {
+    match db.get(key, now).map(|e| &e.value) {
+        Some(Value::Hash(_)) => {}
+        Some(_) => return Err(StateError::WrongType),
+        None if create => {
+            db.purge_if_expired(key, now);
+            db.insert(key.clone(), Value::Hash(ScanMap::new()), None);
+        }
+        None => {
+            db.purge_if_expired(key, now);
+            return Ok(absent);
+        }
+    }
+    let result = match db.get_mut(key, now) {
+        Some(Value::Hash(h)) => f(h),
+        _ => Ok(absent),
+    };
+    db.remove_if_empty(key);
+    result
 }
 
 pub fn apply(db: &mut Db, now: u64, op: &HashOp) -> OpResult {
     match op {
-        HashOp::HSet { key, pairs } => {
-            let mut map = match db.get(key, now).map(|e| &e.value) {
-                None => super::db::ScanMap::new(),
-                Some(Value::Hash(h)) => h.clone(),
-                Some(_) => return Err(StateError::WrongType),
-            };
+        HashOp::Set { key, pairs } => with_hash(db, key, now, true, Outcome::Int(0), |h| {
             let added = pairs
                 .iter()
-                .filter(|(f, v)| map.insert(f.clone(), v.clone()).is_none())
+                .filter(|(f, v)| h.insert(f.clone(), v.clone()).is_none())
                 .count();
-            db.insert_keep_ttl(key.clone(), Value::Hash(map), now);
             Ok(Outcome::Int(added as i64))
+        }),
+        HashOp::SetNx { key, field, value } => {
+            with_hash(db, key, now, true, Outcome::Int(0), |h| {
+                if h.contains(field) {
+                    return Ok(Outcome::Int(0));
+                }
+                h.insert(field.clone(), value.clone());
+                Ok(Outcome::Int(1))
+            })
+        }
+        HashOp::Del { key, fields } => with_hash(db, key, now, false, Outcome::Int(0), |h| {
+            let removed = fields.iter().filter(|f| h.remove(f).is_some()).count();
+            Ok(Outcome::Int(removed as i64))
+        }),
+        HashOp::IncrBy { key, field, delta } => {
+            with_hash(db, key, now, true, Outcome::Int(0), |h| {
+                let current = match h.get(field) {
+                    Some(v) => parse_i64(v).ok_or(StateError::HashNotInteger)?,
+                    None => 0,
+                };
+                let next = current.checked_add(*delta).ok_or(StateError::Overflow)?;
+                h.insert(field.clone(), format_i64(next));
+                Ok(Outcome::Int(next))
+            })
+        }
+        HashOp::IncrByFloat { key, field, delta } => {
+            with_hash(db, key, now, true, Outcome::Nil, |h| {
+                let current = match h.get(field) {
+                    Some(v) => parse_f64(v).ok_or(StateError::HashNotFloat)?,
+                    None => 0.0,
+                };
+                let next = current + delta;
+                if !next.is_finite() {
+                    return Err(StateError::NanOrInfinity);
+                }
+                let text = Bytes::from(format_float(next));
+                h.insert(field.clone(), text.clone());
+                Ok(Outcome::Bulk(text))
+            })
         }
     }
 }
 
 pub fn read(db: &Db, now: u64, query: &HashQuery) -> OpResult {
     match query {
-        HashQuery::HGet { key, field } => match db.get(key, now).map(|e| &e.value) {
-            None => Ok(Outcome::Nil),
-            Some(Value::Hash(h)) => Ok(Outcome::bulk_or_nil(h.get(field).cloned())),
-            Some(_) => Err(StateError::WrongType),
-        },
+        HashQuery::Get { key, field } => Ok(Outcome::bulk_or_nil(
+            hash(db, key, now)?.and_then(|h| h.get(field).cloned()),
+        )),
+        HashQuery::MGet { key, fields } => {
+            let h = hash(db, key, now)?;
+            Ok(Outcome::Array(
+                fields
+                    .iter()
+                    .map(|f| Outcome::bulk_or_nil(h.and_then(|h| h.get(f).cloned())))
+                    .collect(),
+            ))
+        }
+        HashQuery::GetAll { key } => Ok(Outcome::Map(
+            hash(db, key, now)?
+                .map(|h| {
+                    h.iter()
+                        .map(|(f, v)| (Outcome::Bulk(f.clone()), Outcome::Bulk(v.clone())))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        )),
+        HashQuery::Exists { key, field } => Ok(Outcome::bool(
+            hash(db, key, now)?.is_some_and(|h| h.contains(field)),
+        )),
+        HashQuery::Len { key } => Ok(Outcome::Int(
+            hash(db, key, now)?.map_or(0, |h| h.len()) as i64
+        )),
+        HashQuery::Keys { key } => Ok(Outcome::Array(
+            hash(db, key, now)?
+                .map(|h| h.keys().map(|f| Outcome::Bulk(f.clone())).collect())
+                .unwrap_or_default(),
+        )),
+        HashQuery::Vals { key } => Ok(Outcome::Array(
+            hash(db, key, now)?
+                .map(|h| h.values().map(|v| Outcome::Bulk(v.clone())).collect())
+                .unwrap_or_default(),
+        )),
+        HashQuery::StrLen { key, field } => Ok(Outcome::Int(
+            hash(db, key, now)?
+                .and_then(|h| h.get(field))
+                .map_or(0, |v| v.len()) as i64,
+        )),
+        HashQuery::Scan {
+            key,
+            cursor,
+            pattern,
+            count,
+            novalues,
+        } => {
+            let Some(h) = hash(db, key, now)? else {
+                return Ok(scan_reply(0, Vec::new()));
+            };
+            let (visited, next) = h.scan(*cursor, *count);
+            let mut out = Vec::with_capacity(visited.len() * 2);
+            for (f, v) in visited {
+                if pattern.as_ref().is_some_and(|p| !glob::matches(p, f)) {
+                    continue;
+                }
+                out.push(Outcome::Bulk(f.clone()));
+                if !novalues {
+                    out.push(Outcome::Bulk(v.clone()));
+                }
+            }
+            Ok(scan_reply(next, out))
+        }
+        HashQuery::RandField {
+            key,
+            count,
+            with_values,
+            seed,
+        } => {
+            let h = hash(db, key, now)?;
+            Ok(rand_field(h, *count, *with_values, *seed))
+        }
+    }
+}
+
+/// HRANDFIELD's picks. Distinct picks come in random order; asking for at
+/// least the whole hash returns it in scan order, as Redis returns a hash
+/// it does not need to sample.
+fn rand_field(
+    h: Option<&ScanMap<Bytes>>,
+    count: Option<i64>,
+    with_values: bool,
+    seed: u64,
+) -> Outcome {
+    let mut rng = SeededRng::new(seed);
+    let Some(count) = count else {
+        return match h {
+            Some(h) if !h.is_empty() => {
+                let n = rng.below(h.len());
+                Outcome::bulk_or_nil(h.nth(n).map(|(f, _)| f.clone()))
+            }
+            _ => Outcome::Nil,
+        };
+    };
+    let Some(h) = h.filter(|h| !h.is_empty() && count != 0) else {
+        return Outcome::Array(Vec::new());
+    };
+    let entries: Vec<(&Bytes, &Bytes)> = h.iter().collect();
+    let picks: Vec<usize> = if count < 0 {
+        let n = count.unsigned_abs().min(MAX_RANDOM_REPEATS) as usize;
+        (0..n).map(|_| rng.below(entries.len())).collect()
+    } else if count as usize >= entries.len() {
+        (0..entries.len()).collect()
+    } else {
+        // A partial Fisher-Yates shuffle: the first `count` slots.
+        let n = count as usize;
+        let mut order: Vec<usize> = (0..entries.len()).collect();
+        for i in 0..n {
+            let j = i + rng.below(order.len() - i);
+            order.swap(i, j);
+        }
+        order.truncate(n);
+        order
+    };
+    let field = |i: usize| Outcome::Bulk(entries[i].0.clone());
+    if with_values {
+        Outcome::Pairs(
+            picks
+                .into_iter()
+                .map(|i| (field(i), Outcome::Bulk(entries[i].1.clone())))
+                .collect(),
+        )
+    } else {
+        Outcome::Array(picks.into_iter().map(field).collect())
     }
 }

@@ -1,18 +1,89 @@
-//! Keys and expiry (stub: filled in by the keys family).
+//! Keys and expiry: DEL, EXISTS, TYPE, KEYS, SCAN, RENAME, COPY, the EXPIRE
+//! and TTL families, PERSIST, RANDOMKEY, DBSIZE and FLUSHALL.
+//!
+//! Deadlines are absolute unix milliseconds. A relative EXPIRE travels in the
+//! op as a duration and becomes absolute here, against the entry's time, so
+//! every replica computes the same deadline (and the same overflow error).
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::db::Db;
-use super::{OpResult, Outcome};
+use super::{glob, OpResult, Outcome, StateError};
+
+/// The NX / XX / GT / LT options of the EXPIRE family. The command layer
+/// rejects the combinations Redis rejects; XX may go with GT or LT.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpireFlags {
+    /// Only when the key has no deadline.
+    pub nx: bool,
+    /// Only when the key has a deadline.
+    pub xx: bool,
+    /// Only when the new deadline is later (no deadline counts as infinite).
+    pub gt: bool,
+    /// Only when the new deadline is earlier (no deadline counts as infinite).
+    pub lt: bool,
+}
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum KeyOp {
+    /// DEL and UNLINK. Outcome: the number of keys removed.
     Del { keys: Vec<Bytes> },
+    /// RENAME (outcome OK) and RENAMENX (outcome 1/0). The deadline moves
+    /// with the value. Error: no such key.
+    Rename { from: Bytes, to: Bytes, nx: bool },
+    /// COPY within database 0, deadline included. Outcome: 1 if copied.
+    /// The command layer rejects `from == to`.
+    Copy {
+        from: Bytes,
+        to: Bytes,
+        replace: bool,
+    },
+    /// EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT. `when` is in milliseconds:
+    /// after the entry's time when `relative`, else a unix time. A deadline
+    /// at or before the entry's time deletes the key. Outcome: 1/0.
+    Expire {
+        key: Bytes,
+        when: i64,
+        relative: bool,
+        flags: ExpireFlags,
+    },
+    /// Outcome: 1 if a deadline was removed, else 0.
+    Persist { key: Bytes },
+    /// FLUSHDB and FLUSHALL. Outcome: OK.
+    FlushAll,
+}
+
+/// How TTL-style queries report the deadline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TtlForm {
+    /// Milliseconds (PTTL, PEXPIRETIME) rather than rounded seconds.
+    pub ms: bool,
+    /// The unix time of the deadline (EXPIRETIME) rather than what is left.
+    pub absolute: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum KeyQuery {
+    /// EXISTS and TOUCH: live keys among `keys`, repeats counted.
     Exists { keys: Vec<Bytes> },
+    /// Outcome: a status, "none" when absent.
+    Type { key: Bytes },
+    /// Live keys matching a glob, in scan order.
+    Keys { pattern: Bytes },
+    /// One SCAN step: `[next cursor, [keys]]`.
+    Scan {
+        cursor: u64,
+        pattern: Option<Bytes>,
+        count: usize,
+        type_name: Option<Bytes>,
+    },
+    /// TTL, PTTL, EXPIRETIME, PEXPIRETIME: -2 absent, -1 no deadline.
+    Ttl { key: Bytes, form: TtlForm },
+    /// A live key picked with the caller's `seed`; nil when there is none.
+    RandomKey { seed: u64 },
+    /// Keys stored, counting expired ones the log has not deleted yet.
+    DbSize,
 }
 
 pub fn apply(db: &mut Db, now: u64, op: &KeyOp) -> OpResult {
@@ -25,6 +96,73 @@ pub fn apply(db: &mut Db, now: u64, op: &KeyOp) -> OpResult {
                 })
                 .count() as i64,
         )),
+        KeyOp::Rename { from, to, nx } => {
+            if db.get(from, now).is_none() {
+                return Err(StateError::NoSuchKey);
+            }
+            if from == to {
+                return Ok(if *nx { Outcome::Int(0) } else { Outcome::Ok });
+            }
+            if *nx && db.get(to, now).is_some() {
+                return Ok(Outcome::Int(0));
+            }
+            db.rename(from, to, now);
+            Ok(if *nx { Outcome::Int(1) } else { Outcome::Ok })
+        }
+        KeyOp::Copy { from, to, replace } => {
+            let Some(entry) = db.get(from, now) else {
+                return Ok(Outcome::Int(0));
+            };
+            let (value, deadline) = (entry.value.clone(), entry.expires_at());
+            if db.get(to, now).is_some() && !replace {
+                return Ok(Outcome::Int(0));
+            }
+            db.insert(to.clone(), value, deadline);
+            Ok(Outcome::Int(1))
+        }
+        KeyOp::Expire {
+            key,
+            when,
+            relative,
+            flags,
+        } => {
+            let base = if *relative { now as i128 } else { 0 };
+            let when = *when as i128 + base;
+            if when > i64::MAX as i128 {
+                return Err(StateError::InvalidExpireTime);
+            }
+            let Some(entry) = db.get(key, now) else {
+                db.purge_if_expired(key, now);
+                return Ok(Outcome::Int(0));
+            };
+            let current = entry.expires_at().map(|at| at as i128);
+            let refused = (flags.nx && current.is_some())
+                || (flags.xx && current.is_none())
+                || (flags.gt && current.is_none_or(|at| when <= at))
+                || (flags.lt && current.is_some_and(|at| when >= at));
+            if refused {
+                return Ok(Outcome::Int(0));
+            }
+            if when <= now as i128 {
+                db.remove(key);
+            } else {
+                db.set_deadline(key, Some(when as u64));
+            }
+            Ok(Outcome::Int(1))
+        }
+        KeyOp::Persist { key } => {
+            let had_deadline = db.get(key, now).is_some_and(|e| e.expires_at().is_some());
+            if had_deadline {
+                db.set_deadline(key, None);
+            } else {
+                db.purge_if_expired(key, now);
+            }
+            Ok(Outcome::bool(had_deadline))
+        }
+        KeyOp::FlushAll => {
+            db.clear();
+            Ok(Outcome::Ok)
+        }
     }
 }
 
@@ -33,5 +171,65 @@ pub fn read(db: &Db, now: u64, query: &KeyQuery) -> OpResult {
         KeyQuery::Exists { keys } => Ok(Outcome::Int(
             keys.iter().filter(|k| db.get(k, now).is_some()).count() as i64,
         )),
+        KeyQuery::Type { key } => Ok(Outcome::Status(
+            db.get(key, now)
+                .map_or("none", |e| e.value.type_name())
+                .to_owned(),
+        )),
+        KeyQuery::Keys { pattern } => {
+            let all = pattern.as_ref() == b"*";
+            Ok(Outcome::Array(
+                db.iter()
+                    .filter(|(k, e)| !e.is_expired(now) && (all || glob::matches(pattern, k)))
+                    .map(|(k, _)| Outcome::Bulk(k.clone()))
+                    .collect(),
+            ))
+        }
+        KeyQuery::Scan {
+            cursor,
+            pattern,
+            count,
+            type_name,
+        } => {
+            let (visited, next) = db.scan(*cursor, *count, now);
+            let keys = visited
+                .into_iter()
+                .filter(|(k, e)| {
+                    pattern.as_ref().is_none_or(|p| glob::matches(p, k))
+                        && type_name
+                            .as_ref()
+                            .is_none_or(|t| t.eq_ignore_ascii_case(e.value.type_name().as_bytes()))
+                })
+                .map(|(k, _)| Outcome::Bulk(k.clone()))
+                .collect();
+            Ok(scan_reply(next, keys))
+        }
+        KeyQuery::Ttl { key, form } => {
+            let Some(entry) = db.get(key, now) else {
+                return Ok(Outcome::Int(-2));
+            };
+            let Some(at) = entry.expires_at() else {
+                return Ok(Outcome::Int(-1));
+            };
+            let ms = if form.absolute {
+                at as i64
+            } else {
+                at.saturating_sub(now) as i64
+            };
+            Ok(Outcome::Int(if form.ms { ms } else { (ms + 500) / 1000 }))
+        }
+        KeyQuery::RandomKey { seed } => {
+            Ok(Outcome::bulk_or_nil(db.random_key(*seed, now).cloned()))
+        }
+        KeyQuery::DbSize => Ok(Outcome::Int(db.len() as i64)),
     }
+}
+
+/// The two-element reply of every SCAN-style command: the next cursor as a
+/// bulk string, then the elements.
+pub(crate) fn scan_reply(next: u64, elements: Vec<Outcome>) -> Outcome {
+    Outcome::Array(vec![
+        Outcome::Bulk(Bytes::from(next.to_string())),
+        Outcome::Array(elements),
+    ])
 }

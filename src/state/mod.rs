@@ -121,3 +121,6 @@ impl State {
         self.db.expired_keys(now_ms, limit)
     }
 }
+
+#[cfg(test)]
+mod golden;

@@ -25,6 +25,9 @@ pub enum Outcome {
     Array(Vec<Outcome>),
     /// Field/value pairs: a RESP3 map, a flat array in RESP2.
     Map(Vec<(Outcome, Outcome)>),
+    /// Ordered pairs that may repeat (HRANDFIELD WITHVALUES): an array of
+    /// two-element arrays in RESP3, a flat array in RESP2.
+    Pairs(Vec<(Outcome, Outcome)>),
     /// An unordered collection: a RESP3 set, an array in RESP2.
     Set(Vec<Outcome>),
     /// A per-element error inside an array (e.g. a transaction's results).

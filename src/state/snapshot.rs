@@ -67,11 +67,14 @@ struct StateRef<'a> {
     db: DbRef<'a>,
 }
 
+/// One decoded key: name, value, deadline.
+type StoredEntry = (Bytes, StoredValue<Bytes, Vec<(Bytes, Bytes)>>, Option<u64>);
+
 #[derive(Deserialize)]
 struct StoredState {
     clock_ms: u64,
     applied_index: u64,
-    db: Vec<(Bytes, StoredValue<Bytes, Vec<(Bytes, Bytes)>>, Option<u64>)>,
+    db: Vec<StoredEntry>,
 }
 
 impl State {
