@@ -188,7 +188,7 @@ pub(crate) fn render(reply: &Reply, sorted: bool) -> String {
         items.join(", ")
     };
     match reply {
-        Reply::Simple(s) => s.clone(),
+        Reply::Simple(s) => s.to_string(),
         Reply::Error(e) => format!("(error) {e}"),
         Reply::Int(i) => format!("(integer) {i}"),
         Reply::Bulk(b) => quote(b),
