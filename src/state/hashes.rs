@@ -318,3 +318,141 @@ fn rand_field(
         Outcome::Array(picks.into_iter().map(field).collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    fn big_hash(n: usize) -> Db {
+        let mut db = Db::new();
+        let pairs = (0..n)
+            .map(|i| (b(&format!("field:{i}")), b(&i.to_string())))
+            .collect();
+        let op = HashOp::Set { key: b("h"), pairs };
+        assert_eq!(apply(&mut db, 0, &op), Ok(Outcome::Int(n as i64)));
+        db
+    }
+
+    fn strings(outcome: &Outcome) -> Vec<Bytes> {
+        let items = match outcome {
+            Outcome::Array(items) => items.clone(),
+            Outcome::Pairs(pairs) => pairs
+                .iter()
+                .flat_map(|(f, v)| [f.clone(), v.clone()])
+                .collect(),
+            other => panic!("not a list: {other:?}"),
+        };
+        items
+            .into_iter()
+            .map(|o| match o {
+                Outcome::Bulk(b) => b,
+                other => panic!("not a bulk: {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn hscan_visits_every_field_once() {
+        let db = big_hash(1500);
+        let mut seen = HashSet::new();
+        let mut cursor = 0;
+        loop {
+            let query = HashQuery::Scan {
+                key: b("h"),
+                cursor,
+                pattern: Some(b("field:1*")),
+                count: 9,
+                novalues: false,
+            };
+            let Ok(Outcome::Array(reply)) = read(&db, 0, &query) else {
+                panic!("not an array");
+            };
+            let items = strings(&reply[1]);
+            for pair in items.chunks(2) {
+                let i: usize = std::str::from_utf8(&pair[0][6..]).unwrap().parse().unwrap();
+                assert_eq!(pair[1], b(&i.to_string()), "the value follows its field");
+                assert!(seen.insert(i), "field {i} twice");
+            }
+            let next = strings(&Outcome::Array(vec![reply[0].clone()]))[0].clone();
+            cursor = std::str::from_utf8(&next).unwrap().parse().unwrap();
+            if cursor == 0 {
+                break;
+            }
+        }
+        let expected: HashSet<usize> = (0..1500)
+            .filter(|i| i.to_string().starts_with('1'))
+            .collect();
+        assert_eq!(seen, expected);
+    }
+
+    fn rand(db: &Db, count: Option<i64>, with_values: bool, seed: u64) -> Outcome {
+        let query = HashQuery::RandField {
+            key: b("h"),
+            count,
+            with_values,
+            seed,
+        };
+        read(db, 0, &query).unwrap()
+    }
+
+    #[test]
+    fn hrandfield_picks_follow_the_count_rules() {
+        let db = big_hash(50);
+        for seed in 0..50 {
+            // A positive count below the size: distinct fields.
+            let picks = strings(&rand(&db, Some(20), false, seed));
+            assert_eq!(picks.len(), 20);
+            assert_eq!(picks.iter().collect::<HashSet<_>>().len(), 20);
+            // A negative count: exactly that many, repeats allowed.
+            let picks = strings(&rand(&db, Some(-120), true, seed));
+            assert_eq!(picks.len(), 240);
+            for pair in picks.chunks(2) {
+                let i: usize = std::str::from_utf8(&pair[0][6..]).unwrap().parse().unwrap();
+                assert_eq!(pair[1], b(&i.to_string()));
+            }
+            // At least the size: the whole hash.
+            let picks = strings(&rand(&db, Some(60), false, seed));
+            assert_eq!(picks.iter().collect::<HashSet<_>>().len(), 50);
+            // The seed decides.
+            assert_eq!(
+                rand(&db, Some(7), true, seed),
+                rand(&db, Some(7), true, seed)
+            );
+            assert!(matches!(rand(&db, None, false, seed), Outcome::Bulk(_)));
+        }
+        let firsts: HashSet<_> = (0..100)
+            .map(|seed| strings(&rand(&db, Some(3), false, seed))[0].clone())
+            .collect();
+        assert!(firsts.len() > 20, "picks are spread: {}", firsts.len());
+    }
+
+    #[test]
+    fn a_failed_write_leaves_no_empty_hash() {
+        let mut db = Db::new();
+        let op = HashOp::IncrByFloat {
+            key: b("h"),
+            field: b("f"),
+            delta: f64::MAX,
+        };
+        assert!(apply(&mut db, 0, &op).is_ok());
+        assert_eq!(apply(&mut db, 0, &op), Err(StateError::NanOrInfinity));
+        let del = HashOp::Del {
+            key: b("h"),
+            fields: vec![b("f")],
+        };
+        assert_eq!(apply(&mut db, 0, &del), Ok(Outcome::Int(1)));
+        assert!(db.is_empty());
+        let set = HashOp::Set {
+            key: b("h"),
+            pairs: Vec::new(),
+        };
+        assert_eq!(apply(&mut db, 0, &set), Ok(Outcome::Int(0)));
+        assert!(db.is_empty(), "an empty HSET creates nothing");
+    }
+}

@@ -233,3 +233,161 @@ pub(crate) fn scan_reply(next: u64, elements: Vec<Outcome>) -> Outcome {
         Outcome::Array(elements),
     ])
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+    use crate::state::db::{ScanMap, Value};
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    /// 3000 keys: every third a hash, every seventh expired at time 10.
+    fn big_db() -> Db {
+        let mut db = Db::new();
+        for i in 0..3000usize {
+            let key = b(&format!("key:{i}"));
+            let value = if i.is_multiple_of(3) {
+                let mut h = ScanMap::new();
+                h.insert(b("f"), b("v"));
+                Value::Hash(h)
+            } else {
+                Value::String(b("v"))
+            };
+            let deadline = if i.is_multiple_of(7) {
+                Some(10)
+            } else {
+                Some(1000)
+            };
+            db.insert(key, value, deadline.filter(|_| i.is_multiple_of(2)));
+        }
+        db
+    }
+
+    /// Runs a whole SCAN; fails on a repeated key or a cursor that does not
+    /// move forward.
+    fn full_scan(
+        db: &Db,
+        now: u64,
+        count: usize,
+        pattern: Option<&str>,
+        ty: Option<&str>,
+    ) -> HashSet<Bytes> {
+        let mut seen = HashSet::new();
+        let mut cursor = 0;
+        loop {
+            let query = KeyQuery::Scan {
+                cursor,
+                pattern: pattern.map(b),
+                count,
+                type_name: ty.map(b),
+            };
+            let Ok(Outcome::Array(reply)) = read(db, now, &query) else {
+                panic!("scan reply is not an array");
+            };
+            let [Outcome::Bulk(next), Outcome::Array(keys)] = &reply[..] else {
+                panic!("scan reply has the wrong shape: {reply:?}");
+            };
+            for key in keys {
+                let Outcome::Bulk(key) = key else {
+                    panic!("a key is not a bulk string")
+                };
+                assert!(seen.insert(key.clone()), "{key:?} returned twice");
+            }
+            let next: u64 = std::str::from_utf8(next).unwrap().parse().unwrap();
+            if next == 0 {
+                return seen;
+            }
+            assert!(next > cursor, "the cursor went back");
+            cursor = next;
+        }
+    }
+
+    #[test]
+    fn scan_with_match_and_type_returns_every_key_once() {
+        let db = big_db();
+        let now = 10;
+        let live = |i: &usize| !i.is_multiple_of(14);
+        let expect = |filter: &dyn Fn(usize) -> bool| -> HashSet<Bytes> {
+            (0..3000)
+                .filter(live)
+                .filter(|i| filter(*i))
+                .map(|i| b(&format!("key:{i}")))
+                .collect()
+        };
+        for count in [1, 7, 100, 10_000] {
+            assert_eq!(full_scan(&db, now, count, None, None), expect(&|_| true));
+            assert_eq!(
+                full_scan(&db, now, count, Some("key:1*"), None),
+                expect(&|i| i.to_string().starts_with('1'))
+            );
+            assert_eq!(
+                full_scan(&db, now, count, None, Some("hash")),
+                expect(&|i| i.is_multiple_of(3))
+            );
+            assert_eq!(
+                full_scan(&db, now, count, Some("key:*5"), Some("string")),
+                expect(&|i| !i.is_multiple_of(3) && i % 10 == 5)
+            );
+        }
+        // Before time 10 the expired keys are still there.
+        assert_eq!(full_scan(&db, 9, 13, None, None).len(), 3000);
+    }
+
+    #[test]
+    fn keys_skips_expired_entries_and_dbsize_counts_them() {
+        let db = big_db();
+        let Ok(Outcome::Array(keys)) = read(&db, 10, &KeyQuery::Keys { pattern: b("*") }) else {
+            panic!("keys reply is not an array");
+        };
+        assert_eq!(keys.len(), 3000 - 215);
+        assert_eq!(read(&db, 10, &KeyQuery::DbSize), Ok(Outcome::Int(3000)));
+    }
+
+    #[test]
+    fn random_key_is_seeded_and_never_expired() {
+        let db = big_db();
+        let mut picks = HashSet::new();
+        for seed in 0..200 {
+            let query = KeyQuery::RandomKey { seed };
+            let first = read(&db, 10, &query).unwrap();
+            assert_eq!(read(&db, 10, &query).unwrap(), first, "same seed, same key");
+            let Outcome::Bulk(key) = first else {
+                panic!("no key")
+            };
+            let i: usize = std::str::from_utf8(&key[4..]).unwrap().parse().unwrap();
+            assert!(!i.is_multiple_of(14), "{i} is expired");
+            picks.insert(i);
+        }
+        assert!(picks.len() > 150, "picks are spread: {}", picks.len());
+    }
+
+    #[test]
+    fn rename_and_expire_keep_the_deadline_index_right() {
+        let mut db = Db::new();
+        db.insert(b("a"), Value::String(b("1")), Some(100));
+        let rename = KeyOp::Rename {
+            from: b("a"),
+            to: b("b"),
+            nx: false,
+        };
+        assert_eq!(apply(&mut db, 0, &rename), Ok(Outcome::Ok));
+        assert_eq!(db.expired_keys(100, 10), vec![b("b")]);
+        let expire = KeyOp::Expire {
+            key: b("b"),
+            when: 50,
+            relative: true,
+            flags: ExpireFlags::default(),
+        };
+        assert_eq!(apply(&mut db, 0, &expire), Ok(Outcome::Int(1)));
+        assert_eq!(db.expired_keys(100, 10), vec![b("b")]);
+        assert_eq!(db.next_deadline(), Some(50));
+        assert_eq!(db.volatile_len(), 1);
+        let persist = KeyOp::Persist { key: b("b") };
+        assert_eq!(apply(&mut db, 0, &persist), Ok(Outcome::Int(1)));
+        assert_eq!(db.volatile_len(), 0);
+    }
+}

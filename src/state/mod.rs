@@ -124,3 +124,5 @@ impl State {
 
 #[cfg(test)]
 mod golden;
+#[cfg(test)]
+mod model_tests;
