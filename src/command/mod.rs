@@ -322,13 +322,10 @@ pub fn outcome_reply(outcome: Outcome) -> Reply {
                 .collect(),
         ),
         Outcome::Set(items) => Reply::Set(items.into_iter().map(outcome_reply).collect()),
-        // `Reply` has no shape that is nested in RESP3 and flat in RESP2, so
-        // pairs go out flat, as RESP2 wants them. RESP3 wants
-        // `[[field, value], ...]` here: that needs a pairs variant in `resp`.
-        Outcome::Pairs(pairs) => Reply::Array(
+        Outcome::Pairs(pairs) => Reply::Pairs(
             pairs
                 .into_iter()
-                .flat_map(|(k, v)| [outcome_reply(k), outcome_reply(v)])
+                .map(|(k, v)| (outcome_reply(k), outcome_reply(v)))
                 .collect(),
         ),
         Outcome::Error(err) => Reply::error(err.to_string()),

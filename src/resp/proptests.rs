@@ -115,6 +115,7 @@ fn reply() -> impl Strategy<Value = Reply> {
             vec(inner.clone(), 0..6).prop_map(Reply::Array),
             vec((scalar(), inner.clone()), 0..4).prop_map(|pairs| Reply::Map(distinct_keys(pairs))),
             vec(scalar(), 0..6).prop_map(Reply::Set),
+            vec((scalar(), inner.clone()), 0..4).prop_map(Reply::Pairs),
             vec(inner, 0..6).prop_map(Reply::Push),
         ]
     })
@@ -145,7 +146,7 @@ fn as_resp2(r: &Reply) -> Resp2 {
         Reply::Array(v) | Reply::Set(v) | Reply::Push(v) => {
             Resp2::Array(v.iter().map(as_resp2).collect())
         }
-        Reply::Map(pairs) => Resp2::Array(
+        Reply::Map(pairs) | Reply::Pairs(pairs) => Resp2::Array(
             pairs
                 .iter()
                 .flat_map(|(k, v)| [as_resp2(k), as_resp2(v)])
@@ -189,6 +190,16 @@ fn as_resp3(r: &Reply) -> Resp3 {
         },
         Reply::Set(v) => Resp3::Set {
             data: v.iter().map(as_resp3).collect::<FrameSet<_>>(),
+            attributes,
+        },
+        Reply::Pairs(pairs) => Resp3::Array {
+            data: pairs
+                .iter()
+                .map(|(k, v)| Resp3::Array {
+                    data: vec![as_resp3(k), as_resp3(v)],
+                    attributes: None,
+                })
+                .collect(),
             attributes,
         },
         Reply::Map(pairs) => Resp3::Map {

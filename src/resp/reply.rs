@@ -27,6 +27,9 @@ pub enum Reply {
     Map(Vec<(Reply, Reply)>),
     /// `~n` in RESP3; an array in RESP2.
     Set(Vec<Reply>),
+    /// Pairs as Redis 7.2 sends HRANDFIELD WITHVALUES and ZRANGE WITHSCORES:
+    /// an array of two-element arrays in RESP3, one flat array in RESP2.
+    Pairs(Vec<(Reply, Reply)>),
     /// `,text` in RESP3; a bulk string in RESP2. Text from [`format_double`].
     Double(f64),
     /// `#t`/`#f` in RESP3; `:1`/`:0` in RESP2.
@@ -107,6 +110,20 @@ pub fn encode(reply: &Reply, protocol: Protocol, out: &mut BytesMut) {
             for (key, value) in pairs {
                 encode(key, protocol, out);
                 encode(value, protocol, out);
+            }
+        }
+        Reply::Pairs(pairs) => {
+            if resp3 {
+                put_header(out, b'*', pairs.len());
+            } else {
+                put_header(out, b'*', pairs.len().saturating_mul(2));
+            }
+            for (first, second) in pairs {
+                if resp3 {
+                    put_header(out, b'*', 2);
+                }
+                encode(first, protocol, out);
+                encode(second, protocol, out);
             }
         }
         Reply::Set(items) | Reply::Push(items) => {

@@ -214,6 +214,15 @@ pub(crate) fn render(reply: &Reply, sorted: bool) -> String {
                     .collect()
             )
         ),
+        Reply::Pairs(pairs) => format!(
+            "[{}]",
+            list(
+                pairs
+                    .iter()
+                    .flat_map(|(k, v)| [render(k, sorted), render(v, sorted)])
+                    .collect()
+            )
+        ),
         Reply::Double(d) => format!("(double) {d}"),
         Reply::Bool(b) => format!("({b})"),
         Reply::BigNumber(n) => format!("(big number) {n}"),

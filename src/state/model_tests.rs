@@ -374,7 +374,10 @@ impl Model {
         vec![
             (format!("GET {key}"), get),
             (format!("HGETALL {key}"), hgetall),
-            (format!("TYPE {key}"), Reply::Simple(type_name.to_owned())),
+            (
+                format!("TYPE {key}"),
+                Reply::Simple(type_name.to_owned().into()),
+            ),
             (format!("PTTL {key}"), int(pttl)),
             (format!("TTL {key}"), int(ttl)),
         ]
