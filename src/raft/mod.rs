@@ -24,6 +24,8 @@
 //!
 //! Nothing here knows about RESP, commands or sockets.
 
+pub mod cluster;
+mod driver;
 mod log_store;
 mod node;
 pub mod payload;
@@ -71,6 +73,12 @@ pub enum NodeError {
     Raft(#[from] raft::Error),
     #[error("ERR data directory cannot be used: {0}")]
     Recovery(String),
+    /// An admin request the leader refused.
+    #[error("ERR {0}")]
+    Rejected(String),
+    /// The leader's error for a relayed request, as it worded it.
+    #[error("{0}")]
+    Remote(String),
 }
 
 /// What a client waits for.
@@ -119,6 +127,7 @@ pub struct NodeStatus {
     keys: AtomicU64,
     volatile_keys: AtomicU64,
     snapshots_taken: AtomicU64,
+    voters: AtomicU64,
     pub wal: Arc<WalStats>,
 }
 
@@ -136,6 +145,7 @@ impl NodeStatus {
             keys: AtomicU64::new(0),
             volatile_keys: AtomicU64::new(0),
             snapshots_taken: AtomicU64::new(0),
+            voters: AtomicU64::new(0),
             wal,
         }
     }
@@ -181,6 +191,11 @@ impl NodeStatus {
             self.keys.load(Ordering::Relaxed),
             self.volatile_keys.load(Ordering::Relaxed),
         )
+    }
+
+    /// Voting members in the applied configuration.
+    pub fn voters(&self) -> u64 {
+        self.voters.load(Ordering::Relaxed)
     }
 
     pub fn snapshots_taken(&self) -> u64 {

@@ -18,6 +18,8 @@ mod outcome;
 mod snapshot;
 pub mod strings;
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -59,6 +61,9 @@ pub struct State {
     clock_ms: u64,
     /// The index of the last applied entry.
     applied_index: u64,
+    /// Peer addresses of members added through the log, by node id (the
+    /// founding members' addresses come from each node's configuration).
+    members: BTreeMap<u64, String>,
 }
 
 impl State {
@@ -114,6 +119,43 @@ impl State {
     /// The state's clock: the largest entry time applied.
     pub fn clock_ms(&self) -> u64 {
         self.clock_ms
+    }
+
+    /// Records the peer address a membership change gave `id`.
+    pub fn set_member(&mut self, id: u64, addr: String) {
+        self.members.insert(id, addr);
+    }
+
+    pub fn remove_member(&mut self, id: u64) {
+        self.members.remove(&id);
+    }
+
+    /// Peer addresses learned through the log.
+    pub fn members(&self) -> &BTreeMap<u64, String> {
+        &self.members
+    }
+
+    /// A digest of the keyspace (keys, values, deadlines) in scan order: equal
+    /// on replicas that applied the same entries.
+    pub fn digest(&self) -> u64 {
+        let mut h = db::stable_hash(b"concord-digest");
+        let mut mix = |bytes: &[u8]| {
+            h = db::stable_hash(&[h.to_le_bytes().as_slice(), bytes].concat());
+        };
+        for (key, entry) in self.db.iter() {
+            mix(key);
+            mix(&entry.expires_at().unwrap_or(0).to_le_bytes());
+            match &entry.value {
+                Value::String(s) => mix(s),
+                Value::Hash(fields) => {
+                    for (f, v) in fields.iter() {
+                        mix(f);
+                        mix(v);
+                    }
+                }
+            }
+        }
+        h
     }
 
     /// Up to `limit` keys whose deadline is at or before `now_ms`.

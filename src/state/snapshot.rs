@@ -4,6 +4,8 @@
 //! the decoder rebuilds the maps and the deadline index, so a restored state
 //! is equal to the one that was encoded, field for field.
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
 use serde::ser::SerializeSeq;
 use serde::{Deserialize, Serialize, Serializer};
@@ -64,6 +66,7 @@ impl Serialize for DbRef<'_> {
 struct StateRef<'a> {
     clock_ms: u64,
     applied_index: u64,
+    members: &'a BTreeMap<u64, String>,
     db: DbRef<'a>,
 }
 
@@ -74,6 +77,7 @@ type StoredEntry = (Bytes, StoredValue<Bytes, Vec<(Bytes, Bytes)>>, Option<u64>)
 struct StoredState {
     clock_ms: u64,
     applied_index: u64,
+    members: BTreeMap<u64, String>,
     db: Vec<StoredEntry>,
 }
 
@@ -83,6 +87,7 @@ impl State {
         let body = StateRef {
             clock_ms: self.clock_ms,
             applied_index: self.applied_index,
+            members: &self.members,
             db: DbRef(&self.db),
         };
         let mut out = vec![SNAPSHOT_FORMAT];
@@ -116,6 +121,7 @@ impl State {
             db,
             clock_ms: stored.clock_ms,
             applied_index: stored.applied_index,
+            members: stored.members,
         })
     }
 }

@@ -1,24 +1,59 @@
-//! Peer links: how raft messages leave this node.
+//! Peer links: how raft messages and relayed client requests travel between
+//! nodes.
 //!
-//! The driver hands every outgoing batch of messages to a [`Transport`] and
-//! never waits on it; a transport queues, batches and reconnects on its own
-//! and reports unreachable peers back through the node's inbox.
+//! The driver hands outgoing messages to a [`Transport`] and never waits on
+//! it: a transport queues (bounded), batches and reconnects on its own, and
+//! reports what it could not deliver through [`Inbound`]. Incoming traffic
+//! reaches the node through the same [`Inbound`] trait, which the raft layer
+//! implements; this module never names the raft driver.
 
+pub mod tcp;
+pub mod wire;
+
+use bytes::Bytes;
 use raft::eraftpb::Message;
 
+pub use tcp::{PeerStats, TcpTransport};
+
+/// Outgoing traffic, called from the driver thread. Nothing here may block
+/// on the network.
 pub trait Transport: Send + 'static {
-    /// Queues messages for their peers. Must not block on the network.
+    /// Queues raft messages for their peers.
     fn send(&mut self, messages: Vec<Message>);
+    /// Queues a relayed client request for `to` (the leader).
+    fn forward(&mut self, to: u64, id: u64, body: Vec<u8>);
+    /// Queues the answer to a relayed request for `to` (the follower).
+    fn forward_reply(&mut self, to: u64, id: u64, body: Vec<u8>);
+    /// Learns, changes or forgets the address of a peer.
+    fn set_peer(&mut self, id: u64, addr: Option<String>);
 }
 
-/// The transport of a one-node cluster: it has nobody to talk to, and raft
-/// never addresses a message to a node outside its configuration.
+/// Incoming traffic and delivery reports, implemented by the node.
+pub trait Inbound: Send + Sync + 'static {
+    fn raft(&self, message: Message);
+    fn forward(&self, from: u64, id: u64, body: Bytes);
+    fn forward_reply(&self, from: u64, id: u64, body: Bytes);
+    fn unreachable(&self, peer: u64);
+    fn snapshot_sent(&self, peer: u64, delivered: bool);
+}
+
+/// The transport of a one-node cluster: raft never addresses anyone.
 pub struct NoPeers;
 
 impl Transport for NoPeers {
     fn send(&mut self, messages: Vec<Message>) {
         for m in messages {
-            tracing::warn!(to = m.to, kind = ?m.get_msg_type(), "message for a peer in a one-node cluster dropped");
+            tracing::warn!(to = m.to, kind = ?m.get_msg_type(), "message for a peer of a one-node cluster dropped");
         }
     }
+
+    fn forward(&mut self, to: u64, _id: u64, _body: Vec<u8>) {
+        tracing::warn!(to, "request for a peer of a one-node cluster dropped");
+    }
+
+    fn forward_reply(&mut self, to: u64, _id: u64, _body: Vec<u8>) {
+        tracing::warn!(to, "reply for a peer of a one-node cluster dropped");
+    }
+
+    fn set_peer(&mut self, _id: u64, _addr: Option<String>) {}
 }

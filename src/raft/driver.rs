@@ -1,0 +1,1230 @@
+//! The driver loop: the one owner of `RawNode`. See the module docs of
+//! `raft` for the design.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use protobuf::Message as _;
+use raft::eraftpb::{
+    ConfChange, ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType,
+    Message, Snapshot,
+};
+use raft::{RawNode, ReadState, SnapshotStatus, StateRole};
+
+use super::cluster::{self, AdminOp, PeerProgress, RaftInfo, Relayed, RelayedAnswer};
+use super::log_store::LogStore;
+use super::node::{after, now_ms, Inbox, NodeConfig, Responder};
+use super::payload;
+use super::{Answer, NodeError, NodeStatus, ReadMode, Role};
+use crate::state::{Op, Query, State};
+use crate::storage::{Record, SnapshotStore, StorageError, WalJob, WalWriter};
+use crate::transport::Transport;
+
+/// A write waiting for its entry to be applied.
+struct InFlight {
+    term: u64,
+    time_ms: u64,
+    ops: Vec<Op>,
+    /// One per op; None for the leader's own proposals (expiry).
+    replies: Vec<Option<Responder>>,
+}
+
+/// A request that arrived while no leader was known.
+enum Waiting {
+    Write(Op, Responder),
+    Read(Query, ReadMode, Responder),
+    Admin(AdminOp, Responder),
+}
+
+impl Waiting {
+    fn responder(self) -> Responder {
+        match self {
+            Waiting::Write(_, r) | Waiting::Read(_, _, r) | Waiting::Admin(_, r) => r,
+        }
+    }
+}
+
+/// A request this follower relayed to the leader.
+struct Forward {
+    request: Relayed,
+    responder: Responder,
+    deadline: Instant,
+}
+
+struct PendingRead {
+    query: Query,
+    /// The read must see at least this index: everything proposed before it
+    /// arrived, so a pipelined `SET k v; GET k` reads its own write.
+    min_index: u64,
+    deadline: Instant,
+    reply: Responder,
+}
+
+struct ReadRound {
+    ctx: u64,
+    started: Instant,
+    reads: Vec<PendingRead>,
+}
+
+/// Where an AddMember/RemoveMember stands.
+enum MemberStage {
+    /// Waiting for the AddLearnerNode entry to apply.
+    AddingLearner,
+    /// The learner is replicating; promote it once it has caught up.
+    CatchingUp,
+    /// Waiting for the AddNode (promotion) entry to apply.
+    Promoting,
+    /// Waiting for the RemoveNode entry to apply.
+    Removing,
+}
+
+struct MemberChange {
+    id: u64,
+    addr: String,
+    stage: MemberStage,
+    responder: Responder,
+    deadline: Instant,
+}
+
+struct Transfer {
+    target: u64,
+    responder: Responder,
+    deadline: Instant,
+}
+
+pub(crate) struct Driver {
+    raw: RawNode<LogStore>,
+    state: State,
+    inbox: Receiver<Inbox>,
+    /// Taken on shutdown to flush and join.
+    wal: Option<WalWriter>,
+    snaps: SnapshotStore,
+    transport: Box<dyn Transport>,
+    status: Arc<NodeStatus>,
+    config: NodeConfig,
+
+    batch: Vec<Op>,
+    batch_replies: Vec<Option<Responder>>,
+    in_flight: BTreeMap<u64, InFlight>,
+    waiting: VecDeque<(Instant, Waiting)>,
+    forwards: HashMap<u64, Forward>,
+    next_forward_id: u64,
+
+    read_queue: Vec<PendingRead>,
+    read_round: Option<ReadRound>,
+    next_read_ctx: u64,
+    /// Reads whose read index is known, waiting for apply to reach it.
+    readable: Vec<(u64, PendingRead)>,
+
+    /// Messages of Ready `n` that may leave only once `n` is persisted.
+    persisted_messages: VecDeque<(u64, Vec<Message>)>,
+    last_submitted: u64,
+
+    expiry_in_flight: Option<u64>,
+    next_expiry_check: Instant,
+
+    member_change: Option<MemberChange>,
+    transfer: Option<Transfer>,
+
+    conf_state: ConfState,
+    log_bytes_since_snapshot: u64,
+    next_tick: Instant,
+}
+
+impl Driver {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        raw: RawNode<LogStore>,
+        state: State,
+        inbox: Receiver<Inbox>,
+        wal: WalWriter,
+        snaps: SnapshotStore,
+        transport: Box<dyn Transport>,
+        status: Arc<NodeStatus>,
+        conf_state: ConfState,
+        config: NodeConfig,
+    ) -> Driver {
+        let driver = Driver {
+            raw,
+            state,
+            inbox,
+            wal: Some(wal),
+            snaps,
+            transport,
+            status,
+            batch: Vec::new(),
+            batch_replies: Vec::new(),
+            in_flight: BTreeMap::new(),
+            waiting: VecDeque::new(),
+            forwards: HashMap::new(),
+            next_forward_id: 1,
+            read_queue: Vec::new(),
+            read_round: None,
+            next_read_ctx: 1,
+            readable: Vec::new(),
+            persisted_messages: VecDeque::new(),
+            last_submitted: 0,
+            expiry_in_flight: None,
+            next_expiry_check: Instant::now(),
+            member_change: None,
+            transfer: None,
+            conf_state,
+            log_bytes_since_snapshot: 0,
+            next_tick: Instant::now() + config.tick,
+            config,
+        };
+        driver.publish_status();
+        driver
+    }
+
+    pub(crate) fn run(mut self) {
+        loop {
+            let timeout = self.next_tick.saturating_duration_since(Instant::now());
+            let first = match self.inbox.recv_timeout(timeout) {
+                Ok(msg) => Some(msg),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let mut stop = false;
+            if let Some(msg) = first {
+                stop |= self.handle(msg);
+            }
+            while let Ok(msg) = self.inbox.try_recv() {
+                stop |= self.handle(msg);
+            }
+            if stop {
+                break;
+            }
+            let now = Instant::now();
+            if now >= self.next_tick {
+                self.raw.tick();
+                self.next_tick = now + self.config.tick;
+                self.on_tick(now);
+            }
+            self.maybe_propose_expiry(now);
+            self.flush_proposals();
+            self.flush_reads(now);
+            self.handle_ready();
+            self.publish_status();
+        }
+        self.stop();
+    }
+
+    /// Handles one inbox message; true means stop.
+    fn handle(&mut self, msg: Inbox) -> bool {
+        match msg {
+            Inbox::Write(op, reply) => {
+                self.accept_write(op, reply, after(self.config.request_timeout))
+            }
+            Inbox::Read(query, mode, reply) => self.accept_read(query, mode, reply),
+            Inbox::Admin(op, reply) => {
+                self.accept_admin(op, reply, after(self.config.request_timeout))
+            }
+            Inbox::Peer(m) => {
+                if let Err(e) = self.raw.step(*m) {
+                    tracing::debug!(error = %e, "raft rejected a peer message");
+                }
+            }
+            Inbox::Relayed { from, id, body } => self.accept_relayed(from, id, &body),
+            Inbox::RelayedAnswer { id, body } => self.accept_relayed_answer(id, &body),
+            Inbox::Unreachable(peer) => self.raw.report_unreachable(peer),
+            Inbox::SnapshotSent { peer, delivered } => {
+                let status = if delivered {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                };
+                self.raw.report_snapshot(peer, status);
+            }
+            Inbox::Persisted(Ok(number)) => self.on_persisted(number),
+            Inbox::Persisted(Err(e)) => {
+                // A failed fsync cannot be retried safely: the page cache may
+                // have dropped the dirty pages. Stop serving.
+                tracing::error!(error = %e, "WAL write failed; stopping the node");
+                self.fail_everything(|| NodeError::ShuttingDown);
+                std::process::exit(70);
+            }
+            Inbox::Snapshot(reply) => {
+                let _ = reply.send(self.take_snapshot().map_err(NodeError::from));
+            }
+            Inbox::Info(reply) => {
+                let _ = reply.send(self.info());
+            }
+            Inbox::Shutdown => return true,
+        }
+        false
+    }
+
+    fn respond(&mut self, responder: Responder, answer: Answer) {
+        match responder {
+            Responder::Local(tx) => {
+                let _ = tx.send(answer);
+            }
+            Responder::Remote { peer, id } => {
+                let body = match answer {
+                    Ok(result) => RelayedAnswer::Done(result),
+                    // Not applied: the follower may send it again.
+                    Err(NodeError::ProposalDropped) => RelayedAnswer::NotLeader,
+                    Err(e) => RelayedAnswer::Failed(e.to_string()),
+                };
+                self.transport
+                    .forward_reply(peer, id, cluster::encode(&body));
+            }
+        }
+    }
+
+    fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader
+    }
+
+    fn leader(&self) -> Option<u64> {
+        let leader = self.raw.raft.leader_id;
+        (leader != raft::INVALID_ID).then_some(leader)
+    }
+
+    fn accept_write(&mut self, op: Op, reply: Responder, deadline: Instant) {
+        if self.is_leader() {
+            self.batch.push(op);
+            self.batch_replies.push(Some(reply));
+        } else if self.leader().is_some() && !matches!(reply, Responder::Remote { .. }) {
+            self.relay(Relayed::Write(op), reply, deadline);
+        } else if let Responder::Remote { peer, id } = reply {
+            // Relayed to a node that is not (or no longer) the leader: say
+            // so, and the follower will try the leader it knows next.
+            self.transport
+                .forward_reply(peer, id, cluster::encode(&RelayedAnswer::NotLeader));
+        } else {
+            self.waiting
+                .push_back((deadline, Waiting::Write(op, reply)));
+        }
+    }
+
+    /// Sends a request to the leader and remembers who waits for it.
+    fn relay(&mut self, request: Relayed, responder: Responder, deadline: Instant) {
+        let Some(leader) = self.leader() else {
+            let waiting = match request {
+                Relayed::Write(op) => Waiting::Write(op, responder),
+                Relayed::Admin(op) => Waiting::Admin(op, responder),
+            };
+            self.waiting.push_back((deadline, waiting));
+            return;
+        };
+        let id = self.next_forward_id;
+        self.next_forward_id += 1;
+        self.transport
+            .forward(leader, id, cluster::encode(&request));
+        self.forwards.insert(
+            id,
+            Forward {
+                request,
+                responder,
+                deadline,
+            },
+        );
+    }
+
+    fn accept_relayed(&mut self, from: u64, id: u64, body: &[u8]) {
+        let responder = Responder::Remote { peer: from, id };
+        match cluster::decode::<Relayed>(body) {
+            Some(Relayed::Write(op)) => {
+                self.accept_write(op, responder, after(self.config.request_timeout))
+            }
+            Some(Relayed::Admin(op)) => {
+                self.accept_admin(op, responder, after(self.config.catch_up_timeout))
+            }
+            None => {
+                tracing::warn!(from, "undecodable relayed request");
+                let answer =
+                    RelayedAnswer::Failed("ERR relayed request could not be decoded".into());
+                self.transport
+                    .forward_reply(from, id, cluster::encode(&answer));
+            }
+        }
+    }
+
+    fn accept_relayed_answer(&mut self, id: u64, body: &[u8]) {
+        let Some(forward) = self.forwards.remove(&id) else {
+            return;
+        };
+        match cluster::decode::<RelayedAnswer>(body) {
+            Some(RelayedAnswer::Done(result)) => self.respond(forward.responder, Ok(result)),
+            Some(RelayedAnswer::Failed(text)) => {
+                self.respond(forward.responder, Err(NodeError::Remote(text)))
+            }
+            Some(RelayedAnswer::NotLeader) => {
+                let waiting = match forward.request {
+                    Relayed::Write(op) => Waiting::Write(op, forward.responder),
+                    Relayed::Admin(op) => Waiting::Admin(op, forward.responder),
+                };
+                self.waiting.push_back((forward.deadline, waiting));
+            }
+            None => self.respond(forward.responder, Err(NodeError::OutcomeUnknown)),
+        }
+    }
+
+    fn accept_read(&mut self, query: Query, mode: ReadMode, reply: Responder) {
+        match mode {
+            ReadMode::Stale => {
+                let answer = Ok(self.state.read(&query, now_ms()));
+                self.respond(reply, answer);
+                return;
+            }
+            ReadMode::Lease if self.is_leader() && self.raw.raft.commit_to_current_term() => {
+                self.flush_proposals();
+                let min_index = self.raw.raft.raft_log.last_index();
+                let read = PendingRead {
+                    query,
+                    min_index,
+                    deadline: after(self.config.request_timeout),
+                    reply,
+                };
+                self.readable.push((min_index, read));
+                self.serve_reads();
+                return;
+            }
+            _ => {}
+        }
+        if self.leader().is_none() {
+            let deadline = after(self.config.request_timeout);
+            self.waiting
+                .push_back((deadline, Waiting::Read(query, mode, reply)));
+            return;
+        }
+        // Writes queued before this read must be in the log before its read
+        // index is taken.
+        self.flush_proposals();
+        self.read_queue.push(PendingRead {
+            query,
+            min_index: self.raw.raft.raft_log.last_index(),
+            deadline: after(self.config.request_timeout),
+            reply,
+        });
+    }
+
+    fn reject(&mut self, responder: Responder, text: impl Into<String>) {
+        self.respond(responder, Err(NodeError::Rejected(text.into())));
+    }
+
+    fn accept_admin(&mut self, op: AdminOp, reply: Responder, deadline: Instant) {
+        if !self.is_leader() {
+            if let Responder::Remote { peer, id } = reply {
+                self.transport
+                    .forward_reply(peer, id, cluster::encode(&RelayedAnswer::NotLeader));
+            } else if self.leader().is_some() {
+                self.relay(Relayed::Admin(op), reply, deadline);
+            } else {
+                self.waiting
+                    .push_back((deadline, Waiting::Admin(op, reply)));
+            }
+            return;
+        }
+        let voters = self.conf_state.voters.clone();
+        let learners = self.conf_state.learners.clone();
+        match op {
+            AdminOp::AddMember { id, addr } => {
+                if self.member_change.is_some() {
+                    return self.reject(reply, "a membership change is already in progress");
+                }
+                if voters.contains(&id) {
+                    return self.reject(reply, format!("node {id} is already a voting member"));
+                }
+                let stage = if learners.contains(&id) {
+                    MemberStage::CatchingUp
+                } else {
+                    if let Err(e) =
+                        self.propose_conf_change(id, ConfChangeType::AddLearnerNode, &addr)
+                    {
+                        return self.respond(reply, Err(e));
+                    }
+                    MemberStage::AddingLearner
+                };
+                self.transport.set_peer(id, Some(self.peer_addr(id, &addr)));
+                self.member_change = Some(MemberChange {
+                    id,
+                    addr,
+                    stage,
+                    responder: reply,
+                    deadline: after(self.config.catch_up_timeout),
+                });
+            }
+            AdminOp::RemoveMember { id } => {
+                if self.member_change.is_some() {
+                    return self.reject(reply, "a membership change is already in progress");
+                }
+                if !voters.contains(&id) && !learners.contains(&id) {
+                    return self.reject(reply, format!("node {id} is not a member"));
+                }
+                if voters == [id] {
+                    return self.reject(reply, "cannot remove the last voting member");
+                }
+                if let Err(e) = self.propose_conf_change(id, ConfChangeType::RemoveNode, "") {
+                    return self.respond(reply, Err(e));
+                }
+                self.member_change = Some(MemberChange {
+                    id,
+                    addr: String::new(),
+                    stage: MemberStage::Removing,
+                    responder: reply,
+                    deadline: after(self.config.catch_up_timeout),
+                });
+            }
+            AdminOp::TransferLeader { id } => {
+                if id == self.config.id {
+                    return self.respond(reply, Ok(Ok(crate::state::Outcome::Ok)));
+                }
+                if !voters.contains(&id) {
+                    return self.reject(reply, format!("node {id} is not a voting member"));
+                }
+                if self.transfer.is_some() {
+                    return self.reject(reply, "a leadership transfer is already in progress");
+                }
+                self.raw.transfer_leader(id);
+                let election = self.config.tick * (2 * self.config.election_ticks) as u32;
+                self.transfer = Some(Transfer {
+                    target: id,
+                    responder: reply,
+                    deadline: after(election),
+                });
+            }
+        }
+    }
+
+    /// The address to dial for `id`: configured addresses win over learned ones.
+    fn peer_addr(&self, id: u64, learned: &str) -> String {
+        self.config
+            .peers
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| learned.to_owned())
+    }
+
+    fn propose_conf_change(
+        &mut self,
+        id: u64,
+        kind: ConfChangeType,
+        addr: &str,
+    ) -> Result<u64, NodeError> {
+        let mut change = ConfChangeSingle::default();
+        change.set_change_type(kind);
+        change.node_id = id;
+        let mut cc = ConfChangeV2::default();
+        cc.mut_changes().push(change);
+        let before = self.raw.raft.raft_log.last_index();
+        self.raw.propose_conf_change(addr.as_bytes().to_vec(), cc)?;
+        let index = self.raw.raft.raft_log.last_index();
+        if index == before {
+            return Err(NodeError::Rejected(
+                "the membership change was not accepted (a previous one is still pending)".into(),
+            ));
+        }
+        Ok(index)
+    }
+
+    /// Proposes the gathered writes as one entry.
+    fn flush_proposals(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let ops = std::mem::take(&mut self.batch);
+        let replies = std::mem::take(&mut self.batch_replies);
+        self.propose(ops, replies);
+    }
+
+    fn propose(&mut self, ops: Vec<Op>, replies: Vec<Option<Responder>>) -> Option<u64> {
+        let time_ms = now_ms().max(self.state.clock_ms());
+        let data = payload::encode(time_ms, &ops);
+        let before = self.raw.raft.raft_log.last_index();
+        match self.raw.propose(Vec::new(), data) {
+            Ok(()) if self.raw.raft.raft_log.last_index() > before => {
+                let index = self.raw.raft.raft_log.last_index();
+                let term = self.raw.raft.term;
+                self.in_flight.insert(
+                    index,
+                    InFlight {
+                        term,
+                        time_ms,
+                        ops,
+                        replies,
+                    },
+                );
+                Some(index)
+            }
+            _ => {
+                for reply in replies.into_iter().flatten() {
+                    self.respond(reply, Err(NodeError::ProposalDropped));
+                }
+                None
+            }
+        }
+    }
+
+    /// Starts a ReadIndex round for the queued reads when none is running;
+    /// retries a round that got no answer (raft drops read requests it
+    /// cannot serve, e.g. before a new leader committed in its term).
+    fn flush_reads(&mut self, now: Instant) {
+        let retry_after = self.config.tick * self.config.election_ticks as u32;
+        if let Some(round) = &self.read_round {
+            if now.duration_since(round.started) < retry_after {
+                return;
+            }
+            let round = self.read_round.take().expect("round present");
+            let mut reads = round.reads;
+            reads.append(&mut self.read_queue);
+            self.read_queue = reads;
+        }
+        self.read_queue.retain(|r| !r.reply.is_closed());
+        let (expired, live): (Vec<_>, Vec<_>) = std::mem::take(&mut self.read_queue)
+            .into_iter()
+            .partition(|r| r.deadline <= now);
+        for r in expired {
+            self.respond(
+                r.reply,
+                Err(NodeError::Timeout(self.config.request_timeout)),
+            );
+        }
+        self.read_queue = live;
+        if self.read_queue.is_empty() || self.leader().is_none() {
+            return;
+        }
+        let ctx = self.next_read_ctx;
+        self.next_read_ctx += 1;
+        self.raw.read_index(ctx.to_be_bytes().to_vec());
+        self.read_round = Some(ReadRound {
+            ctx,
+            started: now,
+            reads: std::mem::take(&mut self.read_queue),
+        });
+    }
+
+    fn on_read_state(&mut self, rs: ReadState) {
+        let Some(round) = &self.read_round else {
+            return;
+        };
+        if rs.request_ctx != round.ctx.to_be_bytes() {
+            return;
+        }
+        let round = self.read_round.take().expect("round present");
+        for read in round.reads {
+            let index = rs.index.max(read.min_index);
+            self.readable.push((index, read));
+        }
+    }
+
+    /// Answers the reads whose index has been applied.
+    fn serve_reads(&mut self) {
+        if self.readable.is_empty() {
+            return;
+        }
+        let applied = self.state.applied_index();
+        let now = now_ms();
+        let mut i = 0;
+        while i < self.readable.len() {
+            if self.readable[i].0 <= applied {
+                let (_, read) = self.readable.swap_remove(i);
+                let answer = Ok(self.state.read(&read.query, now));
+                self.respond(read.reply, answer);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Periodic work: requests waiting for a leader or a relayed answer,
+    /// reads stuck behind a lagging apply, membership progress.
+    fn on_tick(&mut self, now: Instant) {
+        self.route_waiting(now);
+        let expired: Vec<u64> = self
+            .forwards
+            .iter()
+            .filter(|(_, f)| f.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(f) = self.forwards.remove(&id) {
+                // The leader may or may not have applied it.
+                self.respond(f.responder, Err(NodeError::OutcomeUnknown));
+            }
+        }
+        let (expired, live): (Vec<_>, Vec<_>) = std::mem::take(&mut self.readable)
+            .into_iter()
+            .partition(|(_, r)| r.deadline <= now || r.reply.is_closed());
+        self.readable = live;
+        for (_, r) in expired {
+            self.respond(
+                r.reply,
+                Err(NodeError::Timeout(self.config.request_timeout)),
+            );
+        }
+        self.advance_member_change(now);
+        if let Some(t) = &self.transfer {
+            if t.deadline <= now {
+                let t = self.transfer.take().expect("present");
+                self.reject(
+                    t.responder,
+                    format!("node {} did not take over leadership in time", t.target),
+                );
+            }
+        }
+    }
+
+    /// Requests that waited for a leader: route those that can go now, time
+    /// out those past their deadline.
+    fn route_waiting(&mut self, now: Instant) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let can_route = self.leader().is_some();
+        let waiting = std::mem::take(&mut self.waiting);
+        for (deadline, request) in waiting {
+            if deadline <= now {
+                let err = NodeError::NoLeader(self.config.request_timeout);
+                self.respond(request.responder(), Err(err));
+            } else if !can_route {
+                self.waiting.push_back((deadline, request));
+            } else {
+                match request {
+                    Waiting::Write(op, r) => self.accept_write(op, r, deadline),
+                    Waiting::Read(q, mode, r) => self.accept_read(q, mode, r),
+                    Waiting::Admin(op, r) => self.accept_admin(op, r, deadline),
+                }
+            }
+        }
+    }
+
+    /// Promotes a caught-up learner; gives up past the deadline.
+    fn advance_member_change(&mut self, now: Instant) {
+        let Some(change) = &self.member_change else {
+            return;
+        };
+        if !self.is_leader() {
+            let change = self.member_change.take().expect("present");
+            return self.respond(change.responder, Err(NodeError::OutcomeUnknown));
+        }
+        if change.deadline <= now {
+            let change = self.member_change.take().expect("present");
+            let text = format!(
+                "node {} did not catch up in time; it stays a learner",
+                change.id
+            );
+            return self.reject(change.responder, text);
+        }
+        if !matches!(change.stage, MemberStage::CatchingUp) {
+            return;
+        }
+        let id = change.id;
+        let committed = self.raw.raft.raft_log.committed;
+        let caught_up = self.raw.raft.prs().get(id).is_some_and(|p| {
+            p.matched + 100 >= committed && p.matched > 0 || p.matched == committed
+        });
+        if !caught_up {
+            return;
+        }
+        let addr = change.addr.clone();
+        match self.propose_conf_change(id, ConfChangeType::AddNode, &addr) {
+            Ok(_) => {
+                if let Some(c) = self.member_change.as_mut() {
+                    c.stage = MemberStage::Promoting;
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, id, "promotion not proposed yet"),
+        }
+    }
+
+    /// The leader deletes keys whose deadline passed, through the log.
+    fn maybe_propose_expiry(&mut self, now: Instant) {
+        if !self.is_leader() || self.expiry_in_flight.is_some() || now < self.next_expiry_check {
+            return;
+        }
+        self.next_expiry_check = now + self.config.tick;
+        let keys = self.state.expired_keys(now_ms(), self.config.expiry_batch);
+        if keys.is_empty() {
+            return;
+        }
+        self.flush_proposals();
+        self.expiry_in_flight = self.propose(vec![Op::ExpireKeys(keys)], vec![None]);
+    }
+
+    fn handle_ready(&mut self) {
+        if !self.raw.has_ready() {
+            return;
+        }
+        let mut rd = self.raw.ready();
+        if !rd.messages().is_empty() {
+            self.transport.send(rd.take_messages());
+        }
+        if !rd.snapshot().is_empty() {
+            let snapshot = rd.snapshot().clone();
+            if let Err(e) = self.install_snapshot(snapshot) {
+                tracing::error!(error = %e, "cannot install the leader's snapshot; stopping");
+                std::process::exit(70);
+            }
+        }
+        let committed = rd.take_committed_entries();
+        self.apply(committed);
+        if let Some(ss) = rd.ss() {
+            self.on_soft_state(ss.raft_state, ss.leader_id);
+        }
+        for rs in rd.take_read_states() {
+            self.on_read_state(rs);
+        }
+        self.serve_reads();
+        let entries = rd.take_entries();
+        let hard_state = rd.hs().cloned();
+        let persisted = rd.take_persisted_messages();
+        let must_persist = !entries.is_empty() || hard_state.is_some() || !rd.snapshot().is_empty();
+        if must_persist || !persisted.is_empty() {
+            let mut records = Vec::with_capacity(entries.len() + 1);
+            if !entries.is_empty() {
+                self.raw.mut_store().append(&entries);
+                records.extend(entries.into_iter().map(Record::Entry));
+            }
+            if let Some(hs) = hard_state {
+                self.raw.mut_store().set_hard_state(hs.clone());
+                records.push(Record::HardState(hs));
+            }
+            let number = rd.number();
+            self.submit(WalJob {
+                number,
+                records,
+                compact_upto: None,
+            });
+            if !persisted.is_empty() {
+                self.persisted_messages.push_back((number, persisted));
+            }
+        }
+        self.raw.advance_append_async(rd);
+    }
+
+    fn submit(&mut self, job: WalJob) {
+        self.last_submitted = self.last_submitted.max(job.number);
+        if let Some(wal) = &self.wal {
+            wal.submit(job);
+        }
+    }
+
+    fn on_persisted(&mut self, number: u64) {
+        self.raw.on_persist_ready(number);
+        while let Some((n, _)) = self.persisted_messages.front() {
+            if *n > number {
+                break;
+            }
+            let (_, msgs) = self.persisted_messages.pop_front().expect("front exists");
+            self.transport.send(msgs);
+        }
+    }
+
+    fn on_soft_state(&mut self, role: StateRole, leader: u64) {
+        let was_leader = self.status.role() == Role::Leader;
+        self.status
+            .role
+            .store(Role::from_raft(role) as u8, Ordering::Relaxed);
+        self.status.leader.store(leader, Ordering::Relaxed);
+        if let Some(t) = &self.transfer {
+            if leader == t.target {
+                let t = self.transfer.take().expect("present");
+                self.respond(t.responder, Ok(Ok(crate::state::Outcome::Ok)));
+            }
+        }
+        if role == StateRole::Leader && !was_leader {
+            tracing::info!(term = self.raw.raft.term, "became leader");
+            self.next_expiry_check = Instant::now();
+        } else if role != StateRole::Leader && was_leader {
+            tracing::info!(term = self.raw.raft.term, leader, "stepped down");
+            self.expiry_in_flight = None;
+            // Writes gathered but not proposed go to the next leader.
+            let deadline = after(self.config.request_timeout);
+            let ops = std::mem::take(&mut self.batch);
+            let replies = std::mem::take(&mut self.batch_replies);
+            for (op, reply) in ops.into_iter().zip(replies) {
+                if let Some(reply) = reply {
+                    self.waiting
+                        .push_back((deadline, Waiting::Write(op, reply)));
+                }
+            }
+        }
+        if leader != raft::INVALID_ID {
+            self.route_waiting(Instant::now());
+        }
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) {
+        let Some(last) = entries.last().map(|e| e.index) else {
+            return;
+        };
+        for entry in entries {
+            self.log_bytes_since_snapshot += entry.data.len() as u64;
+            match entry.get_entry_type() {
+                EntryType::EntryNormal => self.apply_normal(entry),
+                EntryType::EntryConfChange => {
+                    let cc = ConfChange::parse_from_bytes(&entry.data)
+                        .expect("a committed ConfChange decodes");
+                    let result = self.raw.apply_conf_change(&cc);
+                    self.after_conf_change(
+                        entry.index,
+                        result,
+                        &[(cc.node_id, cc.get_change_type())],
+                        &cc.context,
+                    );
+                }
+                EntryType::EntryConfChangeV2 => {
+                    let cc = ConfChangeV2::parse_from_bytes(&entry.data)
+                        .expect("a committed ConfChangeV2 decodes");
+                    let result = self.raw.apply_conf_change(&cc);
+                    let changes: Vec<(u64, ConfChangeType)> = cc
+                        .get_changes()
+                        .iter()
+                        .map(|c| (c.node_id, c.get_change_type()))
+                        .collect();
+                    self.after_conf_change(entry.index, result, &changes, &cc.context);
+                }
+            }
+        }
+        self.raw.advance_apply_to(last);
+        self.serve_reads();
+        self.maybe_snapshot();
+    }
+
+    fn after_conf_change(
+        &mut self,
+        index: u64,
+        result: raft::Result<ConfState>,
+        changes: &[(u64, ConfChangeType)],
+        context: &Bytes,
+    ) {
+        match result {
+            Ok(cs) => {
+                tracing::info!(voters = ?cs.voters, learners = ?cs.learners, index, "membership changed");
+                self.conf_state = cs;
+                let addr = String::from_utf8_lossy(context).into_owned();
+                for &(id, kind) in changes {
+                    match kind {
+                        ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                            if !addr.is_empty() {
+                                self.state.set_member(id, addr.clone());
+                            }
+                            if id != self.config.id {
+                                let dial = self.peer_addr(id, &addr);
+                                if !dial.is_empty() {
+                                    self.transport.set_peer(id, Some(dial));
+                                }
+                            }
+                        }
+                        ConfChangeType::RemoveNode => {
+                            self.state.remove_member(id);
+                            if id == self.config.id {
+                                tracing::warn!("this node was removed from the cluster");
+                            } else {
+                                self.transport.set_peer(id, None);
+                            }
+                        }
+                    }
+                    self.member_change_applied(id, kind);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, index, "membership change rejected"),
+        }
+        self.state.observe(index, 0);
+        self.resolve_foreign(index);
+    }
+
+    /// Moves a pending AddMember/RemoveMember on when its entry applied.
+    fn member_change_applied(&mut self, id: u64, kind: ConfChangeType) {
+        let Some(change) = self.member_change.as_mut() else {
+            return;
+        };
+        if change.id != id {
+            return;
+        }
+        match (&change.stage, kind) {
+            (MemberStage::AddingLearner, ConfChangeType::AddLearnerNode) => {
+                change.stage = MemberStage::CatchingUp;
+            }
+            (MemberStage::Promoting, ConfChangeType::AddNode)
+            | (MemberStage::Removing, ConfChangeType::RemoveNode) => {
+                let change = self.member_change.take().expect("present");
+                self.respond(change.responder, Ok(Ok(crate::state::Outcome::Ok)));
+            }
+            _ => {}
+        }
+    }
+
+    fn apply_normal(&mut self, entry: Entry) {
+        let index = entry.index;
+        let ours = match self.in_flight.remove(&index) {
+            Some(f) if f.term == entry.term => Some(f),
+            Some(f) => {
+                for reply in f.replies.into_iter().flatten() {
+                    self.respond(reply, Err(NodeError::ProposalDropped));
+                }
+                None
+            }
+            None => None,
+        };
+        if self.expiry_in_flight == Some(index) {
+            self.expiry_in_flight = None;
+        }
+        if entry.data.is_empty() {
+            // A new leader's empty entry.
+            self.state.observe(index, 0);
+            return;
+        }
+        let (time_ms, ops, replies) = match ours {
+            Some(f) => (f.time_ms, f.ops, f.replies),
+            None => {
+                let batch = payload::decode(&entry.data).unwrap_or_else(|e| {
+                    // Every replica would fail the same way; applying
+                    // anything else would diverge. Stop.
+                    panic!("entry {index} cannot be applied: {e}")
+                });
+                let n = batch.ops.len();
+                (batch.time_ms, batch.ops, (0..n).map(|_| None).collect())
+            }
+        };
+        for (op, reply) in ops.iter().zip(replies) {
+            let result = self.state.apply(index, time_ms, op);
+            if let Some(reply) = reply {
+                self.respond(reply, Ok(result));
+            }
+        }
+    }
+
+    /// An entry that is not ours landed at `index`: a proposal waiting
+    /// there was lost.
+    fn resolve_foreign(&mut self, index: u64) {
+        if let Some(f) = self.in_flight.remove(&index) {
+            for reply in f.replies.into_iter().flatten() {
+                self.respond(reply, Err(NodeError::ProposalDropped));
+            }
+        }
+    }
+
+    fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), NodeError> {
+        let meta = snapshot.get_metadata().clone();
+        let state = State::decode_snapshot(&snapshot.data)
+            .map_err(|e| NodeError::Recovery(format!("leader snapshot at {}: {e}", meta.index)))?;
+        self.snaps.save(&snapshot)?;
+        self.state = state;
+        self.state.observe(meta.index, 0);
+        self.conf_state = meta.get_conf_state().clone();
+        let members: Vec<(u64, String)> = self
+            .state
+            .members()
+            .iter()
+            .map(|(id, addr)| (*id, addr.clone()))
+            .collect();
+        for (id, addr) in members {
+            if id != self.config.id {
+                let dial = self.peer_addr(id, &addr);
+                self.transport.set_peer(id, Some(dial));
+            }
+        }
+        self.raw.mut_store().apply_snapshot(snapshot);
+        // Proposals at or below the snapshot may or may not be in it.
+        let covered: Vec<u64> = self
+            .in_flight
+            .range(..=meta.index)
+            .map(|(i, _)| *i)
+            .collect();
+        for index in covered {
+            if let Some(f) = self.in_flight.remove(&index) {
+                for reply in f.replies.into_iter().flatten() {
+                    self.respond(reply, Err(NodeError::OutcomeUnknown));
+                }
+            }
+        }
+        let hs = self.raw.store().hard_state().clone();
+        self.submit(WalJob {
+            number: self.last_submitted,
+            records: vec![
+                Record::SnapshotMark {
+                    index: meta.index,
+                    term: meta.term,
+                },
+                Record::HardState(hs),
+            ],
+            compact_upto: Some(meta.index),
+        });
+        self.log_bytes_since_snapshot = 0;
+        self.serve_reads();
+        tracing::info!(
+            index = meta.index,
+            term = meta.term,
+            "installed the leader's snapshot"
+        );
+        Ok(())
+    }
+
+    fn maybe_snapshot(&mut self) {
+        let entries = self.raw.store().len() as u64;
+        if entries >= self.config.snapshot_entries
+            || self.log_bytes_since_snapshot >= self.config.snapshot_log_bytes
+        {
+            if let Err(e) = self.take_snapshot() {
+                tracing::error!(error = %e, "snapshot failed; stopping");
+                std::process::exit(70);
+            }
+        }
+    }
+
+    /// Snapshots the applied state, then compacts the in-memory log and the
+    /// WAL behind it. The file is durable before anything is compacted.
+    fn take_snapshot(&mut self) -> Result<u64, StorageError> {
+        let index = self.state.applied_index();
+        if index <= self.raw.store().snapshot_index() {
+            return Ok(self.raw.store().snapshot_index());
+        }
+        let term = self
+            .raw
+            .store()
+            .term_at(index)
+            .expect("an applied entry is in the log store");
+        let started = Instant::now();
+        let mut snap = Snapshot {
+            data: self.state.encode_snapshot().into(),
+            ..Default::default()
+        };
+        let meta = snap.mut_metadata();
+        meta.index = index;
+        meta.term = term;
+        meta.set_conf_state(self.conf_state.clone());
+        let bytes = snap.data.len();
+        self.snaps.save(&snap)?;
+        self.raw.mut_store().compact_to(snap);
+        self.submit(WalJob {
+            number: self.last_submitted,
+            records: vec![Record::SnapshotMark { index, term }],
+            compact_upto: Some(index),
+        });
+        self.log_bytes_since_snapshot = 0;
+        self.status.snapshots_taken.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            index,
+            term,
+            bytes,
+            took_ms = started.elapsed().as_millis() as u64,
+            "snapshot taken"
+        );
+        Ok(index)
+    }
+
+    fn info(&self) -> RaftInfo {
+        let status = &self.status;
+        let mut peers = Vec::new();
+        if self.is_leader() {
+            for (id, progress) in self.raw.raft.prs().iter() {
+                if *id == self.config.id {
+                    continue;
+                }
+                let learned = self.state.members().get(id).cloned().unwrap_or_default();
+                peers.push(PeerProgress {
+                    id: *id,
+                    voter: self.conf_state.voters.contains(id),
+                    matched: progress.matched,
+                    next: progress.next_idx,
+                    state: format!("{:?}", progress.state),
+                    recent_active: progress.recent_active,
+                    addr: self.peer_addr(*id, &learned),
+                });
+            }
+            peers.sort_by_key(|p| p.id);
+        }
+        RaftInfo {
+            id: self.config.id,
+            role: status.role().as_str(),
+            term: self.raw.raft.term,
+            leader: self.raw.raft.leader_id,
+            commit: self.raw.raft.raft_log.committed,
+            applied: self.state.applied_index(),
+            last_index: self.raw.raft.raft_log.last_index(),
+            snapshot_index: self.raw.store().snapshot_index(),
+            voters: self.conf_state.voters.clone(),
+            learners: self.conf_state.learners.clone(),
+            peers,
+        }
+    }
+
+    fn publish_status(&self) {
+        let s = &self.status;
+        let store = self.raw.store();
+        s.term.store(self.raw.raft.term, Ordering::Relaxed);
+        s.commit
+            .store(self.raw.raft.raft_log.committed, Ordering::Relaxed);
+        s.applied
+            .store(self.state.applied_index(), Ordering::Relaxed);
+        s.last_index
+            .store(self.raw.raft.raft_log.last_index(), Ordering::Relaxed);
+        s.snapshot_index
+            .store(store.snapshot_index(), Ordering::Relaxed);
+        s.keys
+            .store(self.state.db().len() as u64, Ordering::Relaxed);
+        s.volatile_keys
+            .store(self.state.db().volatile_len() as u64, Ordering::Relaxed);
+        s.leader.store(self.raw.raft.leader_id, Ordering::Relaxed);
+        s.role.store(
+            Role::from_raft(self.raw.raft.state) as u8,
+            Ordering::Relaxed,
+        );
+        s.voters
+            .store(self.conf_state.voters.len() as u64, Ordering::Relaxed);
+    }
+
+    fn fail_everything(&mut self, err: impl Fn() -> NodeError) {
+        let mut responders: Vec<Responder> = std::mem::take(&mut self.batch_replies)
+            .into_iter()
+            .flatten()
+            .collect();
+        self.batch.clear();
+        for (_, f) in std::mem::take(&mut self.in_flight) {
+            responders.extend(f.replies.into_iter().flatten());
+        }
+        responders.extend(
+            std::mem::take(&mut self.waiting)
+                .into_iter()
+                .map(|(_, w)| w.responder()),
+        );
+        responders.extend(
+            std::mem::take(&mut self.forwards)
+                .into_values()
+                .map(|f| f.responder),
+        );
+        let round = self.read_round.take().map(|r| r.reads).unwrap_or_default();
+        responders.extend(
+            round
+                .into_iter()
+                .chain(std::mem::take(&mut self.read_queue))
+                .map(|r| r.reply),
+        );
+        responders.extend(
+            std::mem::take(&mut self.readable)
+                .into_iter()
+                .map(|(_, r)| r.reply),
+        );
+        if let Some(c) = self.member_change.take() {
+            responders.push(c.responder);
+        }
+        if let Some(t) = self.transfer.take() {
+            responders.push(t.responder);
+        }
+        for r in responders {
+            self.respond(r, Err(err()));
+        }
+    }
+
+    /// Shutdown: finish what is already proposed as far as one more round of
+    /// persistence allows, answer the rest, flush the WAL.
+    fn stop(&mut self) {
+        self.flush_proposals();
+        self.handle_ready();
+        self.fail_everything(|| NodeError::ShuttingDown);
+        if let Some(wal) = self.wal.take() {
+            if let Err(e) = wal.shutdown() {
+                tracing::error!(error = %e, "WAL flush at shutdown failed");
+            }
+        }
+        tracing::info!(applied = self.state.applied_index(), "raft driver stopped");
+    }
+}
