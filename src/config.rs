@@ -58,6 +58,13 @@ pub struct Settings {
     /// The founding members, `ID=HOST:PEERPORT,...`; omitted for a one-node cluster.
     #[arg(long, env = "CONCORD_INITIAL_CLUSTER")]
     pub initial_cluster: Option<String>,
+    /// Start as a new member of an existing cluster: bootstrap nothing and
+    /// wait for the leader to add this node (`RAFT.MEMBER ADD`).
+    #[arg(long, env = "CONCORD_JOIN", num_args = 0..=1, default_missing_value = "true")]
+    pub join: Option<bool>,
+    /// Name shared by the nodes of one cluster; peers with another name are refused.
+    #[arg(long, env = "CONCORD_CLUSTER_ID")]
+    pub cluster_id: Option<String>,
     /// Address for /metrics, /health and /ready over HTTP.
     #[arg(long, env = "CONCORD_ADMIN_LISTEN")]
     pub admin_listen: Option<String>,
@@ -99,6 +106,8 @@ impl Settings {
             peer_listen: self.peer_listen.or(other.peer_listen),
             data_dir: self.data_dir.or(other.data_dir),
             initial_cluster: self.initial_cluster.or(other.initial_cluster),
+            join: self.join.or(other.join),
+            cluster_id: self.cluster_id.or(other.cluster_id),
             admin_listen: self.admin_listen.or(other.admin_listen),
             log_format: self.log_format.or(other.log_format),
             log: self.log.or(other.log),
@@ -139,6 +148,8 @@ pub struct Config {
     pub peer_listen: String,
     pub data_dir: PathBuf,
     pub initial_cluster: Vec<Peer>,
+    pub join: bool,
+    pub cluster_id: String,
     pub admin_listen: Option<String>,
     pub log_format: LogFormat,
     pub log: String,
@@ -152,6 +163,16 @@ pub struct Config {
 }
 
 impl Config {
+    /// The cluster name as the number peers exchange in their handshake.
+    pub fn cluster_hash(&self) -> u64 {
+        let mut h = crc32fast::Hasher::new();
+        h.update(self.cluster_id.as_bytes());
+        let low = h.finalize() as u64;
+        let mut h = crc32fast::Hasher::new_with_initial(0x636f_6e63);
+        h.update(self.cluster_id.as_bytes());
+        (h.finalize() as u64) << 32 | low
+    }
+
     pub fn resolve(s: Settings) -> Result<Config, ConfigError> {
         let node_id = s.node_id.unwrap_or(1);
         if node_id == 0 {
@@ -182,6 +203,8 @@ impl Config {
             peer_listen,
             data_dir: s.data_dir.unwrap_or_else(|| PathBuf::from("concord-data")),
             initial_cluster,
+            join: s.join.unwrap_or(false),
+            cluster_id: s.cluster_id.unwrap_or_else(|| "concord".into()),
             admin_listen: s.admin_listen,
             log_format: s.log_format.unwrap_or_default(),
             log: s.log.unwrap_or_else(|| "info".into()),

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use concord::config::{Config, LogFormat, Settings};
 use concord::raft::{self, NodeConfig};
 use concord::server::{self, Shared};
-use concord::transport::NoPeers;
+use concord::transport::TcpTransport;
 
 #[derive(Parser)]
 #[command(
@@ -94,8 +94,6 @@ enum ServeError {
     },
     #[error("{0}")]
     Node(#[from] raft::NodeError),
-    #[error("multi-node clusters need the peer transport, which this build does not have yet; omit --initial-cluster for a one-node cluster")]
-    NoTransport,
     #[error("the raft driver stopped unexpectedly")]
     DriverStopped,
 }
@@ -110,28 +108,51 @@ async fn listen(addr: &str) -> Result<TcpListener, ServeError> {
 }
 
 async fn serve(config: Config) -> Result<(), ServeError> {
-    if config.initial_cluster.len() > 1 {
-        return Err(ServeError::NoTransport);
-    }
     let listener = listen(&config.listen).await?;
+    let peer_listener = listen(&config.peer_listen).await?;
     let admin = match &config.admin_listen {
         Some(addr) => Some(listen(addr).await?),
         None => None,
     };
     let mut node_config = NodeConfig::new(config.node_id, config.data_dir.clone());
-    node_config.initial_voters = config.initial_cluster.iter().map(|p| p.id).collect();
+    node_config.initial_voters = if config.join {
+        Vec::new()
+    } else {
+        config.initial_cluster.iter().map(|p| p.id).collect()
+    };
+    node_config.peers = config
+        .initial_cluster
+        .iter()
+        .filter(|p| p.id != config.node_id)
+        .map(|p| (p.id, p.addr.clone()))
+        .collect();
     node_config.tick = config.tick;
     node_config.request_timeout = config.request_timeout;
     node_config.snapshot_entries = config.snapshot_entries;
     node_config.snapshot_log_bytes = config.snapshot_log_bytes;
     node_config.wal_segment_bytes = config.wal_segment_bytes;
-    let node = tokio::task::spawn_blocking(move || raft::start(node_config, Box::new(NoPeers)))
+    let peers: Vec<(u64, String)> = node_config
+        .peers
+        .iter()
+        .map(|(id, a)| (*id, a.clone()))
+        .collect();
+    let transport = TcpTransport::new(
+        config.node_id,
+        config.cluster_hash(),
+        tokio::runtime::Handle::current(),
+        &peers,
+    );
+    let binder = transport.binder();
+    let node = tokio::task::spawn_blocking(move || raft::start(node_config, Box::new(transport)))
         .await
         .expect("start task")?;
+    binder.bind(Arc::new(node.clone()));
+    tokio::spawn(binder.serve(peer_listener));
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
     tracing::info!(
         node = config.node_id,
         listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        peer_listen = %config.peer_listen,
         data_dir = %config.data_dir.display(),
         "concord is ready to accept connections"
     );

@@ -12,7 +12,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::{local, ClientInfo, Shared};
 use crate::command::{self, CommandError, ReplyFn, Request};
-use crate::raft::{Answer, ReadMode};
+use crate::raft::{Answer, ReadMode, Role};
 use crate::resp::{encode, Limits, Protocol, Reply, RequestParser};
 
 /// Requests submitted before their answers are awaited: bounds the memory
@@ -106,6 +106,11 @@ pub(super) async fn run(
         // Reads submitted since answers were last collected: a write must
         // not be submitted behind them, or they could observe it.
         let mut unanswered_reads = false;
+        // Writes likewise: on a follower a relayed write is not in the local
+        // log yet, so a read behind it waits for its answer (after which the
+        // read's ReadIndex round covers it). On the leader the driver orders
+        // them itself.
+        let mut unanswered_writes = false;
         loop {
             if pending.len() >= MAX_PIPELINE {
                 more_buffered = true;
@@ -114,11 +119,17 @@ pub(super) async fn run(
             match parser.next_request(&mut rbuf) {
                 Ok(Some(argv)) => {
                     let request = command::prepare(&argv);
-                    if unanswered_reads && matches!(request, Ok(Request::Write(..))) {
+                    let is_write = matches!(request, Ok(Request::Write(..)));
+                    let is_read = matches!(request, Ok(Request::Read(..)));
+                    let follower = shared.node.status().role() != Role::Leader;
+                    if (unanswered_reads && is_write) || (unanswered_writes && is_read && follower)
+                    {
                         resolve_into(&mut pending, &mut wbuf, &shared).await;
                         unanswered_reads = false;
+                        unanswered_writes = false;
                     }
-                    unanswered_reads |= matches!(request, Ok(Request::Read(..)));
+                    unanswered_reads |= is_read;
+                    unanswered_writes |= is_write;
                     let (item, name) = dispatch(&mut conn, request, &argv, &shared);
                     last_command = name;
                     pending.push((conn.protocol, item));
