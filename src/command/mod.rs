@@ -11,6 +11,7 @@
 //! are declared here too, with [`Exec::Local`]; the server executes them.
 
 mod args;
+pub mod cluster;
 pub mod connection;
 pub mod docs;
 mod error;
@@ -76,6 +77,7 @@ pub enum Group {
     String,
     Generic,
     Hash,
+    Cluster,
 }
 
 impl Group {
@@ -86,6 +88,7 @@ impl Group {
             Group::String => "string",
             Group::Generic => "generic",
             Group::Hash => "hash",
+            Group::Cluster => "cluster",
         }
     }
 
@@ -96,6 +99,7 @@ impl Group {
             Group::String => "Strings and counters",
             Group::Generic => "Keys and expiry",
             Group::Hash => "Hashes",
+            Group::Cluster => "Cluster",
         }
     }
 }
@@ -213,10 +217,11 @@ impl CommandSpec {
 }
 
 /// Every family's specs, in documentation order.
-pub fn families() -> [&'static [CommandSpec]; 5] {
+pub fn families() -> [&'static [CommandSpec]; 6] {
     [
         connection::SPECS,
         server::SPECS,
+        cluster::SPECS,
         strings::SPECS,
         keys::SPECS,
         hashes::SPECS,

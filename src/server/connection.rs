@@ -28,7 +28,7 @@ pub(super) struct Conn {
     pub closing: bool,
 }
 
-/// A reply, or the promise of one from the driver.
+/// A reply, or the promise of one.
 enum Pending {
     Ready(Reply),
     Waiting {
@@ -36,6 +36,7 @@ enum Pending {
         name: &'static str,
         reply: ReplyFn,
     },
+    Later(local::LaterReply),
 }
 
 impl Pending {
@@ -46,6 +47,7 @@ impl Pending {
                 Ok(result) => reply(name, result),
                 Err(e) => Reply::error(e.to_string()),
             },
+            Pending::Later(future) => future.await,
         }
     }
 }
@@ -232,9 +234,17 @@ fn dispatch(
             },
             spec.name,
         ),
-        Ok(Request::Local(spec)) => (
-            Pending::Ready(local::execute(conn, spec, argv, shared)),
-            spec.name,
-        ),
+        Ok(Request::Local(spec)) => {
+            let pending = match local::execute(conn, spec, argv, shared) {
+                local::Local::Now(reply) => Pending::Ready(reply),
+                local::Local::Wait(rx) => Pending::Waiting {
+                    rx,
+                    name: spec.name,
+                    reply: command::standard_reply,
+                },
+                local::Local::Later(future) => Pending::Later(future),
+            };
+            (pending, spec.name)
+        }
     }
 }

@@ -28,7 +28,32 @@ fn err(e: CommandError) -> Reply {
     Reply::error(e.to_string())
 }
 
+/// A reply computed later, off the connection's task.
+pub(super) type LaterReply = std::pin::Pin<Box<dyn std::future::Future<Output = Reply> + Send>>;
+
+/// What a local command answers: now, when the driver answers, or later.
+pub(super) enum Local {
+    Now(Reply),
+    Wait(tokio::sync::oneshot::Receiver<crate::raft::Answer>),
+    Later(LaterReply),
+}
+
 pub(super) fn execute(
+    conn: &mut Conn,
+    spec: &'static CommandSpec,
+    argv: &[Bytes],
+    shared: &Shared,
+) -> Local {
+    match spec.name {
+        name if name.starts_with("raft.") => super::cluster::execute(conn, name, argv, shared),
+        "readmode" | "readonly" | "readwrite" => {
+            Local::Now(super::cluster::read_mode(conn, spec.name, argv))
+        }
+        _ => Local::Now(execute_now(conn, spec, argv, shared)),
+    }
+}
+
+fn execute_now(
     conn: &mut Conn,
     spec: &'static CommandSpec,
     argv: &[Bytes],

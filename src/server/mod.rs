@@ -10,6 +10,7 @@
 //! here from [`Shared`] without touching raft.
 
 mod admin;
+mod cluster;
 mod connection;
 mod info;
 mod local;
