@@ -13,6 +13,7 @@
 
 pub mod command;
 pub mod config;
+pub mod dev;
 pub mod raft;
 pub mod resp;
 pub mod server;

@@ -34,11 +34,17 @@ enum Command {
         #[command(flatten)]
         settings: Settings,
     },
+    /// Runs a local cluster (3 nodes on 127.0.0.1:6379-6381 by default) until Ctrl-C.
+    Dev(concord::dev::DevArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Dev(args) => match concord::dev::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        },
         Command::Serve { config, settings } => {
             let file = match config.as_deref().map(Settings::from_file).transpose() {
                 Ok(file) => file.unwrap_or_default(),
@@ -78,6 +84,7 @@ fn init_logging(config: &Config) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match config.log_format {
         LogFormat::Json => builder.json().init(),
