@@ -2,7 +2,7 @@
 //! TIME, ROLE. This file declares them; `command::docs` renders the
 //! introspection answers `COMMAND` gives from the table.
 
-use super::{CommandSpec, Exec, Flag, Group, KeyPositions};
+use super::{standard_reply, CommandSpec, Exec, Flag, Group, KeyPositions};
 
 macro_rules! local {
     ($name:literal, $arity:expr, $flags:expr, $since:literal, $syntax:literal, $summary:literal) => {
@@ -70,7 +70,36 @@ pub const SPECS: &[CommandSpec] = &[
         "",
         "Returns the replication role: master on the Raft leader, slave elsewhere."
     ),
+    CommandSpec {
+        name: "debug",
+        arity: -2,
+        flags: &[Flag::Admin, Flag::NoScript, Flag::Loading, Flag::Stale],
+        keys: KeyPositions::NONE,
+        group: Group::Server,
+        summary: "A container for debugging commands.",
+        syntax: "subcommand [argument ...]",
+        since: "1.0.0",
+        exec: Exec::Local,
+        subcommands: DEBUG_SUBCOMMANDS,
+    },
 ];
+
+const DEBUG_SUBCOMMANDS: &[CommandSpec] = &[CommandSpec {
+    name: "debug|digest",
+    arity: 2,
+    flags: &[Flag::Admin, Flag::NoScript, Flag::Loading, Flag::Stale],
+    keys: KeyPositions::NONE,
+    group: Group::Server,
+    summary: "Returns a digest of the keyspace (keys, values, deadlines): equal on replicas that applied the same log.",
+    syntax: "",
+    since: "1.0.0",
+    exec: Exec::Read(parse_digest, standard_reply),
+    subcommands: &[],
+}];
+
+fn parse_digest(_argv: &[bytes::Bytes]) -> Result<crate::state::Query, super::CommandError> {
+    Ok(crate::state::Query::Digest)
+}
 
 const CONFIG_SUBCOMMANDS: &[CommandSpec] = &[
     local!("config|get", -3, ADMIN, "2.0.0", "parameter [parameter ...]",

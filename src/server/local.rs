@@ -90,6 +90,11 @@ fn execute_now(
         name if name.starts_with("client|") => client(conn, name, argv, shared),
         "info" => info::render(shared, &argv[1..], conn.protocol),
         "config" => config_help(),
+        "debug" => help(&[
+            "DEBUG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "DIGEST",
+            "    Return a digest of the keyspace.",
+        ]),
         "config|get" => config_get(&argv[2..], shared),
         "config|set" => config_set(&argv[2..], shared),
         "config|resetstat" => {

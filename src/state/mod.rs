@@ -49,6 +49,8 @@ pub enum Query {
     String(strings::StringQuery),
     Key(keys::KeyQuery),
     Hash(hashes::HashQuery),
+    /// The keyspace digest (DEBUG DIGEST), for comparing replicas.
+    Digest,
 }
 
 /// The replicated state: database 0 and the clock of the log.
@@ -105,6 +107,10 @@ impl State {
             Query::String(q) => strings::read(&self.db, now, q),
             Query::Key(q) => keys::read(&self.db, now, q),
             Query::Hash(q) => hashes::read(&self.db, now, q),
+            Query::Digest => Ok(Outcome::Bulk(Bytes::from(format!(
+                "{:016x}",
+                self.digest()
+            )))),
         }
     }
 
