@@ -28,6 +28,9 @@ use crate::transport::Transport;
 struct InFlight {
     term: u64,
     time_ms: u64,
+    /// Past this, its clients are told the outcome is unknown (a leader cut
+    /// off from the majority cannot commit, and must not leave them hanging).
+    deadline: Instant,
     ops: Vec<Op>,
     /// One per op; None for the leader's own proposals (expiry).
     replies: Vec<Option<Responder>>,
@@ -547,6 +550,7 @@ impl Driver {
                     InFlight {
                         term,
                         time_ms,
+                        deadline: after(self.config.request_timeout),
                         ops,
                         replies,
                     },
@@ -648,6 +652,15 @@ impl Driver {
                 // The leader may or may not have applied it.
                 self.respond(f.responder, Err(NodeError::OutcomeUnknown));
             }
+        }
+        let mut overdue = Vec::new();
+        for f in self.in_flight.values_mut() {
+            if f.deadline <= now {
+                overdue.extend(f.replies.iter_mut().filter_map(Option::take));
+            }
+        }
+        for reply in overdue {
+            self.respond(reply, Err(NodeError::OutcomeUnknown));
         }
         let (expired, live): (Vec<_>, Vec<_>) = std::mem::take(&mut self.readable)
             .into_iter()

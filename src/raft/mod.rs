@@ -63,7 +63,7 @@ pub enum NodeError {
     Timeout(Duration),
     #[error("TRYAGAIN leadership changed before the write was committed; it was not applied")]
     ProposalDropped,
-    #[error("TRYAGAIN leadership changed while the write was in flight; its outcome is unknown")]
+    #[error("TRYAGAIN the write was not confirmed in time (leadership changed or no quorum); its outcome is unknown")]
     OutcomeUnknown,
     #[error("ERR concord is shutting down")]
     ShuttingDown,
