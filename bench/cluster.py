@@ -1,0 +1,289 @@
+#!/usr/bin/env python3
+"""Cluster benchmark: a 3-node concord cluster against Redis on this machine.
+
+    bench/cluster.py               # 3 rounds, 100k requests per test
+    BENCH_QUICK=1 bench/cluster.py # 1 round, 20k requests, 1 failover
+
+Runs side by side, for the whole benchmark:
+  concord 3 nodes   every write is fsync'd on a majority before it is acknowledged
+  redis-nopersist   redis-server --save '' --appendonly no
+  redis-always      redis-server --appendonly yes --appendfsync always
+
+Each round runs redis-benchmark -c 50 (SET and GET, unpipelined) against the
+concord leader, a concord follower (writes relayed to the leader, reads by
+ReadIndex), and both Redis servers, back to back so noise falls on all alike;
+the table shows medians over rounds. Then it measures failover: kill -9 the
+leader, and time until a SET through a survivor succeeds (repeated, with the
+killed node restarted and caught up in between).
+
+Environment: BENCH_ROUNDS, BENCH_REQUESTS, BENCH_CLIENTS, BENCH_FAILOVERS,
+BENCH_OUT (also write the markdown report there), TMPDIR.
+"""
+
+import csv
+import io
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICK = os.environ.get("BENCH_QUICK") == "1"
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1" if QUICK else "3"))
+REQUESTS = int(os.environ.get("BENCH_REQUESTS", "20000" if QUICK else "100000"))
+CLIENTS = int(os.environ.get("BENCH_CLIENTS", "50"))
+FAILOVERS = int(os.environ.get("BENCH_FAILOVERS", "1" if QUICK else "3"))
+DEADLINE = 30.0
+
+
+def log(msg):
+    print(f"[cluster.py] {msg}", file=sys.stderr, flush=True)
+
+
+def die(msg):
+    log(f"error: {msg}")
+    sys.exit(1)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ensure_tools():
+    if all(shutil.which(t) for t in ("redis-server", "redis-benchmark", "redis-cli")):
+        return
+    if os.geteuid() != 0:
+        die("redis-server/redis-tools are missing and we are not root to install them")
+    log("installing redis-server and redis-tools")
+    subprocess.run(["apt-get", "update"], check=True)
+    subprocess.run(
+        ["apt-get", "install", "-y", "redis-server", "redis-tools"],
+        check=True,
+        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+    )
+
+
+def cli(port, *args, timeout=2.0):
+    try:
+        out = subprocess.run(
+            ["redis-cli", "-p", str(port), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        return out.stdout.strip()
+    except subprocess.TimeoutExpired:
+        return ""
+
+
+def wait_until(what, check, deadline=DEADLINE):
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    die(f"timed out waiting for {what}")
+
+
+def raft_field(port, field):
+    for line in cli(port, "INFO", "raft").splitlines():
+        if line.startswith(field + ":"):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+class Concord:
+    def __init__(self, binary, workdir):
+        self.binary = binary
+        self.workdir = workdir
+        self.ids = [1, 2, 3]
+        self.ports = {i: free_port() for i in self.ids}
+        self.peers = {i: free_port() for i in self.ids}
+        self.procs = {}
+        self.cluster = ",".join(f"{i}=127.0.0.1:{self.peers[i]}" for i in self.ids)
+
+    def start(self, i):
+        log_file = open(self.workdir / f"node-{i}.log", "ab")
+        self.procs[i] = subprocess.Popen(
+            [
+                self.binary, "serve",
+                "--node-id", str(i),
+                "--listen", f"127.0.0.1:{self.ports[i]}",
+                "--peer-listen", f"127.0.0.1:{self.peers[i]}",
+                "--data-dir", str(self.workdir / f"node-{i}"),
+                "--initial-cluster", self.cluster,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+            env={**os.environ, "CONCORD_LOG": "warn"},
+        )
+        wait_until(f"node {i} to answer PING", lambda: cli(self.ports[i], "PING") == "PONG")
+
+    def leader(self, among=None):
+        among = among or [i for i in self.ids if i in self.procs]
+
+        def agreed():
+            leaders = {raft_field(self.ports[i], "raft_leader_id") for i in among}
+            if len(leaders) == 1:
+                leader = leaders.pop()
+                if leader and leader != "0" and int(leader) in among:
+                    return int(leader)
+            return None
+
+        return wait_until("a leader", agreed)
+
+    def kill9(self, i):
+        proc = self.procs.pop(i)
+        proc.kill()
+        proc.wait()
+
+    def converged(self):
+        def same():
+            applied = {raft_field(self.ports[i], "raft_applied_index") for i in self.procs}
+            return len(applied) == 1 and None not in applied
+
+        wait_until("the nodes to converge", same, deadline=60)
+
+    def stop(self):
+        for proc in self.procs.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def start_redis(workdir, name, extra):
+    port = free_port()
+    data = workdir / name
+    data.mkdir()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--daemonize", "no",
+         "--dir", str(data), "--save", "", *extra],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_until(f"{name} to answer PING", lambda: cli(port, "PING") == "PONG")
+    return port, proc
+
+
+def bench(port, tests):
+    """{test: {column: value}} from redis-benchmark --csv."""
+    out = subprocess.run(
+        ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-c", str(CLIENTS),
+         "-n", str(REQUESTS), "-r", "100000", "-t", tests, "--csv"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if out.returncode != 0 or "ERR" in out.stderr:
+        die(f"redis-benchmark against {port} failed: {out.stderr.strip()[:300]}")
+    rows = list(csv.reader(io.StringIO(out.stdout)))
+    header, results = rows[0], {}
+    for row in rows[1:]:
+        results[row[0]] = {h: float(v) for h, v in zip(header[1:], row[1:])}
+    return results
+
+
+def failover_ms(concord):
+    leader = concord.leader()
+    survivor = next(i for i in concord.ids if i != leader)
+    port = concord.ports[survivor]
+    concord.kill9(leader)
+    started = time.monotonic()
+    wait_until(
+        "a write through a survivor",
+        lambda: cli(port, "SET", "failover", str(started), timeout=1.0) == "OK",
+        deadline=60,
+    )
+    elapsed = (time.monotonic() - started) * 1000
+    concord.start(leader)
+    concord.leader()
+    concord.converged()
+    return elapsed
+
+
+def main():
+    ensure_tools()
+    log("building target/release/concord")
+    subprocess.run(["cargo", "build", "--release", "--bin", "concord"], cwd=ROOT, check=True)
+    binary = str(ROOT / "target" / "release" / "concord")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                            capture_output=True, text=True).stdout.strip() or "unknown"
+    workdir = Path(tempfile.mkdtemp(prefix="concord-cluster-bench-"))
+    concord = Concord(binary, workdir)
+    redis_procs = []
+    try:
+        for i in concord.ids:
+            concord.start(i)
+        leader = concord.leader()
+        follower = next(i for i in concord.ids if i != leader)
+        nopersist_port, p1 = start_redis(workdir, "redis-nopersist", ["--appendonly", "no"])
+        always_port, p2 = start_redis(workdir, "redis-always", ["--appendonly", "yes", "--appendfsync", "always"])
+        redis_procs = [p1, p2]
+        targets = {
+            "concord leader": concord.ports[leader],
+            "concord follower": concord.ports[follower],
+            "redis no-persist": nopersist_port,
+            "redis always": always_port,
+        }
+        samples = {name: {"SET": [], "GET": []} for name in targets}
+        for r in range(ROUNDS):
+            for name, port in targets.items():
+                log(f"round {r + 1}/{ROUNDS}: {name}")
+                for test, cols in bench(port, "set,get").items():
+                    samples[name][test].append(cols)
+        failovers = []
+        for n in range(FAILOVERS):
+            log(f"failover {n + 1}/{FAILOVERS}")
+            failovers.append(failover_ms(concord))
+    finally:
+        concord.stop()
+        for p in redis_procs:
+            p.terminate()
+            p.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    def med(name, test, col):
+        return statistics.median(s[col] for s in samples[name][test])
+
+    lines = [
+        f"concord cluster benchmark — commit {commit}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"{os.cpu_count()} cores, {CLIENTS} clients, {REQUESTS} requests per test, median of {ROUNDS} rounds",
+        "",
+        "| test | target | rps | p50 ms | p99 ms | vs redis always | vs redis no-persist |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for test in ("SET", "GET"):
+        always = med("redis always", test, "rps")
+        nopersist = med("redis no-persist", test, "rps")
+        for name in targets:
+            rps = med(name, test, "rps")
+            lines.append(
+                f"| {test} | {name} | {rps:,.0f} | {med(name, test, 'p50_latency_ms'):.3f} | "
+                f"{med(name, test, 'p99_latency_ms'):.3f} | {rps / always:.2f}x | {rps / nopersist:.2f}x |"
+            )
+    lines += [
+        "",
+        "Failover (leader killed with SIGKILL → first acknowledged SET through a survivor): "
+        + ", ".join(f"{ms:.0f} ms" for ms in failovers)
+        + f" (median {statistics.median(failovers):.0f} ms)",
+    ]
+    report = "\n".join(lines)
+    print(report)
+    if os.environ.get("BENCH_OUT"):
+        Path(os.environ["BENCH_OUT"]).write_text(report + "\n")
+
+
+if __name__ == "__main__":
+    main()
