@@ -149,7 +149,7 @@ fn role_of(port: u16) -> Option<String> {
     s.write_all(b"INFO raft\r\n").ok()?;
     let mut buf = vec![0u8; 4096];
     let mut text = String::new();
-    while !text.contains("raft_members") {
+    while !text.contains("raft_voters") {
         let n = s.read(&mut buf).ok()?;
         if n == 0 {
             break;

@@ -231,7 +231,7 @@ fn replication(shared: &Shared) -> Fields {
     let leader = status.role() == Role::Leader;
     let mut fields: Fields = vec![("role", if leader { "master" } else { "slave" }.into())];
     if leader {
-        let followers = shared.config.initial_cluster.len().saturating_sub(1);
+        let followers = status.voters().saturating_sub(1);
         fields.push(("connected_slaves", followers.to_string()));
     } else {
         let leader_id = status.leader();
@@ -296,15 +296,6 @@ fn raft(shared: &Shared) -> Fields {
         ("raft_applied_index", s.applied_index().to_string()),
         ("raft_last_index", s.last_index().to_string()),
         ("raft_snapshot_index", s.snapshot_index().to_string()),
-        (
-            "raft_members",
-            shared
-                .config
-                .initial_cluster
-                .iter()
-                .map(|p| p.id.to_string())
-                .collect::<Vec<_>>()
-                .join(","),
-        ),
+        ("raft_voters", s.voters().to_string()),
     ]
 }

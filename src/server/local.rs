@@ -49,6 +49,15 @@ pub(super) fn execute(
         "readmode" | "readonly" | "readwrite" => {
             Local::Now(super::cluster::read_mode(conn, spec.name, argv))
         }
+        "role" if shared.node.status().role() == Role::Leader => {
+            let node = shared.node.clone();
+            Local::Later(Box::pin(async move {
+                match node.info().await {
+                    Ok(info) => leader_role(&info),
+                    Err(e) => Reply::error(e.to_string()),
+                }
+            }))
+        }
         _ => Local::Now(execute_now(conn, spec, argv, shared)),
     }
 }
@@ -703,16 +712,28 @@ fn command_getkeys(argv: &[Bytes]) -> Reply {
     Reply::Array(keys.into_iter().map(|k| Reply::Bulk(k.clone())).collect())
 }
 
+/// ROLE on the leader: Redis's master form, listing each follower's peer
+/// address and how far it has replicated.
+fn leader_role(info: &crate::raft::cluster::RaftInfo) -> Reply {
+    let replicas = info
+        .peers
+        .iter()
+        .map(|p| {
+            let (host, port) = p.addr.rsplit_once(':').unwrap_or((&p.addr, "0"));
+            Reply::Array(vec![bulk(host), bulk(port), bulk(p.matched.to_string())])
+        })
+        .collect();
+    Reply::Array(vec![
+        bulk("master"),
+        Reply::Int(info.applied as i64),
+        Reply::Array(replicas),
+    ])
+}
+
+/// ROLE elsewhere: Redis's replica form, naming the leader's peer address.
 fn role(shared: &Shared) -> Reply {
     let status = shared.node.status();
     let offset = status.applied_index() as i64;
-    if status.role() == Role::Leader {
-        return Reply::Array(vec![
-            bulk("master"),
-            Reply::Int(offset),
-            Reply::Array(Vec::new()),
-        ]);
-    }
     let leader = status.leader();
     let addr = shared
         .config
