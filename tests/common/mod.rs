@@ -5,6 +5,9 @@
 
 #![allow(dead_code)]
 
+pub mod linearizability;
+pub mod proxy;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
