@@ -32,7 +32,7 @@ enum Command {
         #[arg(long, env = "CONCORD_CONFIG")]
         config: Option<PathBuf>,
         #[command(flatten)]
-        settings: Settings,
+        settings: Box<Settings>,
     },
     /// Runs a local cluster (3 nodes on 127.0.0.1:6379-6381 by default) until Ctrl-C.
     Dev(concord::dev::DevArgs),
