@@ -1,23 +1,10 @@
 //! Cluster commands: Raft administration and the connection's read mode.
 //! Answered by the server (`server::cluster`); declared here.
 
-use super::{CommandSpec, Exec, Flag, Group, KeyPositions};
+use super::{CommandSpec, Flag};
 
 macro_rules! local {
-    ($name:literal, $arity:expr, $flags:expr, $since:literal, $syntax:literal, $summary:literal) => {
-        CommandSpec {
-            name: $name,
-            arity: $arity,
-            flags: $flags,
-            keys: KeyPositions::NONE,
-            group: Group::Cluster,
-            summary: $summary,
-            syntax: $syntax,
-            since: $since,
-            exec: Exec::Local,
-            subcommands: &[],
-        }
-    };
+    ($($row:tt)*) => { local_spec!(Cluster, $($row)*) };
 }
 
 const ADMIN: &[Flag] = &[Flag::Admin, Flag::NoScript];

@@ -1,28 +1,12 @@
 //! Connection commands. All are answered by the server from the
 //! connection's own state; this file only declares them.
 
-use super::{CommandSpec, Exec, Flag, Group, KeyPositions};
+use super::{CommandSpec, Flag};
 
 const CONN: &[Flag] = &[Flag::NoScript, Flag::Loading, Flag::Stale, Flag::Fast];
 
 macro_rules! local {
-    ($name:literal, $arity:expr, $flags:expr, $since:literal, $syntax:literal, $summary:literal) => {
-        local!($name, $arity, $flags, $since, $syntax, $summary, &[])
-    };
-    ($name:literal, $arity:expr, $flags:expr, $since:literal, $syntax:literal, $summary:literal, $subs:expr) => {
-        CommandSpec {
-            name: $name,
-            arity: $arity,
-            flags: $flags,
-            keys: KeyPositions::NONE,
-            group: Group::Connection,
-            summary: $summary,
-            syntax: $syntax,
-            since: $since,
-            exec: Exec::Local,
-            subcommands: $subs,
-        }
-    };
+    ($($row:tt)*) => { local_spec!(Connection, $($row)*) };
 }
 
 pub const SPECS: &[CommandSpec] = &[

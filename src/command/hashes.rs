@@ -3,7 +3,7 @@
 use bytes::Bytes;
 
 use super::keys::{parse_cursor, parse_scan_options};
-use super::{is, standard_reply, Args, CommandError, CommandSpec, Exec, Flag, Group, KeyPositions};
+use super::{is, standard_reply, Args, CommandError, CommandSpec, Exec, Flag, KeyPositions};
 use crate::resp::Reply;
 use crate::state::hashes::{HashOp, HashQuery, MAX_RANDOM_REPEATS};
 use crate::state::{Op, OpResult, Outcome, Query};
@@ -14,19 +14,8 @@ const R: &[Flag] = &[Flag::ReadOnly];
 const RF: &[Flag] = &[Flag::ReadOnly, Flag::Fast];
 
 macro_rules! spec {
-    ($name:literal, $arity:expr, $flags:expr, $since:literal, $syntax:literal, $summary:literal, $exec:expr) => {
-        CommandSpec {
-            name: $name,
-            arity: $arity,
-            flags: $flags,
-            keys: KeyPositions::FIRST,
-            group: Group::Hash,
-            summary: $summary,
-            syntax: $syntax,
-            since: $since,
-            exec: $exec,
-            subcommands: &[],
-        }
+    ($name:literal, $arity:expr, $flags:expr, $($rest:tt)*) => {
+        command_spec!(Hash, $name, $arity, $flags, KeyPositions::FIRST, $($rest)*)
     };
 }
 

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use super::{is, standard_reply, Args, CommandError, CommandSpec, Exec, Flag, Group, KeyPositions};
+use super::{is, standard_reply, Args, CommandError, CommandSpec, Exec, Flag, KeyPositions};
 use crate::state::keys::{ExpireFlags, KeyOp, KeyQuery, TtlForm};
 use crate::state::{Op, Query};
 
@@ -13,33 +13,10 @@ const R: &[Flag] = &[Flag::ReadOnly];
 const RF: &[Flag] = &[Flag::ReadOnly, Flag::Fast];
 
 macro_rules! spec {
-    ($name:literal, $arity:expr, $flags:expr, $keys:expr, $since:literal, $syntax:literal, $summary:literal, $exec:expr) => {
-        spec!(
-            $name,
-            $arity,
-            $flags,
-            $keys,
-            Group::Generic,
-            $since,
-            $syntax,
-            $summary,
-            $exec
-        )
+    ($name:literal, $arity:expr, $flags:expr, $keys:expr, Group::$group:ident, $($rest:tt)*) => {
+        command_spec!($group, $name, $arity, $flags, $keys, $($rest)*)
     };
-    ($name:literal, $arity:expr, $flags:expr, $keys:expr, $group:expr, $since:literal, $syntax:literal, $summary:literal, $exec:expr) => {
-        CommandSpec {
-            name: $name,
-            arity: $arity,
-            flags: $flags,
-            keys: $keys,
-            group: $group,
-            summary: $summary,
-            syntax: $syntax,
-            since: $since,
-            exec: $exec,
-            subcommands: &[],
-        }
-    };
+    ($($row:tt)*) => { command_spec!(Generic, $($row)*) };
 }
 
 pub const SPECS: &[CommandSpec] = &[

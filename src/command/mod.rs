@@ -10,6 +10,36 @@
 //! Commands answered by the server itself (connection state, INFO, CONFIG)
 //! are declared here too, with [`Exec::Local`]; the server executes them.
 
+/// Declares one row of a family's command table.
+macro_rules! command_spec {
+    ($group:ident, $name:literal, $arity:expr, $flags:expr, $keys:expr, $since:literal,
+     $syntax:literal, $summary:literal, $exec:expr $(, $subs:expr)?) => {
+        $crate::command::CommandSpec {
+            name: $name,
+            arity: $arity,
+            flags: $flags,
+            keys: $keys,
+            group: $crate::command::Group::$group,
+            summary: $summary,
+            syntax: $syntax,
+            since: $since,
+            exec: $exec,
+            subcommands: command_spec!(@subcommands $($subs)?),
+        }
+    };
+    (@subcommands) => { &[] };
+    (@subcommands $subs:expr) => { $subs };
+}
+
+/// Declares a command the server answers itself: no keys, `Exec::Local`.
+macro_rules! local_spec {
+    ($group:ident, $name:literal, $arity:expr, $flags:expr, $since:literal, $syntax:literal,
+     $summary:literal $(, $subs:expr)?) => {
+        command_spec!($group, $name, $arity, $flags, $crate::command::KeyPositions::NONE, $since,
+            $syntax, $summary, $crate::command::Exec::Local $(, $subs)?)
+    };
+}
+
 mod args;
 pub mod cluster;
 pub mod connection;

@@ -5,23 +5,7 @@
 use super::{standard_reply, CommandSpec, Exec, Flag, Group, KeyPositions};
 
 macro_rules! local {
-    ($name:literal, $arity:expr, $flags:expr, $since:literal, $syntax:literal, $summary:literal) => {
-        local!($name, $arity, $flags, $since, $syntax, $summary, &[])
-    };
-    ($name:literal, $arity:expr, $flags:expr, $since:literal, $syntax:literal, $summary:literal, $subs:expr) => {
-        CommandSpec {
-            name: $name,
-            arity: $arity,
-            flags: $flags,
-            keys: KeyPositions::NONE,
-            group: Group::Server,
-            summary: $summary,
-            syntax: $syntax,
-            since: $since,
-            exec: Exec::Local,
-            subcommands: $subs,
-        }
-    };
+    ($($row:tt)*) => { local_spec!(Server, $($row)*) };
 }
 
 const STALE: &[Flag] = &[Flag::Loading, Flag::Stale];

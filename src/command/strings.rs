@@ -4,8 +4,7 @@
 use bytes::Bytes;
 
 use super::{
-    is, ok_as_int_reply, standard_reply, Args, CommandError, CommandSpec, Exec, Flag, Group,
-    KeyPositions,
+    is, ok_as_int_reply, standard_reply, Args, CommandError, CommandSpec, Exec, Flag, KeyPositions,
 };
 use crate::state::strings::{Condition, Deadline, GetExDeadline, StringOp, StringQuery};
 use crate::state::{Op, Query};
@@ -17,20 +16,7 @@ const RF: &[Flag] = &[Flag::ReadOnly, Flag::Fast];
 const R: &[Flag] = &[Flag::ReadOnly];
 
 macro_rules! spec {
-    ($name:literal, $arity:expr, $flags:expr, $keys:expr, $since:literal, $syntax:literal, $summary:literal, $exec:expr) => {
-        CommandSpec {
-            name: $name,
-            arity: $arity,
-            flags: $flags,
-            keys: $keys,
-            group: Group::String,
-            summary: $summary,
-            syntax: $syntax,
-            since: $since,
-            exec: $exec,
-            subcommands: &[],
-        }
-    };
+    ($($row:tt)*) => { command_spec!(String, $($row)*) };
 }
 
 pub const SPECS: &[CommandSpec] = &[
