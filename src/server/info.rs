@@ -235,16 +235,9 @@ fn replication(shared: &Shared) -> Fields {
         fields.push(("connected_slaves", followers.to_string()));
     } else {
         let leader_id = status.leader();
-        let addr = shared
-            .config
-            .initial_cluster
-            .iter()
-            .find(|p| p.id == leader_id)
-            .map(|p| p.addr.clone())
-            .unwrap_or_default();
-        let (host, port) = addr.rsplit_once(':').unwrap_or(("", "0"));
-        fields.push(("master_host", host.into()));
-        fields.push(("master_port", port.into()));
+        let (host, port) = shared.leader_addr();
+        fields.push(("master_host", host));
+        fields.push(("master_port", port));
         fields.push((
             "master_link_status",
             if leader_id == 0 { "down" } else { "up" }.into(),

@@ -735,18 +735,11 @@ fn role(shared: &Shared) -> Reply {
     let status = shared.node.status();
     let offset = status.applied_index() as i64;
     let leader = status.leader();
-    let addr = shared
-        .config
-        .initial_cluster
-        .iter()
-        .find(|p| p.id == leader)
-        .map(|p| p.addr.clone())
-        .unwrap_or_default();
-    let (host, port) = addr.rsplit_once(':').unwrap_or(("", "0"));
+    let (host, port) = shared.leader_addr();
     let state = if leader == 0 { "connect" } else { "connected" };
     Reply::Array(vec![
         bulk("slave"),
-        bulk(host),
+        bulk(&host),
         Reply::Int(port.parse().unwrap_or(0)),
         bulk(state),
         Reply::Int(offset),

@@ -88,6 +88,23 @@ impl Shared {
         self.next_client_id.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// The leader's peer address as (host, port), as this node knows it
+    /// (("", "0") while no leader is known).
+    pub fn leader_addr(&self) -> (String, String) {
+        let leader = self.node.status().leader();
+        let addr = self
+            .config
+            .initial_cluster
+            .iter()
+            .find(|p| p.id == leader)
+            .map(|p| p.addr.clone())
+            .unwrap_or_default();
+        match addr.rsplit_once(':') {
+            Some((host, port)) => (host.to_owned(), port.to_owned()),
+            None => (String::new(), "0".to_owned()),
+        }
+    }
+
     /// A numeric parameter from CONFIG, falling back to `default`.
     pub fn param_u64(&self, name: &str, default: u64) -> u64 {
         self.params

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::db::{Db, ScanMap, SeededRng, Value};
 use super::keys::scan_reply;
-use super::strings::{format_float, format_i64, parse_f64, parse_i64};
+use super::strings::{add_float, format_i64, parse_i64};
 use super::{glob, OpResult, Outcome, StateError};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -172,15 +172,8 @@ pub fn apply(db: &mut Db, now: u64, op: &HashOp) -> OpResult {
         }
         HashOp::IncrByFloat { key, field, delta } => {
             with_hash(db, key, now, true, Outcome::Nil, |h| {
-                let current = match h.get(field) {
-                    Some(v) => parse_f64(v).ok_or(StateError::HashNotFloat)?,
-                    None => 0.0,
-                };
-                let next = current + delta;
-                if !next.is_finite() {
-                    return Err(StateError::NanOrInfinity);
-                }
-                let text = Bytes::from(format_float(next));
+                let current = h.get(field).map(|v| &v[..]);
+                let text = add_float(current, *delta, StateError::HashNotFloat)?;
                 h.insert(field.clone(), text.clone());
                 Ok(Outcome::Bulk(text))
             })

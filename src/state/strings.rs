@@ -212,15 +212,8 @@ pub fn apply(db: &mut Db, now: u64, op: &StringOp) -> OpResult {
             Ok(Outcome::Int(next))
         }
         StringOp::IncrByFloat { key, delta } => {
-            let current = match get_string(db, key, now)? {
-                Some(s) => parse_f64(s).ok_or(StateError::NotFloat)?,
-                None => 0.0,
-            };
-            let next = current + delta;
-            if !next.is_finite() {
-                return Err(StateError::NanOrInfinity);
-            }
-            let text = Bytes::from(format_float(next));
+            let current = get_string(db, key, now)?;
+            let text = add_float(current.map(|c| &c[..]), *delta, StateError::NotFloat)?;
             db.insert_keep_ttl(key.clone(), Value::String(text.clone()), now);
             Ok(Outcome::Bulk(text))
         }
@@ -311,6 +304,24 @@ fn concat(current: Bytes, tail: &Bytes) -> Bytes {
     };
     buf.extend_from_slice(tail);
     buf.freeze()
+}
+
+/// INCRBYFLOAT's arithmetic, shared with HINCRBYFLOAT: `current` (absent
+/// reads as 0) plus `delta`, as the text that is stored and answered.
+pub(crate) fn add_float(
+    current: Option<&[u8]>,
+    delta: f64,
+    not_float: StateError,
+) -> Result<Bytes, StateError> {
+    let current = match current {
+        Some(text) => parse_f64(text).ok_or(not_float)?,
+        None => 0.0,
+    };
+    let next = current + delta;
+    if !next.is_finite() {
+        return Err(StateError::NanOrInfinity);
+    }
+    Ok(Bytes::from(format_float(next)))
 }
 
 /// Redis's strict integer syntax: optional '-', digits, no leading zeros
