@@ -14,6 +14,7 @@ use raft::eraftpb::{
     Message, Snapshot,
 };
 use raft::{RawNode, ReadState, SnapshotStatus, StateRole};
+use tokio::sync::oneshot;
 
 use super::cluster::{self, AdminOp, PeerProgress, RaftInfo, Relayed, RelayedAnswer};
 use super::log_store::LogStore;
@@ -21,7 +22,7 @@ use super::node::{after, now_ms, Inbox, NodeConfig, Responder};
 use super::payload;
 use super::{Answer, NodeError, NodeStatus, ReadMode, Role};
 use crate::state::{Op, Query, State};
-use crate::storage::{Record, SnapshotStore, StorageError, WalJob, WalWriter};
+use crate::storage::{Persisted, Record, StorageError, WalJob, WalWriter};
 use crate::transport::Transport;
 
 /// A write waiting for its entry to be applied.
@@ -90,6 +91,17 @@ struct MemberChange {
     deadline: Instant,
 }
 
+/// A snapshot of our own state that the WAL thread is saving. The log is
+/// compacted behind it only once its file is durable.
+struct OwnSnapshot {
+    snapshot: Snapshot,
+    started: Instant,
+    /// Taken because the log grew: failing to save it stops the node.
+    automatic: bool,
+    /// RAFT.SNAPSHOT callers, answered with its index once it is saved.
+    waiters: Vec<oneshot::Sender<Result<u64, NodeError>>>,
+}
+
 struct Transfer {
     target: u64,
     responder: Responder,
@@ -102,7 +114,6 @@ pub(crate) struct Driver {
     inbox: Receiver<Inbox>,
     /// Taken on shutdown to flush and join.
     wal: Option<WalWriter>,
-    snaps: SnapshotStore,
     transport: Box<dyn Transport>,
     status: Arc<NodeStatus>,
     config: NodeConfig,
@@ -132,6 +143,7 @@ pub(crate) struct Driver {
 
     conf_state: ConfState,
     log_bytes_since_snapshot: u64,
+    own_snapshot: Option<OwnSnapshot>,
     next_tick: Instant,
 }
 
@@ -142,7 +154,6 @@ impl Driver {
         state: State,
         inbox: Receiver<Inbox>,
         wal: WalWriter,
-        snaps: SnapshotStore,
         transport: Box<dyn Transport>,
         status: Arc<NodeStatus>,
         conf_state: ConfState,
@@ -153,7 +164,6 @@ impl Driver {
             state,
             inbox,
             wal: Some(wal),
-            snaps,
             transport,
             status,
             batch: Vec::new(),
@@ -174,6 +184,7 @@ impl Driver {
             transfer: None,
             conf_state,
             log_bytes_since_snapshot: 0,
+            own_snapshot: None,
             next_tick: Instant::now() + config.tick,
             config,
         };
@@ -240,7 +251,7 @@ impl Driver {
                 };
                 self.raw.report_snapshot(peer, status);
             }
-            Inbox::Persisted(Ok(number)) => self.on_persisted(number),
+            Inbox::Persisted(Ok(persisted)) => self.on_persisted(persisted),
             Inbox::Persisted(Err(e)) => {
                 // A failed fsync cannot be retried safely: the page cache may
                 // have dropped the dirty pages. Stop serving.
@@ -248,9 +259,7 @@ impl Driver {
                 self.fail_everything(|| NodeError::ShuttingDown);
                 std::process::exit(70);
             }
-            Inbox::Snapshot(reply) => {
-                let _ = reply.send(self.take_snapshot().map_err(NodeError::from));
-            }
+            Inbox::Snapshot(reply) => self.take_snapshot(Some(reply)),
             Inbox::Info(reply) => {
                 let _ = reply.send(self.info());
             }
@@ -789,6 +798,7 @@ impl Driver {
             let number = rd.number();
             self.submit(WalJob {
                 number,
+                snapshot: None,
                 records,
                 compact_upto: None,
             });
@@ -806,8 +816,12 @@ impl Driver {
         }
     }
 
-    fn on_persisted(&mut self, number: u64) {
+    fn on_persisted(&mut self, persisted: Persisted) {
+        let number = persisted.number;
         self.raw.on_persist_ready(number);
+        for (index, term, result) in persisted.snapshots {
+            self.snapshot_saved(index, term, result);
+        }
         while let Some((n, _)) = self.persisted_messages.front() {
             if *n > number {
                 break;
@@ -1002,11 +1016,14 @@ impl Driver {
         }
     }
 
+    /// Installs a leader's snapshot. Its file is saved by the WAL thread
+    /// ahead of this Ready's own persistence, so raft learns it is persisted
+    /// (and the follower answers the leader) only once the file is durable.
     fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), NodeError> {
         let meta = snapshot.get_metadata().clone();
         let state = State::decode_snapshot(&snapshot.data)
             .map_err(|e| NodeError::Recovery(format!("leader snapshot at {}: {e}", meta.index)))?;
-        self.snaps.save(&snapshot)?;
+        let file = snapshot.clone();
         self.state = state;
         self.state.observe(meta.index, 0);
         self.conf_state = meta.get_conf_state().clone();
@@ -1039,6 +1056,7 @@ impl Driver {
         let hs = self.raw.store().hard_state().clone();
         self.submit(WalJob {
             number: self.last_submitted,
+            snapshot: Some(file),
             records: vec![
                 Record::SnapshotMark {
                     index: meta.index,
@@ -1059,23 +1077,33 @@ impl Driver {
     }
 
     fn maybe_snapshot(&mut self) {
+        if self.own_snapshot.is_some() {
+            return;
+        }
         let entries = self.raw.store().len() as u64;
         if entries >= self.config.snapshot_entries
             || self.log_bytes_since_snapshot >= self.config.snapshot_log_bytes
         {
-            if let Err(e) = self.take_snapshot() {
-                tracing::error!(error = %e, "snapshot failed; stopping");
-                std::process::exit(70);
-            }
+            self.take_snapshot(None);
         }
     }
 
-    /// Snapshots the applied state, then compacts the in-memory log and the
-    /// WAL behind it. The file is durable before anything is compacted.
-    fn take_snapshot(&mut self) -> Result<u64, StorageError> {
+    /// Snapshots the applied state and hands the file to the WAL thread; the
+    /// in-memory log and the WAL behind it are compacted once the file is
+    /// durable ([`Driver::snapshot_saved`]). `waiter` (RAFT.SNAPSHOT) gets
+    /// the index then; without one the snapshot is automatic.
+    fn take_snapshot(&mut self, waiter: Option<oneshot::Sender<Result<u64, NodeError>>>) {
+        if let Some(own) = &mut self.own_snapshot {
+            // One is being saved already: it answers this caller too.
+            own.waiters.extend(waiter);
+            return;
+        }
         let index = self.state.applied_index();
         if index <= self.raw.store().snapshot_index() {
-            return Ok(self.raw.store().snapshot_index());
+            if let Some(waiter) = waiter {
+                let _ = waiter.send(Ok(self.raw.store().snapshot_index()));
+            }
+            return;
         }
         let term = self
             .raw
@@ -1091,24 +1119,69 @@ impl Driver {
         meta.index = index;
         meta.term = term;
         meta.set_conf_state(self.conf_state.clone());
-        let bytes = snap.data.len();
-        self.snaps.save(&snap)?;
-        self.raw.mut_store().compact_to(snap);
         self.submit(WalJob {
             number: self.last_submitted,
+            snapshot: Some(snap.clone()),
             records: vec![Record::SnapshotMark { index, term }],
             compact_upto: Some(index),
         });
         self.log_bytes_since_snapshot = 0;
-        self.status.snapshots_taken.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(
-            index,
-            term,
-            bytes,
-            took_ms = started.elapsed().as_millis() as u64,
-            "snapshot taken"
-        );
-        Ok(index)
+        self.own_snapshot = Some(OwnSnapshot {
+            snapshot: snap,
+            started,
+            automatic: waiter.is_none(),
+            waiters: waiter.into_iter().collect(),
+        });
+    }
+
+    /// The WAL thread saved (or failed to save) the snapshot file at
+    /// (index, term).
+    fn snapshot_saved(&mut self, index: u64, term: u64, result: Result<(), StorageError>) {
+        let ours = self.own_snapshot.as_ref().is_some_and(|own| {
+            let meta = own.snapshot.get_metadata();
+            meta.index == index && meta.term == term
+        });
+        if !ours {
+            // A leader's snapshot this node installed.
+            if let Err(e) = result {
+                tracing::error!(error = %e, index, "cannot save the leader's snapshot; stopping");
+                std::process::exit(70);
+            }
+            return;
+        }
+        let own = self.own_snapshot.take().expect("checked above");
+        match result {
+            Ok(()) => {
+                let bytes = own.snapshot.data.len();
+                self.raw.mut_store().compact_to(own.snapshot);
+                self.status.snapshots_taken.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    index,
+                    term,
+                    bytes,
+                    took_ms = own.started.elapsed().as_millis() as u64,
+                    "snapshot taken"
+                );
+                for waiter in own.waiters {
+                    let _ = waiter.send(Ok(index));
+                }
+            }
+            Err(e) if own.automatic => {
+                tracing::error!(error = %e, "snapshot failed; stopping");
+                std::process::exit(70);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, index, "snapshot failed");
+                let text = e.to_string();
+                let mut error = Some(NodeError::Storage(e));
+                for waiter in own.waiters {
+                    let e = error
+                        .take()
+                        .unwrap_or_else(|| NodeError::Rejected(text.clone()));
+                    let _ = waiter.send(Err(e));
+                }
+            }
+        }
     }
 
     fn info(&self) -> RaftInfo {

@@ -18,7 +18,9 @@ use super::driver::Driver;
 use super::log_store::LogStore;
 use super::{Answer, NodeError, NodeStatus, ReadMode};
 use crate::state::{Op, Query, State};
-use crate::storage::{SnapshotStore, StorageError, Wal, WalOptions, WalStats, WalWriter};
+use crate::storage::{
+    Persisted, SnapshotStore, StorageError, Wal, WalOptions, WalStats, WalWriter,
+};
 use crate::transport::{Inbound, Transport};
 
 #[derive(Clone, Debug)]
@@ -95,7 +97,7 @@ pub(crate) enum Inbox {
     RelayedAnswer { id: u64, body: Bytes },
     Unreachable(u64),
     SnapshotSent { peer: u64, delivered: bool },
-    Persisted(Result<u64, StorageError>),
+    Persisted(Result<Persisted, StorageError>),
     Snapshot(oneshot::Sender<Result<u64, NodeError>>),
     Info(oneshot::Sender<RaftInfo>),
     Shutdown,
@@ -304,6 +306,7 @@ pub fn start(
     let persisted_tx = inbox_tx.clone();
     let writer = WalWriter::spawn(
         wal,
+        Some(snaps),
         wal_stats.clone(),
         Box::new(move |result| {
             let _ = persisted_tx.send(Inbox::Persisted(result));
@@ -315,7 +318,6 @@ pub fn start(
         state,
         inbox_rx,
         writer,
-        snaps,
         transport,
         status.clone(),
         conf_state,
