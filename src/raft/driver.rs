@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,6 +13,7 @@ use raft::eraftpb::{
     Message, Snapshot,
 };
 use raft::{RawNode, ReadState, SnapshotStatus, StateRole};
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::oneshot;
 
 use super::cluster::{self, AdminOp, PeerProgress, RaftInfo, Relayed, RelayedAnswer};
@@ -111,7 +111,7 @@ struct Transfer {
 pub(crate) struct Driver {
     raw: RawNode<LogStore>,
     state: State,
-    inbox: Receiver<Inbox>,
+    inbox: UnboundedReceiver<Inbox>,
     /// Taken on shutdown to flush and join.
     wal: Option<WalWriter>,
     transport: Box<dyn Transport>,
@@ -152,7 +152,7 @@ impl Driver {
     pub(crate) fn new(
         raw: RawNode<LogStore>,
         state: State,
-        inbox: Receiver<Inbox>,
+        inbox: UnboundedReceiver<Inbox>,
         wal: WalWriter,
         transport: Box<dyn Transport>,
         status: Arc<NodeStatus>,
@@ -192,13 +192,22 @@ impl Driver {
         driver
     }
 
-    pub(crate) fn run(mut self) {
+    /// The loop, as a task on the runtime that also serves the clients.
+    /// Every turn handles what the inbox holds: the requests of every client
+    /// task that ran since the last turn, so they make one batch, handed over
+    /// without waking another thread. The loop never blocks: fsyncs happen on
+    /// the WAL thread.
+    pub(crate) async fn run(mut self) {
+        let tick = tokio::time::sleep_until(self.next_tick.into());
+        tokio::pin!(tick);
         loop {
-            let timeout = self.next_tick.saturating_duration_since(Instant::now());
-            let first = match self.inbox.recv_timeout(timeout) {
-                Ok(msg) => Some(msg),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => break,
+            let first = tokio::select! {
+                biased;
+                msg = self.inbox.recv() => match msg {
+                    Some(msg) => Some(msg),
+                    None => break,
+                },
+                () = &mut tick => None,
             };
             let mut stop = false;
             if let Some(msg) = first {
@@ -214,6 +223,7 @@ impl Driver {
             if now >= self.next_tick {
                 self.raw.tick();
                 self.next_tick = now + self.config.tick;
+                tick.as_mut().reset(self.next_tick.into());
                 self.on_tick(now);
             }
             self.maybe_propose_expiry(now);
@@ -222,7 +232,7 @@ impl Driver {
             self.handle_ready();
             self.publish_status();
         }
-        self.stop();
+        self.stop().await;
     }
 
     /// Handles one inbox message; true means stop.
@@ -1289,13 +1299,18 @@ impl Driver {
 
     /// Shutdown: finish what is already proposed as far as one more round of
     /// persistence allows, answer the rest, flush the WAL.
-    fn stop(&mut self) {
+    async fn stop(&mut self) {
         self.flush_proposals();
         self.handle_ready();
         self.fail_everything(|| NodeError::ShuttingDown);
         if let Some(wal) = self.wal.take() {
-            if let Err(e) = wal.shutdown() {
-                tracing::error!(error = %e, "WAL flush at shutdown failed");
+            // Joining the WAL thread waits for its last fsync: not on the
+            // runtime's thread.
+            let flushed = tokio::task::spawn_blocking(move || wal.shutdown()).await;
+            match flushed {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "WAL flush at shutdown failed"),
+                Err(e) => tracing::error!(error = %e, "WAL flush at shutdown failed"),
             }
         }
         tracing::info!(applied = self.state.applied_index(), "raft driver stopped");
