@@ -386,15 +386,20 @@ impl Driver {
     }
 
     fn accept_read(&mut self, query: Query, mode: ReadMode, reply: Responder) {
-        match mode {
-            ReadMode::Stale => {
+        if mode == ReadMode::Stale {
+            let answer = Ok(self.state.read(&query, now_ms()));
+            self.respond(reply, answer);
+            return;
+        }
+        if self.reads_without_round(mode) {
+            // Writes queued before this read must be in the log first, and
+            // applied before it is served.
+            self.flush_proposals();
+            let min_index = self.raw.raft.raft_log.last_index();
+            if min_index <= self.state.applied_index() {
                 let answer = Ok(self.state.read(&query, now_ms()));
                 self.respond(reply, answer);
-                return;
-            }
-            ReadMode::Lease if self.is_leader() && self.raw.raft.commit_to_current_term() => {
-                self.flush_proposals();
-                let min_index = self.raw.raft.raft_log.last_index();
+            } else {
                 let read = PendingRead {
                     query,
                     min_index,
@@ -402,10 +407,8 @@ impl Driver {
                     reply,
                 };
                 self.readable.push((min_index, read));
-                self.serve_reads();
-                return;
             }
-            _ => {}
+            return;
         }
         if self.leader().is_none() {
             let deadline = after(self.config.request_timeout);
@@ -422,6 +425,24 @@ impl Driver {
             deadline: after(self.config.request_timeout),
             reply,
         });
+    }
+
+    /// True when this node may serve a read of `mode` from its own state,
+    /// once it has applied everything proposed before the read, without a
+    /// ReadIndex round: as leader that has committed in its term, under a
+    /// lease, or - linearizable - when it is the only voter. A single voter's
+    /// commit index is the cluster's (no other node can commit or lead
+    /// without a configuration change it would apply first), which is why
+    /// raft-rs answers such a ReadIndex at once with it; answering here saves
+    /// the Ready round trip. Clusters keep the ReadIndex round.
+    fn reads_without_round(&self, mode: ReadMode) -> bool {
+        let raft = &self.raw.raft;
+        let confirmed = self.is_leader() && raft.commit_to_current_term();
+        match mode {
+            ReadMode::Stale => true,
+            ReadMode::Lease => confirmed,
+            ReadMode::Linearizable => confirmed && raft.prs().is_singleton(),
+        }
     }
 
     fn reject(&mut self, responder: Responder, text: impl Into<String>) {
