@@ -222,7 +222,9 @@ impl SeededRng {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
     String(Bytes),
-    Hash(ScanMap<Bytes>),
+    /// Boxed: a hash is rarer than a string, and this keeps every entry (and
+    /// so every bucket of the keyspace's hash table) small.
+    Hash(Box<ScanMap<Bytes>>),
 }
 
 impl Value {
