@@ -11,6 +11,8 @@
 #   BENCH_CLIENTS            parallel connections (default 50)
 #   BENCH_TIMEOUT            seconds allowed for one redis-benchmark call (default 900)
 #   BENCH_OUT                also write the report (markdown) to this file
+#   BENCH_CONCORD            benchmark this concord binary instead of building one
+#                            (to compare builds; the report names it instead of a commit)
 #   TMPDIR                   where the servers' data directories go (the disk fsync hits)
 #
 # Three servers run side by side for the whole benchmark:
@@ -54,14 +56,19 @@ if ! command -v redis-benchmark >/dev/null || ! command -v redis-server >/dev/nu
 fi
 command -v python3 >/dev/null || die "python3 is required"
 
-COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-# The binary is built from the work tree: say so if it differs from HEAD.
-if [[ -n "$(git status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ]]; then
-    COMMIT="$COMMIT+dirty"
+if [[ -n "${BENCH_CONCORD:-}" ]]; then
+    CONCORD=$(realpath "$BENCH_CONCORD")
+    COMMIT="binary $CONCORD"
+else
+    COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+    # The binary is built from the work tree: say so if it differs from HEAD.
+    if [[ -n "$(git status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ]]; then
+        COMMIT="$COMMIT+dirty"
+    fi
+    log "building target/release/concord"
+    cargo build --release --bin concord
+    CONCORD=$ROOT/target/release/concord
 fi
-log "building target/release/concord"
-cargo build --release --bin concord
-CONCORD=$ROOT/target/release/concord
 [[ -x "$CONCORD" ]] || die "$CONCORD was not built"
 
 # --- 2. scratch space, cleanup -----------------------------------------------

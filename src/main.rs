@@ -55,7 +55,9 @@ fn main() -> ExitCode {
                 Err(e) => return fail(&e),
             };
             init_logging(&config);
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
+            // One thread for the clients, the peer links and the raft driver
+            // (see raft::start); the WAL thread fsyncs beside it.
+            let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .thread_name("concord-io")
                 .build()
@@ -169,10 +171,7 @@ async fn serve(config: Config) -> Result<(), ServeError> {
         tokio::spawn(server::serve_admin(admin, shared.clone(), stop_rx.clone()));
     }
     let server = tokio::spawn(server::serve(listener, shared, stop_rx));
-    let driver = {
-        let node = node.clone();
-        tokio::task::spawn_blocking(move || node.join())
-    };
+    let driver = node.join();
     let outcome = tokio::select! {
         _ = shutdown_signal() => {
             tracing::info!("shutting down: no new connections, finishing replies in flight");
@@ -182,9 +181,7 @@ async fn serve(config: Config) -> Result<(), ServeError> {
     };
     let _ = stop_tx.send(true);
     let _ = server.await;
-    tokio::task::spawn_blocking(move || node.shutdown())
-        .await
-        .expect("shutdown task");
+    node.shutdown().await;
     tracing::info!("bye");
     outcome
 }

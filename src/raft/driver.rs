@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,6 +13,8 @@ use raft::eraftpb::{
     Message, Snapshot,
 };
 use raft::{RawNode, ReadState, SnapshotStatus, StateRole};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::oneshot;
 
 use super::cluster::{self, AdminOp, PeerProgress, RaftInfo, Relayed, RelayedAnswer};
 use super::log_store::LogStore;
@@ -21,7 +22,7 @@ use super::node::{after, now_ms, Inbox, NodeConfig, Responder};
 use super::payload;
 use super::{Answer, NodeError, NodeStatus, ReadMode, Role};
 use crate::state::{Op, Query, State};
-use crate::storage::{Record, SnapshotStore, StorageError, WalJob, WalWriter};
+use crate::storage::{Persisted, Record, StorageError, WalJob, WalWriter};
 use crate::transport::Transport;
 
 /// A write waiting for its entry to be applied.
@@ -93,6 +94,17 @@ struct MemberChange {
     deadline: Instant,
 }
 
+/// A snapshot of our own state that the WAL thread is saving. The log is
+/// compacted behind it only once its file is durable.
+struct OwnSnapshot {
+    snapshot: Snapshot,
+    started: Instant,
+    /// Taken because the log grew: failing to save it stops the node.
+    automatic: bool,
+    /// RAFT.SNAPSHOT callers, answered with its index once it is saved.
+    waiters: Vec<oneshot::Sender<Result<u64, NodeError>>>,
+}
+
 struct Transfer {
     target: u64,
     responder: Responder,
@@ -102,10 +114,9 @@ struct Transfer {
 pub(crate) struct Driver {
     raw: RawNode<LogStore>,
     state: State,
-    inbox: Receiver<Inbox>,
+    inbox: UnboundedReceiver<Inbox>,
     /// Taken on shutdown to flush and join.
     wal: Option<WalWriter>,
-    snaps: SnapshotStore,
     transport: Box<dyn Transport>,
     status: Arc<NodeStatus>,
     config: NodeConfig,
@@ -135,6 +146,7 @@ pub(crate) struct Driver {
 
     conf_state: ConfState,
     log_bytes_since_snapshot: u64,
+    own_snapshot: Option<OwnSnapshot>,
     next_tick: Instant,
 }
 
@@ -143,9 +155,8 @@ impl Driver {
     pub(crate) fn new(
         raw: RawNode<LogStore>,
         state: State,
-        inbox: Receiver<Inbox>,
+        inbox: UnboundedReceiver<Inbox>,
         wal: WalWriter,
-        snaps: SnapshotStore,
         transport: Box<dyn Transport>,
         status: Arc<NodeStatus>,
         conf_state: ConfState,
@@ -156,7 +167,6 @@ impl Driver {
             state,
             inbox,
             wal: Some(wal),
-            snaps,
             transport,
             status,
             batch: Vec::new(),
@@ -177,6 +187,7 @@ impl Driver {
             transfer: None,
             conf_state,
             log_bytes_since_snapshot: 0,
+            own_snapshot: None,
             next_tick: Instant::now() + config.tick,
             config,
         };
@@ -184,13 +195,22 @@ impl Driver {
         driver
     }
 
-    pub(crate) fn run(mut self) {
+    /// The loop, as a task on the runtime that also serves the clients.
+    /// Every turn handles what the inbox holds: the requests of every client
+    /// task that ran since the last turn, so they make one batch, handed over
+    /// without waking another thread. The loop never blocks: fsyncs happen on
+    /// the WAL thread.
+    pub(crate) async fn run(mut self) {
+        let tick = tokio::time::sleep_until(self.next_tick.into());
+        tokio::pin!(tick);
         loop {
-            let timeout = self.next_tick.saturating_duration_since(Instant::now());
-            let first = match self.inbox.recv_timeout(timeout) {
-                Ok(msg) => Some(msg),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => break,
+            let first = tokio::select! {
+                biased;
+                msg = self.inbox.recv() => match msg {
+                    Some(msg) => Some(msg),
+                    None => break,
+                },
+                () = &mut tick => None,
             };
             let mut stop = false;
             if let Some(msg) = first {
@@ -206,6 +226,7 @@ impl Driver {
             if now >= self.next_tick {
                 self.raw.tick();
                 self.next_tick = now + self.config.tick;
+                tick.as_mut().reset(self.next_tick.into());
                 self.on_tick(now);
             }
             self.maybe_propose_expiry(now);
@@ -214,7 +235,7 @@ impl Driver {
             self.handle_ready();
             self.publish_status();
         }
-        self.stop();
+        self.stop().await;
     }
 
     /// Handles one inbox message; true means stop.
@@ -243,7 +264,7 @@ impl Driver {
                 };
                 self.raw.report_snapshot(peer, status);
             }
-            Inbox::Persisted(Ok(number)) => self.on_persisted(number),
+            Inbox::Persisted(Ok(persisted)) => self.on_persisted(persisted),
             Inbox::Persisted(Err(e)) => {
                 // A failed fsync cannot be retried safely: the page cache may
                 // have dropped the dirty pages. Stop serving.
@@ -251,9 +272,7 @@ impl Driver {
                 self.fail_everything(|| NodeError::ShuttingDown);
                 std::process::exit(70);
             }
-            Inbox::Snapshot(reply) => {
-                let _ = reply.send(self.take_snapshot().map_err(NodeError::from));
-            }
+            Inbox::Snapshot(reply) => self.take_snapshot(Some(reply)),
             Inbox::Info(reply) => {
                 let _ = reply.send(self.info());
             }
@@ -370,15 +389,20 @@ impl Driver {
     }
 
     fn accept_read(&mut self, query: Query, mode: ReadMode, reply: Responder) {
-        match mode {
-            ReadMode::Stale => {
+        if mode == ReadMode::Stale {
+            let answer = Ok(self.state.read(&query, now_ms()));
+            self.respond(reply, answer);
+            return;
+        }
+        if self.reads_without_round(mode) {
+            // Writes queued before this read must be in the log first, and
+            // applied before it is served.
+            self.flush_proposals();
+            let min_index = self.raw.raft.raft_log.last_index();
+            if min_index <= self.state.applied_index() {
                 let answer = Ok(self.state.read(&query, now_ms()));
                 self.respond(reply, answer);
-                return;
-            }
-            ReadMode::Lease if self.is_leader() && self.raw.raft.commit_to_current_term() => {
-                self.flush_proposals();
-                let min_index = self.raw.raft.raft_log.last_index();
+            } else {
                 let read = PendingRead {
                     query,
                     min_index,
@@ -386,10 +410,8 @@ impl Driver {
                     reply,
                 };
                 self.readable.push((min_index, read));
-                self.serve_reads();
-                return;
             }
-            _ => {}
+            return;
         }
         if self.leader().is_none() {
             let deadline = after(self.config.request_timeout);
@@ -406,6 +428,24 @@ impl Driver {
             deadline: after(self.config.request_timeout),
             reply,
         });
+    }
+
+    /// True when this node may serve a read of `mode` from its own state,
+    /// once it has applied everything proposed before the read, without a
+    /// ReadIndex round: as leader that has committed in its term, under a
+    /// lease, or - linearizable - when it is the only voter. A single voter's
+    /// commit index is the cluster's (no other node can commit or lead
+    /// without a configuration change it would apply first), which is why
+    /// raft-rs answers such a ReadIndex at once with it; answering here saves
+    /// the Ready round trip. Clusters keep the ReadIndex round.
+    fn reads_without_round(&self, mode: ReadMode) -> bool {
+        let raft = &self.raw.raft;
+        let confirmed = self.is_leader() && raft.commit_to_current_term();
+        match mode {
+            ReadMode::Stale => true,
+            ReadMode::Lease => confirmed,
+            ReadMode::Linearizable => confirmed && raft.prs().is_singleton(),
+        }
     }
 
     fn reject(&mut self, responder: Responder, text: impl Into<String>) {
@@ -802,6 +842,7 @@ impl Driver {
             let number = rd.number();
             self.submit(WalJob {
                 number,
+                snapshot: None,
                 records,
                 compact_upto: None,
             });
@@ -819,8 +860,12 @@ impl Driver {
         }
     }
 
-    fn on_persisted(&mut self, number: u64) {
+    fn on_persisted(&mut self, persisted: Persisted) {
+        let number = persisted.number;
         self.raw.on_persist_ready(number);
+        for (index, term, result) in persisted.snapshots {
+            self.snapshot_saved(index, term, result);
+        }
         while let Some((n, _)) = self.persisted_messages.front() {
             if *n > number {
                 break;
@@ -1015,11 +1060,14 @@ impl Driver {
         }
     }
 
+    /// Installs a leader's snapshot. Its file is saved by the WAL thread
+    /// ahead of this Ready's own persistence, so raft learns it is persisted
+    /// (and the follower answers the leader) only once the file is durable.
     fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), NodeError> {
         let meta = snapshot.get_metadata().clone();
         let state = State::decode_snapshot(&snapshot.data)
             .map_err(|e| NodeError::Recovery(format!("leader snapshot at {}: {e}", meta.index)))?;
-        self.snaps.save(&snapshot)?;
+        let file = snapshot.clone();
         self.state = state;
         self.state.observe(meta.index, 0);
         self.conf_state = meta.get_conf_state().clone();
@@ -1052,6 +1100,7 @@ impl Driver {
         let hs = self.raw.store().hard_state().clone();
         self.submit(WalJob {
             number: self.last_submitted,
+            snapshot: Some(file),
             records: vec![
                 Record::SnapshotMark {
                     index: meta.index,
@@ -1072,23 +1121,33 @@ impl Driver {
     }
 
     fn maybe_snapshot(&mut self) {
+        if self.own_snapshot.is_some() {
+            return;
+        }
         let entries = self.raw.store().len() as u64;
         if entries >= self.config.snapshot_entries
             || self.log_bytes_since_snapshot >= self.config.snapshot_log_bytes
         {
-            if let Err(e) = self.take_snapshot() {
-                tracing::error!(error = %e, "snapshot failed; stopping");
-                std::process::exit(70);
-            }
+            self.take_snapshot(None);
         }
     }
 
-    /// Snapshots the applied state, then compacts the in-memory log and the
-    /// WAL behind it. The file is durable before anything is compacted.
-    fn take_snapshot(&mut self) -> Result<u64, StorageError> {
+    /// Snapshots the applied state and hands the file to the WAL thread; the
+    /// in-memory log and the WAL behind it are compacted once the file is
+    /// durable ([`Driver::snapshot_saved`]). `waiter` (RAFT.SNAPSHOT) gets
+    /// the index then; without one the snapshot is automatic.
+    fn take_snapshot(&mut self, waiter: Option<oneshot::Sender<Result<u64, NodeError>>>) {
+        if let Some(own) = &mut self.own_snapshot {
+            // One is being saved already: it answers this caller too.
+            own.waiters.extend(waiter);
+            return;
+        }
         let index = self.state.applied_index();
         if index <= self.raw.store().snapshot_index() {
-            return Ok(self.raw.store().snapshot_index());
+            if let Some(waiter) = waiter {
+                let _ = waiter.send(Ok(self.raw.store().snapshot_index()));
+            }
+            return;
         }
         let term = self
             .raw
@@ -1104,24 +1163,69 @@ impl Driver {
         meta.index = index;
         meta.term = term;
         meta.set_conf_state(self.conf_state.clone());
-        let bytes = snap.data.len();
-        self.snaps.save(&snap)?;
-        self.raw.mut_store().compact_to(snap);
         self.submit(WalJob {
             number: self.last_submitted,
+            snapshot: Some(snap.clone()),
             records: vec![Record::SnapshotMark { index, term }],
             compact_upto: Some(index),
         });
         self.log_bytes_since_snapshot = 0;
-        self.status.snapshots_taken.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(
-            index,
-            term,
-            bytes,
-            took_ms = started.elapsed().as_millis() as u64,
-            "snapshot taken"
-        );
-        Ok(index)
+        self.own_snapshot = Some(OwnSnapshot {
+            snapshot: snap,
+            started,
+            automatic: waiter.is_none(),
+            waiters: waiter.into_iter().collect(),
+        });
+    }
+
+    /// The WAL thread saved (or failed to save) the snapshot file at
+    /// (index, term).
+    fn snapshot_saved(&mut self, index: u64, term: u64, result: Result<(), StorageError>) {
+        let ours = self.own_snapshot.as_ref().is_some_and(|own| {
+            let meta = own.snapshot.get_metadata();
+            meta.index == index && meta.term == term
+        });
+        if !ours {
+            // A leader's snapshot this node installed.
+            if let Err(e) = result {
+                tracing::error!(error = %e, index, "cannot save the leader's snapshot; stopping");
+                std::process::exit(70);
+            }
+            return;
+        }
+        let own = self.own_snapshot.take().expect("checked above");
+        match result {
+            Ok(()) => {
+                let bytes = own.snapshot.data.len();
+                self.raw.mut_store().compact_to(own.snapshot);
+                self.status.snapshots_taken.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    index,
+                    term,
+                    bytes,
+                    took_ms = own.started.elapsed().as_millis() as u64,
+                    "snapshot taken"
+                );
+                for waiter in own.waiters {
+                    let _ = waiter.send(Ok(index));
+                }
+            }
+            Err(e) if own.automatic => {
+                tracing::error!(error = %e, "snapshot failed; stopping");
+                std::process::exit(70);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, index, "snapshot failed");
+                let text = e.to_string();
+                let mut error = Some(NodeError::Storage(e));
+                for waiter in own.waiters {
+                    let e = error
+                        .take()
+                        .unwrap_or_else(|| NodeError::Rejected(text.clone()));
+                    let _ = waiter.send(Err(e));
+                }
+            }
+        }
     }
 
     fn info(&self) -> RaftInfo {
@@ -1229,13 +1333,18 @@ impl Driver {
 
     /// Shutdown: finish what is already proposed as far as one more round of
     /// persistence allows, answer the rest, flush the WAL.
-    fn stop(&mut self) {
+    async fn stop(&mut self) {
         self.flush_proposals();
         self.handle_ready();
         self.fail_everything(|| NodeError::ShuttingDown);
         if let Some(wal) = self.wal.take() {
-            if let Err(e) = wal.shutdown() {
-                tracing::error!(error = %e, "WAL flush at shutdown failed");
+            // Joining the WAL thread waits for its last fsync: not on the
+            // runtime's thread.
+            let flushed = tokio::task::spawn_blocking(move || wal.shutdown()).await;
+            match flushed {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "WAL flush at shutdown failed"),
+                Err(e) => tracing::error!(error = %e, "WAL flush at shutdown failed"),
             }
         }
         tracing::info!(applied = self.state.applied_index(), "raft driver stopped");

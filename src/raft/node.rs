@@ -3,22 +3,23 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use raft::eraftpb::{Message, Snapshot};
 use raft::RawNode;
-use tokio::sync::oneshot;
+use tokio::sync::mpsc::{self, UnboundedSender};
+use tokio::sync::{oneshot, watch};
 
 use super::cluster::{AdminOp, RaftInfo};
 use super::driver::Driver;
 use super::log_store::LogStore;
 use super::{Answer, NodeError, NodeStatus, ReadMode};
 use crate::state::{Op, Query, State};
-use crate::storage::{SnapshotStore, StorageError, Wal, WalOptions, WalStats, WalWriter};
+use crate::storage::{
+    Persisted, SnapshotStore, StorageError, Wal, WalOptions, WalStats, WalWriter,
+};
 use crate::transport::{Inbound, Transport};
 
 #[derive(Clone, Debug)]
@@ -95,7 +96,7 @@ pub(crate) enum Inbox {
     RelayedAnswer { id: u64, body: Bytes },
     Unreachable(u64),
     SnapshotSent { peer: u64, delivered: bool },
-    Persisted(Result<u64, StorageError>),
+    Persisted(Result<Persisted, StorageError>),
     Snapshot(oneshot::Sender<Result<u64, NodeError>>),
     Info(oneshot::Sender<RaftInfo>),
     Shutdown,
@@ -104,9 +105,10 @@ pub(crate) enum Inbox {
 /// The client side of a running node: cheap to clone, safe from any thread.
 #[derive(Clone)]
 pub struct NodeHandle {
-    inbox: Sender<Inbox>,
+    inbox: UnboundedSender<Inbox>,
     status: Arc<NodeStatus>,
-    thread: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
+    /// Closed (its sender dropped) when the driver task ends, however it ends.
+    running: watch::Receiver<()>,
 }
 
 /// Resolves to the answer, or to ShuttingDown if the driver is gone.
@@ -155,27 +157,22 @@ impl NodeHandle {
     }
 
     /// Stops the driver after everything already submitted was handled and
-    /// the WAL was flushed; blocks until the thread has exited.
-    pub fn shutdown(&self) {
+    /// the WAL was flushed; resolves once the driver has exited.
+    pub async fn shutdown(&self) {
         let _ = self.inbox.send(Inbox::Shutdown);
-        self.join();
+        self.join().await;
     }
 
-    /// Waits for the driver thread to exit (on shutdown or a fatal error).
-    pub fn join(&self) {
-        let handle = self.thread.lock().expect("join lock").take();
-        if let Some(handle) = handle {
-            let _ = handle.join();
-        }
+    /// Resolves once the driver has exited (on shutdown or a fatal error).
+    pub async fn join(&self) {
+        let mut running = self.running.clone();
+        // Nothing is ever sent: this returns when the driver drops the sender.
+        while running.changed().await.is_ok() {}
     }
 
-    /// True while the driver thread runs.
+    /// True while the driver runs.
     pub fn is_running(&self) -> bool {
-        self.thread
-            .lock()
-            .expect("join lock")
-            .as_ref()
-            .is_some_and(|h| !h.is_finished())
+        self.running.has_changed().is_ok()
     }
 }
 
@@ -208,7 +205,14 @@ pub fn now_ms() -> u64 {
 }
 
 /// Opens (or creates) the node's data directory, recovers the state, and
-/// starts the driver and WAL threads.
+/// starts the WAL thread and the driver.
+///
+/// The driver is a task on the tokio runtime this is called from, and must
+/// be called from within one (it panics otherwise). The server runs it on the
+/// current-thread runtime that also runs the client connections: requests
+/// and answers then pass between tasks of one thread, without waking
+/// another. The driver never blocks that thread: fsyncs (WAL and snapshot
+/// files) happen on the WAL thread.
 pub fn start(
     config: NodeConfig,
     mut transport: Box<dyn Transport>,
@@ -299,11 +303,12 @@ pub fn start(
         raw.campaign()?;
     }
 
-    let (inbox_tx, inbox_rx) = mpsc::channel();
+    let (inbox_tx, inbox_rx) = mpsc::unbounded_channel();
     let wal_stats = Arc::new(WalStats::default());
     let persisted_tx = inbox_tx.clone();
     let writer = WalWriter::spawn(
         wal,
+        Some(snaps),
         wal_stats.clone(),
         Box::new(move |result| {
             let _ = persisted_tx.send(Inbox::Persisted(result));
@@ -315,23 +320,20 @@ pub fn start(
         state,
         inbox_rx,
         writer,
-        snaps,
         transport,
         status.clone(),
         conf_state,
         config,
     );
-    let thread = std::thread::Builder::new()
-        .name("concord-raft".into())
-        .spawn(move || driver.run())
-        .map_err(|e| StorageError::Io {
-            context: "spawning the raft thread".into(),
-            source: e,
-        })?;
+    let (stopped, running) = watch::channel(());
+    tokio::spawn(async move {
+        driver.run().await;
+        drop(stopped);
+    });
     Ok(NodeHandle {
         inbox: inbox_tx,
         status,
-        thread: Arc::new(std::sync::Mutex::new(Some(thread))),
+        running,
     })
 }
 

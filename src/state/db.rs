@@ -6,12 +6,13 @@
 //! and deletes between calls (every key present for the whole scan is returned
 //! at least once, as Redis promises) and the cursor is meaningful on every
 //! replica. The hash is our own (not `std`'s unspecified SipHash) so it never
-//! changes between builds.
+//! changes between builds. Point lookups do not walk that order: they use a
+//! hash table beside it (see [`ScanMap`]).
 //!
 //! Deadlines live twice: on the entry, and in an index ordered by time that
 //! lets the leader find expired keys without a scan of the keyspace.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{hash_map, BTreeSet, HashMap};
 
 use bytes::Bytes;
 
@@ -80,9 +81,16 @@ fn mix(mut z: u64) -> u64 {
 
 /// A map whose iteration order is the scan order: used for the keyspace and for
 /// the fields of a hash, so SCAN and HSCAN share one cursor scheme.
-#[derive(Clone, Debug, PartialEq)]
+///
+/// Point lookups go through a hash table (keyed SipHash, so clients cannot
+/// aim keys at one bucket); the scan order is kept beside it as an ordered
+/// set of `(stable hash, key)`. A lookup is one hash probe instead of a walk
+/// down a B-tree of 100k keys, which was the largest single cost of a GET.
+/// Keys are `Bytes`, so the second copy of each is a reference count.
+#[derive(Clone, PartialEq)]
 pub struct ScanMap<V> {
-    map: BTreeMap<ScanKey, V>,
+    values: HashMap<Bytes, V>,
+    order: BTreeSet<ScanKey>,
 }
 
 impl<V> Default for ScanMap<V> {
@@ -91,57 +99,82 @@ impl<V> Default for ScanMap<V> {
     }
 }
 
+impl<V: std::fmt::Debug> std::fmt::Debug for ScanMap<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
 impl<V> ScanMap<V> {
     pub fn new() -> Self {
         ScanMap {
-            map: BTreeMap::new(),
+            values: HashMap::new(),
+            order: BTreeSet::new(),
         }
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.values.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.values.is_empty()
     }
 
     pub fn get(&self, key: &Bytes) -> Option<&V> {
-        self.map.get(&ScanKey::new(key.clone()))
+        self.values.get(key)
     }
 
     pub fn get_mut(&mut self, key: &Bytes) -> Option<&mut V> {
-        self.map.get_mut(&ScanKey::new(key.clone()))
+        self.values.get_mut(key)
     }
 
     pub fn contains(&self, key: &Bytes) -> bool {
-        self.get(key).is_some()
+        self.values.contains_key(key)
     }
 
     /// Inserts or replaces; returns the previous value.
     pub fn insert(&mut self, key: Bytes, value: V) -> Option<V> {
-        self.map.insert(ScanKey::new(key), value)
+        match self.values.entry(key) {
+            hash_map::Entry::Occupied(mut slot) => Some(slot.insert(value)),
+            hash_map::Entry::Vacant(slot) => {
+                self.order.insert(ScanKey::new(slot.key().clone()));
+                slot.insert(value);
+                None
+            }
+        }
     }
 
     pub fn remove(&mut self, key: &Bytes) -> Option<V> {
-        self.map.remove(&ScanKey::new(key.clone()))
+        let value = self.values.remove(key)?;
+        self.order.remove(&ScanKey::new(key.clone()));
+        Some(value)
+    }
+
+    /// The entry of a key taken from `order`.
+    fn entry<'a>(&'a self, key: &'a ScanKey) -> (&'a Bytes, &'a V) {
+        let value = self
+            .values
+            .get(&key.bytes)
+            .expect("every key in the scan order has a value");
+        (&key.bytes, value)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&Bytes, &V)> {
-        self.map.iter().map(|(k, v)| (&k.bytes, v))
+        self.order.iter().map(|k| self.entry(k))
     }
 
     pub fn keys(&self) -> impl Iterator<Item = &Bytes> {
-        self.map.keys().map(|k| &k.bytes)
+        self.order.iter().map(|k| &k.bytes)
     }
 
     pub fn values(&self) -> impl Iterator<Item = &V> {
-        self.map.values()
+        self.iter().map(|(_, v)| v)
     }
 
     /// The entry at position `n` in scan order (used for random picks; O(n)).
     pub fn nth(&self, n: usize) -> Option<(&Bytes, &V)> {
-        self.map.iter().nth(n).map(|(k, v)| (&k.bytes, v))
+        self.order.iter().nth(n).map(|k| self.entry(k))
     }
 
     /// Visits at least `count` entries (fewer only at the end) starting at
@@ -152,12 +185,12 @@ impl<V> ScanMap<V> {
         let count = count.max(1);
         let mut out = Vec::with_capacity(count.min(1024));
         let mut last_hash = None;
-        for (k, v) in self.map.range(ScanKey::first_with_hash(cursor)..) {
+        for k in self.order.range(ScanKey::first_with_hash(cursor)..) {
             if out.len() >= count && last_hash != Some(k.hash) {
                 return (out, k.hash);
             }
             last_hash = Some(k.hash);
-            out.push((&k.bytes, v));
+            out.push(self.entry(k));
         }
         (out, 0)
     }
@@ -189,7 +222,9 @@ impl SeededRng {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
     String(Bytes),
-    Hash(ScanMap<Bytes>),
+    /// Boxed: a hash is rarer than a string, and this keeps every entry (and
+    /// so every bucket of the keyspace's hash table) small.
+    Hash(Box<ScanMap<Bytes>>),
 }
 
 impl Value {

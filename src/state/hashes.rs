@@ -122,7 +122,7 @@ fn with_hash<R>(
         Some(_) => return Err(StateError::WrongType),
         None if create => {
             db.purge_if_expired(key, now);
-            db.insert(key.clone(), Value::Hash(ScanMap::new()), None);
+            db.insert(key.clone(), Value::Hash(Box::default()), None);
         }
         None => {
             db.purge_if_expired(key, now);

@@ -253,7 +253,7 @@ mod tests {
             let value = if i.is_multiple_of(3) {
                 let mut h = ScanMap::new();
                 h.insert(b("f"), b("v"));
-                Value::Hash(h)
+                Value::Hash(Box::new(h))
             } else {
                 Value::String(b("v"))
             };

@@ -112,7 +112,7 @@ impl State {
                     for (f, v) in pairs {
                         map.insert(f, v);
                     }
-                    Value::Hash(map)
+                    Value::Hash(Box::new(map))
                 }
             };
             db.insert(key, value, deadline);

@@ -70,7 +70,7 @@ pub mod writer;
 
 pub use snapshot::SnapshotStore;
 pub use wal::{Record, Recovered, TornTail, Wal, WalOptions};
-pub use writer::{WalJob, WalStats, WalWriter};
+pub use writer::{Persisted, WalJob, WalStats, WalWriter};
 
 /// Everything that can go wrong in the storage layer.
 #[derive(Debug, thiserror::Error)]

@@ -5,13 +5,19 @@
 //! once and reports the highest job number through `on_persisted`. Jobs that
 //! arrive during the sync form the next round, so under load one fsync covers
 //! many Ready batches, and the async Raft loop never waits on the disk.
+//!
+//! Snapshot files are written here too (a job may carry one): saved and
+//! fsynced before the round's records are appended, so a snapshot mark in the
+//! WAL never precedes its file, and the raft loop never runs an fsync itself.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use super::{Record, StorageError, Wal};
+use ::raft::eraftpb::Snapshot;
+
+use super::{Record, SnapshotStore, StorageError, Wal};
 
 /// One unit of work: records to persist, in order, and optionally a
 /// compaction to run once they are durable.
@@ -19,6 +25,10 @@ use super::{Record, StorageError, Wal};
 pub struct WalJob {
     /// Reported back through `on_persisted` once durable; should increase.
     pub number: u64,
+    /// A snapshot file to save (durably) before the records are appended.
+    /// If the save fails, this job's records and compaction are skipped and
+    /// the failure is reported in [`Persisted::snapshots`]; the writer goes on.
+    pub snapshot: Option<Snapshot>,
     pub records: Vec<Record>,
     /// Run [`Wal::compact`] with this after the sync.
     pub compact_upto: Option<u64>,
@@ -35,7 +45,17 @@ pub struct WalStats {
     pub jobs: AtomicU64,
 }
 
-type OnPersisted = Box<dyn Fn(Result<u64, StorageError>) + Send>;
+/// What one group commit made durable.
+#[derive(Debug)]
+pub struct Persisted {
+    /// The highest job number of the round.
+    pub number: u64,
+    /// The snapshot files the round saved, by (index, term), with the error
+    /// for one that could not be saved.
+    pub snapshots: Vec<(u64, u64, Result<(), StorageError>)>,
+}
+
+type OnPersisted = Box<dyn Fn(Result<Persisted, StorageError>) + Send>;
 
 /// Handle to the WAL thread. Dropping it without [`WalWriter::shutdown`] lets
 /// the thread finish the queued jobs and exit on its own.
@@ -51,23 +71,30 @@ impl std::fmt::Debug for WalWriter {
 }
 
 impl WalWriter {
-    /// Spawns a named OS thread ("concord-wal") owning the Wal. It blocks for a
-    /// job, then drains EVERY job already queued, appends them all, fdatasyncs
-    /// ONCE, then calls `on_persisted(Ok(highest job number))`. Compaction
-    /// requests run after the sync. On any IO error it calls
-    /// `on_persisted(Err(e))` and stops (the node must stop: a failed fsync
-    /// cannot be retried safely).
+    /// Spawns a named OS thread ("concord-wal") owning the Wal (and the
+    /// snapshot directory, if given). It blocks for a job, then drains EVERY
+    /// job already queued, saves the snapshot files they carry, appends all
+    /// their records, fdatasyncs ONCE, then calls `on_persisted(Ok(..))` with
+    /// the highest job number. Compaction requests run after the sync. On any
+    /// WAL IO error it calls `on_persisted(Err(e))` and stops (the node must
+    /// stop: a failed fsync cannot be retried safely).
     ///
     /// # Panics
     /// If the OS refuses to create a thread.
-    pub fn spawn(wal: Wal, stats: Arc<WalStats>, on_persisted: OnPersisted) -> WalWriter {
-        Self::spawn_gated(wal, stats, on_persisted, None)
+    pub fn spawn(
+        wal: Wal,
+        snaps: Option<SnapshotStore>,
+        stats: Arc<WalStats>,
+        on_persisted: OnPersisted,
+    ) -> WalWriter {
+        Self::spawn_gated(wal, snaps, stats, on_persisted, None)
     }
 
     /// Like `spawn`; with a gate, the thread waits for it (a message or its
     /// sender being dropped) before taking its first job.
     fn spawn_gated(
         wal: Wal,
+        snaps: Option<SnapshotStore>,
         stats: Arc<WalStats>,
         on_persisted: OnPersisted,
         gate: Option<Receiver<()>>,
@@ -79,7 +106,7 @@ impl WalWriter {
                 if let Some(gate) = gate {
                     let _ = gate.recv();
                 }
-                run(wal, &rx, &stats, &*on_persisted)
+                run(wal, snaps.as_ref(), &rx, &stats, &*on_persisted)
             })
             .expect("cannot spawn the concord-wal thread");
         WalWriter {
@@ -116,15 +143,17 @@ impl WalWriter {
 
 fn run(
     mut wal: Wal,
+    snaps: Option<&SnapshotStore>,
     rx: &Receiver<WalJob>,
     stats: &WalStats,
-    on_persisted: &(dyn Fn(Result<u64, StorageError>) + Send),
+    on_persisted: &(dyn Fn(Result<Persisted, StorageError>) + Send),
 ) -> Result<(), StorageError> {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         jobs.extend(rx.try_iter());
+        let snapshots = save_snapshots(snaps, &mut jobs);
         match commit(&mut wal, &jobs, stats) {
-            Ok(highest) => on_persisted(Ok(highest)),
+            Ok(number) => on_persisted(Ok(Persisted { number, snapshots })),
             Err(e) => {
                 let reason = e.to_string();
                 tracing::error!(error = %e, "WAL write failed; the WAL thread stops");
@@ -134,6 +163,34 @@ fn run(
         }
     }
     Ok(())
+}
+
+/// Saves the snapshot files the jobs carry, in order. A job whose snapshot
+/// could not be saved loses its records and compaction (a snapshot mark must
+/// never be durable without its file).
+fn save_snapshots(
+    snaps: Option<&SnapshotStore>,
+    jobs: &mut [WalJob],
+) -> Vec<(u64, u64, Result<(), StorageError>)> {
+    let mut saved = Vec::new();
+    for job in jobs.iter_mut() {
+        let Some(snapshot) = job.snapshot.take() else {
+            continue;
+        };
+        let meta = snapshot.get_metadata();
+        let result = match snaps {
+            Some(snaps) => snaps.save(&snapshot),
+            None => Err(StorageError::WriterStopped {
+                reason: "this WAL writer has no snapshot directory".to_string(),
+            }),
+        };
+        if result.is_err() {
+            job.records.clear();
+            job.compact_upto = None;
+        }
+        saved.push((meta.index, meta.term, result));
+    }
+    saved
 }
 
 /// One group commit: append all jobs, sync once, then compact. Returns the
@@ -178,7 +235,9 @@ mod tests {
         let seen: Seen = Arc::default();
         let s = Arc::clone(&seen);
         let cb: OnPersisted = Box::new(move |r| {
-            s.lock().unwrap().push(r.map_err(|e| e.to_string()));
+            s.lock()
+                .unwrap()
+                .push(r.map(|p| p.number).map_err(|e| e.to_string()));
         });
         (seen, cb)
     }
@@ -186,6 +245,7 @@ mod tests {
     fn job(number: u64) -> WalJob {
         WalJob {
             number,
+            snapshot: None,
             records: vec![entry(number)],
             compact_upto: None,
         }
@@ -198,7 +258,7 @@ mod tests {
         let stats = Arc::new(WalStats::default());
         let (seen, cb) = recorder();
         let (gate_tx, gate_rx) = mpsc::channel();
-        let writer = WalWriter::spawn_gated(wal, Arc::clone(&stats), cb, Some(gate_rx));
+        let writer = WalWriter::spawn_gated(wal, None, Arc::clone(&stats), cb, Some(gate_rx));
         for n in 1..=50 {
             writer.submit(job(n));
         }
@@ -223,7 +283,7 @@ mod tests {
         let (wal, _) = Wal::open(dir.path(), WalOptions { segment_bytes: 256 }).unwrap();
         let stats = Arc::new(WalStats::default());
         let (seen, cb) = recorder();
-        let writer = WalWriter::spawn(wal, Arc::clone(&stats), cb);
+        let writer = WalWriter::spawn(wal, None, Arc::clone(&stats), cb);
         for n in 1..=200 {
             writer.submit(job(n));
         }
@@ -234,6 +294,7 @@ mod tests {
         };
         writer.submit(WalJob {
             number: 201,
+            snapshot: None,
             records: vec![Record::HardState(hs.clone())],
             compact_upto: None,
         });
@@ -261,13 +322,14 @@ mod tests {
         let stats = Arc::new(WalStats::default());
         let (seen, cb) = recorder();
         let (gate_tx, gate_rx) = mpsc::channel::<()>();
-        let writer = WalWriter::spawn_gated(wal, stats, cb, Some(gate_rx));
+        let writer = WalWriter::spawn_gated(wal, None, stats, cb, Some(gate_rx));
         for n in 1..=20 {
             writer.submit(job(n));
         }
         // The mark and the compaction arrive in the same round as the entries.
         writer.submit(WalJob {
             number: 21,
+            snapshot: None,
             records: vec![Record::SnapshotMark { index: 15, term: 1 }],
             compact_upto: Some(15),
         });
@@ -294,6 +356,92 @@ mod tests {
         assert_eq!(got, (16..=20).collect::<Vec<_>>());
     }
 
+    fn snapshot(index: u64) -> Snapshot {
+        let mut snap = Snapshot {
+            data: bytes::Bytes::from(format!("state at {index}")),
+            ..Default::default()
+        };
+        snap.mut_metadata().index = index;
+        snap.mut_metadata().term = 1;
+        snap
+    }
+
+    type SeenFull = Arc<Mutex<Vec<(u64, Vec<(u64, bool)>)>>>;
+
+    fn full_recorder() -> (SeenFull, OnPersisted) {
+        let seen: SeenFull = Arc::default();
+        let s = Arc::clone(&seen);
+        let cb: OnPersisted = Box::new(move |r| {
+            let p = r.expect("no WAL error");
+            let snaps = p
+                .snapshots
+                .iter()
+                .map(|(i, _, r)| (*i, r.is_ok()))
+                .collect();
+            s.lock().unwrap().push((p.number, snaps));
+        });
+        (seen, cb)
+    }
+
+    #[test]
+    fn snapshot_files_are_saved_before_their_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) =
+            Wal::open(&dir.path().join("wal"), WalOptions { segment_bytes: 100 }).unwrap();
+        let snaps = SnapshotStore::open(&dir.path().join("snap")).unwrap();
+        let (seen, cb) = full_recorder();
+        let (gate_tx, gate_rx) = mpsc::channel::<()>();
+        let writer = WalWriter::spawn_gated(wal, Some(snaps), Arc::default(), cb, Some(gate_rx));
+        for n in 1..=20 {
+            writer.submit(job(n));
+        }
+        writer.submit(WalJob {
+            number: 21,
+            snapshot: Some(snapshot(15)),
+            records: vec![Record::SnapshotMark { index: 15, term: 1 }],
+            compact_upto: Some(15),
+        });
+        drop(gate_tx);
+        writer.shutdown().unwrap();
+        assert_eq!(*seen.lock().unwrap(), vec![(21, vec![(15, true)])]);
+
+        let snaps = SnapshotStore::open(&dir.path().join("snap")).unwrap();
+        let saved = snaps.load_latest().unwrap().expect("a snapshot file");
+        assert_eq!(saved.get_metadata().index, 15);
+        assert_eq!(saved.data, snapshot(15).data);
+        let (_, r) = Wal::open(&dir.path().join("wal"), WalOptions::default()).unwrap();
+        assert_eq!(r.snapshot_mark, Some((15, 1)));
+    }
+
+    #[test]
+    fn a_failed_snapshot_save_skips_its_mark_and_the_writer_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(&dir.path().join("wal"), WalOptions::default()).unwrap();
+        let snap_dir = dir.path().join("snap");
+        let snaps = SnapshotStore::open(&snap_dir).unwrap();
+        let (seen, cb) = full_recorder();
+        let (gate_tx, gate_rx) = mpsc::channel::<()>();
+        let writer = WalWriter::spawn_gated(wal, Some(snaps), Arc::default(), cb, Some(gate_rx));
+        // Saving needs the directory, which is gone.
+        std::fs::remove_dir_all(&snap_dir).unwrap();
+        writer.submit(job(1));
+        writer.submit(WalJob {
+            number: 1,
+            snapshot: Some(snapshot(1)),
+            records: vec![Record::SnapshotMark { index: 1, term: 1 }],
+            compact_upto: Some(1),
+        });
+        writer.submit(job(2));
+        drop(gate_tx);
+        writer.shutdown().unwrap();
+        assert_eq!(*seen.lock().unwrap(), vec![(2, vec![(1, false)])]);
+
+        let (_, r) = Wal::open(&dir.path().join("wal"), WalOptions::default()).unwrap();
+        assert_eq!(r.snapshot_mark, None);
+        let got: Vec<u64> = r.entries.iter().map(|e| e.index).collect();
+        assert_eq!(got, vec![1, 2]);
+    }
+
     #[test]
     fn io_error_is_reported_and_stops_the_thread() {
         let dir = tempfile::tempdir().unwrap();
@@ -301,11 +449,12 @@ mod tests {
         let (wal, _) = Wal::open(&wal_dir, WalOptions { segment_bytes: 64 }).unwrap();
         let (seen, cb) = recorder();
         let (gate_tx, gate_rx) = mpsc::channel::<()>();
-        let writer = WalWriter::spawn_gated(wal, Arc::default(), cb, Some(gate_rx));
+        let writer = WalWriter::spawn_gated(wal, None, Arc::default(), cb, Some(gate_rx));
         // Rolling to a second segment needs the directory, which is gone.
         std::fs::remove_dir_all(&wal_dir).unwrap();
         writer.submit(WalJob {
             number: 1,
+            snapshot: None,
             records: vec![entry(1), entry(2)],
             compact_upto: None,
         });
