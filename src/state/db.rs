@@ -145,6 +145,22 @@ impl<V> ScanMap<V> {
         }
     }
 
+    /// Changes the value at `key` in place (`f(Some(value))`, which returns
+    /// None), or inserts what `f(None)` returns: one lookup for a present
+    /// key, where `insert` would need the new value first.
+    pub fn upsert(&mut self, key: &Bytes, f: impl FnOnce(Option<&mut V>) -> Option<V>) {
+        match self.values.get_mut(key) {
+            Some(value) => {
+                f(Some(value));
+            }
+            None => {
+                if let Some(value) = f(None) {
+                    self.insert(key.clone(), value);
+                }
+            }
+        }
+    }
+
     pub fn remove(&mut self, key: &Bytes) -> Option<V> {
         let value = self.values.remove(key)?;
         self.order.remove(&ScanKey::new(key.clone()));
@@ -304,6 +320,16 @@ impl Db {
         self.entries.get_mut(key).map(|e| &mut e.value)
     }
 
+    /// The live entry at `key` for a write: an expired one is deleted first
+    /// (deterministic, `now` being the log entry's time). One lookup unless
+    /// it deletes. What `purge_if_expired` then `get` would answer.
+    pub fn live(&mut self, key: &Bytes, now: u64) -> Option<&Entry> {
+        if self.purge_if_expired(key, now) {
+            return None;
+        }
+        self.entries.get(key)
+    }
+
     /// Deletes `key` if its deadline is at or before `now`; true if it did.
     pub fn purge_if_expired(&mut self, key: &Bytes, now: u64) -> bool {
         let expired = matches!(self.entries.get(key), Some(e) if e.is_expired(now));
@@ -333,8 +359,24 @@ impl Db {
     /// in-place modification such as APPEND or HSET).
     pub fn insert_keep_ttl(&mut self, key: Bytes, value: Value, now: u64) {
         self.purge_if_expired(&key, now);
-        let deadline = self.entries.get(&key).and_then(|e| e.expires_at);
-        self.insert(key, value, deadline);
+        self.replace_live(&key, value);
+    }
+
+    /// Replaces the value at `key`, keeping its deadline, or adds the key
+    /// without one: `insert_keep_ttl` for a caller that has just purged
+    /// `key` (with [`Db::live`]). One lookup when the key exists.
+    pub fn replace_live(&mut self, key: &Bytes, value: Value) {
+        let mut value = Some(value);
+        self.entries.upsert(key, |entry| match entry {
+            Some(entry) => {
+                entry.value = value.take().expect("used once");
+                None
+            }
+            None => Some(Entry {
+                value: value.take().expect("used once"),
+                expires_at: None,
+            }),
+        });
     }
 
     pub fn remove(&mut self, key: &Bytes) -> Option<Entry> {

@@ -133,21 +133,22 @@ pub fn apply(db: &mut Db, now: u64, op: &StringOp) -> OpResult {
             get,
             deadline,
         } => {
-            db.purge_if_expired(key, now);
-            let old = if *get {
-                get_string(db, key, now)?.cloned()
-            } else {
-                None
+            // One lookup for the current entry, one to store.
+            let current = db.live(key, now);
+            let old = match (get, current.map(|e| &e.value)) {
+                (true, Some(Value::String(s))) => Some(s.clone()),
+                (true, Some(_)) => return Err(StateError::WrongType),
+                _ => None,
             };
-            let exists = db.get(key, now).is_some();
+            let exists = current.is_some();
+            let current_deadline = current.and_then(|e| e.expires_at());
             let holds = match condition {
                 Condition::Always => true,
                 Condition::IfAbsent => !exists,
                 Condition::IfPresent => exists,
             };
             if holds {
-                let current = db.get(key, now).and_then(|e| e.expires_at());
-                let at = deadline.resolve(now, current)?;
+                let at = deadline.resolve(now, current_deadline)?;
                 db.insert(key.clone(), Value::String(value.clone()), at);
             }
             Ok(match (get, holds) {
@@ -203,12 +204,14 @@ pub fn apply(db: &mut Db, now: u64, op: &StringOp) -> OpResult {
             Ok(Outcome::Int(len as i64))
         }
         StringOp::IncrBy { key, delta } => {
-            let current = match get_string(db, key, now)? {
-                Some(s) => parse_i64(s).ok_or(StateError::NotInteger)?,
+            // One lookup to read (purging an expired key), one to store.
+            let current = match db.live(key, now).map(|e| &e.value) {
                 None => 0,
+                Some(Value::String(s)) => parse_i64(s).ok_or(StateError::NotInteger)?,
+                Some(_) => return Err(StateError::WrongType),
             };
             let next = current.checked_add(*delta).ok_or(StateError::Overflow)?;
-            db.insert_keep_ttl(key.clone(), Value::String(format_i64(next)), now);
+            db.replace_live(key, Value::String(format_i64(next)));
             Ok(Outcome::Int(next))
         }
         StringOp::IncrByFloat { key, delta } => {
