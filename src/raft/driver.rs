@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 
 use super::cluster::{self, AdminOp, PeerProgress, RaftInfo, Relayed, RelayedAnswer};
 use super::log_store::LogStore;
-use super::node::{after, now_ms, Inbox, NodeConfig, Responder};
+use super::node::{after, now_ms, Inbox, NodeConfig, Responder, Submit};
 use super::payload;
 use super::{Answer, NodeError, NodeStatus, ReadMode, Role};
 use crate::state::{Op, Query, State};
@@ -238,6 +238,15 @@ impl Driver {
     /// Handles one inbox message; true means stop.
     fn handle(&mut self, msg: Inbox) -> bool {
         match msg {
+            Inbox::Batch(requests) => {
+                let deadline = after(self.config.request_timeout);
+                for (request, reply) in requests.into_requests() {
+                    match request {
+                        Submit::Write(op) => self.accept_write(op, reply, deadline),
+                        Submit::Read(query, mode) => self.accept_read(query, mode, reply),
+                    }
+                }
+            }
             Inbox::Write(op, reply) => {
                 self.accept_write(op, reply, after(self.config.request_timeout))
             }
@@ -279,20 +288,16 @@ impl Driver {
     }
 
     fn respond(&mut self, responder: Responder, answer: Answer) {
-        match responder {
-            Responder::Local(tx) => {
-                let _ = tx.send(answer);
-            }
-            Responder::Remote { peer, id } => {
-                let body = match answer {
-                    Ok(result) => RelayedAnswer::Done(result),
-                    // Not applied: the follower may send it again.
-                    Err(NodeError::ProposalDropped) => RelayedAnswer::NotLeader,
-                    Err(e) => RelayedAnswer::Failed(e.to_string()),
-                };
-                self.transport
-                    .forward_reply(peer, id, cluster::encode(&body));
-            }
+        // A relayed request's answer goes back to the follower.
+        if let Some((peer, id, answer)) = responder.send_local(answer) {
+            let body = match answer {
+                Ok(result) => RelayedAnswer::Done(result),
+                // Not applied: the follower may send it again.
+                Err(NodeError::ProposalDropped) => RelayedAnswer::NotLeader,
+                Err(e) => RelayedAnswer::Failed(e.to_string()),
+            };
+            self.transport
+                .forward_reply(peer, id, cluster::encode(&body));
         }
     }
 
