@@ -25,6 +25,17 @@ use crate::state::{Op, Query, State};
 use crate::storage::{Persisted, Record, StorageError, WalJob, WalWriter};
 use crate::transport::Transport;
 
+/// The wall clock for reads served as they arrive, read at most once for
+/// the requests handled together (all of which arrived before it is read).
+#[derive(Default)]
+struct ReadClock(Option<u64>);
+
+impl ReadClock {
+    fn now_ms(&mut self) -> u64 {
+        *self.0.get_or_insert_with(now_ms)
+    }
+}
+
 /// A write waiting for its entry to be applied.
 struct InFlight {
     term: u64,
@@ -240,17 +251,23 @@ impl Driver {
         match msg {
             Inbox::Batch(requests) => {
                 let deadline = after(self.config.request_timeout);
+                // Every request of the batch arrived before this clock is read.
+                let mut clock = ReadClock::default();
                 for (request, reply) in requests.into_requests() {
                     match request {
                         Submit::Write(op) => self.accept_write(op, reply, deadline),
-                        Submit::Read(query, mode) => self.accept_read(query, mode, reply),
+                        Submit::Read(query, mode) => {
+                            self.accept_read(query, mode, reply, &mut clock)
+                        }
                     }
                 }
             }
             Inbox::Write(op, reply) => {
                 self.accept_write(op, reply, after(self.config.request_timeout))
             }
-            Inbox::Read(query, mode, reply) => self.accept_read(query, mode, reply),
+            Inbox::Read(query, mode, reply) => {
+                self.accept_read(query, mode, reply, &mut ReadClock::default())
+            }
             Inbox::Admin(op, reply) => {
                 self.accept_admin(op, reply, after(self.config.request_timeout))
             }
@@ -390,9 +407,15 @@ impl Driver {
         }
     }
 
-    fn accept_read(&mut self, query: Query, mode: ReadMode, reply: Responder) {
+    fn accept_read(
+        &mut self,
+        query: Query,
+        mode: ReadMode,
+        reply: Responder,
+        clock: &mut ReadClock,
+    ) {
         if mode == ReadMode::Stale {
-            let answer = Ok(self.state.read(&query, now_ms()));
+            let answer = Ok(self.state.read(&query, clock.now_ms()));
             self.respond(reply, answer);
             return;
         }
@@ -402,7 +425,7 @@ impl Driver {
             self.flush_proposals();
             let min_index = self.raw.raft.raft_log.last_index();
             if min_index <= self.state.applied_index() {
-                let answer = Ok(self.state.read(&query, now_ms()));
+                let answer = Ok(self.state.read(&query, clock.now_ms()));
                 self.respond(reply, answer);
             } else {
                 let read = PendingRead {
@@ -733,7 +756,9 @@ impl Driver {
             } else {
                 match request {
                     Waiting::Write(op, r) => self.accept_write(op, r, deadline),
-                    Waiting::Read(q, mode, r) => self.accept_read(q, mode, r),
+                    Waiting::Read(q, mode, r) => {
+                        self.accept_read(q, mode, r, &mut ReadClock::default())
+                    }
                     Waiting::Admin(op, r) => self.accept_admin(op, r, deadline),
                 }
             }

@@ -87,20 +87,44 @@ pub(crate) struct BatchRequests {
 
 impl BatchRequests {
     /// The requests, in order, each with the responder for its answer.
-    pub(crate) fn into_requests(mut self) -> Vec<(Submit, Responder)> {
-        let requests = std::mem::take(&mut self.requests);
-        requests
-            .into_iter()
-            .enumerate()
-            .map(|(index, request)| {
-                let slot = BatchSlot {
-                    batch: self.batch.clone(),
-                    index,
-                    answered: false,
-                };
-                (request, Responder::Batch(slot))
-            })
-            .collect()
+    pub(crate) fn into_requests(mut self) -> BatchIter {
+        BatchIter {
+            requests: std::mem::take(&mut self.requests).into_iter(),
+            batch: self.batch.clone(),
+            next: 0,
+        }
+    }
+}
+
+/// The requests of a batch with their responders; those it never yields
+/// (dropped early) are answered "shutting down".
+pub(crate) struct BatchIter {
+    requests: std::vec::IntoIter<Submit>,
+    batch: Arc<BatchAnswers>,
+    next: usize,
+}
+
+impl Iterator for BatchIter {
+    type Item = (Submit, Responder);
+
+    fn next(&mut self) -> Option<(Submit, Responder)> {
+        let request = self.requests.next()?;
+        let slot = BatchSlot {
+            batch: self.batch.clone(),
+            index: self.next,
+            answered: false,
+        };
+        self.next += 1;
+        Some((request, Responder::Batch(slot)))
+    }
+}
+
+impl Drop for BatchIter {
+    fn drop(&mut self) {
+        for _ in self.requests.by_ref() {
+            self.batch.put(self.next, Err(NodeError::ShuttingDown));
+            self.next += 1;
+        }
     }
 }
 

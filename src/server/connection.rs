@@ -179,6 +179,8 @@ pub(super) async fn run(
     let mut rbuf = BytesMut::with_capacity(16 * 1024);
     let mut wbuf = BytesMut::with_capacity(16 * 1024);
     let mut pending: Vec<(Protocol, Pending)> = Vec::new();
+    // One argument vector for every request (swapped with the parser's).
+    let mut argv: Vec<Bytes> = Vec::new();
     let mut submissions = Submissions::default();
     let mut last_command: &'static str = "NULL";
     'connection: loop {
@@ -196,8 +198,8 @@ pub(super) async fn run(
                 more_buffered = true;
                 break;
             }
-            match parser.next_request(&mut rbuf) {
-                Ok(Some(argv)) => {
+            match parser.next_request_into(&mut rbuf, &mut argv) {
+                Ok(true) => {
                     let request = command::prepare(&argv);
                     let is_write = matches!(request, Ok(Request::Write(..)));
                     let is_read = matches!(request, Ok(Request::Read(..)));
@@ -218,7 +220,7 @@ pub(super) async fn run(
                         break;
                     }
                 }
-                Ok(None) => break,
+                Ok(false) => break,
                 Err(e) => {
                     shared.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(client = id, error = %e, "protocol error; closing");
