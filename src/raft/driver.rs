@@ -18,12 +18,23 @@ use tokio::sync::oneshot;
 
 use super::cluster::{self, AdminOp, PeerProgress, RaftInfo, Relayed, RelayedAnswer};
 use super::log_store::LogStore;
-use super::node::{after, now_ms, Inbox, NodeConfig, Responder};
+use super::node::{after, now_ms, Inbox, NodeConfig, Responder, Submit};
 use super::payload;
 use super::{Answer, NodeError, NodeStatus, ReadMode, Role};
 use crate::state::{Op, Query, State};
 use crate::storage::{Persisted, Record, StorageError, WalJob, WalWriter};
 use crate::transport::Transport;
+
+/// The wall clock for reads served as they arrive, read at most once for
+/// the requests handled together (all of which arrived before it is read).
+#[derive(Default)]
+struct ReadClock(Option<u64>);
+
+impl ReadClock {
+    fn now_ms(&mut self) -> u64 {
+        *self.0.get_or_insert_with(now_ms)
+    }
+}
 
 /// A write waiting for its entry to be applied.
 struct InFlight {
@@ -241,10 +252,25 @@ impl Driver {
     /// Handles one inbox message; true means stop.
     fn handle(&mut self, msg: Inbox) -> bool {
         match msg {
+            Inbox::Batch(requests) => {
+                let deadline = after(self.config.request_timeout);
+                // Every request of the batch arrived before this clock is read.
+                let mut clock = ReadClock::default();
+                for (request, reply) in requests.into_requests() {
+                    match request {
+                        Submit::Write(op) => self.accept_write(op, reply, deadline),
+                        Submit::Read(query, mode) => {
+                            self.accept_read(query, mode, reply, &mut clock)
+                        }
+                    }
+                }
+            }
             Inbox::Write(op, reply) => {
                 self.accept_write(op, reply, after(self.config.request_timeout))
             }
-            Inbox::Read(query, mode, reply) => self.accept_read(query, mode, reply),
+            Inbox::Read(query, mode, reply) => {
+                self.accept_read(query, mode, reply, &mut ReadClock::default())
+            }
             Inbox::Admin(op, reply) => {
                 self.accept_admin(op, reply, after(self.config.request_timeout))
             }
@@ -282,20 +308,16 @@ impl Driver {
     }
 
     fn respond(&mut self, responder: Responder, answer: Answer) {
-        match responder {
-            Responder::Local(tx) => {
-                let _ = tx.send(answer);
-            }
-            Responder::Remote { peer, id } => {
-                let body = match answer {
-                    Ok(result) => RelayedAnswer::Done(result),
-                    // Not applied: the follower may send it again.
-                    Err(NodeError::ProposalDropped) => RelayedAnswer::NotLeader,
-                    Err(e) => RelayedAnswer::Failed(e.to_string()),
-                };
-                self.transport
-                    .forward_reply(peer, id, cluster::encode(&body));
-            }
+        // A relayed request's answer goes back to the follower.
+        if let Some((peer, id, answer)) = responder.send_local(answer) {
+            let body = match answer {
+                Ok(result) => RelayedAnswer::Done(result),
+                // Not applied: the follower may send it again.
+                Err(NodeError::ProposalDropped) => RelayedAnswer::NotLeader,
+                Err(e) => RelayedAnswer::Failed(e.to_string()),
+            };
+            self.transport
+                .forward_reply(peer, id, cluster::encode(&body));
         }
     }
 
@@ -388,9 +410,15 @@ impl Driver {
         }
     }
 
-    fn accept_read(&mut self, query: Query, mode: ReadMode, reply: Responder) {
+    fn accept_read(
+        &mut self,
+        query: Query,
+        mode: ReadMode,
+        reply: Responder,
+        clock: &mut ReadClock,
+    ) {
         if mode == ReadMode::Stale {
-            let answer = Ok(self.state.read(&query, now_ms()));
+            let answer = Ok(self.state.read(&query, clock.now_ms()));
             self.respond(reply, answer);
             return;
         }
@@ -400,7 +428,7 @@ impl Driver {
             self.flush_proposals();
             let min_index = self.raw.raft.raft_log.last_index();
             if min_index <= self.state.applied_index() {
-                let answer = Ok(self.state.read(&query, now_ms()));
+                let answer = Ok(self.state.read(&query, clock.now_ms()));
                 self.respond(reply, answer);
             } else {
                 let read = PendingRead {
@@ -741,7 +769,9 @@ impl Driver {
             } else {
                 match request {
                     Waiting::Write(op, r) => self.accept_write(op, r, deadline),
-                    Waiting::Read(q, mode, r) => self.accept_read(q, mode, r),
+                    Waiting::Read(q, mode, r) => {
+                        self.accept_read(q, mode, r, &mut ReadClock::default())
+                    }
                     Waiting::Admin(op, r) => self.accept_admin(op, r, deadline),
                 }
             }

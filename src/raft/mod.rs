@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use log_store::LogStore;
-pub use node::{answer, now_ms, start, NodeConfig, NodeHandle};
+pub use node::{answer, now_ms, start, BatchReceiver, NodeConfig, NodeHandle, Submit};
 
 use crate::state::OpResult;
 use crate::storage::{StorageError, WalStats};

@@ -70,11 +70,70 @@ impl NodeConfig {
     }
 }
 
-/// Where an answer goes: a client of this node, or a follower that relayed
-/// the request.
+/// Where an answer goes: a client of this node, one request of a client's
+/// batch, or a follower that relayed the request.
 pub(crate) enum Responder {
     Local(oneshot::Sender<Answer>),
+    Batch(BatchSlot),
     Remote { peer: u64, id: u64 },
+}
+
+/// A batch on its way to the driver. Dropped undelivered (the driver
+/// stopped), every request is answered "shutting down".
+pub(crate) struct BatchRequests {
+    requests: Vec<Submit>,
+    batch: Arc<BatchAnswers>,
+}
+
+impl BatchRequests {
+    /// The requests, in order, each with the responder for its answer.
+    pub(crate) fn into_requests(mut self) -> BatchIter {
+        BatchIter {
+            requests: std::mem::take(&mut self.requests).into_iter(),
+            batch: self.batch.clone(),
+            next: 0,
+        }
+    }
+}
+
+/// The requests of a batch with their responders; those it never yields
+/// (dropped early) are answered "shutting down".
+pub(crate) struct BatchIter {
+    requests: std::vec::IntoIter<Submit>,
+    batch: Arc<BatchAnswers>,
+    next: usize,
+}
+
+impl Iterator for BatchIter {
+    type Item = (Submit, Responder);
+
+    fn next(&mut self) -> Option<(Submit, Responder)> {
+        let request = self.requests.next()?;
+        let slot = BatchSlot {
+            batch: self.batch.clone(),
+            index: self.next,
+            answered: false,
+        };
+        self.next += 1;
+        Some((request, Responder::Batch(slot)))
+    }
+}
+
+impl Drop for BatchIter {
+    fn drop(&mut self) {
+        for _ in self.requests.by_ref() {
+            self.batch.put(self.next, Err(NodeError::ShuttingDown));
+            self.next += 1;
+        }
+    }
+}
+
+impl Drop for BatchRequests {
+    fn drop(&mut self) {
+        for index in 0..self.requests.len() {
+            self.batch.put(index, Err(NodeError::ShuttingDown));
+        }
+    }
 }
 
 impl Responder {
@@ -82,20 +141,135 @@ impl Responder {
     pub(crate) fn is_closed(&self) -> bool {
         match self {
             Responder::Local(tx) => tx.is_closed(),
+            Responder::Batch(slot) => slot.batch.is_closed(),
             Responder::Remote { .. } => false,
+        }
+    }
+
+    /// Delivers the answer to a client of this node; a relayed request's
+    /// answer comes back (the driver sends it to the follower).
+    pub(crate) fn send_local(self, answer: Answer) -> Option<(u64, u64, Answer)> {
+        match self {
+            Responder::Local(tx) => {
+                let _ = tx.send(answer);
+                None
+            }
+            Responder::Batch(slot) => {
+                slot.answer(answer);
+                None
+            }
+            Responder::Remote { peer, id } => Some((peer, id, answer)),
         }
     }
 }
 
+/// A request a connection submits as part of a batch.
+pub enum Submit {
+    Write(Op),
+    Read(Query, ReadMode),
+}
+
+/// The answers to one batch of a connection's requests, filled in by the
+/// driver. The connection waits for all of them at once: one inbox message
+/// and one wake-up per batch instead of one channel per request.
+pub(crate) struct BatchAnswers {
+    state: std::sync::Mutex<BatchState>,
+}
+
+struct BatchState {
+    answers: Vec<Option<Answer>>,
+    missing: usize,
+    /// Told when the last answer is in; dropped by a connection that left.
+    done: Option<oneshot::Sender<()>>,
+    closed: bool,
+}
+
+impl BatchAnswers {
+    fn put(&self, index: usize, answer: Answer) {
+        let mut state = self.state.lock().expect("batch lock");
+        if state.answers[index].replace(answer).is_none() {
+            state.missing -= 1;
+        }
+        if state.missing == 0 {
+            if let Some(done) = state.done.take() {
+                let _ = done.send(());
+            }
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        let mut state = self.state.lock().expect("batch lock");
+        if !state.closed {
+            state.closed = state.done.as_ref().is_none_or(|done| done.is_closed());
+        }
+        state.closed
+    }
+}
+
+/// The driver's handle on one request of a batch. Dropped unanswered (the
+/// driver stopped), it answers "shutting down", as a dropped oneshot does.
+pub(crate) struct BatchSlot {
+    batch: Arc<BatchAnswers>,
+    index: usize,
+    answered: bool,
+}
+
+impl BatchSlot {
+    fn answer(mut self, answer: Answer) {
+        self.answered = true;
+        self.batch.put(self.index, answer);
+    }
+}
+
+impl Drop for BatchSlot {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.batch.put(self.index, Err(NodeError::ShuttingDown));
+        }
+    }
+}
+
+/// What a connection holds for a submitted batch.
+pub struct BatchReceiver {
+    batch: Arc<BatchAnswers>,
+    done: oneshot::Receiver<()>,
+}
+
+impl BatchReceiver {
+    /// Every answer of the batch, in submission order.
+    pub async fn answers(self) -> Vec<Answer> {
+        // An error means every slot was dropped or answered and the sender
+        // went with the last one: the answers are in either way.
+        let _ = self.done.await;
+        let mut state = self.batch.state.lock().expect("batch lock");
+        std::mem::take(&mut state.answers)
+            .into_iter()
+            .map(|a| a.unwrap_or(Err(NodeError::ShuttingDown)))
+            .collect()
+    }
+}
+
 pub(crate) enum Inbox {
+    /// A connection's requests, in order; answered through the batch.
+    Batch(BatchRequests),
     Write(Op, Responder),
     Read(Query, ReadMode, Responder),
     Admin(AdminOp, Responder),
     Peer(Box<Message>),
-    Relayed { from: u64, id: u64, body: Bytes },
-    RelayedAnswer { id: u64, body: Bytes },
+    Relayed {
+        from: u64,
+        id: u64,
+        body: Bytes,
+    },
+    RelayedAnswer {
+        id: u64,
+        body: Bytes,
+    },
     Unreachable(u64),
-    SnapshotSent { peer: u64, delivered: bool },
+    SnapshotSent {
+        peer: u64,
+        delivered: bool,
+    },
     Persisted(Result<Persisted, StorageError>),
     Snapshot(oneshot::Sender<Result<u64, NodeError>>),
     Info(oneshot::Sender<RaftInfo>),
@@ -131,6 +305,30 @@ impl NodeHandle {
     /// Submits a read under `mode`.
     pub fn read(&self, query: Query, mode: ReadMode) -> oneshot::Receiver<Answer> {
         self.submit(|r| Inbox::Read(query, mode, r))
+    }
+
+    /// Submits a connection's requests together, in order (the driver
+    /// handles them as if they had been submitted one by one).
+    pub fn submit_batch(&self, requests: Vec<Submit>) -> BatchReceiver {
+        let (tx, rx) = oneshot::channel();
+        let n = requests.len();
+        let batch = Arc::new(BatchAnswers {
+            state: std::sync::Mutex::new(BatchState {
+                answers: (0..n).map(|_| None).collect(),
+                missing: n,
+                done: Some(tx),
+                closed: false,
+            }),
+        });
+        if n == 0 {
+            batch.state.lock().expect("batch lock").done.take();
+        }
+        let requests = BatchRequests {
+            requests,
+            batch: batch.clone(),
+        };
+        let _ = self.inbox.send(Inbox::Batch(requests));
+        BatchReceiver { batch, done: rx }
     }
 
     /// Submits a membership or leadership change (relayed to the leader).

@@ -61,26 +61,52 @@ impl RequestParser {
         &mut self,
         buf: &mut BytesMut,
     ) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+        let mut argv = Vec::new();
+        Ok(self.next_request_into(buf, &mut argv)?.then_some(argv))
+    }
+
+    /// [`RequestParser::next_request`] into `argv`, whose old contents are
+    /// dropped: `Ok(true)` when it holds a request. Passing the same vector
+    /// for every request of a connection saves an allocation per request (the
+    /// parser and the caller swap vectors).
+    pub fn next_request_into(
+        &mut self,
+        buf: &mut BytesMut,
+        argv: &mut Vec<Bytes>,
+    ) -> Result<bool, ProtocolError> {
         loop {
             if self.remaining == 0 {
                 match buf.first() {
-                    None => return Ok(None),
+                    None => return Ok(false),
                     Some(b'*') => {
                         if !self.start_multibulk(buf)? {
-                            return Ok(None);
+                            return Ok(false);
                         }
                         if self.remaining == 0 {
                             continue; // `*0` or `*-1`: nothing to run
                         }
                     }
                     Some(_) => match self.inline(buf)? {
-                        None => return Ok(None),
-                        Some(argv) if argv.is_empty() => continue, // blank line
-                        Some(argv) => return Ok(Some(argv)),
+                        None => return Ok(false),
+                        Some(line) if line.is_empty() => continue, // blank line
+                        Some(line) => {
+                            *argv = line;
+                            return Ok(true);
+                        }
                     },
                 }
             }
-            return self.continue_multibulk(buf);
+            if !self.continue_multibulk(buf)? {
+                return Ok(false);
+            }
+            std::mem::swap(&mut self.argv, argv);
+            // The caller's previous request, and room for the next one.
+            if self.argv.capacity() > MAX_ARGV_PREALLOC {
+                self.argv = Vec::new();
+            } else {
+                self.argv.clear();
+            }
+            return Ok(true);
         }
     }
 
@@ -134,22 +160,21 @@ impl RequestParser {
         if count > 0 {
             let count = count as usize; // <= max_multibulk_len, so it fits
             self.remaining = count;
-            self.argv = Vec::with_capacity(count.min(MAX_ARGV_PREALLOC));
+            self.argv.clear();
+            self.argv.reserve_exact(count.min(MAX_ARGV_PREALLOC));
         }
         Ok(true)
     }
 
     /// Reads as many arguments of the multibulk request in progress as `buf` holds.
-    fn continue_multibulk(
-        &mut self,
-        buf: &mut BytesMut,
-    ) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+    /// `Ok(true)`: the request is complete, in `self.argv`.
+    fn continue_multibulk(&mut self, buf: &mut BytesMut) -> Result<bool, ProtocolError> {
         while self.remaining > 0 {
             let len = match self.bulk_len {
                 Some(len) => len,
                 None => {
                     let Some(cr) = self.header_line(buf, ProtocolError::TooBigBulkCount)? else {
-                        return Ok(None);
+                        return Ok(false);
                     };
                     if buf[0] != b'$' {
                         return Err(ProtocolError::ExpectedDollar(buf[0]));
@@ -165,14 +190,14 @@ impl RequestParser {
                 }
             };
             if buf.len() < len.saturating_add(2) {
-                return Ok(None);
+                return Ok(false);
             }
             self.argv.push(buf.split_to(len).freeze());
             buf.advance(2);
             self.bulk_len = None;
             self.remaining -= 1;
         }
-        Ok(Some(std::mem::take(&mut self.argv)))
+        Ok(true)
     }
 
     /// Reads one inline line and splits it. `Ok(Some(empty))` for a blank line.
@@ -697,6 +722,33 @@ mod tests {
             p.next_request(&mut BytesMut::from(&b"*4\r\n"[..])),
             Err(ProtocolError::InvalidMultibulkLength)
         );
+    }
+
+    #[test]
+    fn one_argv_vector_serves_every_request() {
+        let mut p = parser();
+        let mut argv = Vec::new();
+        let mut buf =
+            BytesMut::from(&b"*2\r\n$3\r\nGET\r\n$1\r\na\r\nPING x\r\n*1\r\n$4\r\nPI"[..]);
+        assert_eq!(p.next_request_into(&mut buf, &mut argv), Ok(true));
+        assert_eq!(argv, vec![Bytes::from("GET"), Bytes::from("a")]);
+        assert_eq!(p.next_request_into(&mut buf, &mut argv), Ok(true));
+        assert_eq!(argv, vec![Bytes::from("PING"), Bytes::from("x")]);
+        assert_eq!(p.next_request_into(&mut buf, &mut argv), Ok(false));
+        buf.extend_from_slice(b"NG\r\n");
+        assert_eq!(p.next_request_into(&mut buf, &mut argv), Ok(true));
+        assert_eq!(argv, vec![Bytes::from("PING")]);
+        // A request with many arguments leaves no big vector in the parser.
+        let mut big = BytesMut::from(format!("*{}\r\n", 2 * MAX_ARGV_PREALLOC).as_bytes());
+        for _ in 0..2 * MAX_ARGV_PREALLOC {
+            big.extend_from_slice(b"$1\r\nx\r\n");
+        }
+        big.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
+        assert_eq!(p.next_request_into(&mut big, &mut argv), Ok(true));
+        assert_eq!(argv.len(), 2 * MAX_ARGV_PREALLOC);
+        assert_eq!(p.next_request_into(&mut big, &mut argv), Ok(true));
+        assert_eq!(argv, vec![Bytes::from("PING")]);
+        assert!(p.argv.capacity() <= MAX_ARGV_PREALLOC);
     }
 
     #[test]

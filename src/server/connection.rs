@@ -12,7 +12,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::{local, ClientInfo, Shared};
 use crate::command::{self, CommandError, ReplyFn, Request};
-use crate::raft::{Answer, ReadMode, Role};
+use crate::raft::{Answer, BatchReceiver, NodeError, ReadMode, Role, Submit};
 use crate::resp::{encode, Limits, Protocol, Reply, RequestParser};
 
 /// Requests submitted before their answers are awaited: bounds the memory
@@ -36,18 +36,95 @@ enum Pending {
         name: &'static str,
         reply: ReplyFn,
     },
+    /// The next answer of `batches[batch]` (see [`Submissions`]).
+    Submitted {
+        batch: usize,
+        name: &'static str,
+        reply: ReplyFn,
+    },
     Later(local::LaterReply),
 }
 
+fn reply_to(answer: Answer, name: &'static str, reply: ReplyFn) -> Reply {
+    match answer {
+        Ok(result) => reply(name, result),
+        Err(e) => Reply::error(e.to_string()),
+    }
+}
+
 impl Pending {
-    async fn resolve(self) -> Reply {
+    async fn resolve(self, submissions: &mut Submissions) -> Reply {
         match self {
             Pending::Ready(reply) => reply,
-            Pending::Waiting { rx, name, reply } => match crate::raft::answer(rx).await {
-                Ok(result) => reply(name, result),
-                Err(e) => Reply::error(e.to_string()),
-            },
+            Pending::Waiting { rx, name, reply } => {
+                reply_to(crate::raft::answer(rx).await, name, reply)
+            }
+            Pending::Submitted { batch, name, reply } => {
+                reply_to(submissions.next_answer(batch).await, name, reply)
+            }
             Pending::Later(future) => future.await,
+        }
+    }
+}
+
+/// The reads and writes of a connection on their way to the driver. Requests
+/// parsed from one read of the socket are handed over together, as one batch
+/// (one inbox message, one wake-up when all are answered), just before the
+/// connection waits for answers or runs a local command (which may talk to
+/// the driver itself and must not overtake them).
+#[derive(Default)]
+struct Submissions {
+    queued: Vec<Submit>,
+    batches: Vec<Batch>,
+}
+
+enum Batch {
+    One(oneshot::Receiver<Answer>),
+    Many(BatchReceiver),
+    Answered(std::vec::IntoIter<Answer>),
+}
+
+impl Submissions {
+    /// Queues a request; returns the batch it will belong to.
+    fn queue(&mut self, request: Submit) -> usize {
+        self.queued.push(request);
+        self.batches.len()
+    }
+
+    /// Hands the queued requests to the driver.
+    fn flush(&mut self, shared: &Shared) {
+        let batch = match self.queued.len() {
+            0 => return,
+            1 => {
+                let rx = match self.queued.pop().expect("one request") {
+                    Submit::Write(op) => shared.node.write(op),
+                    Submit::Read(query, mode) => shared.node.read(query, mode),
+                };
+                Batch::One(rx)
+            }
+            _ => Batch::Many(shared.node.submit_batch(std::mem::take(&mut self.queued))),
+        };
+        self.batches.push(batch);
+    }
+
+    /// The next answer of batch `index`: answers are taken in submission
+    /// order, as pending replies are resolved.
+    async fn next_answer(&mut self, index: usize) -> Answer {
+        let batch = &mut self.batches[index];
+        match batch {
+            Batch::One(rx) => rx.await.unwrap_or(Err(NodeError::ShuttingDown)),
+            Batch::Many(_) => {
+                let Batch::Many(receiver) =
+                    std::mem::replace(batch, Batch::Answered(Vec::new().into_iter()))
+                else {
+                    unreachable!("matched above")
+                };
+                let mut answers = receiver.answers().await.into_iter();
+                let answer = answers.next();
+                *batch = Batch::Answered(answers);
+                answer.expect("a batch answers every request")
+            }
+            Batch::Answered(answers) => answers.next().expect("a batch answers every request"),
         }
     }
 }
@@ -102,6 +179,9 @@ pub(super) async fn run(
     let mut rbuf = BytesMut::with_capacity(16 * 1024);
     let mut wbuf = BytesMut::with_capacity(16 * 1024);
     let mut pending: Vec<(Protocol, Pending)> = Vec::new();
+    // One argument vector for every request (swapped with the parser's).
+    let mut argv: Vec<Bytes> = Vec::new();
+    let mut submissions = Submissions::default();
     let mut last_command: &'static str = "NULL";
     'connection: loop {
         let mut more_buffered = false;
@@ -118,28 +198,29 @@ pub(super) async fn run(
                 more_buffered = true;
                 break;
             }
-            match parser.next_request(&mut rbuf) {
-                Ok(Some(argv)) => {
+            match parser.next_request_into(&mut rbuf, &mut argv) {
+                Ok(true) => {
                     let request = command::prepare(&argv);
                     let is_write = matches!(request, Ok(Request::Write(..)));
                     let is_read = matches!(request, Ok(Request::Read(..)));
                     let follower = shared.node.status().role() != Role::Leader;
                     if (unanswered_reads && is_write) || (unanswered_writes && is_read && follower)
                     {
-                        resolve_into(&mut pending, &mut wbuf, &shared).await;
+                        resolve_into(&mut pending, &mut submissions, &mut wbuf, &shared).await;
                         unanswered_reads = false;
                         unanswered_writes = false;
                     }
                     unanswered_reads |= is_read;
                     unanswered_writes |= is_write;
-                    let (item, name) = dispatch(&mut conn, request, &argv, &shared);
+                    let (item, name) =
+                        dispatch(&mut conn, request, &argv, &shared, &mut submissions);
                     last_command = name;
                     pending.push((conn.protocol, item));
                     if conn.closing {
                         break;
                     }
                 }
-                Ok(None) => break,
+                Ok(false) => break,
                 Err(e) => {
                     shared.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(client = id, error = %e, "protocol error; closing");
@@ -152,7 +233,7 @@ pub(super) async fn run(
                 }
             }
         }
-        resolve_into(&mut pending, &mut wbuf, &shared).await;
+        resolve_into(&mut pending, &mut submissions, &mut wbuf, &shared).await;
         if !wbuf.is_empty() {
             if socket.write_all(&wbuf).await.is_err() {
                 break 'connection;
@@ -181,8 +262,15 @@ pub(super) async fn run(
     shared.clients.lock().expect("clients lock").remove(&id);
 }
 
-/// Awaits every pending reply, in order, and encodes it into `out`.
-async fn resolve_into(pending: &mut Vec<(Protocol, Pending)>, out: &mut BytesMut, shared: &Shared) {
+/// Hands over what is queued, awaits every pending reply, in order, and
+/// encodes it into `out`.
+async fn resolve_into(
+    pending: &mut Vec<(Protocol, Pending)>,
+    submissions: &mut Submissions,
+    out: &mut BytesMut,
+    shared: &Shared,
+) {
+    submissions.flush(shared);
     if pending.is_empty() {
         return;
     }
@@ -190,13 +278,21 @@ async fn resolve_into(pending: &mut Vec<(Protocol, Pending)>, out: &mut BytesMut
         .stats
         .commands_processed
         .fetch_add(pending.len() as u64, Ordering::Relaxed);
+    let mut errors = 0;
     for (protocol, item) in pending.drain(..) {
-        let reply = item.resolve().await;
+        let reply = item.resolve(submissions).await;
         if reply.is_error() {
-            shared.stats.errors_replied.fetch_add(1, Ordering::Relaxed);
+            errors += 1;
         }
         encode(&reply, protocol, out);
     }
+    if errors > 0 {
+        shared
+            .stats
+            .errors_replied
+            .fetch_add(errors, Ordering::Relaxed);
+    }
+    submissions.batches.clear();
 }
 
 fn touch(shared: &Shared, id: u64, command: &str) {
@@ -215,26 +311,29 @@ fn dispatch(
     request: Result<Request, CommandError>,
     argv: &[Bytes],
     shared: &Shared,
+    submissions: &mut Submissions,
 ) -> (Pending, &'static str) {
     match request {
         Err(e) => (Pending::Ready(Reply::error(e.to_string())), "NULL"),
         Ok(Request::Write(op, spec, reply)) => (
-            Pending::Waiting {
-                rx: shared.node.write(op),
+            Pending::Submitted {
+                batch: submissions.queue(Submit::Write(op)),
                 name: spec.name,
                 reply,
             },
             spec.name,
         ),
         Ok(Request::Read(query, spec, reply)) => (
-            Pending::Waiting {
-                rx: shared.node.read(query, conn.read_mode),
+            Pending::Submitted {
+                batch: submissions.queue(Submit::Read(query, conn.read_mode)),
                 name: spec.name,
                 reply,
             },
             spec.name,
         ),
         Ok(Request::Local(spec)) => {
+            // Whatever it does, it comes after the requests before it.
+            submissions.flush(shared);
             let pending = match local::execute(conn, spec, argv, shared) {
                 local::Local::Now(reply) => Pending::Ready(reply),
                 local::Local::Wait(rx) => Pending::Waiting {
