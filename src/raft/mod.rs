@@ -1,4 +1,8 @@
-//! The node driver: the one thread that owns `raft::RawNode`.
+//! The node driver: the one task that owns `raft::RawNode`.
+//!
+//! It runs on the same current-thread tokio runtime as the client
+//! connections, so handing it a request and getting the answer back crosses
+//! no thread; only fsyncs leave the runtime, on the WAL thread.
 //!
 //! Clients never touch raft. They send a write ([`Op`]) or a read ([`Query`])
 //! into the driver's inbox with a oneshot for the answer, and await it; the
