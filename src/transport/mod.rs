@@ -36,24 +36,3 @@ pub trait Inbound: Send + Sync + 'static {
     fn unreachable(&self, peer: u64);
     fn snapshot_sent(&self, peer: u64, delivered: bool);
 }
-
-/// The transport of a one-node cluster: raft never addresses anyone.
-pub struct NoPeers;
-
-impl Transport for NoPeers {
-    fn send(&mut self, messages: Vec<Message>) {
-        for m in messages {
-            tracing::warn!(to = m.to, kind = ?m.get_msg_type(), "message for a peer of a one-node cluster dropped");
-        }
-    }
-
-    fn forward(&mut self, to: u64, _id: u64, _body: Vec<u8>) {
-        tracing::warn!(to, "request for a peer of a one-node cluster dropped");
-    }
-
-    fn forward_reply(&mut self, to: u64, _id: u64, _body: Vec<u8>) {
-        tracing::warn!(to, "reply for a peer of a one-node cluster dropped");
-    }
-
-    fn set_peer(&mut self, _id: u64, _addr: Option<String>) {}
-}
