@@ -5,6 +5,10 @@ use bytes::Bytes;
 use super::CommandError;
 use crate::state::strings::{parse_f64, parse_i64};
 
+/// The longest duration a primitive accepts: about 100 years, so every
+/// deadline fits the state's millisecond clock with room to spare.
+pub const MAX_MILLIS: u64 = 100 * 365 * 24 * 3600 * 1000;
+
 pub struct Args<'a> {
     argv: &'a [Bytes],
     pos: usize,
@@ -39,6 +43,26 @@ impl<'a> Args<'a> {
     pub fn f64(&mut self) -> Result<f64, CommandError> {
         let arg = self.bytes()?;
         parse_f64(&arg).ok_or(CommandError::NotFloat)
+    }
+
+    /// A duration in milliseconds, at most [`MAX_MILLIS`]; `what` names it
+    /// in the error (`ERR invalid TTL`). Zero only when `allow_zero`.
+    pub fn millis(&mut self, what: &str, allow_zero: bool) -> Result<u64, CommandError> {
+        let arg = self.bytes()?;
+        match parse_i64(&arg) {
+            Some(v) if (v > 0 || (allow_zero && v == 0)) && v <= MAX_MILLIS as i64 => Ok(v as u64),
+            _ => Err(CommandError::InvalidArgument(format!("invalid {what}"))),
+        }
+    }
+
+    /// A positive integer (a count, a limit, a fencing token, an id);
+    /// `what` names it in the error.
+    pub fn positive(&mut self, what: &str) -> Result<u64, CommandError> {
+        let arg = self.bytes()?;
+        match parse_i64(&arg) {
+            Some(v) if v > 0 => Ok(v as u64),
+            _ => Err(CommandError::InvalidArgument(format!("invalid {what}"))),
+        }
     }
 
     /// The rest of the arguments.

@@ -47,7 +47,9 @@ pub mod docs;
 mod error;
 pub mod hashes;
 pub mod keys;
+pub mod locks;
 pub mod server;
+pub mod sessions;
 pub mod strings;
 
 use std::collections::HashMap;
@@ -108,6 +110,8 @@ pub enum Group {
     Generic,
     Hash,
     Cluster,
+    Lock,
+    Session,
 }
 
 impl Group {
@@ -119,6 +123,8 @@ impl Group {
             Group::Generic => "generic",
             Group::Hash => "hash",
             Group::Cluster => "cluster",
+            Group::Lock => "lock",
+            Group::Session => "session",
         }
     }
 
@@ -130,6 +136,8 @@ impl Group {
             Group::Generic => "Keys and expiry",
             Group::Hash => "Hashes",
             Group::Cluster => "Cluster",
+            Group::Lock => "Locks (native)",
+            Group::Session => "Sessions (native)",
         }
     }
 }
@@ -198,6 +206,13 @@ pub enum Exec {
     Read(fn(&[Bytes]) -> Result<Query, CommandError>, ReplyFn),
     /// Answered by the server from connection and node state.
     Local,
+    /// Wraps the write command that starts at argument `inner_at` (its
+    /// name): the wrapper's parse turns the inner command's op into the
+    /// op that is replicated; the reply is the inner command's.
+    Wrap {
+        inner_at: usize,
+        wrap: fn(&[Bytes], Op) -> Result<Op, CommandError>,
+    },
 }
 
 pub struct CommandSpec {
@@ -247,7 +262,7 @@ impl CommandSpec {
 }
 
 /// Every family's specs, in documentation order.
-pub fn families() -> [&'static [CommandSpec]; 6] {
+pub fn families() -> [&'static [CommandSpec]; 8] {
     [
         connection::SPECS,
         server::SPECS,
@@ -255,6 +270,8 @@ pub fn families() -> [&'static [CommandSpec]; 6] {
         strings::SPECS,
         keys::SPECS,
         hashes::SPECS,
+        locks::SPECS,
+        sessions::SPECS,
     ]
 }
 
@@ -298,6 +315,23 @@ pub fn prepare(argv: &[Bytes]) -> Result<Request, CommandError> {
         Exec::Write(parse, reply) => Ok(Request::Write(parse(argv)?, spec, *reply)),
         Exec::Read(parse, reply) => Ok(Request::Read(parse(argv)?, spec, *reply)),
         Exec::Local => Ok(Request::Local(spec)),
+        Exec::Wrap { inner_at, wrap } => {
+            let inner = &argv[*inner_at..];
+            let outer = spec.name.to_ascii_uppercase();
+            match prepare(inner)? {
+                Request::Write(_, inner_spec, _) if inner_spec.has(Flag::Blocking) => {
+                    Err(CommandError::InvalidArgument(format!(
+                        "{outer} cannot wrap a blocking command"
+                    )))
+                }
+                Request::Write(op, inner_spec, reply) => {
+                    Ok(Request::Write(wrap(argv, op)?, inner_spec, reply))
+                }
+                _ => Err(CommandError::InvalidArgument(format!(
+                    "{outer} wraps write commands only"
+                ))),
+            }
+        }
     }
 }
 
@@ -364,6 +398,9 @@ pub fn outcome_reply(outcome: Outcome) -> Reply {
                 .collect(),
         ),
         Outcome::Error(err) => Reply::error(err.to_string()),
+        // The node holds a waiting client's reply until its wake-up; this
+        // is only reached if a waiting op were relayed back unanswered.
+        Outcome::Blocked { .. } => Reply::error("ERR the request is still waiting"),
     }
 }
 
@@ -397,6 +434,11 @@ mod tests {
             match spec.exec {
                 Exec::Write(..) => assert!(writes, "{} writes but lacks the write flag", spec.name),
                 Exec::Read(..) => assert!(!writes, "{} reads but has the write flag", spec.name),
+                Exec::Wrap { .. } => assert!(
+                    writes,
+                    "{} wraps writes but lacks the write flag",
+                    spec.name
+                ),
                 Exec::Local => {}
             }
             for sub in spec.subcommands {

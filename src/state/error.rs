@@ -32,4 +32,8 @@ pub enum StateError {
     InvalidExpireTime,
     #[error("ERR syntax error")]
     Syntax,
+    #[error("NOSESSION session {0} does not exist or has ended")]
+    NoSession(u64),
+    #[error("FENCED lock '{lock}' is not held by token {token}")]
+    Fenced { lock: String, token: u64 },
 }

@@ -14,9 +14,12 @@ mod error;
 pub mod glob;
 pub mod hashes;
 pub mod keys;
+pub mod locks;
 mod outcome;
+pub mod sessions;
 mod snapshot;
 pub mod strings;
+pub mod timers;
 
 use std::collections::BTreeMap;
 
@@ -27,6 +30,7 @@ pub use db::{Db, Entry, Value};
 pub use error::StateError;
 pub use outcome::{OpResult, Outcome};
 pub use snapshot::SnapshotError;
+pub use timers::{Ticket, Wakeup};
 
 /// The longest string value, as Redis's default `proto-max-bulk-len`.
 pub const MAX_STRING_LEN: usize = 512 * 1024 * 1024;
@@ -41,6 +45,36 @@ pub enum Op {
     /// timer. Each key is re-checked against the entry's time, since it may
     /// have been rewritten after the proposal.
     ExpireKeys(Vec<Bytes>),
+    Lock(locks::LockOp),
+    Session(sessions::SessionOp),
+    /// Does nothing itself: applying any op first fires the primitives'
+    /// timers due at the entry's time. The leader proposes it when a
+    /// deadline passed and nothing else was written.
+    Tick,
+    /// Proposed by a new leader before anything else: moves every liveness
+    /// deadline (sessions, locks, registry instances, queue leases) at
+    /// least `ms` past the entry's time, so time without a leader, when
+    /// nobody could renew, never ends them.
+    Grace {
+        ms: u64,
+    },
+    /// The client behind a waiting ticket went away: drop its place.
+    Unblock(Ticket),
+}
+
+impl Op {
+    /// The ticket of an op that may wait, for the node that takes the
+    /// client's request to fill in.
+    pub fn ticket_mut(&mut self) -> Option<&mut Ticket> {
+        match self {
+            Op::Lock(locks::LockOp::Acquire {
+                ticket,
+                wait_ms: Some(_),
+                ..
+            }) => Some(ticket),
+            _ => None,
+        }
+    }
 }
 
 /// A read: served after the read barrier of the connection's read mode.
@@ -49,6 +83,8 @@ pub enum Query {
     String(strings::StringQuery),
     Key(keys::KeyQuery),
     Hash(hashes::HashQuery),
+    Lock(locks::LockQuery),
+    Session(sessions::SessionQuery),
     /// The keyspace digest (DEBUG DIGEST), for comparing replicas.
     Digest,
 }
@@ -66,6 +102,31 @@ pub struct State {
     /// Peer addresses of members added through the log, by node id (the
     /// founding members' addresses come from each node's configuration).
     members: BTreeMap<u64, String>,
+    /// The coordination primitives beside the keyspace.
+    coord: Coord,
+    /// Answers for waiting clients recorded by the last applied op.
+    wakeups: Vec<Wakeup>,
+}
+
+/// The native primitives' state: replicated and snapshotted like the
+/// keyspace, in ordered maps so every replica walks them alike.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Coord {
+    /// The last fencing token handed out. Lock grants and queue claims
+    /// share it, so every token is larger than all before it, across
+    /// leader changes. (One entry carries many ops, so the entry's index
+    /// alone could not be the token.)
+    fence: u64,
+    timers: timers::Timers,
+    locks: locks::Locks,
+    sessions: sessions::Sessions,
+}
+
+impl Coord {
+    fn next_fence(&mut self) -> u64 {
+        self.fence += 1;
+        self.fence
+    }
 }
 
 impl State {
@@ -78,6 +139,17 @@ impl State {
     pub fn apply(&mut self, index: u64, time_ms: u64, op: &Op) -> OpResult {
         self.observe(index, time_ms);
         let now = self.clock_ms;
+        // A new leader's grace comes before the timers: what lapsed while
+        // nobody led must not end before it is applied.
+        if !matches!(op, Op::Grace { .. }) {
+            self.fire_timers(now);
+        }
+        self.apply_at(now, op)
+    }
+
+    /// Applies `op` at `now`, timers already fired (LOCK.GUARD applies its
+    /// inner op through here).
+    fn apply_at(&mut self, now: u64, op: &Op) -> OpResult {
         match op {
             Op::String(op) => strings::apply(&mut self.db, now, op),
             Op::Key(op) => keys::apply(&mut self.db, now, op),
@@ -89,7 +161,44 @@ impl State {
                     .count();
                 Ok(Outcome::Int(removed as i64))
             }
+            Op::Lock(op) => locks::apply(self, now, op),
+            Op::Session(op) => sessions::apply(self, now, op),
+            Op::Tick => Ok(Outcome::Ok),
+            Op::Grace { ms } => {
+                sessions::grace(self, now, *ms);
+                locks::grace(self, now, *ms);
+                Ok(Outcome::Ok)
+            }
+            Op::Unblock(ticket) => Ok(Outcome::bool(locks::unblock(self, *ticket))),
         }
+    }
+
+    /// Fires every primitive timer due at `now`, earliest first.
+    fn fire_timers(&mut self, now: u64) {
+        use timers::Timer;
+        while let Some((_, timer)) = self.coord.timers.pop_due(now) {
+            match timer {
+                Timer::Session(id) => sessions::expire(self, now, id),
+                Timer::Lock(name) => locks::expire(self, now, &name),
+                Timer::LockWait(name, ticket) => locks::give_up(self, &name, ticket),
+            }
+        }
+    }
+
+    /// The earliest deadline of a primitive: once it has passed, the leader
+    /// proposes an [`Op::Tick`] unless other writes go first.
+    pub fn next_timer(&self) -> Option<u64> {
+        self.coord.timers.next()
+    }
+
+    /// The answers for waiting clients that the ops applied since the last
+    /// call granted.
+    pub fn take_wakeups(&mut self) -> Vec<Wakeup> {
+        std::mem::take(&mut self.wakeups)
+    }
+
+    fn wake(&mut self, ticket: Ticket, outcome: Outcome) {
+        self.wakeups.push(Wakeup { ticket, outcome });
     }
 
     /// Records that the entry at `index` with time `time_ms` was applied,
@@ -107,6 +216,8 @@ impl State {
             Query::String(q) => strings::read(&self.db, now, q),
             Query::Key(q) => keys::read(&self.db, now, q),
             Query::Hash(q) => hashes::read(&self.db, now, q),
+            Query::Lock(q) => locks::read(self, now, q),
+            Query::Session(q) => sessions::read(self, now, q),
             Query::Digest => Ok(Outcome::Bulk(Bytes::from(format!(
                 "{:016x}",
                 self.digest()
@@ -141,7 +252,8 @@ impl State {
         &self.members
     }
 
-    /// A digest of the keyspace (keys, values, deadlines) in scan order: equal
+    /// A digest of the keyspace (keys, values, deadlines) in scan order and
+    /// of the primitives: equal
     /// on replicas that applied the same entries.
     pub fn digest(&self) -> u64 {
         let mut h = db::stable_hash(b"concord-digest");
@@ -161,6 +273,7 @@ impl State {
                 }
             }
         }
+        mix(&postcard::to_stdvec(&self.coord).expect("primitives serialize"));
         h
     }
 

@@ -505,11 +505,11 @@ fn run_snapshot(steps: &[Step], after: &[Step]) -> Result<(), TestCaseError> {
     let bytes = original.state.encode_snapshot();
     let restored = State::decode_snapshot(&bytes).expect("the snapshot decodes");
     prop_assert!(restored == original.state, "restored state differs");
-    let mut restored = Harness {
-        state: restored,
-        index: original.index,
-        now: original.now,
-        seed: None,
+    let mut restored = {
+        let mut harness = Harness::new(original.now);
+        harness.state = restored;
+        harness.index = original.index;
+        harness
     };
     // The same reads now, a little later, and much later (every deadline
     // passed); then the same writes keep both in step.

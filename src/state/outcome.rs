@@ -32,6 +32,16 @@ pub enum Outcome {
     Set(Vec<Outcome>),
     /// A per-element error inside an array (e.g. a transaction's results).
     Error(StateError),
+    /// The client waits: its answer comes later as a [`Wakeup`] for
+    /// `ticket`, or, past `timeout_ms` (0: no limit), from the state's own
+    /// give-up timer. The node that took the request holds its reply until
+    /// then; a client never sees this outcome.
+    ///
+    /// [`Wakeup`]: super::Wakeup
+    Blocked {
+        ticket: super::Ticket,
+        timeout_ms: u64,
+    },
 }
 
 pub type OpResult = Result<Outcome, StateError>;

@@ -11,11 +11,13 @@ use serde::ser::SerializeSeq;
 use serde::{Deserialize, Serialize, Serializer};
 
 use super::db::{Db, ScanMap, Value};
-use super::State;
+use super::{Coord, State};
 
 /// Bumped whenever the encoding changes; a node refuses snapshots of a
 /// version it does not know rather than misreading them.
-pub const SNAPSHOT_FORMAT: u8 = 1;
+/// Format 2 appends the coordination primitives to format 1's body; a
+/// format 1 snapshot restores with none.
+pub const SNAPSHOT_FORMAT: u8 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -93,16 +95,22 @@ impl State {
         let mut out = vec![SNAPSHOT_FORMAT];
         // Serializing into a Vec cannot fail: every type here is plain data.
         out.extend(postcard::to_stdvec(&body).expect("state serializes"));
+        out.extend(postcard::to_stdvec(&self.coord).expect("primitives serialize"));
         out
     }
 
     /// Rebuilds a state from [`State::encode_snapshot`]'s bytes.
     pub fn decode_snapshot(bytes: &[u8]) -> Result<State, SnapshotError> {
         let (&format, body) = bytes.split_first().ok_or(SnapshotError::Empty)?;
-        if format != SNAPSHOT_FORMAT {
+        if format != 1 && format != SNAPSHOT_FORMAT {
             return Err(SnapshotError::UnknownFormat(format));
         }
-        let stored: StoredState = postcard::from_bytes(body)?;
+        let (stored, rest): (StoredState, _) = postcard::take_from_bytes(body)?;
+        let coord: Coord = if format == 1 {
+            Coord::default()
+        } else {
+            postcard::from_bytes(rest)?
+        };
         let mut db = Db::new();
         for (key, value, deadline) in stored.db {
             let value = match value {
@@ -122,6 +130,8 @@ impl State {
             clock_ms: stored.clock_ms,
             applied_index: stored.applied_index,
             members: stored.members,
+            coord,
+            wakeups: Vec::new(),
         })
     }
 }

@@ -1,0 +1,132 @@
+//! Deadlines of the coordination primitives, and the wake-ups of clients
+//! that wait on them.
+//!
+//! Locks, sessions, registry instances, queue leases and blocked waiters
+//! all end at a time. The state machine has no clock of its own: a deadline
+//! falls due when an entry stamped at or after it is applied. Before any op
+//! is applied, every timer due at the entry's time fires (in deadline order,
+//! then timer order: the same on every replica), so each op sees the state
+//! as of its own time. When nothing else is written, the leader proposes an
+//! empty [`Op::Tick`](super::Op::Tick) once the next deadline has passed, so
+//! expiries still happen through the log.
+//!
+//! A client that waits (a lock acquire with WAIT, a blocking queue claim)
+//! holds a [`Ticket`]: its node and a sequence number, chosen by the node the
+//! client is connected to before the op is replicated. When the state
+//! grants what the ticket waits for, it records a [`Wakeup`]; every replica
+//! records the same ones, and only the node named in the ticket answers its
+//! client. That is why a waiter is answered on whichever node it is
+//! connected to, across leader changes.
+
+use std::collections::BTreeSet;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::Outcome;
+
+/// Names one waiting client: the node it is connected to and a number that
+/// node never hands out twice. `node == 0` means "not assigned yet".
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+pub struct Ticket {
+    pub node: u64,
+    pub seq: u64,
+}
+
+impl Ticket {
+    pub fn is_assigned(&self) -> bool {
+        self.node != 0
+    }
+}
+
+/// The answer a waiting client gets, recorded while an entry is applied.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Wakeup {
+    pub ticket: Ticket,
+    pub outcome: Outcome,
+}
+
+/// What falls due at a deadline.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Timer {
+    /// A session's TTL lapsed without a keepalive.
+    Session(u64),
+    /// A lock's TTL lapsed.
+    Lock(Bytes),
+    /// A waiter for a lock gave up.
+    LockWait(Bytes, Ticket),
+}
+
+/// Every pending deadline, ordered by time. Each owner keeps its own
+/// deadline beside the timer and moves it with [`Timers::reschedule`], so a
+/// timer is here exactly once while it is pending.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timers {
+    due: BTreeSet<(u64, Timer)>,
+}
+
+impl Timers {
+    /// Moves `timer` from `old` to `new` (either may be none).
+    pub fn reschedule(&mut self, timer: Timer, old: Option<u64>, new: Option<u64>) {
+        if old == new {
+            return;
+        }
+        match (old, new) {
+            (Some(old), Some(new)) => {
+                let removed = self.due.remove(&(old, timer.clone()));
+                debug_assert!(removed, "timer {timer:?} was not scheduled at {old}");
+                self.due.insert((new, timer));
+            }
+            (Some(old), None) => {
+                let removed = self.due.remove(&(old, timer.clone()));
+                debug_assert!(removed, "timer {timer:?} was not scheduled at {old}");
+            }
+            (None, Some(new)) => {
+                self.due.insert((new, timer));
+            }
+            (None, None) => {}
+        }
+    }
+
+    pub fn schedule(&mut self, timer: Timer, at: u64) {
+        self.due.insert((at, timer));
+    }
+
+    pub fn cancel(&mut self, timer: Timer, at: u64) {
+        self.due.remove(&(at, timer));
+    }
+
+    /// The earliest pending deadline.
+    pub fn next(&self) -> Option<u64> {
+        self.due.first().map(|(at, _)| *at)
+    }
+
+    /// Removes and returns the earliest timer due at `now`.
+    pub fn pop_due(&mut self, now: u64) -> Option<(u64, Timer)> {
+        if self.next()? > now {
+            return None;
+        }
+        self.due.pop_first()
+    }
+
+    pub fn len(&self) -> usize {
+        self.due.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.due.is_empty()
+    }
+}
+
+/// `now + ttl`, saturating: a TTL is validated by the command layer, but a
+/// deadline must never wrap around.
+pub fn deadline(now: u64, ttl_ms: u64) -> u64 {
+    now.saturating_add(ttl_ms)
+}
+
+/// What is left of a deadline at `now`, in milliseconds.
+pub fn remaining(deadline: u64, now: u64) -> u64 {
+    deadline.saturating_sub(now)
+}
