@@ -495,6 +495,7 @@ pub(super) fn grace(state: &mut State, now: u64, ms: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::golden::render;
 
     fn ids(n: usize) -> Vec<Bytes> {
         (0..n).map(|i| Bytes::from(format!("node-{i}"))).collect()
@@ -550,6 +551,28 @@ mod tests {
             count += 1;
         }
         assert!((1_500..=2_500).contains(&count), "{count} keys moved");
+    }
+
+    #[test]
+    fn no_timer_outlives_its_instance() {
+        let mut h = crate::state::golden::Harness::new(1_000);
+        let mut run = |line: &str| render(&h.run_line(line), false);
+        assert_eq!(run("SESSION.CREATE 100000"), "(integer) 1");
+        for line in [
+            "REGISTRY.REGISTER s gone 10.0.0.1:1 5000",
+            "REGISTRY.REGISTER s bound 10.0.0.2:1 5000 SESSION 1",
+            "REGISTRY.REGISTER s moved 10.0.0.3:1 5000",
+        ] {
+            assert_eq!(run(line), "(integer) 1");
+        }
+        assert_eq!(
+            run("REGISTRY.REGISTER s moved 10.0.0.3:1 0 SESSION 1"),
+            "(integer) 0"
+        );
+        assert_eq!(run("REGISTRY.DEREGISTER s gone"), "(integer) 1");
+        assert_eq!(run("SESSION.DESTROY 1"), "(integer) 1");
+        assert_eq!(run("REGISTRY.SERVICES"), "[]");
+        assert_eq!(h.state.next_timer(), None);
     }
 
     #[test]
