@@ -409,6 +409,14 @@ fn golden_sessions() {
 }
 
 #[test]
+fn golden_registry() {
+    check(
+        "registry.txt",
+        include_str!("../../tests/golden/registry.txt"),
+    );
+}
+
+#[test]
 fn the_harness_reports_a_wrong_line() {
     let (commands, failures) = run_script("inline", "> SET k v\nOK\n> GET k\n\"w\"\n");
     assert_eq!(commands, 2);

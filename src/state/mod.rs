@@ -16,6 +16,7 @@ pub mod hashes;
 pub mod keys;
 pub mod locks;
 mod outcome;
+pub mod registry;
 pub mod sessions;
 mod snapshot;
 pub mod strings;
@@ -47,6 +48,7 @@ pub enum Op {
     ExpireKeys(Vec<Bytes>),
     Lock(locks::LockOp),
     Session(sessions::SessionOp),
+    Registry(registry::RegistryOp),
     /// Does nothing itself: applying any op first fires the primitives'
     /// timers due at the entry's time. The leader proposes it when a
     /// deadline passed and nothing else was written.
@@ -85,6 +87,7 @@ pub enum Query {
     Hash(hashes::HashQuery),
     Lock(locks::LockQuery),
     Session(sessions::SessionQuery),
+    Registry(registry::RegistryQuery),
     /// The keyspace digest (DEBUG DIGEST), for comparing replicas.
     Digest,
 }
@@ -120,6 +123,7 @@ pub(crate) struct Coord {
     timers: timers::Timers,
     locks: locks::Locks,
     sessions: sessions::Sessions,
+    registry: registry::Registry,
 }
 
 impl Coord {
@@ -163,10 +167,12 @@ impl State {
             }
             Op::Lock(op) => locks::apply(self, now, op),
             Op::Session(op) => sessions::apply(self, now, op),
+            Op::Registry(op) => registry::apply(self, now, op),
             Op::Tick => Ok(Outcome::Ok),
             Op::Grace { ms } => {
                 sessions::grace(self, now, *ms);
                 locks::grace(self, now, *ms);
+                registry::grace(self, now, *ms);
                 Ok(Outcome::Ok)
             }
             Op::Unblock(ticket) => Ok(Outcome::bool(locks::unblock(self, *ticket))),
@@ -181,6 +187,7 @@ impl State {
                 Timer::Session(id) => sessions::expire(self, now, id),
                 Timer::Lock(name) => locks::expire(self, now, &name),
                 Timer::LockWait(name, ticket) => locks::give_up(self, &name, ticket),
+                Timer::Instance { service, id } => registry::expire(self, &service, &id),
             }
         }
     }
@@ -223,6 +230,7 @@ impl State {
             Query::Hash(q) => hashes::read(&self.db, now, q),
             Query::Lock(q) => locks::read(self, now, q),
             Query::Session(q) => sessions::read(self, now, q),
+            Query::Registry(q) => registry::read(self, now, q),
             Query::Digest => Ok(Outcome::Bulk(Bytes::from(format!(
                 "{:016x}",
                 self.digest()

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::timers::{self, Ticket, Timer};
-use super::{locks, OpResult, Outcome, State, StateError};
+use super::{locks, registry, OpResult, Outcome, State, StateError};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum SessionOp {
@@ -212,6 +212,9 @@ fn end(state: &mut State, now: u64, id: u64) {
     }
     for key in &session.keys {
         state.db.remove(key);
+    }
+    for (service, instance) in &session.instances {
+        registry::end_session(state, service, instance, id);
     }
 }
 

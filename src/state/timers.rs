@@ -57,6 +57,8 @@ pub enum Timer {
     Lock(Bytes),
     /// A waiter for a lock gave up.
     LockWait(Bytes, Ticket),
+    /// A registry instance's TTL lapsed without a heartbeat.
+    Instance { service: Bytes, id: Bytes },
 }
 
 /// Every pending deadline, ordered by time. Each owner keeps its own
