@@ -41,6 +41,7 @@ macro_rules! local_spec {
 }
 
 mod args;
+pub mod breakers;
 pub mod cluster;
 pub mod connection;
 pub mod docs;
@@ -48,6 +49,7 @@ mod error;
 pub mod hashes;
 pub mod keys;
 pub mod locks;
+pub mod ratelimit;
 pub mod server;
 pub mod sessions;
 pub mod strings;
@@ -112,6 +114,8 @@ pub enum Group {
     Cluster,
     Lock,
     Session,
+    RateLimit,
+    Breaker,
 }
 
 impl Group {
@@ -125,6 +129,8 @@ impl Group {
             Group::Cluster => "cluster",
             Group::Lock => "lock",
             Group::Session => "session",
+            Group::RateLimit => "ratelimit",
+            Group::Breaker => "breaker",
         }
     }
 
@@ -138,6 +144,8 @@ impl Group {
             Group::Cluster => "Cluster",
             Group::Lock => "Locks (native)",
             Group::Session => "Sessions (native)",
+            Group::RateLimit => "Rate limits (native)",
+            Group::Breaker => "Circuit breakers (native)",
         }
     }
 }
@@ -262,7 +270,7 @@ impl CommandSpec {
 }
 
 /// Every family's specs, in documentation order.
-pub fn families() -> [&'static [CommandSpec]; 8] {
+pub fn families() -> [&'static [CommandSpec]; 10] {
     [
         connection::SPECS,
         server::SPECS,
@@ -272,6 +280,8 @@ pub fn families() -> [&'static [CommandSpec]; 8] {
         hashes::SPECS,
         locks::SPECS,
         sessions::SPECS,
+        ratelimit::SPECS,
+        breakers::SPECS,
     ]
 }
 

@@ -36,4 +36,6 @@ pub enum StateError {
     NoSession(u64),
     #[error("FENCED lock '{lock}' is not held by token {token}")]
     Fenced { lock: String, token: u64 },
+    #[error("ERR no such breaker '{0}'")]
+    NoSuchBreaker(String),
 }

@@ -9,6 +9,7 @@
 //! Commands are grouped in families, one file each, each with its own op and
 //! query enums; [`Op`] and [`Query`] are the sums of those.
 
+pub mod breakers;
 pub mod db;
 mod error;
 pub mod glob;
@@ -16,6 +17,7 @@ pub mod hashes;
 pub mod keys;
 pub mod locks;
 mod outcome;
+pub mod ratelimit;
 pub mod sessions;
 mod snapshot;
 pub mod strings;
@@ -47,6 +49,8 @@ pub enum Op {
     ExpireKeys(Vec<Bytes>),
     Lock(locks::LockOp),
     Session(sessions::SessionOp),
+    RateLimit(ratelimit::RateLimitOp),
+    Breaker(breakers::BreakerOp),
     /// Does nothing itself: applying any op first fires the primitives'
     /// timers due at the entry's time. The leader proposes it when a
     /// deadline passed and nothing else was written.
@@ -85,6 +89,8 @@ pub enum Query {
     Hash(hashes::HashQuery),
     Lock(locks::LockQuery),
     Session(sessions::SessionQuery),
+    RateLimit(ratelimit::RateLimitQuery),
+    Breaker(breakers::BreakerQuery),
     /// The keyspace digest (DEBUG DIGEST), for comparing replicas.
     Digest,
 }
@@ -120,6 +126,8 @@ pub(crate) struct Coord {
     timers: timers::Timers,
     locks: locks::Locks,
     sessions: sessions::Sessions,
+    limiters: ratelimit::Limiters,
+    breakers: breakers::Breakers,
 }
 
 impl Coord {
@@ -163,6 +171,8 @@ impl State {
             }
             Op::Lock(op) => locks::apply(self, now, op),
             Op::Session(op) => sessions::apply(self, now, op),
+            Op::RateLimit(op) => ratelimit::apply(self, now, op),
+            Op::Breaker(op) => breakers::apply(self, now, op),
             Op::Tick => Ok(Outcome::Ok),
             Op::Grace { ms } => {
                 sessions::grace(self, now, *ms);
@@ -181,6 +191,7 @@ impl State {
                 Timer::Session(id) => sessions::expire(self, now, id),
                 Timer::Lock(name) => locks::expire(self, now, &name),
                 Timer::LockWait(name, ticket) => locks::give_up(self, &name, ticket),
+                Timer::Limiter(key) => ratelimit::forget(self, &key),
             }
         }
     }
@@ -218,6 +229,8 @@ impl State {
             Query::Hash(q) => hashes::read(&self.db, now, q),
             Query::Lock(q) => locks::read(self, now, q),
             Query::Session(q) => sessions::read(self, now, q),
+            Query::RateLimit(q) => ratelimit::read(self, now, q),
+            Query::Breaker(q) => breakers::read(self, now, q),
             Query::Digest => Ok(Outcome::Bulk(Bytes::from(format!(
                 "{:016x}",
                 self.digest()

@@ -57,6 +57,8 @@ pub enum Timer {
     Lock(Bytes),
     /// A waiter for a lock gave up.
     LockWait(Bytes, Ticket),
+    /// A rate limiter is back to its initial state: forget it.
+    Limiter(Bytes),
 }
 
 /// Every pending deadline, ordered by time. Each owner keeps its own
