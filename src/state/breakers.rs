@@ -284,3 +284,29 @@ pub fn read(state: &State, now: u64, query: &BreakerQuery) -> OpResult {
 fn no_such_breaker(name: &Bytes) -> StateError {
     StateError::NoSuchBreaker(String::from_utf8_lossy(name).into_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::golden::Harness;
+    use super::super::State;
+
+    #[test]
+    fn breakers_in_every_state_survive_a_snapshot() {
+        let mut harness = Harness::new(1_700_000_000_000);
+        for name in ["closed", "open", "half"] {
+            harness.run_line(&format!(
+                "BREAKER.CONFIG {name} FAILURES 2 WINDOW 1000 COOLDOWN 100 PROBES 3"
+            ));
+            harness.run_line(&format!("BREAKER.RECORD {name} FAILURE"));
+        }
+        harness.run_line("BREAKER.RECORD half FAILURE");
+        harness.now += 100;
+        harness.run_line("BREAKER.ALLOW half");
+        harness.run_line("BREAKER.RECORD open FAILURE");
+        let restored = State::decode_snapshot(&harness.state.encode_snapshot());
+        let restored = restored.expect("the snapshot decodes");
+        assert!(restored == harness.state);
+        assert_eq!(restored.coord.breakers.len(), 3);
+        assert_eq!(restored.digest(), harness.state.digest());
+    }
+}

@@ -53,7 +53,7 @@ pub struct Limit {
 pub enum RateLimitOp {
     /// Outcome: [allowed, remaining, retry-after-ms, reset-after-ms].
     Acquire { key: Bytes, limit: Limit, cost: u64 },
-    /// Outcome: 1 if the key was limited.
+    /// Outcome: 1 if anything was counted for the key.
     Reset { key: Bytes },
 }
 
@@ -335,7 +335,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::super::golden::Harness;
-    use super::super::Op;
+    use super::super::{Op, State};
     use crate::resp::Reply;
 
     const START: u64 = 1_700_000_000_007;
@@ -430,8 +430,11 @@ mod tests {
         out
     }
 
-    /// Nothing is left once everything counted has run out.
+    /// The limiter survives a snapshot, and nothing is left of it once
+    /// everything counted has run out.
     fn assert_forgotten(harness: &mut Harness, window: u64) {
+        let restored = State::decode_snapshot(&harness.state.encode_snapshot());
+        assert!(restored.expect("the snapshot decodes") == harness.state);
         harness.now += window;
         harness.apply(&Op::Tick).expect("tick applies");
         assert!(harness.state.coord.limiters.is_empty());
