@@ -41,6 +41,7 @@ macro_rules! local_spec {
 }
 
 mod args;
+pub mod breakers;
 pub mod cluster;
 pub mod connection;
 pub mod docs;
@@ -48,6 +49,7 @@ mod error;
 pub mod hashes;
 pub mod keys;
 pub mod locks;
+pub mod ratelimit;
 pub mod registry;
 pub mod server;
 pub mod sessions;
@@ -114,6 +116,8 @@ pub enum Group {
     Lock,
     Session,
     Registry,
+    RateLimit,
+    Breaker,
 }
 
 impl Group {
@@ -128,6 +132,8 @@ impl Group {
             Group::Lock => "lock",
             Group::Session => "session",
             Group::Registry => "registry",
+            Group::RateLimit => "ratelimit",
+            Group::Breaker => "breaker",
         }
     }
 
@@ -142,6 +148,8 @@ impl Group {
             Group::Lock => "Locks (native)",
             Group::Session => "Sessions (native)",
             Group::Registry => "Service registry (native)",
+            Group::RateLimit => "Rate limits (native)",
+            Group::Breaker => "Circuit breakers (native)",
         }
     }
 }
@@ -266,7 +274,7 @@ impl CommandSpec {
 }
 
 /// Every family's specs, in documentation order.
-pub fn families() -> [&'static [CommandSpec]; 9] {
+pub fn families() -> [&'static [CommandSpec]; 11] {
     [
         connection::SPECS,
         server::SPECS,
@@ -277,6 +285,8 @@ pub fn families() -> [&'static [CommandSpec]; 9] {
         locks::SPECS,
         sessions::SPECS,
         registry::SPECS,
+        ratelimit::SPECS,
+        breakers::SPECS,
     ]
 }
 

@@ -38,4 +38,6 @@ pub enum StateError {
     Fenced { lock: String, token: u64 },
     #[error("ERR no such instance")]
     NoSuchInstance,
+    #[error("ERR no such breaker '{0}'")]
+    NoSuchBreaker(String),
 }

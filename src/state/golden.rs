@@ -417,6 +417,22 @@ fn golden_registry() {
 }
 
 #[test]
+fn golden_ratelimit() {
+    check(
+        "ratelimit.txt",
+        include_str!("../../tests/golden/ratelimit.txt"),
+    );
+}
+
+#[test]
+fn golden_breakers() {
+    check(
+        "breakers.txt",
+        include_str!("../../tests/golden/breakers.txt"),
+    );
+}
+
+#[test]
 fn the_harness_reports_a_wrong_line() {
     let (commands, failures) = run_script("inline", "> SET k v\nOK\n> GET k\n\"w\"\n");
     assert_eq!(commands, 2);

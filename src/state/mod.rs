@@ -9,6 +9,7 @@
 //! Commands are grouped in families, one file each, each with its own op and
 //! query enums; [`Op`] and [`Query`] are the sums of those.
 
+pub mod breakers;
 pub mod db;
 mod error;
 pub mod glob;
@@ -16,6 +17,7 @@ pub mod hashes;
 pub mod keys;
 pub mod locks;
 mod outcome;
+pub mod ratelimit;
 pub mod registry;
 pub mod sessions;
 mod snapshot;
@@ -49,6 +51,8 @@ pub enum Op {
     Lock(locks::LockOp),
     Session(sessions::SessionOp),
     Registry(registry::RegistryOp),
+    RateLimit(ratelimit::RateLimitOp),
+    Breaker(breakers::BreakerOp),
     /// Does nothing itself: applying any op first fires the primitives'
     /// timers due at the entry's time. The leader proposes it when a
     /// deadline passed and nothing else was written.
@@ -88,6 +92,8 @@ pub enum Query {
     Lock(locks::LockQuery),
     Session(sessions::SessionQuery),
     Registry(registry::RegistryQuery),
+    RateLimit(ratelimit::RateLimitQuery),
+    Breaker(breakers::BreakerQuery),
     /// The keyspace digest (DEBUG DIGEST), for comparing replicas.
     Digest,
 }
@@ -124,6 +130,8 @@ pub(crate) struct Coord {
     locks: locks::Locks,
     sessions: sessions::Sessions,
     registry: registry::Registry,
+    limiters: ratelimit::Limiters,
+    breakers: breakers::Breakers,
 }
 
 impl Coord {
@@ -168,6 +176,8 @@ impl State {
             Op::Lock(op) => locks::apply(self, now, op),
             Op::Session(op) => sessions::apply(self, now, op),
             Op::Registry(op) => registry::apply(self, now, op),
+            Op::RateLimit(op) => ratelimit::apply(self, now, op),
+            Op::Breaker(op) => breakers::apply(self, now, op),
             Op::Tick => Ok(Outcome::Ok),
             Op::Grace { ms } => {
                 sessions::grace(self, now, *ms);
@@ -188,6 +198,7 @@ impl State {
                 Timer::Lock(name) => locks::expire(self, now, &name),
                 Timer::LockWait(name, ticket) => locks::give_up(self, &name, ticket),
                 Timer::Instance { service, id } => registry::expire(self, &service, &id),
+                Timer::Limiter(key) => ratelimit::forget(self, &key),
             }
         }
     }
@@ -231,6 +242,8 @@ impl State {
             Query::Lock(q) => locks::read(self, now, q),
             Query::Session(q) => sessions::read(self, now, q),
             Query::Registry(q) => registry::read(self, now, q),
+            Query::RateLimit(q) => ratelimit::read(self, now, q),
+            Query::Breaker(q) => breakers::read(self, now, q),
             Query::Digest => Ok(Outcome::Bulk(Bytes::from(format!(
                 "{:016x}",
                 self.digest()

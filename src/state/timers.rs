@@ -59,6 +59,8 @@ pub enum Timer {
     LockWait(Bytes, Ticket),
     /// A registry instance's TTL lapsed without a heartbeat.
     Instance { service: Bytes, id: Bytes },
+    /// A rate limiter is back to its initial state: forget it.
+    Limiter(Bytes),
 }
 
 /// Every pending deadline, ordered by time. Each owner keeps its own
