@@ -48,6 +48,7 @@ mod error;
 pub mod hashes;
 pub mod keys;
 pub mod locks;
+pub mod queues;
 pub mod server;
 pub mod sessions;
 pub mod strings;
@@ -112,6 +113,7 @@ pub enum Group {
     Cluster,
     Lock,
     Session,
+    Queue,
 }
 
 impl Group {
@@ -125,6 +127,7 @@ impl Group {
             Group::Cluster => "cluster",
             Group::Lock => "lock",
             Group::Session => "session",
+            Group::Queue => "queue",
         }
     }
 
@@ -138,6 +141,7 @@ impl Group {
             Group::Cluster => "Cluster",
             Group::Lock => "Locks (native)",
             Group::Session => "Sessions (native)",
+            Group::Queue => "Work queues (native)",
         }
     }
 }
@@ -262,7 +266,7 @@ impl CommandSpec {
 }
 
 /// Every family's specs, in documentation order.
-pub fn families() -> [&'static [CommandSpec]; 8] {
+pub fn families() -> [&'static [CommandSpec]; 9] {
     [
         connection::SPECS,
         server::SPECS,
@@ -272,6 +276,7 @@ pub fn families() -> [&'static [CommandSpec]; 8] {
         hashes::SPECS,
         locks::SPECS,
         sessions::SPECS,
+        queues::SPECS,
     ]
 }
 

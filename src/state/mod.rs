@@ -16,6 +16,7 @@ pub mod hashes;
 pub mod keys;
 pub mod locks;
 mod outcome;
+pub mod queues;
 pub mod sessions;
 mod snapshot;
 pub mod strings;
@@ -47,6 +48,7 @@ pub enum Op {
     ExpireKeys(Vec<Bytes>),
     Lock(locks::LockOp),
     Session(sessions::SessionOp),
+    Queue(queues::QueueOp),
     /// Does nothing itself: applying any op first fires the primitives'
     /// timers due at the entry's time. The leader proposes it when a
     /// deadline passed and nothing else was written.
@@ -72,6 +74,11 @@ impl Op {
                 wait_ms: Some(_),
                 ..
             }) => Some(ticket),
+            Op::Queue(queues::QueueOp::Claim {
+                ticket,
+                block_ms: Some(_),
+                ..
+            }) => Some(ticket),
             _ => None,
         }
     }
@@ -85,6 +92,7 @@ pub enum Query {
     Hash(hashes::HashQuery),
     Lock(locks::LockQuery),
     Session(sessions::SessionQuery),
+    Queue(queues::QueueQuery),
     /// The keyspace digest (DEBUG DIGEST), for comparing replicas.
     Digest,
 }
@@ -120,6 +128,7 @@ pub(crate) struct Coord {
     timers: timers::Timers,
     locks: locks::Locks,
     sessions: sessions::Sessions,
+    queues: queues::Queues,
 }
 
 impl Coord {
@@ -163,13 +172,17 @@ impl State {
             }
             Op::Lock(op) => locks::apply(self, now, op),
             Op::Session(op) => sessions::apply(self, now, op),
+            Op::Queue(op) => queues::apply(self, now, op),
             Op::Tick => Ok(Outcome::Ok),
             Op::Grace { ms } => {
                 sessions::grace(self, now, *ms);
                 locks::grace(self, now, *ms);
+                queues::grace(self, now, *ms);
                 Ok(Outcome::Ok)
             }
-            Op::Unblock(ticket) => Ok(Outcome::bool(locks::unblock(self, *ticket))),
+            Op::Unblock(ticket) => Ok(Outcome::bool(
+                locks::unblock(self, *ticket) || queues::unblock(self, *ticket),
+            )),
         }
     }
 
@@ -181,6 +194,9 @@ impl State {
                 Timer::Session(id) => sessions::expire(self, now, id),
                 Timer::Lock(name) => locks::expire(self, now, &name),
                 Timer::LockWait(name, ticket) => locks::give_up(self, &name, ticket),
+                Timer::JobLease(queue, id) => queues::lapse(self, now, &queue, id),
+                Timer::JobDelay(queue, id) => queues::ripen(self, now, &queue, id),
+                Timer::ClaimWait(queue, ticket) => queues::give_up(self, &queue, ticket),
             }
         }
     }
@@ -218,6 +234,7 @@ impl State {
             Query::Hash(q) => hashes::read(&self.db, now, q),
             Query::Lock(q) => locks::read(self, now, q),
             Query::Session(q) => sessions::read(self, now, q),
+            Query::Queue(q) => queues::read(self, q),
             Query::Digest => Ok(Outcome::Bulk(Bytes::from(format!(
                 "{:016x}",
                 self.digest()

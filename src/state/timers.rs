@@ -57,6 +57,12 @@ pub enum Timer {
     Lock(Bytes),
     /// A waiter for a lock gave up.
     LockWait(Bytes, Ticket),
+    /// A queue job's claim lapsed: (queue, job id).
+    JobLease(Bytes, u64),
+    /// A delayed queue job is due: (queue, job id).
+    JobDelay(Bytes, u64),
+    /// A blocked queue claimer gave up.
+    ClaimWait(Bytes, Ticket),
 }
 
 /// Every pending deadline, ordered by time. Each owner keeps its own
