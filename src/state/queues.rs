@@ -550,3 +550,241 @@ pub(super) fn grace(state: &mut State, now: u64, ms: u64) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Random sequences of queue commands (with time passing, leader
+    //! grace and dropped waiters) must keep the books straight: every job
+    //! ever pushed is live, dead or acked, exactly once; the stage counters
+    //! match the jobs; every pending deadline has its timer; no claim token
+    //! is handed out twice; and a snapshot restores an equal state.
+
+    use std::collections::BTreeMap;
+
+    use bytes::Bytes;
+    use proptest::prelude::*;
+
+    use super::super::golden::Harness;
+    use super::super::{Op, State, Ticket};
+    use super::{Queue, Stage};
+    use crate::resp::Reply;
+
+    const QUEUES: [&str; 2] = ["a", "b"];
+
+    #[derive(Clone, Debug)]
+    enum Step {
+        Push {
+            queue: usize,
+            delay_ms: u64,
+            max_tries: u64,
+        },
+        Claim {
+            queue: usize,
+            count: u64,
+            lease_ms: u64,
+            block_ms: Option<u64>,
+        },
+        /// ACK, NACK or EXTEND a claim seen earlier (maybe lapsed since).
+        Finish {
+            claim: usize,
+            verb: usize,
+        },
+        Advance(u64),
+        Tick,
+        Grace(u64),
+        Unblock(u64),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            3 => (0..2usize, prop_oneof![Just(0u64), 1..300u64], 0..3u64).prop_map(
+                |(queue, delay_ms, max_tries)| Step::Push { queue, delay_ms, max_tries }
+            ),
+            3 => (
+                0..2usize,
+                1..4u64,
+                1..400u64,
+                prop_oneof![Just(None), Just(Some(0u64)), (1..300u64).prop_map(Some)],
+            )
+                .prop_map(|(queue, count, lease_ms, block_ms)| Step::Claim {
+                    queue,
+                    count,
+                    lease_ms,
+                    block_ms
+                }),
+            3 => (0..64usize, 0..3usize).prop_map(|(claim, verb)| Step::Finish { claim, verb }),
+            2 => (0..400u64).prop_map(Step::Advance),
+            1 => Just(Step::Tick),
+            1 => (0..500u64).prop_map(Step::Grace),
+            1 => (1..8u64).prop_map(Step::Unblock),
+        ]
+    }
+
+    fn argv(words: &[String]) -> Vec<Bytes> {
+        words.iter().map(|w| Bytes::from(w.clone())).collect()
+    }
+
+    /// The (queue, id, token) of each job in a claim reply.
+    fn claims(queue: &str, reply: &Reply) -> Vec<(String, i64, i64)> {
+        let Reply::Array(jobs) = reply else {
+            return Vec::new();
+        };
+        jobs.iter()
+            .map(|job| match job {
+                Reply::Array(fields) => match (&fields[0], &fields[3]) {
+                    (Reply::Int(id), Reply::Int(token)) => (queue.to_owned(), *id, *token),
+                    other => panic!("a claimed job's id and token: {other:?}"),
+                },
+                other => panic!("a claimed job: {other:?}"),
+            })
+            .collect()
+    }
+
+    fn check_books(state: &State) -> Result<(), TestCaseError> {
+        let queues = &state.coord.queues;
+        let mut timers = 0;
+        for (name, queue) in &queues.by_name {
+            prop_assert!(!queue.is_unused(), "an unused queue {name:?} is kept");
+            let stage_count =
+                |f: fn(&Stage) -> bool| queue.jobs.values().filter(|j| f(&j.stage)).count() as u64;
+            prop_assert_eq!(
+                stage_count(|s| matches!(s, Stage::Ready)),
+                queue.ready.len() as u64
+            );
+            prop_assert_eq!(stage_count(|s| matches!(s, Stage::Delayed)), queue.delayed);
+            prop_assert_eq!(
+                stage_count(|s| matches!(s, Stage::Claimed(_))),
+                queue.claimed
+            );
+            for id in &queue.ready {
+                prop_assert!(matches!(queue.jobs[id].stage, Stage::Ready));
+            }
+            timers += queue.delayed + queue.claimed;
+            timers += queue
+                .waiters
+                .iter()
+                .filter(|w| w.gives_up.is_some())
+                .count() as u64;
+        }
+        prop_assert_eq!(
+            state.coord.timers.len() as u64,
+            timers,
+            "one timer per deadline"
+        );
+        for (name, totals) in &queues.totals {
+            let (live, dead) = queues.by_name.get(name).map_or((0, 0), |q: &Queue| {
+                (q.jobs.len() as u64, q.dead.len() as u64)
+            });
+            prop_assert_eq!(
+                totals.last_id,
+                live + dead + totals.acked,
+                "queue {:?}",
+                name
+            );
+        }
+        Ok(())
+    }
+
+    fn run(steps: &[Step]) -> Result<(), TestCaseError> {
+        let mut harness = Harness::new(1_700_000_000_000);
+        let mut seen: Vec<(String, i64, i64)> = Vec::new();
+        let mut blocked_on: BTreeMap<u64, &str> = BTreeMap::new();
+        for step in steps {
+            match step {
+                Step::Push {
+                    queue,
+                    delay_ms,
+                    max_tries,
+                } => {
+                    harness.run(&argv(&[
+                        "QUEUE.PUSH".into(),
+                        QUEUES[*queue].into(),
+                        "job".into(),
+                        "DELAY".into(),
+                        delay_ms.to_string(),
+                        "MAXTRIES".into(),
+                        max_tries.to_string(),
+                    ]));
+                }
+                Step::Claim {
+                    queue,
+                    count,
+                    lease_ms,
+                    block_ms,
+                } => {
+                    let mut words = vec![
+                        "QUEUE.CLAIM".into(),
+                        QUEUES[*queue].into(),
+                        "w".into(),
+                        lease_ms.to_string(),
+                        "COUNT".into(),
+                        count.to_string(),
+                    ];
+                    if let Some(ms) = block_ms {
+                        words.extend(["BLOCK".into(), ms.to_string()]);
+                    }
+                    match harness.run(&argv(&words)) {
+                        Reply::Simple(blocked) => {
+                            let seq = blocked
+                                .strip_prefix("(blocked ")
+                                .and_then(|s| s.strip_suffix(')'))
+                                .and_then(|s| s.parse().ok())
+                                .expect("a waiting claim");
+                            blocked_on.insert(seq, QUEUES[*queue]);
+                        }
+                        reply => seen.extend(claims(QUEUES[*queue], &reply)),
+                    }
+                }
+                Step::Finish { claim, verb } if !seen.is_empty() => {
+                    let (queue, id, token) = seen[claim % seen.len()].clone();
+                    let mut words = vec![queue, id.to_string(), token.to_string()];
+                    let verb = ["QUEUE.ACK", "QUEUE.NACK", "QUEUE.EXTEND"][*verb];
+                    words.insert(0, verb.into());
+                    if verb == "QUEUE.EXTEND" {
+                        words.push("200".into());
+                    }
+                    let reply = harness.run(&argv(&words));
+                    prop_assert!(matches!(reply, Reply::Int(0 | 1)), "{verb}: {reply:?}");
+                }
+                Step::Finish { .. } => {}
+                Step::Advance(ms) => harness.now += ms,
+                Step::Tick => {
+                    harness.apply(&Op::Tick).expect("tick applies");
+                }
+                Step::Grace(ms) => {
+                    harness
+                        .apply(&Op::Grace { ms: *ms })
+                        .expect("grace applies");
+                }
+                Step::Unblock(seq) => {
+                    harness
+                        .apply(&Op::Unblock(Ticket { node: 1, seq: *seq }))
+                        .expect("unblock applies");
+                }
+            }
+            for (seq, reply) in std::mem::take(&mut harness.answered) {
+                let queue = blocked_on.remove(&seq).expect("an answered claim blocked");
+                seen.extend(claims(queue, &reply));
+            }
+            check_books(&harness.state)?;
+        }
+        let tokens: Vec<i64> = seen.iter().map(|(_, _, token)| *token).collect();
+        let mut sorted = tokens.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        prop_assert_eq!(sorted.len(), tokens.len(), "a token was handed out twice");
+        let restored =
+            State::decode_snapshot(&harness.state.encode_snapshot()).expect("the snapshot decodes");
+        prop_assert!(restored == harness.state, "restored state differs");
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn queue_books_balance(steps in prop::collection::vec(step(), 1..80)) {
+            run(&steps)?;
+        }
+    }
+}
