@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use protobuf::Message as _;
@@ -21,7 +21,7 @@ use super::log_store::LogStore;
 use super::node::{after, now_ms, Inbox, NodeConfig, Responder, Submit};
 use super::payload;
 use super::{Answer, NodeError, NodeStatus, ReadMode, Role};
-use crate::state::{Op, Query, State};
+use crate::state::{Op, Outcome, Query, State, Ticket, Wakeup};
 use crate::storage::{Persisted, Record, StorageError, WalJob, WalWriter};
 use crate::transport::Transport;
 
@@ -68,6 +68,8 @@ struct Forward {
     request: Relayed,
     responder: Responder,
     deadline: Instant,
+    /// The leader it was sent to.
+    leader: u64,
 }
 
 struct PendingRead {
@@ -116,6 +118,21 @@ struct OwnSnapshot {
     waiters: Vec<oneshot::Sender<Result<u64, NodeError>>>,
 }
 
+/// A client of this node waiting for a wake-up (a lock wait, a blocking
+/// claim). The state answers it, or times it out, through the log; the
+/// backstop only catches a node that can no longer hear the log.
+struct Held {
+    responder: Responder,
+    /// Past this the client is told the outcome is unknown.
+    backstop: Instant,
+    /// Whether the ticket was seen missing from the state at the last check
+    /// (an answer may have been lost when a snapshot replaced the log).
+    missing_once: bool,
+}
+
+/// How often held clients are checked against the state.
+const HELD_CHECK: Duration = Duration::from_secs(5);
+
 struct Transfer {
     target: u64,
     responder: Responder,
@@ -151,6 +168,19 @@ pub(crate) struct Driver {
 
     expiry_in_flight: Option<u64>,
     next_expiry_check: Instant,
+
+    /// The leader's Tick or Grace proposal not yet applied: one at a time.
+    timer_in_flight: Option<u64>,
+    /// This node just became leader and owes the grace op.
+    grace_due: bool,
+    /// Clients of this node waiting for a wake-up, by ticket.
+    held: HashMap<Ticket, Held>,
+    /// Wake-ups for this node's tickets that came before the relayed
+    /// answer saying the request waits (a follower can apply the grant
+    /// before the leader's answer arrives).
+    early_wakeups: HashMap<Ticket, (Instant, Outcome)>,
+    next_ticket: u64,
+    next_held_check: Instant,
 
     member_change: Option<MemberChange>,
     transfer: Option<Transfer>,
@@ -194,6 +224,15 @@ impl Driver {
             last_submitted: 0,
             expiry_in_flight: None,
             next_expiry_check: Instant::now(),
+            timer_in_flight: None,
+            grace_due: false,
+            held: HashMap::new(),
+            early_wakeups: HashMap::new(),
+            // Above every ticket an earlier run of this node handed out
+            // (fewer than a thousand a millisecond), so a waiter of that
+            // run still in the state is never mistaken for one of ours.
+            next_ticket: now_ms().saturating_mul(1000),
+            next_held_check: Instant::now() + HELD_CHECK,
             member_change: None,
             transfer: None,
             conf_state,
@@ -241,6 +280,7 @@ impl Driver {
                 self.on_tick(now);
             }
             self.maybe_propose_expiry(now);
+            self.maybe_propose_timers();
             self.flush_proposals();
             self.flush_reads(now);
             self.handle_ready();
@@ -308,6 +348,11 @@ impl Driver {
     }
 
     fn respond(&mut self, responder: Responder, answer: Answer) {
+        if let Ok(Ok(Outcome::Blocked { ticket, timeout_ms })) = &answer {
+            if !matches!(responder, Responder::Remote { .. }) {
+                return self.hold(responder, *ticket, *timeout_ms);
+            }
+        }
         // A relayed request's answer goes back to the follower.
         if let Some((peer, id, answer)) = responder.send_local(answer) {
             let body = match answer {
@@ -321,6 +366,108 @@ impl Driver {
         }
     }
 
+    /// Keeps a waiting client's responder until its wake-up.
+    fn hold(&mut self, responder: Responder, ticket: Ticket, timeout_ms: u64) {
+        if let Some((_, outcome)) = self.early_wakeups.remove(&ticket) {
+            return self.respond(responder, Ok(Ok(outcome)));
+        }
+        let far = Duration::from_secs(100 * 365 * 24 * 3600);
+        let wait = if timeout_ms == 0 {
+            far
+        } else {
+            Duration::from_millis(timeout_ms)
+        };
+        let backstop = Instant::now() + wait + self.config.request_timeout;
+        self.held.insert(
+            ticket,
+            Held {
+                responder,
+                backstop,
+                missing_once: false,
+            },
+        );
+    }
+
+    /// Answers this node's waiting clients that the applied op woke.
+    fn deliver(&mut self, wakeups: Vec<Wakeup>) {
+        for Wakeup { ticket, outcome } in wakeups {
+            if ticket.node != self.config.id {
+                continue;
+            }
+            match self.held.remove(&ticket) {
+                Some(held) => self.respond(held.responder, Ok(Ok(outcome))),
+                None => {
+                    self.early_wakeups.insert(ticket, (Instant::now(), outcome));
+                }
+            }
+        }
+    }
+
+    /// Held clients: those that left give up their place (through the
+    /// log), those past their backstop or no longer known to the state
+    /// hear that the outcome is unknown; stale early wake-ups are dropped.
+    fn check_held(&mut self, now: Instant) {
+        let left: Vec<Ticket> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.responder.is_closed())
+            .map(|(t, _)| *t)
+            .collect();
+        for ticket in left {
+            self.held.remove(&ticket);
+            self.unblock(ticket);
+        }
+        let keep = self.config.request_timeout * 2;
+        self.early_wakeups
+            .retain(|_, (at, _)| now.duration_since(*at) < keep);
+        if now < self.next_held_check {
+            return;
+        }
+        self.next_held_check = now + HELD_CHECK;
+        let mut lost = Vec::new();
+        for (ticket, held) in self.held.iter_mut() {
+            if held.backstop <= now {
+                lost.push(*ticket);
+            } else if self.state.is_waiting(*ticket) {
+                held.missing_once = false;
+            } else if held.missing_once {
+                lost.push(*ticket);
+            } else {
+                held.missing_once = true;
+            }
+        }
+        for ticket in lost {
+            if let Some(held) = self.held.remove(&ticket) {
+                self.respond(held.responder, Err(NodeError::OutcomeUnknown));
+            }
+        }
+    }
+
+    /// Gives up a departed client's place in a queue, through the log.
+    fn unblock(&mut self, ticket: Ticket) {
+        let op = Op::Unblock(ticket);
+        if self.is_leader() {
+            self.batch.push(op);
+            self.batch_replies.push(None);
+        } else if self.leader().is_some() {
+            // Nobody waits for the answer: a receiver dropped at once.
+            let (tx, _) = oneshot::channel();
+            self.relay(
+                Relayed::Write(op),
+                Responder::Local(tx),
+                after(self.config.request_timeout),
+            );
+        }
+    }
+
+    fn new_ticket(&mut self) -> Ticket {
+        self.next_ticket += 1;
+        Ticket {
+            node: self.config.id,
+            seq: self.next_ticket,
+        }
+    }
+
     fn is_leader(&self) -> bool {
         self.raw.raft.state == StateRole::Leader
     }
@@ -330,7 +477,12 @@ impl Driver {
         (leader != raft::INVALID_ID).then_some(leader)
     }
 
-    fn accept_write(&mut self, op: Op, reply: Responder, deadline: Instant) {
+    fn accept_write(&mut self, mut op: Op, reply: Responder, deadline: Instant) {
+        if !matches!(reply, Responder::Remote { .. }) {
+            if let Some(ticket) = op.ticket_mut().filter(|t| !t.is_assigned()) {
+                *ticket = self.new_ticket();
+            }
+        }
         if self.is_leader() {
             self.batch.push(op);
             self.batch_replies.push(Some(reply));
@@ -367,6 +519,7 @@ impl Driver {
                 request,
                 responder,
                 deadline,
+                leader,
             },
         );
     }
@@ -709,6 +862,7 @@ impl Driver {
     /// reads stuck behind a lagging apply, membership progress.
     fn on_tick(&mut self, now: Instant) {
         self.route_waiting(now);
+        self.check_held(now);
         let expired: Vec<u64> = self
             .forwards
             .iter()
@@ -831,6 +985,29 @@ impl Driver {
         self.expiry_in_flight = self.propose(vec![Op::ExpireKeys(keys)], vec![None]);
     }
 
+    /// The leader's primitive timers: a new leader's grace first, then a
+    /// Tick whenever a deadline has passed and no other write is about to
+    /// fire it.
+    fn maybe_propose_timers(&mut self) {
+        if !self.is_leader() || self.timer_in_flight.is_some() {
+            return;
+        }
+        if self.grace_due {
+            self.grace_due = false;
+            // The longest randomized election timeout: as long as a
+            // leaderless gap that ends in this election can last.
+            let ms = (self.config.tick * self.config.election_ticks as u32 * 2).as_millis() as u64;
+            // Proposed before the gathered writes: nothing of this term
+            // may fire a timer ahead of it.
+            self.timer_in_flight = self.propose(vec![Op::Grace { ms }], vec![None]);
+            return;
+        }
+        let due = self.state.next_timer().is_some_and(|at| at <= now_ms());
+        if due && self.batch.is_empty() {
+            self.timer_in_flight = self.propose(vec![Op::Tick], vec![None]);
+        }
+    }
+
     fn handle_ready(&mut self) {
         if !self.raw.has_ready() {
             return;
@@ -920,9 +1097,13 @@ impl Driver {
         if role == StateRole::Leader && !was_leader {
             tracing::info!(term = self.raw.raft.term, "became leader");
             self.next_expiry_check = Instant::now();
+            self.grace_due = true;
+            self.timer_in_flight = None;
         } else if role != StateRole::Leader && was_leader {
             tracing::info!(term = self.raw.raft.term, leader, "stepped down");
             self.expiry_in_flight = None;
+            self.timer_in_flight = None;
+            self.grace_due = false;
             // Writes gathered but not proposed go to the next leader.
             let deadline = after(self.config.request_timeout);
             let ops = std::mem::take(&mut self.batch);
@@ -935,7 +1116,26 @@ impl Driver {
             }
         }
         if leader != raft::INVALID_ID {
+            self.abandon_forwards_to_others(leader);
             self.route_waiting(Instant::now());
+        }
+    }
+
+    /// A new leader is known: requests relayed to an earlier one will most
+    /// likely never be answered (it died or was cut off). Their outcome is
+    /// unknown; saying so now lets clients retry through the new leader
+    /// instead of waiting out the deadline (a session's keepalive, say).
+    fn abandon_forwards_to_others(&mut self, leader: u64) {
+        let stale: Vec<u64> = self
+            .forwards
+            .iter()
+            .filter(|(_, f)| f.leader != leader)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            if let Some(f) = self.forwards.remove(&id) {
+                self.respond(f.responder, Err(NodeError::OutcomeUnknown));
+            }
         }
     }
 
@@ -1055,6 +1255,9 @@ impl Driver {
         if self.expiry_in_flight == Some(index) {
             self.expiry_in_flight = None;
         }
+        if self.timer_in_flight == Some(index) {
+            self.timer_in_flight = None;
+        }
         if entry.data.is_empty() {
             // A new leader's empty entry.
             self.state.observe(index, 0);
@@ -1076,6 +1279,10 @@ impl Driver {
             let result = self.state.apply(index, time_ms, op);
             if let Some(reply) = reply {
                 self.respond(reply, Ok(result));
+            }
+            let wakeups = self.state.take_wakeups();
+            if !wakeups.is_empty() {
+                self.deliver(wakeups);
             }
         }
     }
@@ -1356,6 +1563,11 @@ impl Driver {
         if let Some(t) = self.transfer.take() {
             responders.push(t.responder);
         }
+        responders.extend(
+            std::mem::take(&mut self.held)
+                .into_values()
+                .map(|h| h.responder),
+        );
         for r in responders {
             self.respond(r, Err(err()));
         }

@@ -11,13 +11,18 @@ use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 
 use super::{local, ClientInfo, Shared};
-use crate::command::{self, CommandError, ReplyFn, Request};
+use crate::command::{self, CommandError, Flag, ReplyFn, Request};
 use crate::raft::{Answer, BatchReceiver, NodeError, ReadMode, Role, Submit};
 use crate::resp::{encode, Limits, Protocol, Reply, RequestParser};
 
 /// Requests submitted before their answers are awaited: bounds the memory
 /// one pipelining client can pin.
 const MAX_PIPELINE: usize = 1024;
+
+/// While a blocking command waits, bytes the client sends meanwhile are
+/// buffered up to this much (then the socket is only watched for EOF once
+/// the buffer drains).
+const BLOCKED_READ_AHEAD: usize = 1024 * 1024;
 
 /// The per-connection state that commands can change.
 pub(super) struct Conn {
@@ -193,6 +198,7 @@ pub(super) async fn run(
         // read's ReadIndex round covers it). On the leader the driver orders
         // them itself.
         let mut unanswered_writes = false;
+        let mut blocked = false;
         loop {
             if pending.len() >= MAX_PIPELINE {
                 more_buffered = true;
@@ -202,6 +208,7 @@ pub(super) async fn run(
                 Ok(true) => {
                     let request = command::prepare(&argv);
                     let is_write = matches!(request, Ok(Request::Write(..)));
+                    let blocks = matches!(&request, Ok(Request::Write(_, spec, _)) if spec.has(Flag::Blocking));
                     let is_read = matches!(request, Ok(Request::Read(..)));
                     let follower = shared.node.status().role() != Role::Leader;
                     if (unanswered_reads && is_write) || (unanswered_writes && is_read && follower)
@@ -219,6 +226,13 @@ pub(super) async fn run(
                     if conn.closing {
                         break;
                     }
+                    if blocks {
+                        // As in Redis, nothing after a blocking command
+                        // runs before it is answered.
+                        blocked = true;
+                        more_buffered = true;
+                        break;
+                    }
                 }
                 Ok(false) => break,
                 Err(e) => {
@@ -233,7 +247,25 @@ pub(super) async fn run(
                 }
             }
         }
-        resolve_into(&mut pending, &mut submissions, &mut wbuf, &shared).await;
+        if blocked {
+            // Waiting may take long: watch the socket meanwhile, so a client
+            // that leaves gives up its place (its answer's receiver drops).
+            let resolve = resolve_into(&mut pending, &mut submissions, &mut wbuf, &shared);
+            tokio::pin!(resolve);
+            loop {
+                tokio::select! {
+                    () = &mut resolve => break,
+                    read = socket.read_buf(&mut rbuf), if rbuf.len() < BLOCKED_READ_AHEAD => {
+                        if matches!(read, Ok(0) | Err(_)) {
+                            break 'connection;
+                        }
+                    }
+                    _ = shutdown.changed() => break 'connection,
+                }
+            }
+        } else {
+            resolve_into(&mut pending, &mut submissions, &mut wbuf, &shared).await;
+        }
         if !wbuf.is_empty() {
             if socket.write_all(&wbuf).await.is_err() {
                 break 'connection;

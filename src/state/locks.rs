@@ -416,6 +416,15 @@ pub(super) fn release_for_session(state: &mut State, now: u64, name: &Bytes, id:
     }
 }
 
+pub(super) fn is_waiting(state: &State, ticket: Ticket) -> bool {
+    state
+        .coord
+        .locks
+        .by_name
+        .values()
+        .any(|l| l.waiters.iter().any(|w| w.ticket == ticket))
+}
+
 /// The client behind `ticket` left: drop its wait without an answer.
 /// True if it was waiting for a lock.
 pub(super) fn unblock(state: &mut State, ticket: Ticket) -> bool {

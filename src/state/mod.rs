@@ -213,6 +213,11 @@ impl State {
         std::mem::take(&mut self.wakeups)
     }
 
+    /// True while `ticket` waits in some queue of the state.
+    pub fn is_waiting(&self, ticket: Ticket) -> bool {
+        locks::is_waiting(self, ticket)
+    }
+
     fn wake(&mut self, ticket: Ticket, outcome: Outcome) {
         self.wakeups.push(Wakeup { ticket, outcome });
     }
