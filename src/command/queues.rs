@@ -36,7 +36,7 @@ pub const SPECS: &[CommandSpec] = &[
         "Sets the lease of job `id` to lease-ms from now if `token` holds its current claim (1), else 0.",
         Exec::Write(parse_extend, standard_reply)),
     spec!("queue.stats", 2, R, KeyPositions::NONE, "concord", "queue",
-        "How many jobs are ready, delayed, inflight (claimed) and dead, and how many were pushed and acked since the queue was first pushed to.",
+        "How many jobs are ready, delayed, inflight (claimed) and dead, how many were pushed and acked since the queue was first pushed to, and how many claimers are waiting (BLOCK).",
         Exec::Read(parse_stats, standard_reply)),
     spec!("queue.dead", -2, R, KeyPositions::NONE, "concord", "queue [COUNT n]",
         "Up to COUNT (default 10) dead jobs, oldest first, as [id, payload, attempts].",

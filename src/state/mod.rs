@@ -215,7 +215,7 @@ impl State {
 
     /// True while `ticket` waits in some queue of the state.
     pub fn is_waiting(&self, ticket: Ticket) -> bool {
-        locks::is_waiting(self, ticket)
+        locks::is_waiting(self, ticket) || queues::is_waiting(self, ticket)
     }
 
     fn wake(&mut self, ticket: Ticket, outcome: Outcome) {

@@ -325,6 +325,7 @@ pub fn read(state: &State, query: &QueueQuery) -> OpResult {
                 (field("dead"), count(|q| q.dead.len() as u64)),
                 (field("pushed"), Outcome::Int(totals.last_id as i64)),
                 (field("acked"), Outcome::Int(totals.acked as i64)),
+                (field("waiting"), count(|q| q.waiters.len() as u64)),
             ]))
         }
         QueueQuery::Dead { queue, count } => {
@@ -512,6 +513,16 @@ fn take_waiter(coord: &mut Coord, name: &Bytes, ticket: Ticket) -> Option<Waiter
     waiter
 }
 
+/// True while `ticket` is a blocked claimer of some queue.
+pub(super) fn is_waiting(state: &State, ticket: Ticket) -> bool {
+    state
+        .coord
+        .queues
+        .by_name
+        .values()
+        .any(|q| q.waiters.iter().any(|w| w.ticket == ticket))
+}
+
 /// The client behind `ticket` left: drop its blocked claim without an
 /// answer. True if it was waiting on a queue.
 pub(super) fn unblock(state: &mut State, ticket: Ticket) -> bool {
@@ -557,7 +568,8 @@ mod tests {
     //! grace and dropped waiters) must keep the books straight: every job
     //! ever pushed is live, dead or acked, exactly once; the stage counters
     //! match the jobs; every pending deadline has its timer; no claim token
-    //! is handed out twice; and a snapshot restores an equal state.
+    //! is handed out twice; a blocked claim is known to be waiting until it
+    //! is answered or dropped; and a snapshot restores an equal state.
 
     use std::collections::BTreeMap;
 
@@ -760,11 +772,21 @@ mod tests {
                     harness
                         .apply(&Op::Unblock(Ticket { node: 1, seq: *seq }))
                         .expect("unblock applies");
+                    // Timers fired before the unblock may have answered it.
+                    if !harness.answered.contains_key(seq) {
+                        blocked_on.remove(seq);
+                    }
                 }
             }
             for (seq, reply) in std::mem::take(&mut harness.answered) {
                 let queue = blocked_on.remove(&seq).expect("an answered claim blocked");
                 seen.extend(claims(queue, &reply));
+                let ticket = Ticket { node: 1, seq };
+                prop_assert!(!harness.state.is_waiting(ticket), "claim {seq} answered");
+            }
+            for seq in blocked_on.keys() {
+                let ticket = Ticket { node: 1, seq: *seq };
+                prop_assert!(harness.state.is_waiting(ticket), "claim {seq} waits");
             }
             check_books(&harness.state)?;
         }
