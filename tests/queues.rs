@@ -2,16 +2,17 @@
 //! job redelivered once per lapsed lease and its stale ACK fenced; jobs
 //! pushed through one node claimed exactly once by workers on the others;
 //! delayed jobs; MAXTRIES and the dead list; a blocking claim on a follower
-//! answered by a push through another node.
+//! answered by a push through another node, and one whose client leaves.
 
 mod common;
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::cluster::Cluster;
-use common::wait_for;
+use common::{wait_for, Server};
 use redis::Value;
 
 /// One claimed job as QUEUE.CLAIM returns it.
@@ -32,30 +33,6 @@ fn push(c: &mut redis::Connection, queue: &str, payload: &str, options: &[&str])
         .unwrap()
 }
 
-fn try_claim(
-    c: &mut redis::Connection,
-    queue: &str,
-    worker: &str,
-    lease_ms: u64,
-    options: &[&str],
-) -> redis::RedisResult<Vec<Job>> {
-    let jobs: Vec<(i64, String, i64, i64)> = redis::cmd("QUEUE.CLAIM")
-        .arg(queue)
-        .arg(worker)
-        .arg(lease_ms)
-        .arg(options)
-        .query(c)?;
-    Ok(jobs
-        .into_iter()
-        .map(|(id, payload, attempt, token)| Job {
-            id,
-            payload,
-            attempt,
-            token,
-        })
-        .collect())
-}
-
 fn claim(
     c: &mut redis::Connection,
     queue: &str,
@@ -63,7 +40,21 @@ fn claim(
     lease_ms: u64,
     options: &[&str],
 ) -> Vec<Job> {
-    try_claim(c, queue, worker, lease_ms, options).unwrap()
+    let jobs: Vec<(i64, String, i64, i64)> = redis::cmd("QUEUE.CLAIM")
+        .arg(queue)
+        .arg(worker)
+        .arg(lease_ms)
+        .arg(options)
+        .query(c)
+        .unwrap();
+    jobs.into_iter()
+        .map(|(id, payload, attempt, token)| Job {
+            id,
+            payload,
+            attempt,
+            token,
+        })
+        .collect()
 }
 
 /// QUEUE.ACK or QUEUE.NACK: 1 if the token held the claim.
@@ -319,5 +310,30 @@ fn a_blocked_claim_on_a_follower_is_answered_by_a_push_through_another_node() {
     assert_eq!(
         claim(&mut c, "events", "w", 1000, &["BLOCK", "300"]),
         vec![]
+    );
+}
+
+#[test]
+fn a_blocked_claimer_that_disconnects_gives_up_its_place() {
+    let server = Server::start();
+    let mut c = server.client();
+    let mut raw = server.raw();
+    raw.write_all(b"QUEUE.CLAIM inbox gone 10000 BLOCK 0\r\n")
+        .unwrap();
+    wait_for("the raw client to wait", Duration::from_secs(10), || {
+        (stats(&mut c, "inbox")["waiting"] == 1).then_some(())
+    });
+    drop(raw);
+    wait_for(
+        "the departed claimer to leave the line",
+        Duration::from_secs(10),
+        || (stats(&mut c, "inbox")["waiting"] == 0).then_some(()),
+    );
+    let id = push(&mut c, "inbox", "for someone still here", &[]);
+    let jobs = claim(&mut c, "inbox", "present", 10_000, &[]);
+    assert_eq!(
+        (jobs[0].id, jobs[0].attempt),
+        (id, 1),
+        "nobody took it first"
     );
 }
