@@ -49,6 +49,7 @@ mod error;
 pub mod hashes;
 pub mod keys;
 pub mod locks;
+pub mod queues;
 pub mod ratelimit;
 pub mod registry;
 pub mod server;
@@ -118,6 +119,7 @@ pub enum Group {
     Registry,
     RateLimit,
     Breaker,
+    Queue,
 }
 
 impl Group {
@@ -134,6 +136,7 @@ impl Group {
             Group::Registry => "registry",
             Group::RateLimit => "ratelimit",
             Group::Breaker => "breaker",
+            Group::Queue => "queue",
         }
     }
 
@@ -150,6 +153,7 @@ impl Group {
             Group::Registry => "Service registry (native)",
             Group::RateLimit => "Rate limits (native)",
             Group::Breaker => "Circuit breakers (native)",
+            Group::Queue => "Work queues (native)",
         }
     }
 }
@@ -274,7 +278,7 @@ impl CommandSpec {
 }
 
 /// Every family's specs, in documentation order.
-pub fn families() -> [&'static [CommandSpec]; 11] {
+pub fn families() -> [&'static [CommandSpec]; 12] {
     [
         connection::SPECS,
         server::SPECS,
@@ -287,6 +291,7 @@ pub fn families() -> [&'static [CommandSpec]; 11] {
         registry::SPECS,
         ratelimit::SPECS,
         breakers::SPECS,
+        queues::SPECS,
     ]
 }
 

@@ -433,6 +433,11 @@ fn golden_breakers() {
 }
 
 #[test]
+fn golden_queues() {
+    check("queues.txt", include_str!("../../tests/golden/queues.txt"));
+}
+
+#[test]
 fn the_harness_reports_a_wrong_line() {
     let (commands, failures) = run_script("inline", "> SET k v\nOK\n> GET k\n\"w\"\n");
     assert_eq!(commands, 2);

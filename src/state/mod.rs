@@ -17,6 +17,7 @@ pub mod hashes;
 pub mod keys;
 pub mod locks;
 mod outcome;
+pub mod queues;
 pub mod ratelimit;
 pub mod registry;
 pub mod sessions;
@@ -53,6 +54,7 @@ pub enum Op {
     Registry(registry::RegistryOp),
     RateLimit(ratelimit::RateLimitOp),
     Breaker(breakers::BreakerOp),
+    Queue(queues::QueueOp),
     /// Does nothing itself: applying any op first fires the primitives'
     /// timers due at the entry's time. The leader proposes it when a
     /// deadline passed and nothing else was written.
@@ -78,6 +80,11 @@ impl Op {
                 wait_ms: Some(_),
                 ..
             }) => Some(ticket),
+            Op::Queue(queues::QueueOp::Claim {
+                ticket,
+                block_ms: Some(_),
+                ..
+            }) => Some(ticket),
             _ => None,
         }
     }
@@ -94,6 +101,7 @@ pub enum Query {
     Registry(registry::RegistryQuery),
     RateLimit(ratelimit::RateLimitQuery),
     Breaker(breakers::BreakerQuery),
+    Queue(queues::QueueQuery),
     /// The keyspace digest (DEBUG DIGEST), for comparing replicas.
     Digest,
 }
@@ -132,6 +140,7 @@ pub(crate) struct Coord {
     registry: registry::Registry,
     limiters: ratelimit::Limiters,
     breakers: breakers::Breakers,
+    queues: queues::Queues,
 }
 
 impl Coord {
@@ -178,14 +187,18 @@ impl State {
             Op::Registry(op) => registry::apply(self, now, op),
             Op::RateLimit(op) => ratelimit::apply(self, now, op),
             Op::Breaker(op) => breakers::apply(self, now, op),
+            Op::Queue(op) => queues::apply(self, now, op),
             Op::Tick => Ok(Outcome::Ok),
             Op::Grace { ms } => {
                 sessions::grace(self, now, *ms);
                 locks::grace(self, now, *ms);
                 registry::grace(self, now, *ms);
+                queues::grace(self, now, *ms);
                 Ok(Outcome::Ok)
             }
-            Op::Unblock(ticket) => Ok(Outcome::bool(locks::unblock(self, *ticket))),
+            Op::Unblock(ticket) => Ok(Outcome::bool(
+                locks::unblock(self, *ticket) || queues::unblock(self, *ticket),
+            )),
         }
     }
 
@@ -199,6 +212,9 @@ impl State {
                 Timer::LockWait(name, ticket) => locks::give_up(self, &name, ticket),
                 Timer::Instance { service, id } => registry::expire(self, &service, &id),
                 Timer::Limiter(key) => ratelimit::forget(self, &key),
+                Timer::JobLease(queue, id) => queues::lapse(self, now, &queue, id),
+                Timer::JobDelay(queue, id) => queues::ripen(self, now, &queue, id),
+                Timer::ClaimWait(queue, ticket) => queues::give_up(self, &queue, ticket),
             }
         }
     }
@@ -217,7 +233,7 @@ impl State {
 
     /// True while `ticket` waits in some queue of the state.
     pub fn is_waiting(&self, ticket: Ticket) -> bool {
-        locks::is_waiting(self, ticket)
+        locks::is_waiting(self, ticket) || queues::is_waiting(self, ticket)
     }
 
     fn wake(&mut self, ticket: Ticket, outcome: Outcome) {
@@ -244,6 +260,7 @@ impl State {
             Query::Registry(q) => registry::read(self, now, q),
             Query::RateLimit(q) => ratelimit::read(self, now, q),
             Query::Breaker(q) => breakers::read(self, now, q),
+            Query::Queue(q) => queues::read(self, q),
             Query::Digest => Ok(Outcome::Bulk(Bytes::from(format!(
                 "{:016x}",
                 self.digest()

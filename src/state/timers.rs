@@ -61,6 +61,12 @@ pub enum Timer {
     Instance { service: Bytes, id: Bytes },
     /// A rate limiter is back to its initial state: forget it.
     Limiter(Bytes),
+    /// A queue job's claim lapsed: (queue, job id).
+    JobLease(Bytes, u64),
+    /// A delayed queue job is due: (queue, job id).
+    JobDelay(Bytes, u64),
+    /// A blocked queue claimer gave up.
+    ClaimWait(Bytes, Ticket),
 }
 
 /// Every pending deadline, ordered by time. Each owner keeps its own
