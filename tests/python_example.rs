@@ -1,0 +1,106 @@
+//! Runs `examples/python/mesh_instance.py` with redis-py against a cluster
+//! started by `concord dev`, as the README tells a user to.
+//!
+//! redis-py is installed into a virtualenv under `target/` on first use (a
+//! fresh machine has python3 but no packages); the example asserts every
+//! step itself and exits non-zero on a surprise.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{ping, wait_for};
+
+/// The virtualenv with redis-py, created once per target directory.
+fn python_with_redis() -> PathBuf {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/python-venv");
+    let python = venv.join("bin/python");
+    let has_redis = |python: &Path| {
+        Command::new(python)
+            .args(["-c", "import redis"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if has_redis(&python) {
+        return python;
+    }
+    let created = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .expect("python3 is needed for the Python example test");
+    assert!(created.success(), "python3 -m venv failed");
+    let installed = Command::new(&python)
+        .args(["-m", "pip", "install", "--quiet", "redis>=5"])
+        .status()
+        .expect("run pip");
+    assert!(installed.success(), "pip install redis failed");
+    assert!(
+        has_redis(&python),
+        "redis-py is not importable after install"
+    );
+    python
+}
+
+/// `concord dev` in the foreground of a child process; stopped (SIGTERM,
+/// which stops its nodes) when dropped.
+struct Dev(Child);
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) with a pid we own and a valid signal number.
+        unsafe {
+            libc::kill(self.0.id() as i32, libc::SIGTERM);
+        }
+        let _ = wait_for("concord dev to stop", Duration::from_secs(20), || {
+            self.0.try_wait().ok().flatten()
+        });
+    }
+}
+
+/// A base port whose three client ports and three peer ports are free.
+fn free_base_port() -> u16 {
+    wait_for("six free ports", Duration::from_secs(10), || {
+        let base = common::free_port();
+        let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+        (base < 55000 && (0..3).all(|i| free(base + i) && free(base + 10000 + i))).then_some(base)
+    })
+}
+
+#[test]
+fn the_python_mesh_instance_example_runs_against_concord_dev() {
+    let python = python_with_redis();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let base = free_base_port();
+    let dev = Dev(Command::new(env!("CARGO_BIN_EXE_concord"))
+        .arg("dev")
+        .arg("--base-port")
+        .arg(base.to_string())
+        .arg("--dir")
+        .arg(dir.path().join("dev"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start concord dev"));
+    let ports: Vec<u16> = (0..3).map(|i| base + i).collect();
+    wait_for("the dev cluster to answer", Duration::from_secs(30), || {
+        ports.iter().all(|p| ping(*p)).then_some(())
+    });
+    let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python/mesh_instance.py");
+    let out = Command::new(&python)
+        .arg(&script)
+        .env("CONCORD_NODES", nodes.join(","))
+        .output()
+        .expect("run the example");
+    drop(dev);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the example failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.trim_end().ends_with("ok"), "{stdout}");
+}
