@@ -20,7 +20,7 @@ pub const SPECS: &[CommandSpec] = &[
         "Creates a CLOSED breaker, or reconfigures one keeping its state. n failures within WINDOW ms open it; after COOLDOWN ms it is HALF_OPEN and admits k probes (default 1); k recorded successes close it, a failure opens it again. Options in any order.",
         Exec::Write(parse_config, standard_reply)),
     spec!("breaker.allow", 2, W, KeyPositions::NONE, "concord", "name",
-        "Asks to make a call: [allowed 1/0, state]. CLOSED allows, OPEN refuses; once the cooldown has passed the breaker turns HALF_OPEN here and admits its probes, then refuses until their results close or reopen it.",
+        "Asks to make a call: [allowed 1/0, state]. CLOSED allows, OPEN refuses; once the cooldown has passed the breaker turns HALF_OPEN here and admits its probes, then refuses until their results close or reopen it. Probes still unanswered a cooldown after the last was admitted are admitted again.",
         Exec::Write(parse_allow, standard_reply)),
     spec!("breaker.record", 3, W, KeyPositions::NONE, "concord", "name SUCCESS|FAILURE",
         "Records a call's result and returns the state after it. Results recorded while OPEN are ignored (those calls began before it opened); while HALF_OPEN every result counts as a probe's.",

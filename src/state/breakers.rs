@@ -14,7 +14,10 @@
 //!
 //! The server cannot tell a probe's result from a straggler's, so in
 //! HALF_OPEN every recorded result counts; in OPEN, results are of calls
-//! made before the breaker opened and are ignored.
+//! made before the breaker opened and are ignored. A probe whose caller
+//! died never reports: when every probe is out and another cooldown passes
+//! without a verdict, the missing probes are admitted again, so a lost
+//! probe cannot hold the breaker half open forever.
 //!
 //! Reconfiguring keeps the phase and the recorded failures (at most the
 //! new threshold of them), so a shared breaker can be tuned while in use.
@@ -87,6 +90,8 @@ enum Phase {
         opened_at: u64,
         probes_left: u64,
         successes: u64,
+        /// When the current allowance of probes was granted.
+        probing_since: u64,
     },
 }
 
@@ -118,13 +123,26 @@ impl Breaker {
     }
 
     /// The phase at `now`: OPEN becomes HALF_OPEN once the cooldown has
-    /// passed.
+    /// passed; a HALF_OPEN whose probes are all out and unanswered for a
+    /// cooldown admits the missing ones again.
     fn phase_at(&self, now: u64) -> Phase {
         match self.phase {
             Phase::Open { opened_at } if now >= self.cooldown_ends(opened_at) => Phase::HalfOpen {
                 opened_at,
                 probes_left: self.config.probes,
                 successes: 0,
+                probing_since: self.cooldown_ends(opened_at),
+            },
+            Phase::HalfOpen {
+                opened_at,
+                probes_left: 0,
+                successes,
+                probing_since,
+            } if now >= self.cooldown_ends(probing_since) => Phase::HalfOpen {
+                opened_at,
+                probes_left: self.config.probes.saturating_sub(successes).max(1),
+                successes,
+                probing_since: now,
             },
             phase => phase,
         }

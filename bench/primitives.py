@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Primitives benchmark: concord's native commands on a 3-node cluster
+against the Redis pattern each one replaces, on Redis with appendfsync
+always, in the same run.
+
+    bench/primitives.py               # 3 rounds, 50k requests per test
+    BENCH_QUICK=1 bench/primitives.py # 1 round, 10k requests
+
+Each row pairs a concord command (sent to the leader; every write is
+fsync'd on a majority before it is acknowledged) with what a mesh service
+runs on Redis for the same job: SET NX PX for a lock, a fixed-window Lua
+script for a rate limit, PEXPIRE for a session keepalive, LPUSH for a queue
+push, LMOVE on a rotating list for round robin. redis-benchmark -c 50,
+unpipelined; medians over rounds; servers run side by side so noise falls
+on both alike.
+
+Environment: BENCH_ROUNDS, BENCH_REQUESTS, BENCH_CLIENTS, BENCH_OUT, TMPDIR.
+"""
+
+import csv
+import io
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cluster import ROOT, Concord, cli, die, ensure_tools, log, start_redis  # noqa: E402
+
+QUICK = os.environ.get("BENCH_QUICK") == "1"
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1" if QUICK else "3"))
+REQUESTS = int(os.environ.get("BENCH_REQUESTS", "10000" if QUICK else "50000"))
+CLIENTS = int(os.environ.get("BENCH_CLIENTS", "50"))
+
+RATE_SCRIPT = (
+    "local c = redis.call('INCR', KEYS[1]) "
+    "if c == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end "
+    "return c"
+)
+
+# (name, concord command, redis command, setup on concord, setup on redis)
+ROWS = [
+    ("lock acquire",
+     ["LOCK.ACQUIRE", "lock:__rand_int__", "w", "30000"],
+     ["SET", "lock:__rand_int__", "w", "NX", "PX", "30000"], [], []),
+    ("rate limit",
+     ["RATELIMIT.ACQUIRE", "rl:__rand_int__", "FIXED", "1000", "60000"],
+     ["EVAL", RATE_SCRIPT, "1", "rl:__rand_int__", "60000"], [], []),
+    ("session keepalive",
+     ["SESSION.KEEPALIVE", "1"],
+     ["PEXPIRE", "session:1", "30000"],
+     [["SESSION.CREATE", "3600000"]], [["SET", "session:1", "x"]]),
+    ("queue push",
+     ["QUEUE.PUSH", "jobs", "payload"],
+     ["LPUSH", "jobs", "payload"], [], []),
+    ("round-robin pick",
+     ["REGISTRY.PICK", "svc", "ROUND_ROBIN"],
+     ["LMOVE", "svc", "svc", "LEFT", "RIGHT"],
+     [["REGISTRY.REGISTER", "svc", f"i{n}", f"10.0.0.{n}:80", "0", "SESSION", "1"] for n in range(3)],
+     [["RPUSH", "svc", "i0", "i1", "i2"]]),
+]
+
+
+def bench(port, command):
+    out = subprocess.run(
+        ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-c", str(CLIENTS),
+         "-n", str(REQUESTS), "-r", "100000", "--csv", *command],
+        capture_output=True, text=True, timeout=900,
+    )
+    if out.returncode != 0 or "ERR" in out.stderr:
+        die(f"redis-benchmark {command[0]} against {port} failed: {out.stderr.strip()[:300]}")
+    rows = list(csv.reader(io.StringIO(out.stdout)))
+    header, values = rows[0], rows[1]
+    return {h: float(v) for h, v in zip(header[1:], values[1:])}
+
+
+def main():
+    ensure_tools()
+    log("building target/release/concord")
+    subprocess.run(["cargo", "build", "--release", "--bin", "concord"], cwd=ROOT, check=True)
+    binary = str(ROOT / "target" / "release" / "concord")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                            capture_output=True, text=True).stdout.strip() or "unknown"
+    workdir = Path(tempfile.mkdtemp(prefix="concord-primitives-bench-"))
+    concord = Concord(binary, workdir)
+    redis_proc = None
+    samples = {name: {"concord": [], "redis": []} for name, *_ in ROWS}
+    try:
+        for i in concord.ids:
+            concord.start(i)
+        leader = concord.ports[concord.leader()]
+        redis_port, redis_proc = start_redis(
+            workdir, "redis-always", ["--appendonly", "yes", "--appendfsync", "always"])
+        for _, _, _, concord_setup, redis_setup in ROWS:
+            for port, setup in ((leader, concord_setup), (redis_port, redis_setup)):
+                for command in setup:
+                    if not cli(port, *command, timeout=10):
+                        die(f"setup {command} on {port} got no answer")
+        for r in range(ROUNDS):
+            for name, concord_cmd, redis_cmd, _, _ in ROWS:
+                log(f"round {r + 1}/{ROUNDS}: {name}")
+                samples[name]["concord"].append(bench(leader, concord_cmd))
+                samples[name]["redis"].append(bench(redis_port, redis_cmd))
+    finally:
+        concord.stop()
+        if redis_proc:
+            redis_proc.terminate()
+            redis_proc.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    def med(name, target, col):
+        return statistics.median(s[col] for s in samples[name][target])
+
+    lines = [
+        f"concord primitives benchmark — commit {commit}, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, "
+        f"{CLIENTS} clients, {REQUESTS} requests per test, median of {ROUNDS} rounds",
+        "",
+        "| primitive | concord 3 nodes rps | p99 ms | Redis pattern (appendfsync always) | rps | p99 ms | ratio |",
+        "|---|---:|---:|---|---:|---:|---:|",
+    ]
+    for name, _, redis_cmd, _, _ in ROWS:
+        c, r = med(name, "concord", "rps"), med(name, "redis", "rps")
+        pattern = "Lua fixed window" if redis_cmd[0] == "EVAL" else " ".join(redis_cmd[:2])
+        lines.append(
+            f"| {name} | {c:,.0f} | {med(name, 'concord', 'p99_latency_ms'):.2f} | `{pattern}` | "
+            f"{r:,.0f} | {med(name, 'redis', 'p99_latency_ms'):.2f} | {c / r:.2f}x |"
+        )
+    report = "\n".join(lines)
+    print(report)
+    if os.environ.get("BENCH_OUT"):
+        Path(os.environ["BENCH_OUT"]).write_text(report + "\n")
+
+
+if __name__ == "__main__":
+    main()
