@@ -47,7 +47,13 @@ pub fn command_info(spec: &CommandSpec) -> Reply {
     Reply::Array(vec![
         bulk(spec.name),
         Reply::Int(spec.arity as i64),
-        Reply::Set(spec.flags.iter().map(|f| status(f.as_str())).collect()),
+        Reply::Set(
+            spec.flags
+                .iter()
+                .map(|f| status(f.as_str()))
+                .chain((spec.keys.numkeys_at > 0).then(|| status("movablekeys")))
+                .collect(),
+        ),
         Reply::Int(spec.keys.first as i64),
         Reply::Int(spec.keys.last as i64),
         Reply::Int(spec.keys.step as i64),

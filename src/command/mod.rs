@@ -159,55 +159,68 @@ impl Group {
 }
 
 /// Where the keys are, in Redis's legacy (first, last, step) form; last -1
-/// means "to the end".
+/// means "to the end", -2 "all but the last argument". Commands whose keys
+/// are counted by an argument (ZUNIONSTORE dest numkeys key ...) also name
+/// that argument's position: COMMAND reports them as `movablekeys`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KeyPositions {
     pub first: i32,
     pub last: i32,
     pub step: i32,
+    /// The argument holding how many keys follow it; 0 when none.
+    pub numkeys_at: i32,
 }
 
 impl KeyPositions {
-    pub const NONE: KeyPositions = KeyPositions {
-        first: 0,
-        last: 0,
-        step: 0,
-    };
-    pub const FIRST: KeyPositions = KeyPositions {
-        first: 1,
-        last: 1,
-        step: 1,
-    };
-    pub const ALL: KeyPositions = KeyPositions {
-        first: 1,
-        last: -1,
-        step: 1,
-    };
-    pub const FIRST_TWO: KeyPositions = KeyPositions {
-        first: 1,
-        last: 2,
-        step: 1,
-    };
-    pub const PAIRS: KeyPositions = KeyPositions {
-        first: 1,
-        last: -1,
-        step: 2,
-    };
+    pub const NONE: KeyPositions = KeyPositions::range(0, 0, 0);
+    pub const FIRST: KeyPositions = KeyPositions::range(1, 1, 1);
+    pub const ALL: KeyPositions = KeyPositions::range(1, -1, 1);
+    pub const FIRST_TWO: KeyPositions = KeyPositions::range(1, 2, 1);
+    pub const PAIRS: KeyPositions = KeyPositions::range(1, -1, 2);
 
-    /// The key arguments of `argv` (argv[0] is the name).
-    pub fn keys<'a>(&self, argv: &'a [Bytes]) -> Vec<&'a Bytes> {
-        if self.first <= 0 {
-            return Vec::new();
+    pub const fn range(first: i32, last: i32, step: i32) -> KeyPositions {
+        KeyPositions {
+            first,
+            last,
+            step,
+            numkeys_at: 0,
         }
-        let last = if self.last < 0 {
-            argv.len() as i32 + self.last
-        } else {
-            self.last.min(argv.len() as i32 - 1)
-        };
-        (self.first..=last)
-            .step_by(self.step.max(1) as usize)
-            .filter_map(|i| argv.get(i as usize))
-            .collect()
+    }
+
+    /// These positions, plus the keys counted by the argument at `at`.
+    pub const fn with_numkeys(self, at: i32) -> KeyPositions {
+        KeyPositions {
+            numkeys_at: at,
+            ..self
+        }
+    }
+
+    /// The key arguments of `argv` (argv[0] is the name). A count that is
+    /// not a number, or larger than what follows, yields what is there.
+    pub fn keys<'a>(&self, argv: &'a [Bytes]) -> Vec<&'a Bytes> {
+        let mut keys: Vec<&'a Bytes> = Vec::new();
+        if self.first > 0 {
+            let last = if self.last < 0 {
+                argv.len() as i32 + self.last
+            } else {
+                self.last.min(argv.len() as i32 - 1)
+            };
+            keys.extend(
+                (self.first..=last)
+                    .step_by(self.step.max(1) as usize)
+                    .filter_map(|i| argv.get(i as usize)),
+            );
+        }
+        if self.numkeys_at > 0 {
+            let at = self.numkeys_at as usize;
+            let count = argv
+                .get(at)
+                .and_then(|n| std::str::from_utf8(n).ok())
+                .and_then(|n| n.parse::<usize>().ok())
+                .unwrap_or(0);
+            keys.extend(argv.iter().skip(at + 1).take(count));
+        }
+        keys
     }
 }
 
@@ -465,6 +478,25 @@ mod tests {
                 assert!(sub.name.starts_with(&format!("{}|", spec.name)));
             }
         }
+    }
+
+    #[test]
+    fn key_positions_find_fixed_and_counted_keys() {
+        let argv: Vec<Bytes> = "ZUNIONSTORE dest 2 a b WEIGHTS 1 2"
+            .split(' ')
+            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+            .collect();
+        let keys = KeyPositions::FIRST.with_numkeys(2).keys(&argv);
+        assert_eq!(keys, vec!["dest", "a", "b"]);
+        let sintercard: Vec<Bytes> = ["SINTERCARD", "2", "a", "b", "LIMIT", "1"]
+            .map(Bytes::from)
+            .to_vec();
+        let keys = KeyPositions::NONE.with_numkeys(1).keys(&sintercard);
+        assert_eq!(keys, vec!["a", "b"]);
+        let blpop: Vec<Bytes> = ["BLPOP", "a", "b", "0"].map(Bytes::from).to_vec();
+        assert_eq!(KeyPositions::range(1, -2, 1).keys(&blpop), vec!["a", "b"]);
+        let short: Vec<Bytes> = ["X", "9", "a"].map(Bytes::from).to_vec();
+        assert_eq!(KeyPositions::NONE.with_numkeys(1).keys(&short), vec!["a"]);
     }
 
     #[test]

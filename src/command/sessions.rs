@@ -23,7 +23,7 @@ pub const SPECS: &[CommandSpec] = &[
     spec!("session.destroy", 2, W, KeyPositions::NONE, "concord", "session-id",
         "Ends the session and everything bound to it: 1, or 0 if it had already ended.",
         Exec::Write(parse_destroy, standard_reply)),
-    spec!("session.attach", -3, W, KeyPositions { first: 2, last: -1, step: 1 }, "concord",
+    spec!("session.attach", -3, W, KeyPositions::range(2, -1, 1), "concord",
         "session-id key [key ...]",
         "Binds keys to the session: they are deleted (whatever they hold then) when it ends. Returns the number of keys newly bound; -NOSESSION if it has ended.",
         Exec::Write(parse_attach, standard_reply)),
