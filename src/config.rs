@@ -49,6 +49,10 @@ pub struct Settings {
     /// Address for Redis clients.
     #[arg(long, env = "CONCORD_LISTEN")]
     pub listen: Option<String>,
+    /// Address clients are told to reach this node at (ROLE, INFO
+    /// replication); default: --listen.
+    #[arg(long, env = "CONCORD_ADVERTISE")]
+    pub advertise: Option<String>,
     /// Address for raft traffic from the other nodes.
     #[arg(long, env = "CONCORD_PEER_LISTEN")]
     pub peer_listen: Option<String>,
@@ -103,6 +107,7 @@ impl Settings {
         Settings {
             node_id: self.node_id.or(other.node_id),
             listen: self.listen.or(other.listen),
+            advertise: self.advertise.or(other.advertise),
             peer_listen: self.peer_listen.or(other.peer_listen),
             data_dir: self.data_dir.or(other.data_dir),
             initial_cluster: self.initial_cluster.or(other.initial_cluster),
@@ -145,6 +150,7 @@ pub struct Peer {
 pub struct Config {
     pub node_id: u64,
     pub listen: String,
+    pub advertise: String,
     pub peer_listen: String,
     pub data_dir: PathBuf,
     pub initial_cluster: Vec<Peer>,
@@ -197,9 +203,11 @@ impl Config {
         if tick_ms == 0 {
             return Err(ConfigError::Invalid("--tick-ms must be positive".into()));
         }
+        let listen = s.listen.unwrap_or_else(|| "127.0.0.1:6379".into());
         Ok(Config {
             node_id,
-            listen: s.listen.unwrap_or_else(|| "127.0.0.1:6379".into()),
+            advertise: s.advertise.unwrap_or_else(|| listen.clone()),
+            listen,
             peer_listen,
             data_dir: s.data_dir.unwrap_or_else(|| PathBuf::from("concord-data")),
             initial_cluster,

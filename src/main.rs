@@ -135,6 +135,7 @@ async fn serve(config: Config) -> Result<(), ServeError> {
         .filter(|p| p.id != config.node_id)
         .map(|p| (p.id, p.addr.clone()))
         .collect();
+    node_config.client_addr = config.advertise.clone();
     node_config.tick = config.tick;
     node_config.request_timeout = config.request_timeout;
     node_config.snapshot_entries = config.snapshot_entries;

@@ -47,11 +47,50 @@ fn every_node_serves_reads_and_writes() {
         (0..50).collect::<Vec<_>>(),
         "a follower reads its own pipelined writes in order"
     );
-    let role: Value = redis::cmd("ROLE").query(&mut c).unwrap();
-    let Value::Array(role) = role else {
-        panic!("{role:?}")
-    };
+    // ROLE and INFO name the leader's client address (advertised through
+    // the log), as Redis's replicas name their master's.
+    let leader_port = cluster.nodes[&leader].port as i64;
+    let role = wait_for("ROLE to name the leader", Duration::from_secs(10), || {
+        let role: Value = redis::cmd("ROLE").query(&mut c).ok()?;
+        let Value::Array(role) = role else {
+            return None;
+        };
+        (role.get(2) == Some(&Value::Int(leader_port))).then_some(role)
+    });
     assert_eq!(role[0], Value::BulkString(b"slave".to_vec()));
+    assert_eq!(role[1], Value::BulkString(b"127.0.0.1".to_vec()));
+    let info: String = redis::cmd("INFO").arg("replication").query(&mut c).unwrap();
+    assert!(
+        info.contains(&format!("master_port:{leader_port}\r\n")),
+        "{info}"
+    );
+    let mut l = cluster.client(leader);
+    let role = wait_for(
+        "the leader's ROLE to list both replicas",
+        Duration::from_secs(10),
+        || {
+            let role: Value = redis::cmd("ROLE").query(&mut l).ok()?;
+            let Value::Array(items) = role else {
+                return None;
+            };
+            let Value::Array(replicas) = items.get(2)? else {
+                return None;
+            };
+            let ports: Vec<Value> = replicas
+                .iter()
+                .filter_map(|r| match r {
+                    Value::Array(r) => r.get(1).cloned(),
+                    _ => None,
+                })
+                .collect();
+            let expected: Vec<Value> = (1..=3u64)
+                .filter(|id| *id != leader)
+                .map(|id| Value::BulkString(cluster.nodes[&id].port.to_string().into_bytes()))
+                .collect();
+            (ports == expected).then_some(items)
+        },
+    );
+    assert_eq!(role[0], Value::BulkString(b"master".to_vec()));
     cluster.converged(&[1, 2, 3]);
 }
 

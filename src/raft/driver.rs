@@ -181,6 +181,9 @@ pub(crate) struct Driver {
     early_wakeups: HashMap<Ticket, (Instant, Outcome)>,
     next_ticket: u64,
     next_held_check: Instant,
+    /// When this node may next propose its client address, while the
+    /// state does not hold it yet.
+    next_advertise: Instant,
 
     member_change: Option<MemberChange>,
     transfer: Option<Transfer>,
@@ -233,6 +236,7 @@ impl Driver {
             // run still in the state is never mistaken for one of ours.
             next_ticket: now_ms().saturating_mul(1000),
             next_held_check: Instant::now() + HELD_CHECK,
+            next_advertise: Instant::now(),
             member_change: None,
             transfer: None,
             conf_state,
@@ -242,6 +246,7 @@ impl Driver {
             config,
         };
         driver.publish_status();
+        driver.publish_client_addrs();
         driver
     }
 
@@ -445,7 +450,29 @@ impl Driver {
 
     /// Gives up a departed client's place in a queue, through the log.
     fn unblock(&mut self, ticket: Ticket) {
-        let op = Op::Unblock(ticket);
+        self.write_unanswered(Op::Unblock(ticket));
+    }
+
+    /// Proposes this node's client address until the state holds it, so
+    /// every node can tell clients where the leader is.
+    fn maybe_advertise(&mut self, now: Instant) {
+        let addr = &self.config.client_addr;
+        if addr.is_empty()
+            || now < self.next_advertise
+            || self.state.client_addrs().get(&self.config.id) == Some(addr)
+        {
+            return;
+        }
+        self.next_advertise = now + self.config.request_timeout;
+        let op = Op::Advertise {
+            node: self.config.id,
+            addr: addr.clone(),
+        };
+        self.write_unanswered(op);
+    }
+
+    /// A write nobody waits for: proposed, or relayed to the leader.
+    fn write_unanswered(&mut self, op: Op) {
         if self.is_leader() {
             self.batch.push(op);
             self.batch_replies.push(None);
@@ -863,6 +890,7 @@ impl Driver {
     fn on_tick(&mut self, now: Instant) {
         self.route_waiting(now);
         self.check_held(now);
+        self.maybe_advertise(now);
         let expired: Vec<u64> = self
             .forwards
             .iter()
@@ -1284,6 +1312,9 @@ impl Driver {
             if !wakeups.is_empty() {
                 self.deliver(wakeups);
             }
+            if matches!(op, Op::Advertise { .. }) {
+                self.publish_client_addrs();
+            }
         }
     }
 
@@ -1307,6 +1338,7 @@ impl Driver {
         let file = snapshot.clone();
         self.state = state;
         self.state.observe(meta.index, 0);
+        self.publish_client_addrs();
         self.conf_state = meta.get_conf_state().clone();
         let members: Vec<(u64, String)> = self
             .state
@@ -1499,6 +1531,11 @@ impl Driver {
             learners: self.conf_state.learners.clone(),
             peers,
         }
+    }
+
+    fn publish_client_addrs(&self) {
+        self.status
+            .set_client_addrs(self.state.client_addrs().clone());
     }
 
     fn publish_status(&self) {

@@ -34,6 +34,7 @@ mod log_store;
 mod node;
 pub mod payload;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -133,6 +134,8 @@ pub struct NodeStatus {
     snapshots_taken: AtomicU64,
     voters: AtomicU64,
     pub wal: Arc<WalStats>,
+    /// Client addresses the nodes advertised through the log.
+    client_addrs: std::sync::Mutex<BTreeMap<u64, String>>,
 }
 
 impl NodeStatus {
@@ -151,7 +154,21 @@ impl NodeStatus {
             snapshots_taken: AtomicU64::new(0),
             voters: AtomicU64::new(0),
             wal,
+            client_addrs: std::sync::Mutex::new(BTreeMap::new()),
         }
+    }
+
+    pub(crate) fn set_client_addrs(&self, addrs: BTreeMap<u64, String>) {
+        *self.client_addrs.lock().expect("client addresses lock") = addrs;
+    }
+
+    /// The client address node `id` advertised, if it has.
+    pub fn client_addr(&self, id: u64) -> Option<String> {
+        self.client_addrs
+            .lock()
+            .expect("client addresses lock")
+            .get(&id)
+            .cloned()
     }
 
     pub fn role(&self) -> Role {

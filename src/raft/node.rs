@@ -33,6 +33,9 @@ pub struct NodeConfig {
     /// over addresses learned through membership changes.
     pub peers: BTreeMap<u64, String>,
     pub data_dir: PathBuf,
+    /// Where clients reach this node; replicated so every node can name
+    /// the leader's client address (ROLE, INFO). Empty: not advertised.
+    pub client_addr: String,
     /// One raft tick.
     pub tick: Duration,
     pub election_ticks: usize,
@@ -57,6 +60,7 @@ impl NodeConfig {
             initial_voters: vec![id],
             peers: BTreeMap::new(),
             data_dir,
+            client_addr: String::new(),
             tick: Duration::from_millis(100),
             election_ticks: 10,
             heartbeat_ticks: 2,

@@ -53,7 +53,7 @@ pub(super) fn execute(
             let node = shared.node.clone();
             Local::Later(Box::pin(async move {
                 match node.info().await {
-                    Ok(info) => leader_role(&info),
+                    Ok(info) => leader_role(&node, &info),
                     Err(e) => Reply::error(e.to_string()),
                 }
             }))
@@ -712,15 +712,16 @@ fn command_getkeys(argv: &[Bytes]) -> Reply {
     Reply::Array(keys.into_iter().map(|k| Reply::Bulk(k.clone())).collect())
 }
 
-/// ROLE on the leader: Redis's master form, listing each follower's peer
+/// ROLE on the leader: Redis's master form, listing each follower's client
 /// address and how far it has replicated.
-fn leader_role(info: &crate::raft::cluster::RaftInfo) -> Reply {
+fn leader_role(node: &crate::raft::NodeHandle, info: &crate::raft::cluster::RaftInfo) -> Reply {
     let replicas = info
         .peers
         .iter()
         .map(|p| {
-            let (host, port) = p.addr.rsplit_once(':').unwrap_or((&p.addr, "0"));
-            Reply::Array(vec![bulk(host), bulk(port), bulk(p.matched.to_string())])
+            let addr = node.status().client_addr(p.id).unwrap_or_default();
+            let (host, port) = super::split_addr(&addr);
+            Reply::Array(vec![bulk(&host), bulk(&port), bulk(p.matched.to_string())])
         })
         .collect();
     Reply::Array(vec![
@@ -730,7 +731,7 @@ fn leader_role(info: &crate::raft::cluster::RaftInfo) -> Reply {
     ])
 }
 
-/// ROLE elsewhere: Redis's replica form, naming the leader's peer address.
+/// ROLE elsewhere: Redis's replica form, naming the leader's client address.
 fn role(shared: &Shared) -> Reply {
     let status = shared.node.status();
     let offset = status.applied_index() as i64;

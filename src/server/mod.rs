@@ -88,21 +88,15 @@ impl Shared {
         self.next_client_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// The leader's peer address as (host, port), as this node knows it
-    /// (("", "0") while no leader is known).
+    /// The leader's client address as (host, port), as this node knows it
+    /// (("", "0") while no leader is known or it has not advertised one).
     pub fn leader_addr(&self) -> (String, String) {
-        let leader = self.node.status().leader();
-        let addr = self
-            .config
-            .initial_cluster
-            .iter()
-            .find(|p| p.id == leader)
-            .map(|p| p.addr.clone())
-            .unwrap_or_default();
-        match addr.rsplit_once(':') {
-            Some((host, port)) => (host.to_owned(), port.to_owned()),
-            None => (String::new(), "0".to_owned()),
-        }
+        split_addr(&self.client_addr(self.node.status().leader()))
+    }
+
+    /// The client address node `id` advertised through the log.
+    pub fn client_addr(&self, id: u64) -> String {
+        self.node.status().client_addr(id).unwrap_or_default()
     }
 
     /// A numeric parameter from CONFIG, falling back to `default`.
@@ -163,4 +157,12 @@ pub async fn serve(
     }
     drop(listener);
     while tasks.join_next().await.is_some() {}
+}
+
+/// `host:port` as (host, port); ("", "0") when it has no port.
+pub fn split_addr(addr: &str) -> (String, String) {
+    match addr.rsplit_once(':') {
+        Some((host, port)) => (host.to_owned(), port.to_owned()),
+        None => (String::new(), "0".to_owned()),
+    }
 }

@@ -68,6 +68,11 @@ pub enum Op {
     },
     /// The client behind a waiting ticket went away: drop its place.
     Unblock(Ticket),
+    /// Node `node` serves clients at `addr`.
+    Advertise {
+        node: u64,
+        addr: String,
+    },
 }
 
 impl Op {
@@ -134,6 +139,8 @@ pub(crate) struct Coord {
     /// leader changes. (One entry carries many ops, so the entry's index
     /// alone could not be the token.)
     fence: u64,
+    /// Client addresses the nodes advertised, by node id.
+    client_addrs: BTreeMap<u64, String>,
     timers: timers::Timers,
     locks: locks::Locks,
     sessions: sessions::Sessions,
@@ -199,6 +206,10 @@ impl State {
             Op::Unblock(ticket) => Ok(Outcome::bool(
                 locks::unblock(self, *ticket) || queues::unblock(self, *ticket),
             )),
+            Op::Advertise { node, addr } => {
+                self.coord.client_addrs.insert(*node, addr.clone());
+                Ok(Outcome::Ok)
+            }
         }
     }
 
@@ -288,6 +299,11 @@ impl State {
 
     pub fn remove_member(&mut self, id: u64) {
         self.members.remove(&id);
+    }
+
+    /// Client addresses advertised through the log, by node id.
+    pub fn client_addrs(&self) -> &BTreeMap<u64, String> {
+        &self.coord.client_addrs
     }
 
     /// Peer addresses learned through the log.
