@@ -54,6 +54,7 @@ pub mod ratelimit;
 pub mod registry;
 pub mod server;
 pub mod sessions;
+pub mod sets;
 pub mod strings;
 
 use std::collections::HashMap;
@@ -113,6 +114,7 @@ pub enum Group {
     String,
     Generic,
     Hash,
+    Set,
     Cluster,
     Lock,
     Session,
@@ -130,6 +132,7 @@ impl Group {
             Group::String => "string",
             Group::Generic => "generic",
             Group::Hash => "hash",
+            Group::Set => "set",
             Group::Cluster => "cluster",
             Group::Lock => "lock",
             Group::Session => "session",
@@ -147,6 +150,7 @@ impl Group {
             Group::String => "Strings and counters",
             Group::Generic => "Keys and expiry",
             Group::Hash => "Hashes",
+            Group::Set => "Sets",
             Group::Cluster => "Cluster",
             Group::Lock => "Locks (native)",
             Group::Session => "Sessions (native)",
@@ -291,7 +295,7 @@ impl CommandSpec {
 }
 
 /// Every family's specs, in documentation order.
-pub fn families() -> [&'static [CommandSpec]; 12] {
+pub fn families() -> [&'static [CommandSpec]; 13] {
     [
         connection::SPECS,
         server::SPECS,
@@ -299,6 +303,7 @@ pub fn families() -> [&'static [CommandSpec]; 12] {
         strings::SPECS,
         keys::SPECS,
         hashes::SPECS,
+        sets::SPECS,
         locks::SPECS,
         sessions::SPECS,
         registry::SPECS,

@@ -8,7 +8,7 @@
 //! # a comment
 //! @time 1700000000000   set the clock (entry time of writes, `now` of reads)
 //! @advance 100          move the clock forward
-//! @seed 7               the seed of RANDOMKEY / HRANDFIELD from now on
+//! @seed 7               the seed of RANDOMKEY / HRANDFIELD / SRANDMEMBER / SPOP
 //! @sweep                apply the leader's expiry op for every expired key
 //! @tick                 apply the leader's timer op (fires due primitives)
 //! @grace 2000           apply a new leader's grace op
@@ -37,6 +37,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::hashes::HashQuery;
 use super::keys::KeyQuery;
+use super::sets::{SetOp, SetQuery};
 use super::{Op, Outcome, Query, State, Ticket};
 use crate::command::{prepare, ReplyFn, Request};
 use crate::resp::Reply;
@@ -91,6 +92,9 @@ impl Harness {
         match prepare(argv) {
             Err(err) => Reply::error(err.to_string()),
             Ok(Request::Write(mut op, spec, reply)) => {
+                if let Some(seed) = self.seed {
+                    set_op_seed(&mut op, seed);
+                }
                 if let Some(ticket) = op.ticket_mut() {
                     self.tickets += 1;
                     *ticket = Ticket {
@@ -139,7 +143,14 @@ fn set_seed(query: &mut Query, value: u64) {
     match query {
         Query::Key(KeyQuery::RandomKey { seed }) => *seed = value,
         Query::Hash(HashQuery::RandField { seed, .. }) => *seed = value,
+        Query::Set(SetQuery::RandMember { seed, .. }) => *seed = value,
         _ => {}
+    }
+}
+
+fn set_op_seed(op: &mut Op, value: u64) {
+    if let Op::Set(SetOp::Pop { seed, .. }) = op {
+        *seed = value;
     }
 }
 
@@ -393,6 +404,11 @@ fn golden_keys() {
 #[test]
 fn golden_hashes() {
     check("hashes.txt", include_str!("../../tests/golden/hashes.txt"));
+}
+
+#[test]
+fn golden_sets() {
+    check("sets.txt", include_str!("../../tests/golden/sets.txt"));
 }
 
 #[test]

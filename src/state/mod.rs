@@ -21,6 +21,7 @@ pub mod queues;
 pub mod ratelimit;
 pub mod registry;
 pub mod sessions;
+pub mod sets;
 mod snapshot;
 pub mod strings;
 pub mod timers;
@@ -45,6 +46,7 @@ pub enum Op {
     String(strings::StringOp),
     Key(keys::KeyOp),
     Hash(hashes::HashOp),
+    Set(sets::SetOp),
     /// Deletes keys whose deadline has passed; proposed by the leader's expiry
     /// timer. Each key is re-checked against the entry's time, since it may
     /// have been rewritten after the proposal.
@@ -101,6 +103,7 @@ pub enum Query {
     String(strings::StringQuery),
     Key(keys::KeyQuery),
     Hash(hashes::HashQuery),
+    Set(sets::SetQuery),
     Lock(locks::LockQuery),
     Session(sessions::SessionQuery),
     Registry(registry::RegistryQuery),
@@ -182,6 +185,7 @@ impl State {
             Op::String(op) => strings::apply(&mut self.db, now, op),
             Op::Key(op) => keys::apply(&mut self.db, now, op),
             Op::Hash(op) => hashes::apply(&mut self.db, now, op),
+            Op::Set(op) => sets::apply(&mut self.db, now, op),
             Op::ExpireKeys(keys) => {
                 let removed = keys
                     .iter()
@@ -266,6 +270,7 @@ impl State {
             Query::String(q) => strings::read(&self.db, now, q),
             Query::Key(q) => keys::read(&self.db, now, q),
             Query::Hash(q) => hashes::read(&self.db, now, q),
+            Query::Set(q) => sets::read(&self.db, now, q),
             Query::Lock(q) => locks::read(self, now, q),
             Query::Session(q) => sessions::read(self, now, q),
             Query::Registry(q) => registry::read(self, now, q),
@@ -328,6 +333,12 @@ impl State {
                     for (f, v) in fields.iter() {
                         mix(f);
                         mix(v);
+                    }
+                }
+                Value::Set(members) => {
+                    mix(b"set");
+                    for (m, ()) in members.iter() {
+                        mix(m);
                     }
                 }
             }

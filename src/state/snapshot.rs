@@ -30,9 +30,10 @@ pub enum SnapshotError {
 }
 
 #[derive(Serialize, Deserialize)]
-enum StoredValue<S, H> {
+enum StoredValue<S, H, M> {
     String(S),
     Hash(H),
+    Set(M),
 }
 
 /// Serializes a [`ScanMap`] of bulk values as a sequence of pairs.
@@ -48,6 +49,15 @@ impl Serialize for PairsRef<'_> {
     }
 }
 
+/// Serializes the members of a set as a sequence.
+struct MembersRef<'a>(&'a ScanMap<()>);
+
+impl Serialize for MembersRef<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.keys())
+    }
+}
+
 struct DbRef<'a>(&'a Db);
 
 impl Serialize for DbRef<'_> {
@@ -57,6 +67,7 @@ impl Serialize for DbRef<'_> {
             let value = match &entry.value {
                 Value::String(v) => StoredValue::String(v),
                 Value::Hash(h) => StoredValue::Hash(PairsRef(h)),
+                Value::Set(m) => StoredValue::Set(MembersRef(m)),
             };
             seq.serialize_element(&(key, value, entry.expires_at()))?;
         }
@@ -73,7 +84,11 @@ struct StateRef<'a> {
 }
 
 /// One decoded key: name, value, deadline.
-type StoredEntry = (Bytes, StoredValue<Bytes, Vec<(Bytes, Bytes)>>, Option<u64>);
+type StoredEntry = (
+    Bytes,
+    StoredValue<Bytes, Vec<(Bytes, Bytes)>, Vec<Bytes>>,
+    Option<u64>,
+);
 
 #[derive(Deserialize)]
 struct StoredState {
@@ -121,6 +136,13 @@ impl State {
                         map.insert(f, v);
                     }
                     Value::Hash(Box::new(map))
+                }
+                StoredValue::Set(members) => {
+                    let mut set = ScanMap::new();
+                    for m in members {
+                        set.insert(m, ());
+                    }
+                    Value::Set(Box::new(set))
                 }
             };
             db.insert(key, value, deadline);
