@@ -48,6 +48,7 @@ pub mod docs;
 mod error;
 pub mod hashes;
 pub mod keys;
+pub mod lists;
 pub mod locks;
 pub mod queues;
 pub mod ratelimit;
@@ -113,6 +114,7 @@ pub enum Group {
     String,
     Generic,
     Hash,
+    List,
     Cluster,
     Lock,
     Session,
@@ -130,6 +132,7 @@ impl Group {
             Group::String => "string",
             Group::Generic => "generic",
             Group::Hash => "hash",
+            Group::List => "list",
             Group::Cluster => "cluster",
             Group::Lock => "lock",
             Group::Session => "session",
@@ -147,6 +150,7 @@ impl Group {
             Group::String => "Strings and counters",
             Group::Generic => "Keys and expiry",
             Group::Hash => "Hashes",
+            Group::List => "Lists",
             Group::Cluster => "Cluster",
             Group::Lock => "Locks (native)",
             Group::Session => "Sessions (native)",
@@ -291,7 +295,7 @@ impl CommandSpec {
 }
 
 /// Every family's specs, in documentation order.
-pub fn families() -> [&'static [CommandSpec]; 12] {
+pub fn families() -> [&'static [CommandSpec]; 13] {
     [
         connection::SPECS,
         server::SPECS,
@@ -299,6 +303,7 @@ pub fn families() -> [&'static [CommandSpec]; 12] {
         strings::SPECS,
         keys::SPECS,
         hashes::SPECS,
+        lists::SPECS,
         locks::SPECS,
         sessions::SPECS,
         registry::SPECS,
@@ -413,6 +418,7 @@ pub fn outcome_reply(outcome: Outcome) -> Reply {
         Outcome::Ok => Reply::ok(),
         Outcome::Status(s) => Reply::Simple(s.into()),
         Outcome::Nil => Reply::Nil,
+        Outcome::NilArray => Reply::NilArray,
         Outcome::Int(i) => Reply::Int(i),
         Outcome::Bulk(b) => Reply::Bulk(b),
         Outcome::Double(d) => Reply::Double(d),

@@ -241,6 +241,8 @@ pub enum Value {
     /// Boxed: a hash is rarer than a string, and this keeps every entry (and
     /// so every bucket of the keyspace's hash table) small.
     Hash(Box<ScanMap<Bytes>>),
+    /// Boxed like a hash.
+    List(Box<super::lists::List>),
 }
 
 impl Value {
@@ -250,6 +252,7 @@ impl Value {
         match self {
             Value::String(_) => false,
             Value::Hash(h) => h.is_empty(),
+            Value::List(l) => l.is_empty(),
         }
     }
 
@@ -258,6 +261,7 @@ impl Value {
         match self {
             Value::String(_) => "string",
             Value::Hash(_) => "hash",
+            Value::List(_) => "list",
         }
     }
 }

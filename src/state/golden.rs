@@ -396,6 +396,11 @@ fn golden_hashes() {
 }
 
 #[test]
+fn golden_lists() {
+    check("lists.txt", include_str!("../../tests/golden/lists.txt"));
+}
+
+#[test]
 fn golden_locks() {
     check("locks.txt", include_str!("../../tests/golden/locks.txt"));
 }

@@ -15,6 +15,7 @@ mod error;
 pub mod glob;
 pub mod hashes;
 pub mod keys;
+pub mod lists;
 pub mod locks;
 mod outcome;
 pub mod queues;
@@ -45,6 +46,7 @@ pub enum Op {
     String(strings::StringOp),
     Key(keys::KeyOp),
     Hash(hashes::HashOp),
+    List(lists::ListOp),
     /// Deletes keys whose deadline has passed; proposed by the leader's expiry
     /// timer. Each key is re-checked against the entry's time, since it may
     /// have been rewritten after the proposal.
@@ -85,6 +87,10 @@ impl Op {
                 block_ms: Some(_),
                 ..
             }) => Some(ticket),
+            Op::List(
+                lists::ListOp::BlockingPop { ticket, .. }
+                | lists::ListOp::BlockingMove { ticket, .. },
+            ) => Some(ticket),
             _ => None,
         }
     }
@@ -96,6 +102,7 @@ pub enum Query {
     String(strings::StringQuery),
     Key(keys::KeyQuery),
     Hash(hashes::HashQuery),
+    List(lists::ListQuery),
     Lock(locks::LockQuery),
     Session(sessions::SessionQuery),
     Registry(registry::RegistryQuery),
@@ -141,6 +148,7 @@ pub(crate) struct Coord {
     limiters: ratelimit::Limiters,
     breakers: breakers::Breakers,
     queues: queues::Queues,
+    list_waiters: lists::ListWaiters,
 }
 
 impl Coord {
@@ -173,8 +181,13 @@ impl State {
     fn apply_at(&mut self, now: u64, op: &Op) -> OpResult {
         match op {
             Op::String(op) => strings::apply(&mut self.db, now, op),
-            Op::Key(op) => keys::apply(&mut self.db, now, op),
+            Op::Key(op) => {
+                let result = keys::apply(&mut self.db, now, op);
+                lists::after_key_op(self, now, op);
+                result
+            }
             Op::Hash(op) => hashes::apply(&mut self.db, now, op),
+            Op::List(op) => lists::apply(self, now, op),
             Op::ExpireKeys(keys) => {
                 let removed = keys
                     .iter()
@@ -197,7 +210,9 @@ impl State {
                 Ok(Outcome::Ok)
             }
             Op::Unblock(ticket) => Ok(Outcome::bool(
-                locks::unblock(self, *ticket) || queues::unblock(self, *ticket),
+                locks::unblock(self, *ticket)
+                    || queues::unblock(self, *ticket)
+                    || lists::unblock(self, *ticket),
             )),
         }
     }
@@ -215,6 +230,7 @@ impl State {
                 Timer::JobLease(queue, id) => queues::lapse(self, now, &queue, id),
                 Timer::JobDelay(queue, id) => queues::ripen(self, now, &queue, id),
                 Timer::ClaimWait(queue, ticket) => queues::give_up(self, &queue, ticket),
+                Timer::ListWait(ticket) => lists::give_up(self, ticket),
             }
         }
     }
@@ -233,7 +249,9 @@ impl State {
 
     /// True while `ticket` waits in some queue of the state.
     pub fn is_waiting(&self, ticket: Ticket) -> bool {
-        locks::is_waiting(self, ticket) || queues::is_waiting(self, ticket)
+        locks::is_waiting(self, ticket)
+            || queues::is_waiting(self, ticket)
+            || lists::is_waiting(self, ticket)
     }
 
     fn wake(&mut self, ticket: Ticket, outcome: Outcome) {
@@ -255,6 +273,7 @@ impl State {
             Query::String(q) => strings::read(&self.db, now, q),
             Query::Key(q) => keys::read(&self.db, now, q),
             Query::Hash(q) => hashes::read(&self.db, now, q),
+            Query::List(q) => lists::read(&self.db, now, q),
             Query::Lock(q) => locks::read(self, now, q),
             Query::Session(q) => sessions::read(self, now, q),
             Query::Registry(q) => registry::read(self, now, q),
@@ -312,6 +331,11 @@ impl State {
                     for (f, v) in fields.iter() {
                         mix(f);
                         mix(v);
+                    }
+                }
+                Value::List(elements) => {
+                    for e in elements.iter() {
+                        mix(e);
                     }
                 }
             }

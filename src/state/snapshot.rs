@@ -11,6 +11,7 @@ use serde::ser::SerializeSeq;
 use serde::{Deserialize, Serialize, Serializer};
 
 use super::db::{Db, ScanMap, Value};
+use super::lists::List;
 use super::{Coord, State};
 
 /// Bumped whenever the encoding changes; a node refuses snapshots of a
@@ -30,9 +31,10 @@ pub enum SnapshotError {
 }
 
 #[derive(Serialize, Deserialize)]
-enum StoredValue<S, H> {
+enum StoredValue<S, H, L> {
     String(S),
     Hash(H),
+    List(L),
 }
 
 /// Serializes a [`ScanMap`] of bulk values as a sequence of pairs.
@@ -57,6 +59,7 @@ impl Serialize for DbRef<'_> {
             let value = match &entry.value {
                 Value::String(v) => StoredValue::String(v),
                 Value::Hash(h) => StoredValue::Hash(PairsRef(h)),
+                Value::List(l) => StoredValue::List(l.as_ref()),
             };
             seq.serialize_element(&(key, value, entry.expires_at()))?;
         }
@@ -73,7 +76,11 @@ struct StateRef<'a> {
 }
 
 /// One decoded key: name, value, deadline.
-type StoredEntry = (Bytes, StoredValue<Bytes, Vec<(Bytes, Bytes)>>, Option<u64>);
+type StoredEntry = (
+    Bytes,
+    StoredValue<Bytes, Vec<(Bytes, Bytes)>, List>,
+    Option<u64>,
+);
 
 #[derive(Deserialize)]
 struct StoredState {
@@ -122,6 +129,7 @@ impl State {
                     }
                     Value::Hash(Box::new(map))
                 }
+                StoredValue::List(l) => Value::List(Box::new(l)),
             };
             db.insert(key, value, deadline);
         }
