@@ -685,3 +685,119 @@ pub(super) fn is_waiting(state: &State, ticket: Ticket) -> bool {
 pub(super) fn unblock(state: &mut State, ticket: Ticket) -> bool {
     forget(state, ticket).is_some()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Op;
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    fn blpop(key: &str, seq: u64, timeout_ms: u64) -> Op {
+        Op::List(ListOp::BlockingPop {
+            keys: vec![b(key)],
+            end: End::Left,
+            count: None,
+            timeout_ms,
+            ticket: Ticket { node: 1, seq },
+        })
+    }
+
+    fn rpush(key: &str, element: &str) -> Op {
+        Op::List(ListOp::Push {
+            key: b(key),
+            elements: vec![b(element)],
+            end: End::Right,
+            only_if_exists: false,
+        })
+    }
+
+    #[test]
+    fn lists_and_waiters_survive_a_snapshot() {
+        let mut state = State::new();
+        state.apply(1, 10, &rpush("l", "a")).unwrap();
+        state.apply(2, 10, &blpop("waited", 1, 500)).unwrap();
+        let restored = State::decode_snapshot(&state.encode_snapshot()).unwrap();
+        assert_eq!(restored, state);
+        assert_eq!(restored.digest(), state.digest());
+        assert!(restored.is_waiting(Ticket { node: 1, seq: 1 }));
+    }
+
+    #[test]
+    fn a_retried_wait_keeps_one_place_and_one_timer() {
+        let mut state = State::new();
+        let ticket = Ticket { node: 1, seq: 7 };
+        let blocked = Outcome::Blocked {
+            ticket,
+            timeout_ms: 100,
+        };
+        assert_eq!(state.apply(1, 10, &blpop("k", 7, 100)), Ok(blocked.clone()));
+        assert_eq!(state.apply(2, 20, &blpop("k", 7, 100)), Ok(blocked));
+        assert_eq!(state.coord.list_waiters.len(), 1);
+        assert_eq!(state.coord.timers.len(), 1);
+        state.apply(3, 120, &Op::Tick).unwrap();
+        let wakeups = state.take_wakeups();
+        assert_eq!(wakeups.len(), 1);
+        assert_eq!(wakeups[0].outcome, Outcome::NilArray);
+        assert!(state.coord.list_waiters.is_empty());
+        assert!(state.coord.timers.is_empty());
+    }
+
+    #[test]
+    fn a_wait_without_a_ticket_answers_at_once() {
+        let mut state = State::new();
+        let op = Op::List(ListOp::BlockingMove {
+            source: b("empty"),
+            destination: b("d"),
+            from: End::Left,
+            to: End::Right,
+            timeout_ms: 0,
+            ticket: Ticket::default(),
+        });
+        assert_eq!(state.apply(1, 10, &op), Ok(Outcome::Nil));
+        assert!(state.coord.list_waiters.is_empty());
+    }
+
+    #[test]
+    fn huge_indexes_and_counts_neither_panic_nor_wrap() {
+        let mut state = State::new();
+        for e in ["a", "b", "c"] {
+            state.apply(1, 0, &rpush("l", e)).unwrap();
+        }
+        let db = &state.db;
+        let range = |start, stop| {
+            read(
+                db,
+                0,
+                &ListQuery::Range {
+                    key: b("l"),
+                    start,
+                    stop,
+                },
+            )
+            .unwrap()
+        };
+        assert_eq!(
+            range(i64::MIN, i64::MAX),
+            bulks(vec![b("a"), b("b"), b("c")])
+        );
+        assert_eq!(range(i64::MAX, i64::MIN), Outcome::Array(Vec::new()));
+        let index = ListQuery::Index {
+            key: b("l"),
+            index: Some(i64::MIN),
+        };
+        assert_eq!(read(db, 0, &index), Ok(Outcome::Nil));
+        let pop = Op::List(ListOp::Pop {
+            key: b("l"),
+            end: End::Right,
+            count: Some(u64::MAX),
+        });
+        assert_eq!(
+            state.apply(2, 0, &pop),
+            Ok(bulks(vec![b("c"), b("b"), b("a")]))
+        );
+        assert!(state.db.is_empty());
+    }
+}
