@@ -86,19 +86,11 @@ fn stats(c: &mut redis::Connection, queue: &str) -> BTreeMap<String, i64> {
         .collect()
 }
 
-fn followers(cluster: &Cluster, leader: u64) -> Vec<u64> {
-    cluster
-        .running()
-        .into_iter()
-        .filter(|id| *id != leader)
-        .collect()
-}
-
 #[test]
 fn a_dead_workers_job_is_redelivered_once_per_lapsed_lease_and_its_ack_is_fenced() {
     let cluster = Cluster::start(3, &[]);
     let leader = cluster.leader();
-    let others = followers(&cluster, leader);
+    let others = cluster.followers(leader);
     let mut producer = cluster.client(leader);
     let mut doomed = cluster.client(others[0]);
     let mut survivor = cluster.client(others[1]);
@@ -146,7 +138,7 @@ fn a_dead_workers_job_is_redelivered_once_per_lapsed_lease_and_its_ack_is_fenced
 fn jobs_pushed_through_one_node_are_claimed_exactly_once_by_workers_on_the_others() {
     let cluster = Cluster::start(3, &[]);
     let leader = cluster.leader();
-    let producer_node = followers(&cluster, leader)[0];
+    let producer_node = cluster.followers(leader)[0];
     let worker_nodes: Vec<u64> = (1..=3).filter(|id| *id != producer_node).collect();
     let mut producer = cluster.client(producer_node);
     const JOBS: i64 = 300;
@@ -204,7 +196,7 @@ fn jobs_pushed_through_one_node_are_claimed_exactly_once_by_workers_on_the_other
 fn a_delayed_job_is_claimable_only_once_its_delay_has_passed() {
     let cluster = Cluster::start(3, &[]);
     let leader = cluster.leader();
-    let follower = followers(&cluster, leader)[0];
+    let follower = cluster.followers(leader)[0];
     let mut producer = cluster.client(leader);
     let mut worker = cluster.client(follower);
     const DELAY_MS: u64 = 1500;
@@ -235,7 +227,7 @@ fn a_delayed_job_is_claimable_only_once_its_delay_has_passed() {
 fn a_job_claimed_maxtries_times_goes_to_the_dead_list() {
     let cluster = Cluster::start(3, &[]);
     let leader = cluster.leader();
-    let others = followers(&cluster, leader);
+    let others = cluster.followers(leader);
     let mut producer = cluster.client(others[0]);
     let mut worker = cluster.client(others[1]);
 
@@ -285,7 +277,7 @@ fn a_job_claimed_maxtries_times_goes_to_the_dead_list() {
 fn a_blocked_claim_on_a_follower_is_answered_by_a_push_through_another_node() {
     let cluster = Cluster::start(3, &[]);
     let leader = cluster.leader();
-    let others = followers(&cluster, leader);
+    let others = cluster.followers(leader);
     let url = cluster.url(others[0]);
     let claimer = std::thread::spawn(move || {
         let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();

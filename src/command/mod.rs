@@ -48,6 +48,7 @@ pub mod docs;
 mod error;
 pub mod hashes;
 pub mod keys;
+pub mod lists;
 pub mod locks;
 pub mod queues;
 pub mod ratelimit;
@@ -115,6 +116,7 @@ pub enum Group {
     Generic,
     Hash,
     Set,
+    List,
     Cluster,
     Lock,
     Session,
@@ -133,6 +135,7 @@ impl Group {
             Group::Generic => "generic",
             Group::Hash => "hash",
             Group::Set => "set",
+            Group::List => "list",
             Group::Cluster => "cluster",
             Group::Lock => "lock",
             Group::Session => "session",
@@ -151,6 +154,7 @@ impl Group {
             Group::Generic => "Keys and expiry",
             Group::Hash => "Hashes",
             Group::Set => "Sets",
+            Group::List => "Lists",
             Group::Cluster => "Cluster",
             Group::Lock => "Locks (native)",
             Group::Session => "Sessions (native)",
@@ -295,7 +299,7 @@ impl CommandSpec {
 }
 
 /// Every family's specs, in documentation order.
-pub fn families() -> [&'static [CommandSpec]; 13] {
+pub fn families() -> [&'static [CommandSpec]; 14] {
     [
         connection::SPECS,
         server::SPECS,
@@ -304,6 +308,7 @@ pub fn families() -> [&'static [CommandSpec]; 13] {
         keys::SPECS,
         hashes::SPECS,
         sets::SPECS,
+        lists::SPECS,
         locks::SPECS,
         sessions::SPECS,
         registry::SPECS,
@@ -418,6 +423,7 @@ pub fn outcome_reply(outcome: Outcome) -> Reply {
         Outcome::Ok => Reply::ok(),
         Outcome::Status(s) => Reply::Simple(s.into()),
         Outcome::Nil => Reply::Nil,
+        Outcome::NilArray => Reply::NilArray,
         Outcome::Int(i) => Reply::Int(i),
         Outcome::Bulk(b) => Reply::Bulk(b),
         Outcome::Double(d) => Reply::Double(d),

@@ -243,6 +243,8 @@ pub enum Value {
     Hash(Box<ScanMap<Bytes>>),
     /// A set: members only, in the same scan order (SSCAN's cursor).
     Set(Box<ScanMap<()>>),
+    /// Boxed like a hash.
+    List(Box<super::lists::List>),
 }
 
 impl Value {
@@ -253,6 +255,7 @@ impl Value {
             Value::String(_) => false,
             Value::Hash(h) => h.is_empty(),
             Value::Set(s) => s.is_empty(),
+            Value::List(l) => l.is_empty(),
         }
     }
 
@@ -262,6 +265,7 @@ impl Value {
             Value::String(_) => "string",
             Value::Hash(_) => "hash",
             Value::Set(_) => "set",
+            Value::List(_) => "list",
         }
     }
 }

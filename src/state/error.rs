@@ -24,6 +24,8 @@ pub enum StateError {
     NanOrInfinity,
     #[error("ERR no such key")]
     NoSuchKey,
+    #[error("ERR index out of range")]
+    IndexOutOfRange,
     #[error("ERR string exceeds maximum allowed size (proto-max-bulk-len)")]
     StringTooLong,
     /// A deadline that does not fit in a signed 64-bit millisecond clock. The

@@ -412,6 +412,11 @@ fn golden_sets() {
 }
 
 #[test]
+fn golden_lists() {
+    check("lists.txt", include_str!("../../tests/golden/lists.txt"));
+}
+
+#[test]
 fn golden_locks() {
     check("locks.txt", include_str!("../../tests/golden/locks.txt"));
 }

@@ -15,6 +15,7 @@ mod error;
 pub mod glob;
 pub mod hashes;
 pub mod keys;
+pub mod lists;
 pub mod locks;
 mod outcome;
 pub mod queues;
@@ -47,6 +48,7 @@ pub enum Op {
     Key(keys::KeyOp),
     Hash(hashes::HashOp),
     Set(sets::SetOp),
+    List(lists::ListOp),
     /// Deletes keys whose deadline has passed; proposed by the leader's expiry
     /// timer. Each key is re-checked against the entry's time, since it may
     /// have been rewritten after the proposal.
@@ -92,6 +94,10 @@ impl Op {
                 block_ms: Some(_),
                 ..
             }) => Some(ticket),
+            Op::List(
+                lists::ListOp::BlockingPop { ticket, .. }
+                | lists::ListOp::BlockingMove { ticket, .. },
+            ) => Some(ticket),
             _ => None,
         }
     }
@@ -104,6 +110,7 @@ pub enum Query {
     Key(keys::KeyQuery),
     Hash(hashes::HashQuery),
     Set(sets::SetQuery),
+    List(lists::ListQuery),
     Lock(locks::LockQuery),
     Session(sessions::SessionQuery),
     Registry(registry::RegistryQuery),
@@ -151,6 +158,7 @@ pub(crate) struct Coord {
     limiters: ratelimit::Limiters,
     breakers: breakers::Breakers,
     queues: queues::Queues,
+    list_waiters: lists::ListWaiters,
 }
 
 impl Coord {
@@ -183,9 +191,14 @@ impl State {
     fn apply_at(&mut self, now: u64, op: &Op) -> OpResult {
         match op {
             Op::String(op) => strings::apply(&mut self.db, now, op),
-            Op::Key(op) => keys::apply(&mut self.db, now, op),
+            Op::Key(op) => {
+                let result = keys::apply(&mut self.db, now, op);
+                lists::after_key_op(self, now, op);
+                result
+            }
             Op::Hash(op) => hashes::apply(&mut self.db, now, op),
             Op::Set(op) => sets::apply(&mut self.db, now, op),
+            Op::List(op) => lists::apply(self, now, op),
             Op::ExpireKeys(keys) => {
                 let removed = keys
                     .iter()
@@ -208,7 +221,9 @@ impl State {
                 Ok(Outcome::Ok)
             }
             Op::Unblock(ticket) => Ok(Outcome::bool(
-                locks::unblock(self, *ticket) || queues::unblock(self, *ticket),
+                locks::unblock(self, *ticket)
+                    || queues::unblock(self, *ticket)
+                    || lists::unblock(self, *ticket),
             )),
             Op::Advertise { node, addr } => {
                 self.coord.client_addrs.insert(*node, addr.clone());
@@ -230,6 +245,7 @@ impl State {
                 Timer::JobLease(queue, id) => queues::lapse(self, now, &queue, id),
                 Timer::JobDelay(queue, id) => queues::ripen(self, now, &queue, id),
                 Timer::ClaimWait(queue, ticket) => queues::give_up(self, &queue, ticket),
+                Timer::ListWait(ticket) => lists::give_up(self, ticket),
             }
         }
     }
@@ -248,7 +264,9 @@ impl State {
 
     /// True while `ticket` waits in some queue of the state.
     pub fn is_waiting(&self, ticket: Ticket) -> bool {
-        locks::is_waiting(self, ticket) || queues::is_waiting(self, ticket)
+        locks::is_waiting(self, ticket)
+            || queues::is_waiting(self, ticket)
+            || lists::is_waiting(self, ticket)
     }
 
     fn wake(&mut self, ticket: Ticket, outcome: Outcome) {
@@ -271,6 +289,7 @@ impl State {
             Query::Key(q) => keys::read(&self.db, now, q),
             Query::Hash(q) => hashes::read(&self.db, now, q),
             Query::Set(q) => sets::read(&self.db, now, q),
+            Query::List(q) => lists::read(&self.db, now, q),
             Query::Lock(q) => locks::read(self, now, q),
             Query::Session(q) => sessions::read(self, now, q),
             Query::Registry(q) => registry::read(self, now, q),
@@ -339,6 +358,12 @@ impl State {
                     mix(b"set");
                     for (m, ()) in members.iter() {
                         mix(m);
+                    }
+                }
+                Value::List(elements) => {
+                    mix(b"list");
+                    for e in elements.iter() {
+                        mix(e);
                     }
                 }
             }

@@ -18,6 +18,9 @@ pub enum Outcome {
     Status(String),
     /// The null reply.
     Nil,
+    /// The null array: `*-1` in RESP2 (LPOP with a count on a missing key,
+    /// a timed-out BLPOP), the null reply in RESP3.
+    NilArray,
     Int(i64),
     Bulk(Bytes),
     /// A double: RESP3 `,`; a bulk string in RESP2.

@@ -11,6 +11,7 @@ use serde::ser::SerializeSeq;
 use serde::{Deserialize, Serialize, Serializer};
 
 use super::db::{Db, ScanMap, Value};
+use super::lists::List;
 use super::{Coord, State};
 
 /// Bumped whenever the encoding changes; a node refuses snapshots of a
@@ -30,10 +31,11 @@ pub enum SnapshotError {
 }
 
 #[derive(Serialize, Deserialize)]
-enum StoredValue<S, H, M> {
+enum StoredValue<S, H, M, L> {
     String(S),
     Hash(H),
     Set(M),
+    List(L),
 }
 
 /// Serializes a [`ScanMap`] of bulk values as a sequence of pairs.
@@ -68,6 +70,7 @@ impl Serialize for DbRef<'_> {
                 Value::String(v) => StoredValue::String(v),
                 Value::Hash(h) => StoredValue::Hash(PairsRef(h)),
                 Value::Set(m) => StoredValue::Set(MembersRef(m)),
+                Value::List(l) => StoredValue::List(l.as_ref()),
             };
             seq.serialize_element(&(key, value, entry.expires_at()))?;
         }
@@ -86,7 +89,7 @@ struct StateRef<'a> {
 /// One decoded key: name, value, deadline.
 type StoredEntry = (
     Bytes,
-    StoredValue<Bytes, Vec<(Bytes, Bytes)>, Vec<Bytes>>,
+    StoredValue<Bytes, Vec<(Bytes, Bytes)>, Vec<Bytes>, List>,
     Option<u64>,
 );
 
@@ -144,6 +147,7 @@ impl State {
                     }
                     Value::Set(Box::new(set))
                 }
+                StoredValue::List(l) => Value::List(Box::new(l)),
             };
             db.insert(key, value, deadline);
         }

@@ -158,6 +158,19 @@ impl Cluster {
             .collect()
     }
 
+    /// The running nodes other than `leader`.
+    pub fn followers(&self, leader: u64) -> Vec<u64> {
+        self.running()
+            .into_iter()
+            .filter(|id| *id != leader)
+            .collect()
+    }
+
+    /// A plain socket to node `id`, for raw RESP.
+    pub fn raw(&self, id: u64) -> std::net::TcpStream {
+        std::net::TcpStream::connect(("127.0.0.1", self.nodes[&id].port)).expect("connect")
+    }
+
     pub fn url(&self, id: u64) -> String {
         format!("redis://127.0.0.1:{}/", self.nodes[&id].port)
     }
