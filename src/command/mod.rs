@@ -55,6 +55,7 @@ pub mod registry;
 pub mod server;
 pub mod sessions;
 pub mod strings;
+pub mod zsets;
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -113,6 +114,7 @@ pub enum Group {
     String,
     Generic,
     Hash,
+    SortedSet,
     Cluster,
     Lock,
     Session,
@@ -130,6 +132,7 @@ impl Group {
             Group::String => "string",
             Group::Generic => "generic",
             Group::Hash => "hash",
+            Group::SortedSet => "sorted-set",
             Group::Cluster => "cluster",
             Group::Lock => "lock",
             Group::Session => "session",
@@ -147,6 +150,7 @@ impl Group {
             Group::String => "Strings and counters",
             Group::Generic => "Keys and expiry",
             Group::Hash => "Hashes",
+            Group::SortedSet => "Sorted sets",
             Group::Cluster => "Cluster",
             Group::Lock => "Locks (native)",
             Group::Session => "Sessions (native)",
@@ -291,7 +295,7 @@ impl CommandSpec {
 }
 
 /// Every family's specs, in documentation order.
-pub fn families() -> [&'static [CommandSpec]; 12] {
+pub fn families() -> [&'static [CommandSpec]; 13] {
     [
         connection::SPECS,
         server::SPECS,
@@ -299,6 +303,7 @@ pub fn families() -> [&'static [CommandSpec]; 12] {
         strings::SPECS,
         keys::SPECS,
         hashes::SPECS,
+        zsets::SPECS,
         locks::SPECS,
         sessions::SPECS,
         registry::SPECS,

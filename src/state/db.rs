@@ -16,6 +16,8 @@ use std::collections::{hash_map, BTreeSet, HashMap};
 
 use bytes::Bytes;
 
+use super::zsets::ZSet;
+
 /// A key in a [`ScanMap`]: ordered by `(hash, bytes)`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ScanKey {
@@ -241,6 +243,7 @@ pub enum Value {
     /// Boxed: a hash is rarer than a string, and this keeps every entry (and
     /// so every bucket of the keyspace's hash table) small.
     Hash(Box<ScanMap<Bytes>>),
+    ZSet(Box<ZSet>),
 }
 
 impl Value {
@@ -250,6 +253,7 @@ impl Value {
         match self {
             Value::String(_) => false,
             Value::Hash(h) => h.is_empty(),
+            Value::ZSet(z) => z.is_empty(),
         }
     }
 
@@ -258,6 +262,7 @@ impl Value {
         match self {
             Value::String(_) => "string",
             Value::Hash(_) => "hash",
+            Value::ZSet(_) => "zset",
         }
     }
 }

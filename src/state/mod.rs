@@ -24,6 +24,7 @@ pub mod sessions;
 mod snapshot;
 pub mod strings;
 pub mod timers;
+pub mod zsets;
 
 use std::collections::BTreeMap;
 
@@ -45,6 +46,7 @@ pub enum Op {
     String(strings::StringOp),
     Key(keys::KeyOp),
     Hash(hashes::HashOp),
+    ZSet(zsets::ZSetOp),
     /// Deletes keys whose deadline has passed; proposed by the leader's expiry
     /// timer. Each key is re-checked against the entry's time, since it may
     /// have been rewritten after the proposal.
@@ -85,6 +87,7 @@ impl Op {
                 block_ms: Some(_),
                 ..
             }) => Some(ticket),
+            Op::ZSet(zsets::ZSetOp::BlockingPop { ticket, .. }) => Some(ticket),
             _ => None,
         }
     }
@@ -96,6 +99,7 @@ pub enum Query {
     String(strings::StringQuery),
     Key(keys::KeyQuery),
     Hash(hashes::HashQuery),
+    ZSet(zsets::ZSetQuery),
     Lock(locks::LockQuery),
     Session(sessions::SessionQuery),
     Registry(registry::RegistryQuery),
@@ -141,6 +145,7 @@ pub(crate) struct Coord {
     limiters: ratelimit::Limiters,
     breakers: breakers::Breakers,
     queues: queues::Queues,
+    zset_waiters: zsets::Waiters,
 }
 
 impl Coord {
@@ -165,7 +170,9 @@ impl State {
         if !matches!(op, Op::Grace { .. }) {
             self.fire_timers(now);
         }
-        self.apply_at(now, op)
+        let result = self.apply_at(now, op);
+        zsets::serve_waiters(self, now);
+        result
     }
 
     /// Applies `op` at `now`, timers already fired (LOCK.GUARD applies its
@@ -175,6 +182,7 @@ impl State {
             Op::String(op) => strings::apply(&mut self.db, now, op),
             Op::Key(op) => keys::apply(&mut self.db, now, op),
             Op::Hash(op) => hashes::apply(&mut self.db, now, op),
+            Op::ZSet(op) => zsets::apply(self, now, op),
             Op::ExpireKeys(keys) => {
                 let removed = keys
                     .iter()
@@ -197,7 +205,9 @@ impl State {
                 Ok(Outcome::Ok)
             }
             Op::Unblock(ticket) => Ok(Outcome::bool(
-                locks::unblock(self, *ticket) || queues::unblock(self, *ticket),
+                locks::unblock(self, *ticket)
+                    || queues::unblock(self, *ticket)
+                    || zsets::unblock(self, *ticket),
             )),
         }
     }
@@ -215,6 +225,7 @@ impl State {
                 Timer::JobLease(queue, id) => queues::lapse(self, now, &queue, id),
                 Timer::JobDelay(queue, id) => queues::ripen(self, now, &queue, id),
                 Timer::ClaimWait(queue, ticket) => queues::give_up(self, &queue, ticket),
+                Timer::ZSetPopWait(ticket) => zsets::give_up(self, ticket),
             }
         }
     }
@@ -233,7 +244,9 @@ impl State {
 
     /// True while `ticket` waits in some queue of the state.
     pub fn is_waiting(&self, ticket: Ticket) -> bool {
-        locks::is_waiting(self, ticket) || queues::is_waiting(self, ticket)
+        locks::is_waiting(self, ticket)
+            || queues::is_waiting(self, ticket)
+            || zsets::is_waiting(self, ticket)
     }
 
     fn wake(&mut self, ticket: Ticket, outcome: Outcome) {
@@ -255,6 +268,7 @@ impl State {
             Query::String(q) => strings::read(&self.db, now, q),
             Query::Key(q) => keys::read(&self.db, now, q),
             Query::Hash(q) => hashes::read(&self.db, now, q),
+            Query::ZSet(q) => zsets::read(&self.db, now, q),
             Query::Lock(q) => locks::read(self, now, q),
             Query::Session(q) => sessions::read(self, now, q),
             Query::Registry(q) => registry::read(self, now, q),
@@ -312,6 +326,12 @@ impl State {
                     for (f, v) in fields.iter() {
                         mix(f);
                         mix(v);
+                    }
+                }
+                Value::ZSet(members) => {
+                    for (m, score) in members.iter() {
+                        mix(m);
+                        mix(&score.to_bits().to_le_bytes());
                     }
                 }
             }

@@ -11,6 +11,7 @@ use serde::ser::SerializeSeq;
 use serde::{Deserialize, Serialize, Serializer};
 
 use super::db::{Db, ScanMap, Value};
+use super::zsets::ZSet;
 use super::{Coord, State};
 
 /// Bumped whenever the encoding changes; a node refuses snapshots of a
@@ -30,15 +31,17 @@ pub enum SnapshotError {
 }
 
 #[derive(Serialize, Deserialize)]
-enum StoredValue<S, H> {
+enum StoredValue<S, H, Z> {
     String(S),
     Hash(H),
+    /// Member/score pairs.
+    ZSet(Z),
 }
 
-/// Serializes a [`ScanMap`] of bulk values as a sequence of pairs.
-struct PairsRef<'a>(&'a ScanMap<Bytes>);
+/// Serializes a [`ScanMap`] as a sequence of pairs.
+struct PairsRef<'a, V>(&'a ScanMap<V>);
 
-impl Serialize for PairsRef<'_> {
+impl<V: Serialize> Serialize for PairsRef<'_, V> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut seq = s.serialize_seq(Some(self.0.len()))?;
         for pair in self.0.iter() {
@@ -57,6 +60,7 @@ impl Serialize for DbRef<'_> {
             let value = match &entry.value {
                 Value::String(v) => StoredValue::String(v),
                 Value::Hash(h) => StoredValue::Hash(PairsRef(h)),
+                Value::ZSet(z) => StoredValue::ZSet(PairsRef(z.scores())),
             };
             seq.serialize_element(&(key, value, entry.expires_at()))?;
         }
@@ -73,7 +77,11 @@ struct StateRef<'a> {
 }
 
 /// One decoded key: name, value, deadline.
-type StoredEntry = (Bytes, StoredValue<Bytes, Vec<(Bytes, Bytes)>>, Option<u64>);
+type StoredEntry = (
+    Bytes,
+    StoredValue<Bytes, Vec<(Bytes, Bytes)>, Vec<(Bytes, f64)>>,
+    Option<u64>,
+);
 
 #[derive(Deserialize)]
 struct StoredState {
@@ -121,6 +129,13 @@ impl State {
                         map.insert(f, v);
                     }
                     Value::Hash(Box::new(map))
+                }
+                StoredValue::ZSet(pairs) => {
+                    let mut zset = ZSet::default();
+                    for (member, score) in pairs {
+                        zset.insert(member, score);
+                    }
+                    Value::ZSet(Box::new(zset))
                 }
             };
             db.insert(key, value, deadline);

@@ -67,6 +67,8 @@ pub enum Timer {
     JobDelay(Bytes, u64),
     /// A blocked queue claimer gave up.
     ClaimWait(Bytes, Ticket),
+    /// A client blocked in BZPOPMIN / BZPOPMAX gave up.
+    ZSetPopWait(Ticket),
 }
 
 /// Every pending deadline, ordered by time. Each owner keeps its own
