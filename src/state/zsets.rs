@@ -1160,6 +1160,48 @@ mod tests {
     }
 
     #[test]
+    fn score_ranges_at_the_edges_of_the_doubles_match_a_plain_filter() {
+        let edges = [
+            f64::NEG_INFINITY,
+            -f64::MAX,
+            -1.0,
+            -0.0,
+            0.0,
+            f64::from_bits(1),
+            1.0,
+            1.0f64.next_up(),
+            f64::MAX,
+            f64::INFINITY,
+        ];
+        let mut z = ZSet::default();
+        for (i, score) in edges.iter().enumerate() {
+            z.insert(b(&format!("m{i}")), *score);
+        }
+        for min in edges {
+            for max in edges {
+                for (min_exclusive, max_exclusive) in
+                    [(false, false), (true, false), (false, true), (true, true)]
+                {
+                    let range = ScoreRange {
+                        min,
+                        min_exclusive,
+                        max,
+                        max_exclusive,
+                    };
+                    let inside = |s: f64| {
+                        (if min_exclusive { s > min } else { s >= min })
+                            && (if max_exclusive { s < max } else { s <= max })
+                    };
+                    let expected: Vec<f64> =
+                        z.iter().map(|(_, s)| s).filter(|s| inside(*s)).collect();
+                    let found: Vec<f64> = z.by_score(&range).map(|(_, s)| s).collect();
+                    assert_eq!(found, expected, "{range:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn limit_skips_and_caps_and_a_negative_offset_selects_nothing() {
         let z = set_of(&[(1.0, "a"), (2.0, "b"), (3.0, "c"), (4.0, "d")]);
         let all = score_range(f64::NEG_INFINITY, false, f64::INFINITY, false);
