@@ -212,45 +212,54 @@ fn parse_hscan(argv: &[Bytes]) -> Result<Query, CommandError> {
     })
 }
 
-/// Redis's checks, in its order: the count's range, the WITHVALUES word,
-/// then the halved range when values double the reply.
 fn parse_hrandfield(argv: &[Bytes]) -> Result<Query, CommandError> {
-    let mut args = Args::new(argv);
-    let key = args.bytes()?;
-    let mut count = None;
-    let mut with_values = false;
-    if !args.is_empty() {
-        let n = args.i64()?;
-        if n == i64::MIN {
-            return Err(CommandError::InvalidArgument(format!(
-                "value is out of range, value must between {} and {}",
-                -i64::MAX,
-                i64::MAX
-            )));
-        }
-        match argv.len() {
-            3 => {}
-            4 if is(&argv[3], "WITHVALUES") => {
-                with_values = true;
-                if !(-i64::MAX / 2..=i64::MAX / 2).contains(&n) {
-                    return Err(CommandError::InvalidArgument(
-                        "value is out of range".to_owned(),
-                    ));
-                }
-            }
-            _ => return Err(CommandError::Syntax),
-        }
-        if n < 0 && n.unsigned_abs() > MAX_RANDOM_REPEATS {
-            return Err(CommandError::InvalidArgument(
-                "value is out of range".to_owned(),
-            ));
-        }
-        count = Some(n);
-    }
+    let (count, with_values) = parse_random_count(argv, "WITHVALUES")?;
     read(HashQuery::RandField {
-        key,
+        key: argv[1].clone(),
         count,
         with_values,
         seed: rand::random(),
     })
+}
+
+/// The `[count [WITH...]]` of HRANDFIELD and ZRANDMEMBER, with Redis's
+/// checks in its order: the count's range, the `with` word, then the
+/// halved range when values double the reply. Answers the count and
+/// whether the word was given.
+pub(super) fn parse_random_count(
+    argv: &[Bytes],
+    with: &str,
+) -> Result<(Option<i64>, bool), CommandError> {
+    let mut args = Args::new(argv);
+    args.bytes()?;
+    if args.is_empty() {
+        return Ok((None, false));
+    }
+    let n = args.i64()?;
+    if n == i64::MIN {
+        return Err(CommandError::InvalidArgument(format!(
+            "value is out of range, value must between {} and {}",
+            -i64::MAX,
+            i64::MAX
+        )));
+    }
+    let mut with_values = false;
+    match argv.len() {
+        3 => {}
+        4 if is(&argv[3], with) => {
+            with_values = true;
+            if !(-i64::MAX / 2..=i64::MAX / 2).contains(&n) {
+                return Err(CommandError::InvalidArgument(
+                    "value is out of range".to_owned(),
+                ));
+            }
+        }
+        _ => return Err(CommandError::Syntax),
+    }
+    if n < 0 && n.unsigned_abs() > MAX_RANDOM_REPEATS {
+        return Err(CommandError::InvalidArgument(
+            "value is out of range".to_owned(),
+        ));
+    }
+    Ok((Some(n), with_values))
 }

@@ -57,6 +57,7 @@ pub mod server;
 pub mod sessions;
 pub mod sets;
 pub mod strings;
+pub mod zsets;
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -117,6 +118,7 @@ pub enum Group {
     Hash,
     Set,
     List,
+    SortedSet,
     Cluster,
     Lock,
     Session,
@@ -136,6 +138,7 @@ impl Group {
             Group::Hash => "hash",
             Group::Set => "set",
             Group::List => "list",
+            Group::SortedSet => "sorted-set",
             Group::Cluster => "cluster",
             Group::Lock => "lock",
             Group::Session => "session",
@@ -155,6 +158,7 @@ impl Group {
             Group::Hash => "Hashes",
             Group::Set => "Sets",
             Group::List => "Lists",
+            Group::SortedSet => "Sorted sets",
             Group::Cluster => "Cluster",
             Group::Lock => "Locks (native)",
             Group::Session => "Sessions (native)",
@@ -299,7 +303,7 @@ impl CommandSpec {
 }
 
 /// Every family's specs, in documentation order.
-pub fn families() -> [&'static [CommandSpec]; 14] {
+pub fn families() -> [&'static [CommandSpec]; 15] {
     [
         connection::SPECS,
         server::SPECS,
@@ -309,6 +313,7 @@ pub fn families() -> [&'static [CommandSpec]; 14] {
         hashes::SPECS,
         sets::SPECS,
         lists::SPECS,
+        zsets::SPECS,
         locks::SPECS,
         sessions::SPECS,
         registry::SPECS,

@@ -16,6 +16,8 @@ use std::collections::{hash_map, BTreeSet, HashMap};
 
 use bytes::Bytes;
 
+use super::zsets::ZSet;
+
 /// A key in a [`ScanMap`]: ordered by `(hash, bytes)`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ScanKey {
@@ -245,6 +247,7 @@ pub enum Value {
     Set(Box<ScanMap<()>>),
     /// Boxed like a hash.
     List(Box<super::lists::List>),
+    ZSet(Box<ZSet>),
 }
 
 impl Value {
@@ -256,6 +259,7 @@ impl Value {
             Value::Hash(h) => h.is_empty(),
             Value::Set(s) => s.is_empty(),
             Value::List(l) => l.is_empty(),
+            Value::ZSet(z) => z.is_empty(),
         }
     }
 
@@ -266,6 +270,7 @@ impl Value {
             Value::Hash(_) => "hash",
             Value::Set(_) => "set",
             Value::List(_) => "list",
+            Value::ZSet(_) => "zset",
         }
     }
 }

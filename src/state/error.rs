@@ -42,4 +42,6 @@ pub enum StateError {
     NoSuchInstance,
     #[error("ERR no such breaker '{0}'")]
     NoSuchBreaker(String),
+    #[error("ERR resulting score is not a number (NaN)")]
+    ScoreNan,
 }

@@ -8,7 +8,8 @@
 //! # a comment
 //! @time 1700000000000   set the clock (entry time of writes, `now` of reads)
 //! @advance 100          move the clock forward
-//! @seed 7               the seed of RANDOMKEY / HRANDFIELD / SRANDMEMBER / SPOP
+//! @seed 7               the seed of RANDOMKEY / HRANDFIELD / SRANDMEMBER /
+//!                       SPOP / ZRANDMEMBER from now on
 //! @sweep                apply the leader's expiry op for every expired key
 //! @tick                 apply the leader's timer op (fires due primitives)
 //! @grace 2000           apply a new leader's grace op
@@ -38,6 +39,7 @@ use std::collections::{BTreeMap, HashMap};
 use super::hashes::HashQuery;
 use super::keys::KeyQuery;
 use super::sets::{SetOp, SetQuery};
+use super::zsets::ZSetQuery;
 use super::{Op, Outcome, Query, State, Ticket};
 use crate::command::{prepare, ReplyFn, Request};
 use crate::resp::Reply;
@@ -144,6 +146,7 @@ fn set_seed(query: &mut Query, value: u64) {
         Query::Key(KeyQuery::RandomKey { seed }) => *seed = value,
         Query::Hash(HashQuery::RandField { seed, .. }) => *seed = value,
         Query::Set(SetQuery::RandMember { seed, .. }) => *seed = value,
+        Query::ZSet(ZSetQuery::RandMember { seed, .. }) => *seed = value,
         _ => {}
     }
 }
@@ -281,7 +284,7 @@ pub(crate) fn render(reply: &Reply, sorted: bool) -> String {
                     .collect()
             )
         ),
-        Reply::Double(d) => format!("(double) {d}"),
+        Reply::Double(d) => format!("(double) {}", crate::resp::format_double(*d)),
         Reply::Bool(b) => format!("({b})"),
         Reply::BigNumber(n) => format!("(big number) {n}"),
         Reply::Verbatim { text, .. } => quote(text),
@@ -414,6 +417,11 @@ fn golden_sets() {
 #[test]
 fn golden_lists() {
     check("lists.txt", include_str!("../../tests/golden/lists.txt"));
+}
+
+#[test]
+fn golden_zsets() {
+    check("zsets.txt", include_str!("../../tests/golden/zsets.txt"));
 }
 
 #[test]

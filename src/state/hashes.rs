@@ -260,6 +260,31 @@ pub fn read(db: &Db, now: u64, query: &HashQuery) -> OpResult {
     }
 }
 
+/// Positions (in `0..len`, `len` > 0) picked by `seed` under
+/// HRANDFIELD's and ZRANDMEMBER's count rules: a negative count picks
+/// exactly `-count` (at most [`MAX_RANDOM_REPEATS`]) with repeats, a
+/// positive one distinct positions in random order, or all of them in
+/// order when it is at least `len`.
+pub(super) fn random_picks(len: usize, count: i64, seed: u64) -> Vec<usize> {
+    let mut rng = SeededRng::new(seed);
+    if count < 0 {
+        let n = count.unsigned_abs().min(MAX_RANDOM_REPEATS) as usize;
+        return (0..n).map(|_| rng.below(len)).collect();
+    }
+    let n = usize::try_from(count).unwrap_or(usize::MAX);
+    if n >= len {
+        return (0..len).collect();
+    }
+    // A partial Fisher-Yates shuffle: the first `n` slots.
+    let mut order: Vec<usize> = (0..len).collect();
+    for i in 0..n {
+        let j = i + rng.below(len - i);
+        order.swap(i, j);
+    }
+    order.truncate(n);
+    order
+}
+
 /// HRANDFIELD's picks. Distinct picks come in random order; asking for at
 /// least the whole hash returns it in scan order, as Redis returns a hash
 /// it does not need to sample.
@@ -269,11 +294,10 @@ fn rand_field(
     with_values: bool,
     seed: u64,
 ) -> Outcome {
-    let mut rng = SeededRng::new(seed);
     let Some(count) = count else {
         return match h {
             Some(h) if !h.is_empty() => {
-                let n = rng.below(h.len());
+                let n = SeededRng::new(seed).below(h.len());
                 Outcome::bulk_or_nil(h.nth(n).map(|(f, _)| f.clone()))
             }
             _ => Outcome::Nil,
@@ -283,22 +307,7 @@ fn rand_field(
         return Outcome::Array(Vec::new());
     };
     let entries: Vec<(&Bytes, &Bytes)> = h.iter().collect();
-    let picks: Vec<usize> = if count < 0 {
-        let n = count.unsigned_abs().min(MAX_RANDOM_REPEATS) as usize;
-        (0..n).map(|_| rng.below(entries.len())).collect()
-    } else if count as usize >= entries.len() {
-        (0..entries.len()).collect()
-    } else {
-        // A partial Fisher-Yates shuffle: the first `count` slots.
-        let n = count as usize;
-        let mut order: Vec<usize> = (0..entries.len()).collect();
-        for i in 0..n {
-            let j = i + rng.below(order.len() - i);
-            order.swap(i, j);
-        }
-        order.truncate(n);
-        order
-    };
+    let picks = random_picks(entries.len(), count, seed);
     let field = |i: usize| Outcome::Bulk(entries[i].0.clone());
     if with_values {
         Outcome::Pairs(

@@ -26,6 +26,7 @@ pub mod sets;
 mod snapshot;
 pub mod strings;
 pub mod timers;
+pub mod zsets;
 
 use std::collections::BTreeMap;
 
@@ -49,6 +50,7 @@ pub enum Op {
     Hash(hashes::HashOp),
     Set(sets::SetOp),
     List(lists::ListOp),
+    ZSet(zsets::ZSetOp),
     /// Deletes keys whose deadline has passed; proposed by the leader's expiry
     /// timer. Each key is re-checked against the entry's time, since it may
     /// have been rewritten after the proposal.
@@ -98,6 +100,7 @@ impl Op {
                 lists::ListOp::BlockingPop { ticket, .. }
                 | lists::ListOp::BlockingMove { ticket, .. },
             ) => Some(ticket),
+            Op::ZSet(zsets::ZSetOp::BlockingPop { ticket, .. }) => Some(ticket),
             _ => None,
         }
     }
@@ -111,6 +114,7 @@ pub enum Query {
     Hash(hashes::HashQuery),
     Set(sets::SetQuery),
     List(lists::ListQuery),
+    ZSet(zsets::ZSetQuery),
     Lock(locks::LockQuery),
     Session(sessions::SessionQuery),
     Registry(registry::RegistryQuery),
@@ -159,6 +163,7 @@ pub(crate) struct Coord {
     breakers: breakers::Breakers,
     queues: queues::Queues,
     list_waiters: lists::ListWaiters,
+    zset_waiters: zsets::Waiters,
 }
 
 impl Coord {
@@ -183,7 +188,9 @@ impl State {
         if !matches!(op, Op::Grace { .. }) {
             self.fire_timers(now);
         }
-        self.apply_at(now, op)
+        let result = self.apply_at(now, op);
+        zsets::serve_waiters(self, now);
+        result
     }
 
     /// Applies `op` at `now`, timers already fired (LOCK.GUARD applies its
@@ -199,6 +206,7 @@ impl State {
             Op::Hash(op) => hashes::apply(&mut self.db, now, op),
             Op::Set(op) => sets::apply(&mut self.db, now, op),
             Op::List(op) => lists::apply(self, now, op),
+            Op::ZSet(op) => zsets::apply(self, now, op),
             Op::ExpireKeys(keys) => {
                 let removed = keys
                     .iter()
@@ -223,7 +231,8 @@ impl State {
             Op::Unblock(ticket) => Ok(Outcome::bool(
                 locks::unblock(self, *ticket)
                     || queues::unblock(self, *ticket)
-                    || lists::unblock(self, *ticket),
+                    || lists::unblock(self, *ticket)
+                    || zsets::unblock(self, *ticket),
             )),
             Op::Advertise { node, addr } => {
                 self.coord.client_addrs.insert(*node, addr.clone());
@@ -246,6 +255,7 @@ impl State {
                 Timer::JobDelay(queue, id) => queues::ripen(self, now, &queue, id),
                 Timer::ClaimWait(queue, ticket) => queues::give_up(self, &queue, ticket),
                 Timer::ListWait(ticket) => lists::give_up(self, ticket),
+                Timer::ZSetPopWait(ticket) => zsets::give_up(self, ticket),
             }
         }
     }
@@ -267,6 +277,7 @@ impl State {
         locks::is_waiting(self, ticket)
             || queues::is_waiting(self, ticket)
             || lists::is_waiting(self, ticket)
+            || zsets::is_waiting(self, ticket)
     }
 
     fn wake(&mut self, ticket: Ticket, outcome: Outcome) {
@@ -290,6 +301,7 @@ impl State {
             Query::Hash(q) => hashes::read(&self.db, now, q),
             Query::Set(q) => sets::read(&self.db, now, q),
             Query::List(q) => lists::read(&self.db, now, q),
+            Query::ZSet(q) => zsets::read(&self.db, now, q),
             Query::Lock(q) => locks::read(self, now, q),
             Query::Session(q) => sessions::read(self, now, q),
             Query::Registry(q) => registry::read(self, now, q),
@@ -364,6 +376,13 @@ impl State {
                     mix(b"list");
                     for e in elements.iter() {
                         mix(e);
+                    }
+                }
+                Value::ZSet(members) => {
+                    mix(b"zset");
+                    for (m, score) in members.iter() {
+                        mix(m);
+                        mix(&score.to_bits().to_le_bytes());
                     }
                 }
             }

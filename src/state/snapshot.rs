@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use super::db::{Db, ScanMap, Value};
 use super::lists::List;
+use super::zsets::ZSet;
 use super::{Coord, State};
 
 /// Bumped whenever the encoding changes; a node refuses snapshots of a
@@ -31,17 +32,19 @@ pub enum SnapshotError {
 }
 
 #[derive(Serialize, Deserialize)]
-enum StoredValue<S, H, M, L> {
+enum StoredValue<S, H, M, L, Z> {
     String(S),
     Hash(H),
     Set(M),
     List(L),
+    /// Member/score pairs.
+    ZSet(Z),
 }
 
-/// Serializes a [`ScanMap`] of bulk values as a sequence of pairs.
-struct PairsRef<'a>(&'a ScanMap<Bytes>);
+/// Serializes a [`ScanMap`] as a sequence of pairs.
+struct PairsRef<'a, V>(&'a ScanMap<V>);
 
-impl Serialize for PairsRef<'_> {
+impl<V: Serialize> Serialize for PairsRef<'_, V> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut seq = s.serialize_seq(Some(self.0.len()))?;
         for pair in self.0.iter() {
@@ -71,6 +74,7 @@ impl Serialize for DbRef<'_> {
                 Value::Hash(h) => StoredValue::Hash(PairsRef(h)),
                 Value::Set(m) => StoredValue::Set(MembersRef(m)),
                 Value::List(l) => StoredValue::List(l.as_ref()),
+                Value::ZSet(z) => StoredValue::ZSet(PairsRef(z.scores())),
             };
             seq.serialize_element(&(key, value, entry.expires_at()))?;
         }
@@ -89,7 +93,7 @@ struct StateRef<'a> {
 /// One decoded key: name, value, deadline.
 type StoredEntry = (
     Bytes,
-    StoredValue<Bytes, Vec<(Bytes, Bytes)>, Vec<Bytes>, List>,
+    StoredValue<Bytes, Vec<(Bytes, Bytes)>, Vec<Bytes>, List, Vec<(Bytes, f64)>>,
     Option<u64>,
 );
 
@@ -148,6 +152,13 @@ impl State {
                     Value::Set(Box::new(set))
                 }
                 StoredValue::List(l) => Value::List(Box::new(l)),
+                StoredValue::ZSet(pairs) => {
+                    let mut zset = ZSet::default();
+                    for (member, score) in pairs {
+                        zset.insert(member, score);
+                    }
+                    Value::ZSet(Box::new(zset))
+                }
             };
             db.insert(key, value, deadline);
         }

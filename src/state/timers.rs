@@ -69,6 +69,8 @@ pub enum Timer {
     ClaimWait(Bytes, Ticket),
     /// A client blocked in a list pop (BLPOP, BLMOVE...) gave up.
     ListWait(Ticket),
+    /// A client blocked in BZPOPMIN / BZPOPMAX gave up.
+    ZSetPopWait(Ticket),
 }
 
 /// Every pending deadline, ordered by time. Each owner keeps its own
