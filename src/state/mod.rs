@@ -17,6 +17,7 @@ pub mod hashes;
 pub mod keys;
 pub mod locks;
 mod outcome;
+pub mod pubsub;
 pub mod queues;
 pub mod ratelimit;
 pub mod registry;
@@ -68,6 +69,7 @@ pub enum Op {
     },
     /// The client behind a waiting ticket went away: drop its place.
     Unblock(Ticket),
+    PubSub(pubsub::PubSubOp),
     /// Node `node` serves clients at `addr`.
     Advertise {
         node: u64,
@@ -107,6 +109,7 @@ pub enum Query {
     RateLimit(ratelimit::RateLimitQuery),
     Breaker(breakers::BreakerQuery),
     Queue(queues::QueueQuery),
+    PubSub(pubsub::PubSubQuery),
     /// The keyspace digest (DEBUG DIGEST), for comparing replicas.
     Digest,
 }
@@ -128,6 +131,8 @@ pub struct State {
     coord: Coord,
     /// Answers for waiting clients recorded by the last applied op.
     wakeups: Vec<Wakeup>,
+    /// Messages for subscribers recorded by the last applied op.
+    deliveries: Vec<pubsub::Delivery>,
 }
 
 /// The native primitives' state: replicated and snapshotted like the
@@ -141,6 +146,7 @@ pub(crate) struct Coord {
     fence: u64,
     /// Client addresses the nodes advertised, by node id.
     client_addrs: BTreeMap<u64, String>,
+    pubsub: pubsub::PubSub,
     timers: timers::Timers,
     locks: locks::Locks,
     sessions: sessions::Sessions,
@@ -206,6 +212,7 @@ impl State {
             Op::Unblock(ticket) => Ok(Outcome::bool(
                 locks::unblock(self, *ticket) || queues::unblock(self, *ticket),
             )),
+            Op::PubSub(op) => pubsub::apply(self, op),
             Op::Advertise { node, addr } => {
                 self.coord.client_addrs.insert(*node, addr.clone());
                 Ok(Outcome::Ok)
@@ -247,6 +254,23 @@ impl State {
         locks::is_waiting(self, ticket) || queues::is_waiting(self, ticket)
     }
 
+    /// The messages for subscribers that the ops applied since the last
+    /// call published.
+    pub fn take_deliveries(&mut self) -> Vec<pubsub::Delivery> {
+        std::mem::take(&mut self.deliveries)
+    }
+
+    /// The pub/sub registry (subscriptions and node runs).
+    pub fn pubsub(&self) -> &pubsub::PubSub {
+        &self.coord.pubsub
+    }
+
+    /// A node left the cluster: its subscriptions end. Called when the
+    /// membership change applies, identically on every replica.
+    pub fn forget_subscribers_of(&mut self, node: u64) {
+        self.coord.pubsub.forget_node(node);
+    }
+
     fn wake(&mut self, ticket: Ticket, outcome: Outcome) {
         self.wakeups.push(Wakeup { ticket, outcome });
     }
@@ -272,6 +296,7 @@ impl State {
             Query::RateLimit(q) => ratelimit::read(self, now, q),
             Query::Breaker(q) => breakers::read(self, now, q),
             Query::Queue(q) => queues::read(self, q),
+            Query::PubSub(q) => pubsub::read(self, q),
             Query::Digest => Ok(Outcome::Bulk(Bytes::from(format!(
                 "{:016x}",
                 self.digest()

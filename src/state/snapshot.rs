@@ -132,6 +132,7 @@ impl State {
             members: stored.members,
             coord,
             wakeups: Vec::new(),
+            deliveries: Vec::new(),
         })
     }
 }
