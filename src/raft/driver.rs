@@ -13,7 +13,7 @@ use raft::eraftpb::{
     Message, Snapshot,
 };
 use raft::{RawNode, ReadState, SnapshotStatus, StateRole};
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::sync::oneshot;
 
 use super::cluster::{self, AdminOp, PeerProgress, RaftInfo, Relayed, RelayedAnswer};
@@ -21,6 +21,7 @@ use super::log_store::LogStore;
 use super::node::{after, now_ms, Inbox, NodeConfig, Responder, Submit};
 use super::payload;
 use super::{Answer, NodeError, NodeStatus, ReadMode, Role};
+use crate::state::pubsub::{Delivery, PubSubOp};
 use crate::state::{Op, Outcome, Query, State, Ticket, Wakeup};
 use crate::storage::{Persisted, Record, StorageError, WalJob, WalWriter};
 use crate::transport::Transport;
@@ -184,6 +185,11 @@ pub(crate) struct Driver {
     /// When this node may next propose its client address, while the
     /// state does not hold it yet.
     next_advertise: Instant,
+    /// Where each subscribed connection of this node gets its messages.
+    subscribers: HashMap<u64, UnboundedSender<Delivery>>,
+    /// When this node may next announce its run to pub/sub, while the
+    /// state does not know it yet.
+    next_reboot_notice: Instant,
 
     member_change: Option<MemberChange>,
     transfer: Option<Transfer>,
@@ -237,6 +243,8 @@ impl Driver {
             next_ticket: now_ms().saturating_mul(1000),
             next_held_check: Instant::now() + HELD_CHECK,
             next_advertise: Instant::now(),
+            subscribers: HashMap::new(),
+            next_reboot_notice: Instant::now(),
             member_change: None,
             transfer: None,
             conf_state,
@@ -347,6 +355,14 @@ impl Driver {
             Inbox::Info(reply) => {
                 let _ = reply.send(self.info());
             }
+            Inbox::Subscriber { client, messages } => match messages {
+                Some(tx) => {
+                    self.subscribers.insert(client, tx);
+                }
+                None => {
+                    self.subscribers.remove(&client);
+                }
+            },
             Inbox::Shutdown => return true,
         }
         false
@@ -469,6 +485,39 @@ impl Driver {
             addr: addr.clone(),
         };
         self.write_unanswered(op);
+    }
+
+    /// Tells pub/sub which run of this node is current, so subscriptions
+    /// of earlier runs (whose connection ids this run reuses) end.
+    fn maybe_announce_boot(&mut self, now: Instant) {
+        let boot = self.status.boot;
+        if now < self.next_reboot_notice || self.state.pubsub().boot(self.config.id) == Some(boot) {
+            return;
+        }
+        self.next_reboot_notice = now + self.config.request_timeout;
+        let op = Op::PubSub(PubSubOp::Rebooted {
+            node: self.config.id,
+            boot,
+        });
+        self.write_unanswered(op);
+    }
+
+    /// Hands this node's subscribers the messages the applied op published.
+    fn deliver_messages(&mut self, deliveries: Vec<Delivery>) {
+        let (id, boot) = (self.config.id, self.status.boot);
+        for delivery in deliveries {
+            let to = delivery.to;
+            if to.node != id || to.boot != boot {
+                continue;
+            }
+            let gone = self
+                .subscribers
+                .get(&to.client)
+                .is_some_and(|tx| tx.send(delivery).is_err());
+            if gone {
+                self.subscribers.remove(&to.client);
+            }
+        }
     }
 
     /// A write nobody waits for: proposed, or relayed to the leader.
@@ -891,6 +940,7 @@ impl Driver {
         self.route_waiting(now);
         self.check_held(now);
         self.maybe_advertise(now);
+        self.maybe_announce_boot(now);
         let expired: Vec<u64> = self
             .forwards
             .iter()
@@ -1231,6 +1281,7 @@ impl Driver {
                         }
                         ConfChangeType::RemoveNode => {
                             self.state.remove_member(id);
+                            self.state.forget_subscribers_of(id);
                             if id == self.config.id {
                                 tracing::warn!("this node was removed from the cluster");
                             } else {
@@ -1314,6 +1365,10 @@ impl Driver {
             }
             if matches!(op, Op::Advertise { .. }) {
                 self.publish_client_addrs();
+            }
+            let deliveries = self.state.take_deliveries();
+            if !deliveries.is_empty() {
+                self.deliver_messages(deliveries);
             }
         }
     }

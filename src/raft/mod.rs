@@ -122,6 +122,8 @@ impl Role {
 /// metrics, readable without a round trip to the driver.
 pub struct NodeStatus {
     pub id: u64,
+    /// This run of the node: pub/sub subscribers are named by it.
+    pub boot: u64,
     role: AtomicU8,
     leader: AtomicU64,
     term: AtomicU64,
@@ -139,9 +141,10 @@ pub struct NodeStatus {
 }
 
 impl NodeStatus {
-    fn new(id: u64, wal: Arc<WalStats>) -> Self {
+    fn new(id: u64, boot: u64, wal: Arc<WalStats>) -> Self {
         NodeStatus {
             id,
+            boot,
             role: AtomicU8::new(Role::Follower as u8),
             leader: AtomicU64::new(0),
             term: AtomicU64::new(0),

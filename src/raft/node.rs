@@ -16,6 +16,7 @@ use super::cluster::{AdminOp, RaftInfo};
 use super::driver::Driver;
 use super::log_store::LogStore;
 use super::{Answer, NodeError, NodeStatus, ReadMode};
+use crate::state::pubsub::Delivery;
 use crate::state::{Op, Query, State};
 use crate::storage::{
     Persisted, SnapshotStore, StorageError, Wal, WalOptions, WalStats, WalWriter,
@@ -277,6 +278,11 @@ pub(crate) enum Inbox {
     Persisted(Result<Persisted, StorageError>),
     Snapshot(oneshot::Sender<Result<u64, NodeError>>),
     Info(oneshot::Sender<RaftInfo>),
+    /// A connection of this node that subscribes (Some) or left (None).
+    Subscriber {
+        client: u64,
+        messages: Option<UnboundedSender<Delivery>>,
+    },
     Shutdown,
 }
 
@@ -333,6 +339,23 @@ impl NodeHandle {
         };
         let _ = self.inbox.send(Inbox::Batch(requests));
         BatchReceiver { batch, done: rx }
+    }
+
+    /// Registers where connection `client`'s pub/sub messages go; before
+    /// its first SUBSCRIBE is submitted, so no message can miss it.
+    pub fn register_subscriber(&self, client: u64, messages: UnboundedSender<Delivery>) {
+        let _ = self.inbox.send(Inbox::Subscriber {
+            client,
+            messages: Some(messages),
+        });
+    }
+
+    /// The connection left: no more messages for it.
+    pub fn unregister_subscriber(&self, client: u64) {
+        let _ = self.inbox.send(Inbox::Subscriber {
+            client,
+            messages: None,
+        });
     }
 
     /// Submits a membership or leadership change (relayed to the leader).
@@ -516,7 +539,10 @@ pub fn start(
             let _ = persisted_tx.send(Inbox::Persisted(result));
         }),
     );
-    let status = Arc::new(NodeStatus::new(config.id, wal_stats));
+    // This run of the node, for pub/sub subscriber names: above every
+    // earlier run's (the clock moves on between runs).
+    let boot = now_ms().saturating_mul(1000);
+    let status = Arc::new(NodeStatus::new(config.id, boot, wal_stats));
     let driver = Driver::new(
         raw,
         state,

@@ -156,6 +156,7 @@ fn as_resp2(r: &Reply) -> Resp2 {
         Reply::Bool(b) => Resp2::Integer(i64::from(*b)),
         Reply::BigNumber(s) => Resp2::BulkString(s.clone().into_bytes()),
         Reply::Verbatim { text, .. } => Resp2::BulkString(text.to_vec()),
+        Reply::Frames(_) => panic!("the strategy makes single frames"),
     }
 }
 
@@ -230,6 +231,7 @@ fn as_resp3(r: &Reply) -> Resp3 {
             },
             attributes,
         },
+        Reply::Frames(_) => panic!("the strategy makes single frames"),
     }
 }
 

@@ -41,6 +41,9 @@ pub enum Reply {
     Verbatim { format: [u8; 3], text: Bytes },
     /// `>n` (out-of-band data, e.g. pub/sub messages) in RESP3; an array in RESP2.
     Push(Vec<Reply>),
+    /// Several replies to one command, sent one after the other (SUBSCRIBE
+    /// confirms each channel with a reply of its own).
+    Frames(Vec<Reply>),
 }
 
 impl Reply {
@@ -124,6 +127,11 @@ pub fn encode(reply: &Reply, protocol: Protocol, out: &mut BytesMut) {
                 }
                 encode(first, protocol, out);
                 encode(second, protocol, out);
+            }
+        }
+        Reply::Frames(replies) => {
+            for reply in replies {
+                encode(reply, protocol, out);
             }
         }
         Reply::Set(items) | Reply::Push(items) => {

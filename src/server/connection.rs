@@ -31,6 +31,9 @@ pub(super) struct Conn {
     pub read_mode: ReadMode,
     /// Set by QUIT: close once the replies so far are written.
     pub closing: bool,
+    /// Channels, patterns and shard channels listened to, once the
+    /// connection has subscribed.
+    pub subs: Option<super::pubsub::Subscriptions>,
 }
 
 /// A reply, or the promise of one.
@@ -180,6 +183,7 @@ pub(super) async fn run(
         protocol: Protocol::Resp2,
         read_mode: ReadMode::default(),
         closing: false,
+        subs: None,
     };
     let mut rbuf = BytesMut::with_capacity(16 * 1024);
     let mut wbuf = BytesMut::with_capacity(16 * 1024);
@@ -287,9 +291,26 @@ pub(super) async fn run(
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             },
+            Some(delivery) = next_delivery(&mut conn.subs) => {
+                // Whatever else arrived meanwhile goes in the same write.
+                let mut next = Some(delivery);
+                while let Some(delivery) = next {
+                    if let Some(push) = conn.subs.as_ref().and_then(|s| s.push_for(delivery)) {
+                        encode(&push, conn.protocol, &mut wbuf);
+                    }
+                    next = conn.subs.as_mut().and_then(|s| s.messages.try_recv().ok());
+                }
+                if !wbuf.is_empty() {
+                    if socket.write_all(&wbuf).await.is_err() {
+                        break 'connection;
+                    }
+                    wbuf.clear();
+                }
+            }
             _ = shutdown.changed() => break,
         }
     }
+    super::pubsub::leave(&mut conn, &shared);
     let _ = socket.shutdown().await;
     shared.clients.lock().expect("clients lock").remove(&id);
 }
@@ -345,6 +366,21 @@ fn dispatch(
     shared: &Shared,
     submissions: &mut Submissions,
 ) -> (Pending, &'static str) {
+    let listening =
+        conn.protocol == Protocol::Resp2 && conn.subs.as_ref().is_some_and(|s| s.active());
+    if listening {
+        if let Ok(Request::Write(_, spec, _) | Request::Read(_, spec, _) | Request::Local(spec)) =
+            &request
+        {
+            if !super::pubsub::allowed_while_subscribed(spec.name) {
+                let text = format!(
+                    "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
+                    spec.name
+                );
+                return (Pending::Ready(Reply::error(text)), spec.name);
+            }
+        }
+    }
     match request {
         Err(e) => (Pending::Ready(Reply::error(e.to_string())), "NULL"),
         Ok(Request::Write(op, spec, reply)) => (
@@ -377,5 +413,16 @@ fn dispatch(
             };
             (pending, spec.name)
         }
+    }
+}
+
+/// The next message for a subscribed connection; never, for one that has
+/// not subscribed.
+async fn next_delivery(
+    subs: &mut Option<super::pubsub::Subscriptions>,
+) -> Option<crate::state::pubsub::Delivery> {
+    match subs {
+        Some(subs) => subs.messages.recv().await,
+        None => std::future::pending().await,
     }
 }

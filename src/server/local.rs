@@ -46,6 +46,8 @@ pub(super) fn execute(
 ) -> Local {
     match spec.name {
         name if name.starts_with("raft.") => super::cluster::execute(conn, name, argv, shared),
+        "subscribe" | "psubscribe" | "ssubscribe" | "unsubscribe" | "punsubscribe"
+        | "sunsubscribe" => super::pubsub::execute(conn, spec.name, argv, shared),
         "readmode" | "readonly" | "readwrite" => {
             Local::Now(super::cluster::read_mode(conn, spec.name, argv))
         }
@@ -69,6 +71,15 @@ fn execute_now(
     shared: &Shared,
 ) -> Reply {
     match spec.name {
+        // A RESP2 connection that listens answers PING as a message.
+        "ping"
+            if argv.len() <= 2
+                && conn.protocol == Protocol::Resp2
+                && conn.subs.as_ref().is_some_and(|s| s.active()) =>
+        {
+            let text = argv.get(1).cloned().unwrap_or_default();
+            Reply::Array(vec![Reply::bulk("pong"), Reply::Bulk(text)])
+        }
         "ping" => match argv.len() {
             1 => Reply::Simple("PONG".into()),
             2 => Reply::Bulk(argv[1].clone()),
@@ -82,6 +93,7 @@ fn execute_now(
             Reply::ok()
         }
         "reset" => {
+            super::pubsub::leave(conn, shared);
             conn.protocol = Protocol::Resp2;
             conn.read_mode = ReadMode::default();
             set_client(shared, conn.id, |c| {

@@ -14,6 +14,7 @@ mod cluster;
 mod connection;
 mod info;
 mod local;
+mod pubsub;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

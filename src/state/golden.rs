@@ -262,6 +262,14 @@ pub(crate) fn render(reply: &Reply, sorted: bool) -> String {
             "~[{}]",
             list(items.iter().map(|r| render(r, sorted)).collect())
         ),
+        Reply::Frames(replies) => format!(
+            "frames[{}]",
+            replies
+                .iter()
+                .map(|r| render(r, sorted))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         Reply::Push(items) => format!(
             ">[{}]",
             list(items.iter().map(|r| render(r, sorted)).collect())

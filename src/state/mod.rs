@@ -18,6 +18,7 @@ pub mod keys;
 pub mod lists;
 pub mod locks;
 mod outcome;
+pub mod pubsub;
 pub mod queues;
 pub mod ratelimit;
 pub mod registry;
@@ -74,6 +75,7 @@ pub enum Op {
     },
     /// The client behind a waiting ticket went away: drop its place.
     Unblock(Ticket),
+    PubSub(pubsub::PubSubOp),
     /// Node `node` serves clients at `addr`.
     Advertise {
         node: u64,
@@ -121,6 +123,7 @@ pub enum Query {
     RateLimit(ratelimit::RateLimitQuery),
     Breaker(breakers::BreakerQuery),
     Queue(queues::QueueQuery),
+    PubSub(pubsub::PubSubQuery),
     /// The keyspace digest (DEBUG DIGEST), for comparing replicas.
     Digest,
 }
@@ -142,6 +145,8 @@ pub struct State {
     coord: Coord,
     /// Answers for waiting clients recorded by the last applied op.
     wakeups: Vec<Wakeup>,
+    /// Messages for subscribers recorded by the last applied op.
+    deliveries: Vec<pubsub::Delivery>,
 }
 
 /// The native primitives' state: replicated and snapshotted like the
@@ -155,6 +160,7 @@ pub(crate) struct Coord {
     fence: u64,
     /// Client addresses the nodes advertised, by node id.
     client_addrs: BTreeMap<u64, String>,
+    pubsub: pubsub::PubSub,
     timers: timers::Timers,
     locks: locks::Locks,
     sessions: sessions::Sessions,
@@ -234,6 +240,7 @@ impl State {
                     || lists::unblock(self, *ticket)
                     || zsets::unblock(self, *ticket),
             )),
+            Op::PubSub(op) => pubsub::apply(self, op),
             Op::Advertise { node, addr } => {
                 self.coord.client_addrs.insert(*node, addr.clone());
                 Ok(Outcome::Ok)
@@ -280,6 +287,23 @@ impl State {
             || zsets::is_waiting(self, ticket)
     }
 
+    /// The messages for subscribers that the ops applied since the last
+    /// call published.
+    pub fn take_deliveries(&mut self) -> Vec<pubsub::Delivery> {
+        std::mem::take(&mut self.deliveries)
+    }
+
+    /// The pub/sub registry (subscriptions and node runs).
+    pub fn pubsub(&self) -> &pubsub::PubSub {
+        &self.coord.pubsub
+    }
+
+    /// A node left the cluster: its subscriptions end. Called when the
+    /// membership change applies, identically on every replica.
+    pub fn forget_subscribers_of(&mut self, node: u64) {
+        self.coord.pubsub.forget_node(node);
+    }
+
     fn wake(&mut self, ticket: Ticket, outcome: Outcome) {
         self.wakeups.push(Wakeup { ticket, outcome });
     }
@@ -308,6 +332,7 @@ impl State {
             Query::RateLimit(q) => ratelimit::read(self, now, q),
             Query::Breaker(q) => breakers::read(self, now, q),
             Query::Queue(q) => queues::read(self, q),
+            Query::PubSub(q) => pubsub::read(self, q),
             Query::Digest => Ok(Outcome::Bulk(Bytes::from(format!(
                 "{:016x}",
                 self.digest()

@@ -169,6 +169,7 @@ impl State {
             members: stored.members,
             coord,
             wakeups: Vec::new(),
+            deliveries: Vec::new(),
         })
     }
 }
