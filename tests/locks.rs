@@ -62,6 +62,14 @@ fn a_waiter_is_answered_when_the_lock_is_released() {
     wait_for("the waiter to queue", Duration::from_secs(10), || {
         (info_field(&mut holder, "job", "waiters")? == Value::Int(1)).then_some(())
     });
+    wait_for(
+        "INFO to count the blocked client",
+        Duration::from_secs(10),
+        || {
+            let info: String = redis::cmd("INFO").arg("clients").query(&mut holder).ok()?;
+            info.contains("blocked_clients:1\r\n").then_some(())
+        },
+    );
     assert_eq!(release(&mut holder, "job", first), 1);
     let second = waiter.join().unwrap().expect("granted to the waiter");
     assert!(second > first, "tokens grow: {first} then {second}");

@@ -53,6 +53,8 @@ fn subscribe_mode_speaks_redis_resp2() {
         confirm
     );
     let mut c = server.client();
+    let info: String = redis::cmd("INFO").arg("clients").query(&mut c).unwrap();
+    assert!(info.contains("pubsub_clients:1\r\n"), "{info}");
     assert_eq!(publish(&mut c, "c1", "hello"), 2, "c1 and the c* pattern");
     let messages = "*3\r\n$7\r\nmessage\r\n$2\r\nc1\r\n$5\r\nhello\r\n\
                     *4\r\n$8\r\npmessage\r\n$2\r\nc*\r\n$2\r\nc1\r\n$5\r\nhello\r\n";

@@ -1595,6 +1595,9 @@ impl Driver {
 
     fn publish_status(&self) {
         let s = &self.status;
+        s.blocked.store(self.held.len() as u64, Ordering::Relaxed);
+        s.subscribers
+            .store(self.subscribers.len() as u64, Ordering::Relaxed);
         let store = self.raw.store();
         s.term.store(self.raw.raft.term, Ordering::Relaxed);
         s.commit

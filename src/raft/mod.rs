@@ -135,6 +135,10 @@ pub struct NodeStatus {
     volatile_keys: AtomicU64,
     snapshots_taken: AtomicU64,
     voters: AtomicU64,
+    /// Clients of this node waiting in a blocking command.
+    blocked: AtomicU64,
+    /// Connections of this node that subscribed to pub/sub.
+    subscribers: AtomicU64,
     pub wal: Arc<WalStats>,
     /// Client addresses the nodes advertised through the log.
     client_addrs: std::sync::Mutex<BTreeMap<u64, String>>,
@@ -156,6 +160,8 @@ impl NodeStatus {
             volatile_keys: AtomicU64::new(0),
             snapshots_taken: AtomicU64::new(0),
             voters: AtomicU64::new(0),
+            blocked: AtomicU64::new(0),
+            subscribers: AtomicU64::new(0),
             wal,
             client_addrs: std::sync::Mutex::new(BTreeMap::new()),
         }
@@ -220,6 +226,18 @@ impl NodeStatus {
     /// Voting members in the applied configuration.
     pub fn voters(&self) -> u64 {
         self.voters.load(Ordering::Relaxed)
+    }
+
+    /// Clients of this node waiting in a blocking command (INFO's
+    /// blocked_clients).
+    pub fn blocked_clients(&self) -> u64 {
+        self.blocked.load(Ordering::Relaxed)
+    }
+
+    /// Connections of this node subscribed to pub/sub (INFO's
+    /// pubsub_clients).
+    pub fn pubsub_clients(&self) -> u64 {
+        self.subscribers.load(Ordering::Relaxed)
     }
 
     pub fn snapshots_taken(&self) -> u64 {

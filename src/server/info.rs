@@ -104,6 +104,7 @@ fn server(shared: &Shared) -> Fields {
 
 fn clients(shared: &Shared) -> Fields {
     let connected = shared.clients.lock().expect("clients lock").len();
+    let status = shared.node.status();
     vec![
         ("connected_clients", connected.to_string()),
         ("cluster_connections", "0".into()),
@@ -113,9 +114,9 @@ fn clients(shared: &Shared) -> Fields {
                 .param_u64("maxclients", shared.config.max_clients)
                 .to_string(),
         ),
-        ("blocked_clients", "0".into()),
+        ("blocked_clients", status.blocked_clients().to_string()),
         ("tracking_clients", "0".into()),
-        ("pubsub_clients", "0".into()),
+        ("pubsub_clients", status.pubsub_clients().to_string()),
     ]
 }
 
