@@ -131,7 +131,9 @@ impl Breaker {
                 opened_at,
                 probes_left: self.config.probes,
                 successes: 0,
-                probing_since: self.cooldown_ends(opened_at),
+                // The allowance starts when a write first sees the
+                // cooldown over, which may be long after it ended.
+                probing_since: now,
             },
             Phase::HalfOpen {
                 opened_at,
