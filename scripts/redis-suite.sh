@@ -107,8 +107,10 @@ for unit in "${UNITS[@]}"; do
         (cd "$SRC" && timeout "$TIMEOUT" ./runtest --host 127.0.0.1 --port "$port" --singledb \
             --durable --ignore-encoding --ignore-digest --no-latency --tags "$TAGS" \
             --single "$unit" >"$out" 2>&1) || true
-        ok=$(grep -c '\[ok\]' "$out" || true)
-        err=$(grep -cE '\[(err|exception)\]' "$out" || true)
+        # The suite colours its tags: strip the escapes before counting.
+        plain=$(sed 's/\x1b\[[0-9;]*m//g' "$out")
+        ok=$(grep -c '^\[ok\]' <<<"$plain" || true)
+        err=$(grep -cE '^\[(err|exception)\]' <<<"$plain" || true)
         total_ok[i]=$((total_ok[i] + ok))
         total_err[i]=$((total_err[i] + err))
         row="$row | $ok | $err"

@@ -3,15 +3,41 @@
 //! Starts N `concord serve` processes on 127.0.0.1 (client ports from
 //! `--base-port`, peer ports 10000 above, data under `--dir`), streams their
 //! logs with a node prefix, prints the addresses and the leader once one is
-//! elected, and stops them all with SIGTERM on Ctrl-C. A node killed by hand
-//! stays down (that is how failover is tried out); `concord dev` exits when
-//! every node has.
+//! elected, and stops them all with SIGTERM on Ctrl-C or SIGTERM. A node
+//! killed by hand stays down (that is how failover is tried out); `concord
+//! dev` exits when every node has.
+//!
+//! The stop signals are caught before the first node starts: a signal that
+//! arrives while the cluster is still electing its leader stops the nodes
+//! too, rather than killing `concord dev` and orphaning them.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+/// Set by SIGINT or SIGTERM.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn request_stop(_signal: libc::c_int) {
+    // An atomic store is all a signal handler may safely do here.
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn catch_stop_signals() {
+    let handler = request_stop as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: installs a handler that only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
+}
+
+fn stop_requested() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct DevArgs {
@@ -67,6 +93,7 @@ pub fn run(args: DevArgs) -> Result<(), DevError> {
         std::fs::remove_dir_all(&args.dir)?;
     }
     std::fs::create_dir_all(&args.dir)?;
+    catch_stop_signals();
     let exe = std::env::current_exe()?;
     let cluster: Vec<String> = (1..=args.nodes)
         .map(|i| format!("{i}=127.0.0.1:{}", peer_base + i - 1))
@@ -110,6 +137,10 @@ pub fn run(args: DevArgs) -> Result<(), DevError> {
     }
     let timeout = Duration::from_secs(30);
     let leader = wait_for_leader(&nodes, timeout);
+    if stop_requested() {
+        stop_all(&mut nodes);
+        return Ok(());
+    }
     match leader {
         Some(leader) => {
             println!("\nconcord dev: {} nodes up", nodes.len());
@@ -163,7 +194,7 @@ fn role_of(port: u16) -> Option<String> {
 
 fn wait_for_leader(nodes: &[Node], timeout: Duration) -> Option<u16> {
     let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
+    while Instant::now() < deadline && !stop_requested() {
         for n in nodes {
             if role_of(n.port).as_deref() == Some("leader") {
                 return Some(n.id);
@@ -174,40 +205,27 @@ fn wait_for_leader(nodes: &[Node], timeout: Duration) -> Option<u16> {
     None
 }
 
+/// Returns on SIGINT or SIGTERM, or once every node has exited.
 fn wait_for_signal_or_exit(nodes: &mut [Node]) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("signal runtime");
-    runtime.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        let mut poll = tokio::time::interval(Duration::from_millis(200));
-        loop {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => return,
-                _ = term.recv() => return,
-                _ = poll.tick() => {
-                    let mut running = 0;
-                    for n in nodes.iter_mut() {
-                        match n.child.try_wait() {
-                            Ok(None) => running += 1,
-                            Ok(Some(status)) => {
-                                if n.port != 0 {
-                                    println!("concord dev: node {} exited ({status})", n.id);
-                                    n.port = 0;
-                                }
-                            }
-                            Err(_) => {}
-                        }
-                    }
-                    if running == 0 {
-                        return;
+    while !stop_requested() {
+        let mut running = 0;
+        for n in nodes.iter_mut() {
+            match n.child.try_wait() {
+                Ok(None) => running += 1,
+                Ok(Some(status)) => {
+                    if n.port != 0 {
+                        println!("concord dev: node {} exited ({status})", n.id);
+                        n.port = 0;
                     }
                 }
+                Err(_) => {}
             }
         }
-    });
+        if running == 0 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn stop_all(nodes: &mut [Node]) {

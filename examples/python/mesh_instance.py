@@ -18,7 +18,7 @@ Run it against `concord dev` (nodes on 6379-6381 by default):
     CONCORD_NODES=127.0.0.1:7000,127.0.0.1:7001 python examples/python/mesh_instance.py
 
 It asserts what it expects at every step and exits non-zero on a surprise,
-so it doubles as an end-to-end check (tests/python_example.rs runs it).
+so it doubles as an end-to-end check (tests/dev.rs runs it).
 """
 
 import os

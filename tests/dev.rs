@@ -1,6 +1,7 @@
-//! Runs `examples/python/mesh_instance.py` with redis-py against a cluster
-//! started by `concord dev`, as the README tells a user to.
+//! `concord dev` as the README tells a user to run it: the Python example
+//! against it, and its nodes stopped with it whenever it is signalled.
 //!
+//! The example (`examples/python/mesh_instance.py`) runs with redis-py.
 //! redis-py is installed into a virtualenv under `target/` on first use (a
 //! fresh machine has python3 but no packages); the example asserts every
 //! step itself and exits non-zero on a surprise.
@@ -48,15 +49,37 @@ fn python_with_redis() -> PathBuf {
 /// which stops its nodes) when dropped.
 struct Dev(Child);
 
-impl Drop for Dev {
-    fn drop(&mut self) {
+impl Dev {
+    fn start(base: u16, dir: &Path) -> Dev {
+        Dev(Command::new(env!("CARGO_BIN_EXE_concord"))
+            .arg("dev")
+            .arg("--base-port")
+            .arg(base.to_string())
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start concord dev"))
+    }
+
+    /// SIGTERM, then waits for it to exit.
+    fn stop(&mut self) {
         // SAFETY: kill(2) with a pid we own and a valid signal number.
         unsafe {
             libc::kill(self.0.id() as i32, libc::SIGTERM);
         }
-        let _ = wait_for("concord dev to stop", Duration::from_secs(20), || {
+        wait_for("concord dev to stop", Duration::from_secs(30), || {
             self.0.try_wait().ok().flatten()
         });
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            self.stop();
+        }
     }
 }
 
@@ -74,16 +97,7 @@ fn the_python_mesh_instance_example_runs_against_concord_dev() {
     let python = python_with_redis();
     let dir = tempfile::tempdir().expect("temp dir");
     let base = free_base_port();
-    let dev = Dev(Command::new(env!("CARGO_BIN_EXE_concord"))
-        .arg("dev")
-        .arg("--base-port")
-        .arg(base.to_string())
-        .arg("--dir")
-        .arg(dir.path().join("dev"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start concord dev"));
+    let mut dev = Dev::start(base, &dir.path().join("dev"));
     let ports: Vec<u16> = (0..3).map(|i| base + i).collect();
     wait_for("the dev cluster to answer", Duration::from_secs(30), || {
         ports.iter().all(|p| ping(*p)).then_some(())
@@ -95,7 +109,12 @@ fn the_python_mesh_instance_example_runs_against_concord_dev() {
         .env("CONCORD_NODES", nodes.join(","))
         .output()
         .expect("run the example");
-    drop(dev);
+    dev.stop();
+    wait_for(
+        "every node to stop with concord dev",
+        Duration::from_secs(30),
+        || ports.iter().all(|p| !ping(*p)).then_some(()),
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -103,4 +122,21 @@ fn the_python_mesh_instance_example_runs_against_concord_dev() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.trim_end().ends_with("ok"), "{stdout}");
+}
+
+#[test]
+fn a_signal_during_the_election_stops_every_node() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let base = free_base_port();
+    let mut dev = Dev::start(base, &dir.path().join("dev"));
+    let ports: Vec<u16> = (0..3).map(|i| base + i).collect();
+    // As soon as the first node answers: most likely before a leader is
+    // known, when concord dev is still waiting for one.
+    wait_for("a node to answer", Duration::from_secs(30), || {
+        ports.iter().any(|p| ping(*p)).then_some(())
+    });
+    dev.stop();
+    wait_for("every node to stop", Duration::from_secs(30), || {
+        ports.iter().all(|p| !ping(*p)).then_some(())
+    });
 }
