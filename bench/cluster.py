@@ -177,22 +177,33 @@ def start_redis(workdir, name, extra):
     return port, proc
 
 
-def bench(port, tests):
-    """{test: {column: value}} from redis-benchmark --csv."""
+def redis_benchmark(port, args, requests=REQUESTS, clients=CLIENTS):
+    """{test: {column: value}} from `redis-benchmark --csv` with `args`
+    (`-t set,get`, or a command to run)."""
     out = subprocess.run(
-        ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-c", str(CLIENTS),
-         "-n", str(REQUESTS), "-r", "100000", "-t", tests, "--csv"],
+        ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-c", str(clients),
+         "-n", str(requests), "-r", "100000", "--csv", *args],
         capture_output=True,
         text=True,
         timeout=900,
     )
     if out.returncode != 0 or "ERR" in out.stderr:
-        die(f"redis-benchmark against {port} failed: {out.stderr.strip()[:300]}")
+        die(f"redis-benchmark {args[0]} against {port} failed: {out.stderr.strip()[:300]}")
     rows = list(csv.reader(io.StringIO(out.stdout)))
     header, results = rows[0], {}
     for row in rows[1:]:
         results[row[0]] = {h: float(v) for h, v in zip(header[1:], row[1:])}
     return results
+
+
+def build_release():
+    """Builds target/release/concord; returns its path and HEAD's short hash."""
+    log("building target/release/concord")
+    subprocess.run(["cargo", "build", "--release", "--bin", "concord"], cwd=ROOT, check=True)
+    binary = str(ROOT / "target" / "release" / "concord")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                            capture_output=True, text=True).stdout.strip() or "unknown"
+    return binary, commit
 
 
 def failover_ms(concord):
@@ -215,11 +226,7 @@ def failover_ms(concord):
 
 def main():
     ensure_tools()
-    log("building target/release/concord")
-    subprocess.run(["cargo", "build", "--release", "--bin", "concord"], cwd=ROOT, check=True)
-    binary = str(ROOT / "target" / "release" / "concord")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                            capture_output=True, text=True).stdout.strip() or "unknown"
+    binary, commit = build_release()
     workdir = Path(tempfile.mkdtemp(prefix="concord-cluster-bench-"))
     concord = Concord(binary, workdir)
     redis_procs = []
@@ -241,7 +248,7 @@ def main():
         for r in range(ROUNDS):
             for name, port in targets.items():
                 log(f"round {r + 1}/{ROUNDS}: {name}")
-                for test, cols in bench(port, "set,get").items():
+                for test, cols in redis_benchmark(port, ["-t", "set,get"]).items():
                     samples[name][test].append(cols)
         failovers = []
         for n in range(FAILOVERS):

@@ -17,19 +17,18 @@ on both alike.
 Environment: BENCH_ROUNDS, BENCH_REQUESTS, BENCH_CLIENTS, BENCH_OUT, TMPDIR.
 """
 
-import csv
-import io
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cluster import ROOT, Concord, cli, die, ensure_tools, log, start_redis  # noqa: E402
+from cluster import (  # noqa: E402
+    Concord, build_release, cli, die, ensure_tools, log, redis_benchmark, start_redis,
+)
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1" if QUICK else "3"))
@@ -66,25 +65,14 @@ ROWS = [
 
 
 def bench(port, command):
-    out = subprocess.run(
-        ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-c", str(CLIENTS),
-         "-n", str(REQUESTS), "-r", "100000", "--csv", *command],
-        capture_output=True, text=True, timeout=900,
-    )
-    if out.returncode != 0 or "ERR" in out.stderr:
-        die(f"redis-benchmark {command[0]} against {port} failed: {out.stderr.strip()[:300]}")
-    rows = list(csv.reader(io.StringIO(out.stdout)))
-    header, values = rows[0], rows[1]
-    return {h: float(v) for h, v in zip(header[1:], values[1:])}
+    """The columns of redis-benchmark's one row for `command`."""
+    rows = redis_benchmark(port, command, requests=REQUESTS, clients=CLIENTS)
+    return next(iter(rows.values()))
 
 
 def main():
     ensure_tools()
-    log("building target/release/concord")
-    subprocess.run(["cargo", "build", "--release", "--bin", "concord"], cwd=ROOT, check=True)
-    binary = str(ROOT / "target" / "release" / "concord")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                            capture_output=True, text=True).stdout.strip() or "unknown"
+    binary, commit = build_release()
     workdir = Path(tempfile.mkdtemp(prefix="concord-primitives-bench-"))
     concord = Concord(binary, workdir)
     redis_proc = None

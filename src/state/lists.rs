@@ -17,14 +17,14 @@
 //! within the same op. A waiter whose wait runs out gets the null reply of
 //! its command; one whose client left is dropped without an answer.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::db::{Db, Value};
 use super::keys::KeyOp;
-use super::timers::{self, Ticket, Timer};
+use super::timers::{self, KeyWaiters, Ticket, Timer, WaitsOnKeys};
 use super::{OpResult, Outcome, State, StateError};
 
 /// The elements of a list, head first.
@@ -142,43 +142,19 @@ pub enum ListQuery {
 }
 
 /// The clients waiting in blocking pops, replicated with the primitives.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct ListWaiters {
-    /// Per key, the tickets waiting on it, longest waiting first.
-    by_key: BTreeMap<Bytes, VecDeque<Ticket>>,
-    /// What each ticket waits for.
-    by_ticket: BTreeMap<Ticket, Waiter>,
-}
-
-impl ListWaiters {
-    pub fn len(&self) -> usize {
-        self.by_ticket.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_ticket.is_empty()
-    }
-
-    /// Takes `ticket` out of every line it stands in.
-    fn remove(&mut self, ticket: Ticket) -> Option<Waiter> {
-        let waiter = self.by_ticket.remove(&ticket)?;
-        for key in waiter.command.keys() {
-            if let Some(line) = self.by_key.get_mut(key) {
-                line.retain(|t| *t != ticket);
-                if line.is_empty() {
-                    self.by_key.remove(key);
-                }
-            }
-        }
-        Some(waiter)
-    }
-}
+pub type ListWaiters = KeyWaiters<Waiter>;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct Waiter {
+pub struct Waiter {
     command: Blocked,
     /// When the waiter gives up; None waits without a limit.
     gives_up: Option<u64>,
+}
+
+impl WaitsOnKeys for Waiter {
+    fn keys(&self) -> &[Bytes] {
+        self.command.keys()
+    }
 }
 
 /// The command a waiter re-runs when one of its keys becomes ready.
@@ -588,16 +564,10 @@ fn block(
     // A retried request takes over the earlier one's place.
     forget(state, ticket);
     let gives_up = (timeout_ms > 0).then(|| timers::deadline(now, timeout_ms));
-    let waiters = &mut state.coord.list_waiters;
-    for key in command.keys() {
-        let line = waiters.by_key.entry(key.clone()).or_default();
-        // A key named twice holds one place.
-        if line.back() != Some(&ticket) {
-            line.push_back(ticket);
-        }
-    }
-    waiters
-        .by_ticket
+    // A key named twice holds one place.
+    state
+        .coord
+        .list_waiters
         .insert(ticket, Waiter { command, gives_up });
     if let Some(at) = gives_up {
         state.coord.timers.schedule(Timer::ListWait(ticket), at);
@@ -628,11 +598,7 @@ fn serve(state: &mut State, now: u64, key: &Bytes) {
     }
     let mut ready = VecDeque::from([key.clone()]);
     while let Some(key) = ready.pop_front() {
-        let line: Vec<Ticket> = match state.coord.list_waiters.by_key.get(&key) {
-            Some(line) => line.iter().copied().collect(),
-            None => continue,
-        };
-        for ticket in line {
+        for ticket in state.coord.list_waiters.line(&key) {
             if !is_ready(&state.db, &key, now) {
                 break;
             }
@@ -677,7 +643,7 @@ pub(super) fn give_up(state: &mut State, ticket: Ticket) {
 }
 
 pub(super) fn is_waiting(state: &State, ticket: Ticket) -> bool {
-    state.coord.list_waiters.by_ticket.contains_key(&ticket)
+    state.coord.list_waiters.contains(ticket)
 }
 
 /// The client behind `ticket` left: drop its wait without an answer.

@@ -81,6 +81,11 @@ pub(super) fn check(state: &State, id: Option<u64>) -> Result<(), StateError> {
     }
 }
 
+/// The live session `id`, or NOSESSION.
+fn live(sessions: &mut Sessions, id: u64) -> Result<&mut Session, StateError> {
+    sessions.by_id.get_mut(&id).ok_or(StateError::NoSession(id))
+}
+
 pub fn apply(state: &mut State, now: u64, op: &SessionOp) -> OpResult {
     match op {
         SessionOp::Create { ttl_ms, name } => {
@@ -105,12 +110,7 @@ pub fn apply(state: &mut State, now: u64, op: &SessionOp) -> OpResult {
             Ok(Outcome::Int(id as i64))
         }
         SessionOp::KeepAlive { id } => {
-            let session = state
-                .coord
-                .sessions
-                .by_id
-                .get_mut(id)
-                .ok_or(StateError::NoSession(*id))?;
+            let session = live(&mut state.coord.sessions, *id)?;
             let old = session.deadline;
             session.deadline = timers::deadline(now, session.ttl_ms);
             let (new, ttl) = (session.deadline, session.ttl_ms);
@@ -130,12 +130,7 @@ pub fn apply(state: &mut State, now: u64, op: &SessionOp) -> OpResult {
             Ok(Outcome::Int(1))
         }
         SessionOp::Attach { id, keys } => {
-            let session = state
-                .coord
-                .sessions
-                .by_id
-                .get_mut(id)
-                .ok_or(StateError::NoSession(*id))?;
+            let session = live(&mut state.coord.sessions, *id)?;
             let added = keys.iter().filter(|k| session.keys.insert((*k).clone()));
             Ok(Outcome::Int(added.count() as i64))
         }

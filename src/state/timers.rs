@@ -18,7 +18,7 @@
 //! client. That is why a waiter is answered on whichever node it is
 //! connected to, across leader changes.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -131,6 +131,87 @@ impl Timers {
 
     pub fn is_empty(&self) -> bool {
         self.due.is_empty()
+    }
+}
+
+/// What a client blocked on keys (BLPOP, BZPOPMIN, ...) waits for.
+pub trait WaitsOnKeys {
+    /// The keys it waits on, in the command's order (repeats allowed).
+    fn keys(&self) -> &[Bytes];
+}
+
+/// Clients blocked on keys: per key a first-come line of tickets, per
+/// ticket what it waits for. A ticket stands once in the line of each
+/// distinct key it names.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KeyWaiters<W> {
+    by_key: BTreeMap<Bytes, VecDeque<Ticket>>,
+    by_ticket: BTreeMap<Ticket, W>,
+}
+
+impl<W> Default for KeyWaiters<W> {
+    fn default() -> Self {
+        KeyWaiters {
+            by_key: BTreeMap::new(),
+            by_ticket: BTreeMap::new(),
+        }
+    }
+}
+
+impl<W: WaitsOnKeys> KeyWaiters<W> {
+    pub fn len(&self) -> usize {
+        self.by_ticket.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_ticket.is_empty()
+    }
+
+    pub fn contains(&self, ticket: Ticket) -> bool {
+        self.by_ticket.contains_key(&ticket)
+    }
+
+    /// Puts `ticket` at the end of the line of each of its keys.
+    pub fn insert(&mut self, ticket: Ticket, waiter: W) {
+        for key in waiter.keys() {
+            let line = self.by_key.entry(key.clone()).or_default();
+            if !line.contains(&ticket) {
+                line.push_back(ticket);
+            }
+        }
+        self.by_ticket.insert(ticket, waiter);
+    }
+
+    /// Takes `ticket` out of every line it stands in.
+    pub fn remove(&mut self, ticket: Ticket) -> Option<W> {
+        let waiter = self.by_ticket.remove(&ticket)?;
+        for key in waiter.keys() {
+            if let Some(line) = self.by_key.get_mut(key) {
+                line.retain(|t| *t != ticket);
+                if line.is_empty() {
+                    self.by_key.remove(key);
+                }
+            }
+        }
+        Some(waiter)
+    }
+
+    /// The tickets waiting on `key`, longest waiting first.
+    pub fn line(&self, key: &Bytes) -> Vec<Ticket> {
+        self.by_key
+            .get(key)
+            .map(|line| line.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// The ticket that has waited on `key` longest.
+    pub fn front(&self, key: &Bytes) -> Option<Ticket> {
+        self.by_key.get(key).and_then(|line| line.front().copied())
+    }
+
+    /// The keys somebody waits on.
+    pub fn waited_keys(&self) -> impl Iterator<Item = &Bytes> {
+        self.by_key.keys()
     }
 }
 

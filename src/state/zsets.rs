@@ -25,7 +25,7 @@
 //! guarded write) serves its waiters in the same op, on every replica.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
 
 use bytes::Bytes;
@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use super::db::{Db, ScanMap, SeededRng, Value};
 use super::hashes::random_picks;
 use super::keys::scan_reply;
-use super::timers::{self, Ticket, Timer};
+use super::timers::{self, KeyWaiters, Ticket, Timer, WaitsOnKeys};
 use super::{glob, OpResult, Outcome, State, StateError};
 
 /// A score in the index: ordered numerically, `-0` equal to `0`. Never NaN.
@@ -443,20 +443,21 @@ pub enum ZSetQuery {
 }
 
 /// Clients blocked in BZPOPMIN / BZPOPMAX.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Waiters {
-    /// Each key's waiting tickets, first come first served.
-    by_key: BTreeMap<Bytes, VecDeque<Ticket>>,
-    by_ticket: BTreeMap<Ticket, Waiter>,
-}
+pub type Waiters = KeyWaiters<Waiter>;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct Waiter {
+pub struct Waiter {
     /// The command's keys, in its order (repeats included).
     keys: Vec<Bytes>,
     max: bool,
     /// When the wait runs out; None waits without a limit.
     gives_up: Option<u64>,
+}
+
+impl WaitsOnKeys for Waiter {
+    fn keys(&self) -> &[Bytes] {
+        &self.keys
+    }
 }
 
 /// The sorted set at `key` for a read: None when absent, WRONGTYPE for
@@ -838,16 +839,7 @@ fn pop_first_ready(
 fn block(state: &mut State, now: u64, keys: &[Bytes], max: bool, timeout_ms: u64, ticket: Ticket) {
     let coord = &mut state.coord;
     let gives_up = (timeout_ms > 0).then(|| timers::deadline(now, timeout_ms));
-    let distinct: BTreeSet<&Bytes> = keys.iter().collect();
-    for key in distinct {
-        coord
-            .zset_waiters
-            .by_key
-            .entry(key.clone())
-            .or_default()
-            .push_back(ticket);
-    }
-    coord.zset_waiters.by_ticket.insert(
+    coord.zset_waiters.insert(
         ticket,
         Waiter {
             keys: keys.to_vec(),
@@ -863,16 +855,7 @@ fn block(state: &mut State, now: u64, keys: &[Bytes], max: bool, timeout_ms: u64
 /// Removes `ticket`'s wait from every queue and cancels its timer.
 fn take_waiter(state: &mut State, ticket: Ticket) -> Option<Waiter> {
     let coord = &mut state.coord;
-    let waiters = &mut coord.zset_waiters;
-    let waiter = waiters.by_ticket.remove(&ticket)?;
-    for key in &waiter.keys {
-        if let Some(queue) = waiters.by_key.get_mut(key) {
-            queue.retain(|t| *t != ticket);
-            if queue.is_empty() {
-                waiters.by_key.remove(key);
-            }
-        }
-    }
+    let waiter = coord.zset_waiters.remove(ticket)?;
     if let Some(at) = waiter.gives_up {
         coord.timers.cancel(Timer::ZSetPopWait(ticket), at);
     }
@@ -882,25 +865,19 @@ fn take_waiter(state: &mut State, ticket: Ticket) -> Option<Waiter> {
 /// Serves the waiters of every key that now holds a non-empty sorted set,
 /// first come first served, while it stays non-empty. Run after each op.
 pub(super) fn serve_waiters(state: &mut State, now: u64) {
-    if state.coord.zset_waiters.by_key.is_empty() {
+    if state.coord.zset_waiters.is_empty() {
         return;
     }
     let ready: Vec<Bytes> = state
         .coord
         .zset_waiters
-        .by_key
-        .keys()
+        .waited_keys()
         .filter(|key| is_ready(&state.db, key, now))
         .cloned()
         .collect();
     for key in ready {
         while is_ready(&state.db, &key, now) {
-            let next = state
-                .coord
-                .zset_waiters
-                .by_key
-                .get(&key)
-                .and_then(|queue| queue.front().copied());
+            let next = state.coord.zset_waiters.front(&key);
             let Some(ticket) = next else {
                 break;
             };
@@ -930,7 +907,7 @@ pub(super) fn give_up(state: &mut State, ticket: Ticket) {
 }
 
 pub(super) fn is_waiting(state: &State, ticket: Ticket) -> bool {
-    state.coord.zset_waiters.by_ticket.contains_key(&ticket)
+    state.coord.zset_waiters.contains(ticket)
 }
 
 /// The client behind `ticket` left: drop its wait without an answer.
