@@ -58,6 +58,7 @@ pub mod server;
 pub mod sessions;
 pub mod sets;
 pub mod strings;
+pub mod transactions;
 pub mod zsets;
 
 use std::collections::HashMap;
@@ -128,6 +129,7 @@ pub enum Group {
     RateLimit,
     Breaker,
     Queue,
+    Transactions,
 }
 
 impl Group {
@@ -149,6 +151,7 @@ impl Group {
             Group::RateLimit => "ratelimit",
             Group::Breaker => "breaker",
             Group::Queue => "queue",
+            Group::Transactions => "transactions",
         }
     }
 
@@ -170,6 +173,7 @@ impl Group {
             Group::RateLimit => "Rate limits (native)",
             Group::Breaker => "Circuit breakers (native)",
             Group::Queue => "Work queues (native)",
+            Group::Transactions => "Transactions",
         }
     }
 }
@@ -307,7 +311,7 @@ impl CommandSpec {
 }
 
 /// Every family's specs, in documentation order.
-pub fn families() -> [&'static [CommandSpec]; 16] {
+pub fn families() -> [&'static [CommandSpec]; 17] {
     [
         connection::SPECS,
         server::SPECS,
@@ -319,6 +323,7 @@ pub fn families() -> [&'static [CommandSpec]; 16] {
         lists::SPECS,
         zsets::SPECS,
         pubsub::SPECS,
+        transactions::SPECS,
         locks::SPECS,
         sessions::SPECS,
         registry::SPECS,

@@ -10,6 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 
+use super::transaction::{self, Control, Route};
 use super::{local, ClientInfo, Shared};
 use crate::command::{self, CommandError, Flag, ReplyFn, Request};
 use crate::raft::{Answer, BatchReceiver, NodeError, ReadMode, Role, Submit};
@@ -34,6 +35,9 @@ pub(super) struct Conn {
     /// Channels, patterns and shard channels listened to, once the
     /// connection has subscribed.
     pub subs: Option<super::pubsub::Subscriptions>,
+    /// The commands queued since MULTI.
+    pub tx: Option<transaction::Queue>,
+    pub watches: transaction::Watches,
 }
 
 /// A reply, or the promise of one.
@@ -51,6 +55,17 @@ enum Pending {
         reply: ReplyFn,
     },
     Later(local::LaterReply),
+    /// WATCH: records the fingerprints its read returns.
+    Watch {
+        batch: usize,
+        keys: Vec<Bytes>,
+        cell: transaction::WatchCell,
+    },
+    /// EXEC: renders each result of the transaction's entry.
+    Exec {
+        batch: usize,
+        replies: Vec<transaction::TxReply>,
+    },
 }
 
 fn reply_to(answer: Answer, name: &'static str, reply: ReplyFn) -> Reply {
@@ -71,6 +86,12 @@ impl Pending {
                 reply_to(submissions.next_answer(batch).await, name, reply)
             }
             Pending::Later(future) => future.await,
+            Pending::Watch { batch, keys, cell } => {
+                transaction::watched(submissions.next_answer(batch).await, keys, &cell)
+            }
+            Pending::Exec { batch, replies } => {
+                transaction::executed(submissions.next_answer(batch).await, replies).await
+            }
         }
     }
 }
@@ -184,6 +205,8 @@ pub(super) async fn run(
         read_mode: ReadMode::default(),
         closing: false,
         subs: None,
+        tx: None,
+        watches: transaction::Watches::default(),
     };
     let mut rbuf = BytesMut::with_capacity(16 * 1024);
     let mut wbuf = BytesMut::with_capacity(16 * 1024);
@@ -210,12 +233,28 @@ pub(super) async fn run(
             }
             match parser.next_request_into(&mut rbuf, &mut argv) {
                 Ok(true) => {
-                    let request = command::prepare(&argv);
-                    let is_write = matches!(request, Ok(Request::Write(..)));
-                    let blocks = matches!(&request, Ok(Request::Write(_, spec, _)) if spec.has(Flag::Blocking));
-                    let is_read = matches!(request, Ok(Request::Read(..)));
+                    let route = if listening(&conn) {
+                        Route::Normal
+                    } else {
+                        transaction::route(&conn, &argv)
+                    };
+                    let request = match route {
+                        Route::Normal => Some(command::prepare(&argv)),
+                        Route::Queue | Route::Control(_) => None,
+                    };
+                    let is_write = matches!(request, Some(Ok(Request::Write(..))))
+                        || matches!(route, Route::Control("exec"));
+                    let blocks = matches!(&request, Some(Ok(Request::Write(_, spec, _))) if spec.has(Flag::Blocking));
+                    let is_read = matches!(request, Some(Ok(Request::Read(..))))
+                        || matches!(route, Route::Control("watch"));
                     let follower = shared.node.status().role() != Role::Leader;
-                    if (unanswered_reads && is_write) || (unanswered_writes && is_read && follower)
+                    // EXEC needs what its WATCHes read (a WATCH is a read, so
+                    // the first rule already waits for it).
+                    let exec_waits = matches!(route, Route::Control("exec"))
+                        && transaction::watch_unresolved(&conn);
+                    if exec_waits
+                        || (unanswered_reads && is_write)
+                        || (unanswered_writes && is_read && follower)
                     {
                         resolve_into(&mut pending, &mut submissions, &mut wbuf, &shared).await;
                         unanswered_reads = false;
@@ -223,8 +262,20 @@ pub(super) async fn run(
                     }
                     unanswered_reads |= is_read;
                     unanswered_writes |= is_write;
-                    let (item, name) =
-                        dispatch(&mut conn, request, &argv, &shared, &mut submissions);
+                    let (item, name) = match (route, request) {
+                        (Route::Queue, _) => (
+                            Pending::Ready(transaction::queue(&mut conn, &argv)),
+                            "multi",
+                        ),
+                        (Route::Control(name), _) => (
+                            control(&mut conn, name, &argv, &shared, &mut submissions),
+                            name,
+                        ),
+                        (Route::Normal, Some(request)) => {
+                            dispatch(&mut conn, request, &argv, &shared, &mut submissions)
+                        }
+                        (Route::Normal, None) => unreachable!("a normal route is prepared"),
+                    };
                     last_command = name;
                     pending.push((conn.protocol, item));
                     if conn.closing {
@@ -357,6 +408,36 @@ fn touch(shared: &Shared, id: u64, command: &str) {
     }
 }
 
+/// True while a RESP2 connection listens for messages: only (un)subscribe
+/// commands, PING, QUIT and RESET run.
+fn listening(conn: &Conn) -> bool {
+    conn.protocol == Protocol::Resp2 && conn.subs.as_ref().is_some_and(|s| s.active())
+}
+
+/// Runs MULTI, EXEC, DISCARD, WATCH or UNWATCH.
+fn control(
+    conn: &mut Conn,
+    name: &'static str,
+    argv: &[Bytes],
+    shared: &Shared,
+    submissions: &mut Submissions,
+) -> Pending {
+    // EXEC runs the transaction's local commands: after what came before.
+    submissions.flush(shared);
+    match transaction::control(conn, name, argv, shared) {
+        Control::Reply(reply) => Pending::Ready(reply),
+        Control::Watch { query, keys, cell } => Pending::Watch {
+            batch: submissions.queue(Submit::Read(query, conn.read_mode)),
+            keys,
+            cell,
+        },
+        Control::Exec { op, replies } => Pending::Exec {
+            batch: submissions.queue(Submit::Write(op)),
+            replies,
+        },
+    }
+}
+
 /// Submits one checked and parsed request; returns its pending reply and
 /// the command name (for CLIENT LIST).
 fn dispatch(
@@ -366,9 +447,7 @@ fn dispatch(
     shared: &Shared,
     submissions: &mut Submissions,
 ) -> (Pending, &'static str) {
-    let listening =
-        conn.protocol == Protocol::Resp2 && conn.subs.as_ref().is_some_and(|s| s.active());
-    if listening {
+    if listening(conn) {
         if let Ok(Request::Write(_, spec, _) | Request::Read(_, spec, _) | Request::Local(spec)) =
             &request
         {

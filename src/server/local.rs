@@ -94,6 +94,8 @@ fn execute_now(
         }
         "reset" => {
             super::pubsub::leave(conn, shared);
+            conn.tx = None;
+            conn.watches = Default::default();
             conn.protocol = Protocol::Resp2;
             conn.read_mode = ReadMode::default();
             set_client(shared, conn.id, |c| {

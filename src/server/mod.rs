@@ -15,6 +15,7 @@ mod connection;
 mod info;
 mod local;
 mod pubsub;
+mod transaction;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -27,6 +27,7 @@ pub mod sets;
 mod snapshot;
 pub mod strings;
 pub mod timers;
+pub mod transactions;
 pub mod zsets;
 
 use std::collections::BTreeMap;
@@ -81,6 +82,8 @@ pub enum Op {
         node: u64,
         addr: String,
     },
+    /// MULTI … EXEC: the queued commands, applied back to back.
+    Exec(transactions::Transaction),
 }
 
 impl Op {
@@ -126,6 +129,8 @@ pub enum Query {
     PubSub(pubsub::PubSubQuery),
     /// The keyspace digest (DEBUG DIGEST), for comparing replicas.
     Digest,
+    /// WATCH: the fingerprint of each key (0 for a missing one).
+    Fingerprints(Vec<Bytes>),
 }
 
 /// The replicated state: database 0 and the clock of the log.
@@ -245,6 +250,7 @@ impl State {
                 self.coord.client_addrs.insert(*node, addr.clone());
                 Ok(Outcome::Ok)
             }
+            Op::Exec(tx) => transactions::apply(self, now, tx),
         }
     }
 
@@ -337,6 +343,11 @@ impl State {
                 "{:016x}",
                 self.digest()
             )))),
+            Query::Fingerprints(keys) => Ok(Outcome::Array(
+                keys.iter()
+                    .map(|key| Outcome::Int(transactions::fingerprint(self, key, now) as i64))
+                    .collect(),
+            )),
         }
     }
 
@@ -382,35 +393,7 @@ impl State {
         };
         for (key, entry) in self.db.iter() {
             mix(key);
-            mix(&entry.expires_at().unwrap_or(0).to_le_bytes());
-            match &entry.value {
-                Value::String(s) => mix(s),
-                Value::Hash(fields) => {
-                    for (f, v) in fields.iter() {
-                        mix(f);
-                        mix(v);
-                    }
-                }
-                Value::Set(members) => {
-                    mix(b"set");
-                    for (m, ()) in members.iter() {
-                        mix(m);
-                    }
-                }
-                Value::List(elements) => {
-                    mix(b"list");
-                    for e in elements.iter() {
-                        mix(e);
-                    }
-                }
-                Value::ZSet(members) => {
-                    mix(b"zset");
-                    for (m, score) in members.iter() {
-                        mix(m);
-                        mix(&score.to_bits().to_le_bytes());
-                    }
-                }
-            }
+            transactions::mix_entry(entry, &mut mix);
         }
         mix(&postcard::to_stdvec(&self.coord).expect("primitives serialize"));
         h
