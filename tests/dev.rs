@@ -8,42 +8,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::python::python_with;
 use common::{ping, wait_for};
-
-/// The virtualenv with redis-py, created once per target directory.
-fn python_with_redis() -> PathBuf {
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/python-venv");
-    let python = venv.join("bin/python");
-    let has_redis = |python: &Path| {
-        Command::new(python)
-            .args(["-c", "import redis"])
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if has_redis(&python) {
-        return python;
-    }
-    let created = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status()
-        .expect("python3 is needed for the Python example test");
-    assert!(created.success(), "python3 -m venv failed");
-    let installed = Command::new(&python)
-        .args(["-m", "pip", "install", "--quiet", "redis>=5"])
-        .status()
-        .expect("run pip");
-    assert!(installed.success(), "pip install redis failed");
-    assert!(
-        has_redis(&python),
-        "redis-py is not importable after install"
-    );
-    python
-}
 
 /// `concord dev` in the foreground of a child process; stopped (SIGTERM,
 /// which stops its nodes) when dropped.
@@ -94,7 +64,7 @@ fn free_base_port() -> u16 {
 
 #[test]
 fn the_python_mesh_instance_example_runs_against_concord_dev() {
-    let python = python_with_redis();
+    let python = python_with(&[("redis", "redis>=8")]);
     let dir = tempfile::tempdir().expect("temp dir");
     let base = free_base_port();
     let mut dev = Dev::start(base, &dir.path().join("dev"));

@@ -237,12 +237,13 @@ pub fn read(state: &State, query: &PubSubQuery) -> OpResult {
                 .map(|c| Outcome::Bulk(c.clone()))
                 .collect(),
         )),
-        PubSubQuery::NumSub { shard, channels } => Ok(Outcome::Map(
+        // A flat array in RESP3 too, as Redis answers (clients parse it so).
+        PubSubQuery::NumSub { shard, channels } => Ok(Outcome::Array(
             channels
                 .iter()
-                .map(|c| {
+                .flat_map(|c| {
                     let n = table(*shard).get(c).map_or(0, BTreeSet::len);
-                    (Outcome::Bulk(c.clone()), Outcome::Int(n as i64))
+                    [Outcome::Bulk(c.clone()), Outcome::Int(n as i64)]
                 })
                 .collect(),
         )),
@@ -405,9 +406,11 @@ mod tests {
         );
         assert_eq!(
             numsub,
-            Ok(Outcome::Map(vec![
-                (Outcome::Bulk(b("orders")), Outcome::Int(1)),
-                (Outcome::Bulk(b("x")), Outcome::Int(0)),
+            Ok(Outcome::Array(vec![
+                Outcome::Bulk(b("orders")),
+                Outcome::Int(1),
+                Outcome::Bulk(b("x")),
+                Outcome::Int(0),
             ]))
         );
         assert_eq!(read(&state, &PubSubQuery::NumPat), Ok(Outcome::Int(1)));

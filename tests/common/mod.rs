@@ -8,6 +8,7 @@
 pub mod cluster;
 pub mod linearizability;
 pub mod proxy;
+pub mod python;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

