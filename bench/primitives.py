@@ -70,26 +70,30 @@ def bench(port, command):
     return next(iter(rows.values()))
 
 
-def main():
+def compare(rows, title, pattern_of):
+    """Runs every row against the concord leader and Redis (appendfsync
+    always) alternately for ROUNDS rounds; prints and returns the table.
+    `rows` are (name, concord command, redis command, concord setup, redis
+    setup); `pattern_of(redis command)` names the Redis column."""
     ensure_tools()
     binary, commit = build_release()
-    workdir = Path(tempfile.mkdtemp(prefix="concord-primitives-bench-"))
+    workdir = Path(tempfile.mkdtemp(prefix="concord-bench-"))
     concord = Concord(binary, workdir)
     redis_proc = None
-    samples = {name: {"concord": [], "redis": []} for name, *_ in ROWS}
+    samples = {name: {"concord": [], "redis": []} for name, *_ in rows}
     try:
         for i in concord.ids:
             concord.start(i)
         leader = concord.ports[concord.leader()]
         redis_port, redis_proc = start_redis(
             workdir, "redis-always", ["--appendonly", "yes", "--appendfsync", "always"])
-        for _, _, _, concord_setup, redis_setup in ROWS:
+        for _, _, _, concord_setup, redis_setup in rows:
             for port, setup in ((leader, concord_setup), (redis_port, redis_setup)):
                 for command in setup:
                     if not cli(port, *command, timeout=10):
                         die(f"setup {command} on {port} got no answer")
         for r in range(ROUNDS):
-            for name, concord_cmd, redis_cmd, _, _ in ROWS:
+            for name, concord_cmd, redis_cmd, _, _ in rows:
                 log(f"round {r + 1}/{ROUNDS}: {name}")
                 samples[name]["concord"].append(bench(leader, concord_cmd))
                 samples[name]["redis"].append(bench(redis_port, redis_cmd))
@@ -104,24 +108,33 @@ def main():
         return statistics.median(s[col] for s in samples[name][target])
 
     lines = [
-        f"concord primitives benchmark — commit {commit}, "
+        f"{title} — commit {commit}, "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, "
         f"{CLIENTS} clients, {REQUESTS} requests per test, median of {ROUNDS} rounds",
         "",
-        "| primitive | concord 3 nodes rps | p99 ms | Redis pattern (appendfsync always) | rps | p99 ms | ratio |",
+        "| test | concord 3 nodes rps | p99 ms | Redis (appendfsync always) | rps | p99 ms | ratio |",
         "|---|---:|---:|---|---:|---:|---:|",
     ]
-    for name, _, redis_cmd, _, _ in ROWS:
+    for name, _, redis_cmd, _, _ in rows:
         c, r = med(name, "concord", "rps"), med(name, "redis", "rps")
-        pattern = "Lua fixed window" if redis_cmd[0] == "EVAL" else " ".join(redis_cmd[:2])
         lines.append(
-            f"| {name} | {c:,.0f} | {med(name, 'concord', 'p99_latency_ms'):.2f} | `{pattern}` | "
+            f"| {name} | {c:,.0f} | {med(name, 'concord', 'p99_latency_ms'):.2f} | "
+            f"`{pattern_of(redis_cmd)}` | "
             f"{r:,.0f} | {med(name, 'redis', 'p99_latency_ms'):.2f} | {c / r:.2f}x |"
         )
     report = "\n".join(lines)
     print(report)
     if os.environ.get("BENCH_OUT"):
         Path(os.environ["BENCH_OUT"]).write_text(report + "\n")
+    return report
+
+
+def main():
+    compare(
+        ROWS,
+        "concord primitives benchmark",
+        lambda cmd: "Lua fixed window" if cmd[0] == "EVAL" else " ".join(cmd[:2]),
+    )
 
 
 if __name__ == "__main__":

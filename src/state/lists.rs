@@ -8,8 +8,9 @@
 //! key empty waits. Each key has a FIFO line of the tickets waiting on it,
 //! and each ticket remembers its command. When a write leaves a list at a
 //! key with a line (a push, a move, a rename onto it), the same op serves
-//! the line as Redis 7.2 does: the writer's own reply is computed first,
-//! then each waiter present when the key became ready, longest waiting
+//! the line as Redis 7.2 does, once the op has applied whole (so a
+//! transaction that pushes and then deletes wakes nobody): the writer's own
+//! reply is computed first, then each waiter present when the key became ready, longest waiting
 //! first, re-runs its command while the key still holds elements. A re-run
 //! walks the waiter's keys in argument order, so a waiter blocked on two
 //! keys takes from the first that holds elements; a BLMOVE waiter's pop and
@@ -287,7 +288,7 @@ pub fn apply(state: &mut State, now: u64, op: &ListOp) -> OpResult {
                     len
                 }
             };
-            serve(state, now, key);
+            mark_ready(state, key);
             Ok(Outcome::Int(len as i64))
         }
         ListOp::Pop { key, end, count } => {
@@ -373,7 +374,7 @@ pub fn apply(state: &mut State, now: u64, op: &ListOp) -> OpResult {
         } => {
             let moved = move_one(db, now, source, destination, *from, *to)?;
             if moved.is_some() {
-                serve(state, now, destination);
+                mark_ready(state, destination);
             }
             Ok(Outcome::bulk_or_nil(moved))
         }
@@ -404,7 +405,7 @@ pub fn apply(state: &mut State, now: u64, op: &ListOp) -> OpResult {
         } => {
             if list(db, source, now)?.is_some() {
                 let moved = move_one(db, now, source, destination, *from, *to)?;
-                serve(state, now, destination);
+                mark_ready(state, destination);
                 return Ok(Outcome::bulk_or_nil(moved));
             }
             let command = Blocked::Move {
@@ -589,14 +590,25 @@ fn is_ready(db: &Db, key: &Bytes, now: u64) -> bool {
     matches!(db.get(key, now).map(|e| &e.value), Some(Value::List(_)))
 }
 
-/// Serves the waiters on `key`, and on every key their moves fill in turn:
-/// each waiter in line when its key became ready re-runs its command, in
-/// line order, while the key still holds a list.
-fn serve(state: &mut State, now: u64, key: &Bytes) {
-    if state.coord.list_waiters.is_empty() {
+/// Notes that a write left a list at `key`: its waiters are served once the
+/// whole op (a transaction: every command of it) has applied, as Redis
+/// serves blocked clients after the command or EXEC that readied their key.
+fn mark_ready(state: &mut State, key: &Bytes) {
+    if state.coord.list_waiters.is_empty() || state.ready_lists.contains(key) {
         return;
     }
-    let mut ready = VecDeque::from([key.clone()]);
+    state.ready_lists.push(key.clone());
+}
+
+/// Serves the waiters on the keys readied by the op just applied, in the
+/// order they became ready, and on every key their moves fill in turn: each
+/// waiter in line re-runs its command, in line order, while the key still
+/// holds a list.
+pub(super) fn serve_waiters(state: &mut State, now: u64) {
+    if state.ready_lists.is_empty() {
+        return;
+    }
+    let mut ready = VecDeque::from(std::mem::take(&mut state.ready_lists));
     while let Some(key) = ready.pop_front() {
         for ticket in state.coord.list_waiters.line(&key) {
             if !is_ready(&state.db, &key, now) {
@@ -629,9 +641,9 @@ fn serve(state: &mut State, now: u64, key: &Bytes) {
 }
 
 /// After RENAME or COPY: the key written may now hold a list with waiters.
-pub(super) fn after_key_op(state: &mut State, now: u64, op: &KeyOp) {
+pub(super) fn after_key_op(state: &mut State, op: &KeyOp) {
     if let KeyOp::Rename { to, .. } | KeyOp::Copy { to, .. } = op {
-        serve(state, now, to);
+        mark_ready(state, to);
     }
 }
 

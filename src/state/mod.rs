@@ -152,6 +152,9 @@ pub struct State {
     wakeups: Vec<Wakeup>,
     /// Messages for subscribers recorded by the last applied op.
     deliveries: Vec<pubsub::Delivery>,
+    /// Keys with waiting list pops that the op being applied left holding
+    /// a list; served when the whole op has applied.
+    ready_lists: Vec<Bytes>,
 }
 
 /// The native primitives' state: replicated and snapshotted like the
@@ -200,6 +203,7 @@ impl State {
             self.fire_timers(now);
         }
         let result = self.apply_at(now, op);
+        lists::serve_waiters(self, now);
         zsets::serve_waiters(self, now);
         result
     }
@@ -211,7 +215,7 @@ impl State {
             Op::String(op) => strings::apply(&mut self.db, now, op),
             Op::Key(op) => {
                 let result = keys::apply(&mut self.db, now, op);
-                lists::after_key_op(self, now, op);
+                lists::after_key_op(self, op);
                 result
             }
             Op::Hash(op) => hashes::apply(&mut self.db, now, op),

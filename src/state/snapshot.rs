@@ -170,6 +170,7 @@ impl State {
             coord,
             wakeups: Vec::new(),
             deliveries: Vec::new(),
+            ready_lists: Vec::new(),
         })
     }
 }

@@ -233,6 +233,53 @@ mod tests {
     }
 
     #[test]
+    fn waiters_are_served_after_the_whole_transaction() {
+        let mut state = State::new();
+        let mut index = 0;
+        let blpop = |state: &mut State, index: &mut u64, ticket: u64| {
+            let Queued::Write(mut op) = queued("BLPOP list 0") else {
+                panic!("BLPOP is a write")
+            };
+            *op.ticket_mut().expect("BLPOP waits") = Ticket {
+                node: 1,
+                seq: ticket,
+            };
+            *index += 1;
+            state.apply(*index, 1000, &op)
+        };
+        assert!(matches!(
+            blpop(&mut state, &mut index, 1),
+            Ok(Outcome::Blocked { .. })
+        ));
+        // Pushed and deleted within one transaction: nobody wakes.
+        let tx = Transaction {
+            watched: Vec::new(),
+            commands: vec![queued("LPUSH list a"), queued("DEL list")],
+        };
+        exec(&mut state, &mut index, 1001, tx).unwrap();
+        assert!(state.take_wakeups().is_empty());
+        // Three pushes in one transaction: the waiter sees their end state.
+        let tx = Transaction {
+            watched: Vec::new(),
+            commands: vec![
+                queued("LPUSH list a"),
+                queued("LPUSH list b"),
+                queued("LPUSH list c"),
+            ],
+        };
+        exec(&mut state, &mut index, 1002, tx).unwrap();
+        let wakeups = state.take_wakeups();
+        assert_eq!(wakeups.len(), 1);
+        assert_eq!(
+            wakeups[0].outcome,
+            Outcome::Array(vec![
+                Outcome::Bulk("list".into()),
+                Outcome::Bulk("c".into())
+            ])
+        );
+    }
+
+    #[test]
     fn blocking_commands_answer_at_once_and_leave_nobody_waiting() {
         let mut state = State::new();
         let mut index = 0;
