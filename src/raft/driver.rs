@@ -1115,6 +1115,14 @@ impl Driver {
         let persisted = rd.take_persisted_messages();
         let must_persist = !entries.is_empty() || hard_state.is_some() || !rd.snapshot().is_empty();
         if must_persist || !persisted.is_empty() {
+            // Only the commit index moved: nothing Raft's safety rests on.
+            let deferrable = entries.is_empty()
+                && rd.snapshot().is_empty()
+                && persisted.is_empty()
+                && hard_state.as_ref().is_some_and(|hs| {
+                    let before = self.raw.store().hard_state();
+                    hs.term == before.term && hs.vote == before.vote
+                });
             let mut records = Vec::with_capacity(entries.len() + 1);
             if !entries.is_empty() {
                 self.raw.mut_store().append(&entries);
@@ -1130,6 +1138,7 @@ impl Driver {
                 snapshot: None,
                 records,
                 compact_upto: None,
+                deferrable,
             });
             if !persisted.is_empty() {
                 self.persisted_messages.push_back((number, persisted));
@@ -1433,6 +1442,7 @@ impl Driver {
                 Record::HardState(hs),
             ],
             compact_upto: Some(meta.index),
+            deferrable: false,
         });
         self.log_bytes_since_snapshot = 0;
         self.serve_reads();
@@ -1492,6 +1502,7 @@ impl Driver {
             snapshot: Some(snap.clone()),
             records: vec![Record::SnapshotMark { index, term }],
             compact_upto: Some(index),
+            deferrable: false,
         });
         self.log_bytes_since_snapshot = 0;
         self.own_snapshot = Some(OwnSnapshot {

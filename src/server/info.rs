@@ -175,6 +175,10 @@ fn persistence(shared: &Shared) -> Fields {
             wal.syncs.load(Ordering::Relaxed).to_string(),
         ),
         (
+            "concord_wal_unsynced_rounds",
+            wal.deferred.load(Ordering::Relaxed).to_string(),
+        ),
+        (
             "concord_wal_records",
             wal.records.load(Ordering::Relaxed).to_string(),
         ),

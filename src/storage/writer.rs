@@ -32,6 +32,12 @@ pub struct WalJob {
     pub records: Vec<Record>,
     /// Run [`Wal::compact`] with this after the sync.
     pub compact_upto: Option<u64>,
+    /// The records may be reported persisted once written, before a sync:
+    /// a HardState that only moves the commit index. A crash may lose it;
+    /// the commit index then restarts lower and the leader tells the node
+    /// again (Raft needs term and vote durable, not the commit index). The
+    /// next sync makes it durable. Saves an fdatasync per such round.
+    pub deferrable: bool,
 }
 
 /// Counters for metrics.
@@ -43,6 +49,8 @@ pub struct WalStats {
     /// Encoded bytes appended, framing included.
     pub bytes: AtomicU64,
     pub jobs: AtomicU64,
+    /// Rounds that wrote only deferrable records and skipped the sync.
+    pub deferred: AtomicU64,
 }
 
 /// What one group commit made durable.
@@ -201,8 +209,12 @@ fn commit(wal: &mut Wal, jobs: &[WalJob], stats: &WalStats) -> Result<u64, Stora
     if count > 0 {
         let bytes: u64 = records.clone().map(|r| r.encoded_len() as u64).sum();
         wal.append_records(records)?;
-        wal.sync()?;
-        stats.syncs.fetch_add(1, Ordering::Relaxed);
+        if jobs.iter().any(|j| !j.deferrable && !j.records.is_empty()) {
+            wal.sync()?;
+            stats.syncs.fetch_add(1, Ordering::Relaxed);
+        } else {
+            stats.deferred.fetch_add(1, Ordering::Relaxed);
+        }
         stats.records.fetch_add(count, Ordering::Relaxed);
         stats.bytes.fetch_add(bytes, Ordering::Relaxed);
     }
@@ -248,6 +260,7 @@ mod tests {
             snapshot: None,
             records: vec![entry(number)],
             compact_upto: None,
+            deferrable: false,
         }
     }
 
@@ -278,6 +291,46 @@ mod tests {
     }
 
     #[test]
+    fn commit_index_rounds_skip_the_sync_until_a_durable_record_comes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(dir.path(), WalOptions::default()).unwrap();
+        let stats = Arc::new(WalStats::default());
+        let (seen, cb) = recorder();
+        let (gate_tx, gate_rx) = mpsc::channel();
+        let writer = WalWriter::spawn_gated(wal, None, Arc::clone(&stats), cb, Some(gate_rx));
+        let commit = |number: u64, commit: u64| WalJob {
+            records: vec![Record::HardState(HardState {
+                term: 1,
+                vote: 1,
+                commit,
+                ..Default::default()
+            })],
+            deferrable: true,
+            ..job(number)
+        };
+        // A round of only commit-index moves: written, reported, not synced.
+        writer.submit(commit(1, 1));
+        writer.submit(commit(2, 2));
+        gate_tx.send(()).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while seen.lock().unwrap().is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the first round never ended"
+            );
+            std::thread::yield_now();
+        }
+        // Then an entry: its round syncs (and with it what came before).
+        writer.submit(job(3));
+        writer.shutdown().unwrap();
+        assert_eq!(stats.deferred.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.syncs.load(Ordering::Relaxed), 1);
+        assert_eq!(*seen.lock().unwrap(), vec![Ok(2), Ok(3)]);
+        let (_, r) = Wal::open(dir.path(), WalOptions::default()).unwrap();
+        assert_eq!(r.hard_state.map(|hs| hs.commit), Some(2));
+    }
+
+    #[test]
     fn shutdown_flushes_everything_submitted() {
         let dir = tempfile::tempdir().unwrap();
         let (wal, _) = Wal::open(dir.path(), WalOptions { segment_bytes: 256 }).unwrap();
@@ -297,6 +350,7 @@ mod tests {
             snapshot: None,
             records: vec![Record::HardState(hs.clone())],
             compact_upto: None,
+            deferrable: false,
         });
         writer.shutdown().unwrap();
 
@@ -332,6 +386,7 @@ mod tests {
             snapshot: None,
             records: vec![Record::SnapshotMark { index: 15, term: 1 }],
             compact_upto: Some(15),
+            deferrable: false,
         });
         drop(gate_tx);
         writer.shutdown().unwrap();
@@ -400,6 +455,7 @@ mod tests {
             snapshot: Some(snapshot(15)),
             records: vec![Record::SnapshotMark { index: 15, term: 1 }],
             compact_upto: Some(15),
+            deferrable: false,
         });
         drop(gate_tx);
         writer.shutdown().unwrap();
@@ -430,6 +486,7 @@ mod tests {
             snapshot: Some(snapshot(1)),
             records: vec![Record::SnapshotMark { index: 1, term: 1 }],
             compact_upto: Some(1),
+            deferrable: false,
         });
         writer.submit(job(2));
         drop(gate_tx);
@@ -457,6 +514,7 @@ mod tests {
             snapshot: None,
             records: vec![entry(1), entry(2)],
             compact_upto: None,
+            deferrable: false,
         });
         drop(gate_tx);
         let err = writer.shutdown().unwrap_err();
