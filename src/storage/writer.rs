@@ -264,14 +264,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn queued_jobs_share_one_sync() {
-        let dir = tempfile::tempdir().unwrap();
-        let (wal, _) = Wal::open(dir.path(), WalOptions::default()).unwrap();
+    /// A writer on a fresh WAL in `dir` that takes no job before the gate
+    /// opens.
+    fn gated_writer(dir: &std::path::Path) -> (WalWriter, Arc<WalStats>, Seen, mpsc::Sender<()>) {
+        let (wal, _) = Wal::open(dir, WalOptions::default()).unwrap();
         let stats = Arc::new(WalStats::default());
         let (seen, cb) = recorder();
         let (gate_tx, gate_rx) = mpsc::channel();
         let writer = WalWriter::spawn_gated(wal, None, Arc::clone(&stats), cb, Some(gate_rx));
+        (writer, stats, seen, gate_tx)
+    }
+
+    #[test]
+    fn queued_jobs_share_one_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, stats, seen, gate_tx) = gated_writer(dir.path());
         for n in 1..=50 {
             writer.submit(job(n));
         }
@@ -293,11 +300,7 @@ mod tests {
     #[test]
     fn commit_index_rounds_skip_the_sync_until_a_durable_record_comes() {
         let dir = tempfile::tempdir().unwrap();
-        let (wal, _) = Wal::open(dir.path(), WalOptions::default()).unwrap();
-        let stats = Arc::new(WalStats::default());
-        let (seen, cb) = recorder();
-        let (gate_tx, gate_rx) = mpsc::channel();
-        let writer = WalWriter::spawn_gated(wal, None, Arc::clone(&stats), cb, Some(gate_rx));
+        let (writer, stats, seen, gate_tx) = gated_writer(dir.path());
         let commit = |number: u64, commit: u64| WalJob {
             records: vec![Record::HardState(HardState {
                 term: 1,
