@@ -54,6 +54,7 @@ pub mod pubsub;
 pub mod queues;
 pub mod ratelimit;
 pub mod registry;
+pub mod scripting;
 pub mod server;
 pub mod sessions;
 pub mod sets;
@@ -128,6 +129,7 @@ pub enum Group {
     RateLimit,
     Breaker,
     Queue,
+    Scripting,
 }
 
 impl Group {
@@ -149,6 +151,7 @@ impl Group {
             Group::RateLimit => "ratelimit",
             Group::Breaker => "breaker",
             Group::Queue => "queue",
+            Group::Scripting => "scripting",
         }
     }
 
@@ -170,6 +173,7 @@ impl Group {
             Group::RateLimit => "Rate limits (native)",
             Group::Breaker => "Circuit breakers (native)",
             Group::Queue => "Work queues (native)",
+            Group::Scripting => "Scripting (Lua)",
         }
     }
 }
@@ -307,7 +311,7 @@ impl CommandSpec {
 }
 
 /// Every family's specs, in documentation order.
-pub fn families() -> [&'static [CommandSpec]; 16] {
+pub fn families() -> [&'static [CommandSpec]; 17] {
     [
         connection::SPECS,
         server::SPECS,
@@ -325,6 +329,7 @@ pub fn families() -> [&'static [CommandSpec]; 16] {
         ratelimit::SPECS,
         breakers::SPECS,
         queues::SPECS,
+        scripting::SPECS,
     ]
 }
 

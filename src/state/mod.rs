@@ -22,6 +22,7 @@ pub mod pubsub;
 pub mod queues;
 pub mod ratelimit;
 pub mod registry;
+pub mod scripts;
 pub mod sessions;
 pub mod sets;
 mod snapshot;
@@ -81,6 +82,8 @@ pub enum Op {
         node: u64,
         addr: String,
     },
+    /// EVAL, EVALSHA, SCRIPT LOAD/FLUSH.
+    Script(scripts::ScriptOp),
 }
 
 impl Op {
@@ -126,6 +129,7 @@ pub enum Query {
     PubSub(pubsub::PubSubQuery),
     /// The keyspace digest (DEBUG DIGEST), for comparing replicas.
     Digest,
+    Script(scripts::ScriptQuery),
 }
 
 /// The replicated state: database 0 and the clock of the log.
@@ -147,6 +151,10 @@ pub struct State {
     wakeups: Vec<Wakeup>,
     /// Messages for subscribers recorded by the last applied op.
     deliveries: Vec<pubsub::Delivery>,
+    /// The Lua script cache, replicated.
+    scripts: scripts::ScriptCache,
+    /// Runs scripts at apply time; installed by whoever applies entries.
+    script_host: scripts::HostSlot,
 }
 
 /// The native primitives' state: replicated and snapshotted like the
@@ -245,6 +253,7 @@ impl State {
                 self.coord.client_addrs.insert(*node, addr.clone());
                 Ok(Outcome::Ok)
             }
+            Op::Script(op) => scripts::apply(self, now, op),
         }
     }
 
@@ -337,6 +346,7 @@ impl State {
                 "{:016x}",
                 self.digest()
             )))),
+            Query::Script(q) => scripts::read(self, q),
         }
     }
 
@@ -413,7 +423,30 @@ impl State {
             }
         }
         mix(&postcard::to_stdvec(&self.coord).expect("primitives serialize"));
+        for (sha, _) in self.scripts.iter() {
+            mix(sha.as_bytes());
+        }
         h
+    }
+
+    /// Applies an op a script issued (`redis.call`) within the entry being
+    /// applied: at the entry's time, its timers already fired.
+    pub fn apply_nested(&mut self, now: u64, op: &Op) -> OpResult {
+        self.apply_at(now, op)
+    }
+
+    /// Installs the host that runs Lua scripts at apply time.
+    pub fn set_script_host(&mut self, host: scripts::HostSlot) {
+        self.script_host = host;
+    }
+
+    pub fn script_host(&self) -> &scripts::HostSlot {
+        &self.script_host
+    }
+
+    /// The replicated script cache.
+    pub fn scripts(&self) -> &scripts::ScriptCache {
+        &self.scripts
     }
 
     /// Up to `limit` keys whose deadline is at or before `now_ms`.
