@@ -16,6 +16,7 @@ pub mod config;
 pub mod dev;
 pub mod raft;
 pub mod resp;
+pub mod script;
 pub mod server;
 pub mod state;
 pub mod storage;

@@ -136,6 +136,7 @@ async fn serve(config: Config) -> Result<(), ServeError> {
         .map(|p| (p.id, p.addr.clone()))
         .collect();
     node_config.client_addr = config.advertise.clone();
+    node_config.script_host = concord::script::host();
     node_config.tick = config.tick;
     node_config.request_timeout = config.request_timeout;
     node_config.snapshot_entries = config.snapshot_entries;

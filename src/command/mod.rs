@@ -54,6 +54,7 @@ pub mod pubsub;
 pub mod queues;
 pub mod ratelimit;
 pub mod registry;
+pub mod scripting;
 pub mod server;
 pub mod sessions;
 pub mod sets;
@@ -130,6 +131,7 @@ pub enum Group {
     Breaker,
     Queue,
     Transactions,
+    Scripting,
 }
 
 impl Group {
@@ -152,6 +154,7 @@ impl Group {
             Group::Breaker => "breaker",
             Group::Queue => "queue",
             Group::Transactions => "transactions",
+            Group::Scripting => "scripting",
         }
     }
 
@@ -174,6 +177,7 @@ impl Group {
             Group::Breaker => "Circuit breakers (native)",
             Group::Queue => "Work queues (native)",
             Group::Transactions => "Transactions",
+            Group::Scripting => "Scripting (Lua)",
         }
     }
 }
@@ -311,7 +315,7 @@ impl CommandSpec {
 }
 
 /// Every family's specs, in documentation order.
-pub fn families() -> [&'static [CommandSpec]; 17] {
+pub fn families() -> [&'static [CommandSpec]; 18] {
     [
         connection::SPECS,
         server::SPECS,
@@ -324,6 +328,7 @@ pub fn families() -> [&'static [CommandSpec]; 17] {
         zsets::SPECS,
         pubsub::SPECS,
         transactions::SPECS,
+        scripting::SPECS,
         locks::SPECS,
         sessions::SPECS,
         registry::SPECS,

@@ -1397,8 +1397,9 @@ impl Driver {
     /// (and the follower answers the leader) only once the file is durable.
     fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), NodeError> {
         let meta = snapshot.get_metadata().clone();
-        let state = State::decode_snapshot(&snapshot.data)
+        let mut state = State::decode_snapshot(&snapshot.data)
             .map_err(|e| NodeError::Recovery(format!("leader snapshot at {}: {e}", meta.index)))?;
+        state.set_script_host(self.state.script_host().clone());
         let file = snapshot.clone();
         self.state = state;
         self.state.observe(meta.index, 0);

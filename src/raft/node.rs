@@ -52,6 +52,9 @@ pub struct NodeConfig {
     pub wal_segment_bytes: u64,
     /// Keys deleted per expiry proposal.
     pub expiry_batch: usize,
+    /// Runs Lua scripts when their entries apply; installed in every
+    /// state this node builds (at start and from a leader's snapshot).
+    pub script_host: crate::state::scripts::HostSlot,
 }
 
 impl NodeConfig {
@@ -71,6 +74,7 @@ impl NodeConfig {
             snapshot_log_bytes: 64 * 1024 * 1024,
             wal_segment_bytes: 64 * 1024 * 1024,
             expiry_batch: 512,
+            script_host: Default::default(),
         }
     }
 }
@@ -488,8 +492,9 @@ pub fn start(
             )));
         }
     }
-    let state = State::decode_snapshot(&snapshot.data)
+    let mut state = State::decode_snapshot(&snapshot.data)
         .map_err(|e| NodeError::Recovery(format!("snapshot at {snap_index}: {e}")))?;
+    state.set_script_host(config.script_host.clone());
     for (id, addr) in state.members() {
         if *id != config.id && !config.peers.contains_key(id) {
             transport.set_peer(*id, Some(addr.clone()));

@@ -44,4 +44,14 @@ pub enum StateError {
     NoSuchBreaker(String),
     #[error("ERR resulting score is not a number (NaN)")]
     ScoreNan,
+    #[error("NOSCRIPT No matching script. Please use EVAL.")]
+    NoScript,
+    #[error("NOTBUSY No scripts in execution right now.")]
+    NotBusy,
+    /// A script op applied by a state that has no script host installed.
+    #[error("ERR scripting is not available on this node")]
+    NoScriptHost,
+    /// A script's error reply, in full (code and text), as Redis sends it.
+    #[error("{0}")]
+    Script(String),
 }

@@ -62,8 +62,10 @@ pub(crate) struct Harness {
 
 impl Harness {
     pub fn new(now: u64) -> Self {
+        let mut state = State::new();
+        state.set_script_host(crate::script::host());
         Harness {
-            state: State::new(),
+            state,
             index: 0,
             now,
             seed: None,
@@ -500,4 +502,12 @@ fn arguments_split_with_quotes_and_escapes() {
     );
     assert_eq!(quote(b"\0\"\\a"), r#""\x00\"\\a""#);
     assert!(split_args(r#"GET "open"#).is_err());
+}
+
+#[test]
+fn golden_scripting() {
+    check(
+        "scripting.txt",
+        include_str!("../../tests/golden/scripting.txt"),
+    );
 }

@@ -22,6 +22,7 @@ pub mod pubsub;
 pub mod queues;
 pub mod ratelimit;
 pub mod registry;
+pub mod scripts;
 pub mod sessions;
 pub mod sets;
 mod snapshot;
@@ -84,6 +85,8 @@ pub enum Op {
     },
     /// MULTI … EXEC: the queued commands, applied back to back.
     Exec(transactions::Transaction),
+    /// EVAL, EVALSHA, SCRIPT LOAD/FLUSH.
+    Script(scripts::ScriptOp),
 }
 
 impl Op {
@@ -131,6 +134,7 @@ pub enum Query {
     Digest,
     /// WATCH: the fingerprint of each key (0 for a missing one).
     Fingerprints(Vec<Bytes>),
+    Script(scripts::ScriptQuery),
 }
 
 /// The replicated state: database 0 and the clock of the log.
@@ -155,6 +159,10 @@ pub struct State {
     /// Keys with waiting list pops that the op being applied left holding
     /// a list; served when the whole op has applied.
     ready_lists: Vec<Bytes>,
+    /// The Lua script cache, replicated.
+    scripts: scripts::ScriptCache,
+    /// Runs scripts at apply time; installed by whoever applies entries.
+    script_host: scripts::HostSlot,
 }
 
 /// The native primitives' state: replicated and snapshotted like the
@@ -255,6 +263,7 @@ impl State {
                 Ok(Outcome::Ok)
             }
             Op::Exec(tx) => transactions::apply(self, now, tx),
+            Op::Script(op) => scripts::apply(self, now, op),
         }
     }
 
@@ -352,6 +361,7 @@ impl State {
                     .map(|key| Outcome::Int(transactions::fingerprint(self, key, now) as i64))
                     .collect(),
             )),
+            Query::Script(q) => scripts::read(self, q),
         }
     }
 
@@ -400,7 +410,30 @@ impl State {
             transactions::mix_entry(entry, &mut mix);
         }
         mix(&postcard::to_stdvec(&self.coord).expect("primitives serialize"));
+        for (sha, _) in self.scripts.iter() {
+            mix(sha.as_bytes());
+        }
         h
+    }
+
+    /// Applies an op a script issued (`redis.call`) within the entry being
+    /// applied: at the entry's time, its timers already fired.
+    pub fn apply_nested(&mut self, now: u64, op: &Op) -> OpResult {
+        self.apply_at(now, op)
+    }
+
+    /// Installs the host that runs Lua scripts at apply time.
+    pub fn set_script_host(&mut self, host: scripts::HostSlot) {
+        self.script_host = host;
+    }
+
+    pub fn script_host(&self) -> &scripts::HostSlot {
+        &self.script_host
+    }
+
+    /// The replicated script cache.
+    pub fn scripts(&self) -> &scripts::ScriptCache {
+        &self.scripts
     }
 
     /// Up to `limit` keys whose deadline is at or before `now_ms`.

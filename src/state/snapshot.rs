@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use super::db::{Db, ScanMap, Value};
 use super::lists::List;
+use super::scripts::ScriptCache;
 use super::zsets::ZSet;
 use super::{Coord, State};
 
@@ -19,7 +20,9 @@ use super::{Coord, State};
 /// version it does not know rather than misreading them.
 /// Format 2 appends the coordination primitives to format 1's body; a
 /// format 1 snapshot restores with none.
-pub const SNAPSHOT_FORMAT: u8 = 2;
+/// Format 3 appends the Lua script cache after the primitives; formats 1
+/// and 2 restore with an empty cache.
+pub const SNAPSHOT_FORMAT: u8 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -118,20 +121,24 @@ impl State {
         // Serializing into a Vec cannot fail: every type here is plain data.
         out.extend(postcard::to_stdvec(&body).expect("state serializes"));
         out.extend(postcard::to_stdvec(&self.coord).expect("primitives serialize"));
+        out.extend(postcard::to_stdvec(&self.scripts).expect("scripts serialize"));
         out
     }
 
     /// Rebuilds a state from [`State::encode_snapshot`]'s bytes.
     pub fn decode_snapshot(bytes: &[u8]) -> Result<State, SnapshotError> {
         let (&format, body) = bytes.split_first().ok_or(SnapshotError::Empty)?;
-        if format != 1 && format != SNAPSHOT_FORMAT {
+        if !(1..=SNAPSHOT_FORMAT).contains(&format) {
             return Err(SnapshotError::UnknownFormat(format));
         }
         let (stored, rest): (StoredState, _) = postcard::take_from_bytes(body)?;
-        let coord: Coord = if format == 1 {
-            Coord::default()
-        } else {
-            postcard::from_bytes(rest)?
+        let (coord, scripts) = match format {
+            1 => (Coord::default(), ScriptCache::default()),
+            2 => (postcard::from_bytes(rest)?, ScriptCache::default()),
+            _ => {
+                let (coord, rest): (Coord, _) = postcard::take_from_bytes(rest)?;
+                (coord, postcard::from_bytes(rest)?)
+            }
         };
         let mut db = Db::new();
         for (key, value, deadline) in stored.db {
@@ -171,6 +178,8 @@ impl State {
             wakeups: Vec::new(),
             deliveries: Vec::new(),
             ready_lists: Vec::new(),
+            scripts,
+            script_host: Default::default(),
         })
     }
 }

@@ -1,0 +1,141 @@
+//! Lua scripting commands: EVAL, EVALSHA, their read-only forms, SCRIPT.
+//!
+//! A script runs at apply time on every replica (see `state::scripts`), so
+//! every one of these that runs or caches a script is a write that goes
+//! through the log: EVALSHA carries only the sha, EVAL its body. The
+//! `_RO` forms stay log entries too, with writes refused inside the run.
+
+use bytes::Bytes;
+
+use super::{is, standard_reply, CommandError, CommandSpec, Exec, Flag, KeyPositions, ReplyFn};
+use crate::state::scripts::{Run, ScriptOp, ScriptQuery};
+use crate::state::{Op, Query};
+
+const EVAL: &[Flag] = &[Flag::NoScript, Flag::MayReplicate, Flag::Stale];
+const EVAL_RO: &[Flag] = &[
+    Flag::NoScript,
+    Flag::ReadOnly,
+    Flag::MayReplicate,
+    Flag::Stale,
+];
+const KEYS: KeyPositions = KeyPositions::NONE.with_numkeys(2);
+const REPLY: ReplyFn = standard_reply;
+
+macro_rules! spec {
+    ($($row:tt)*) => { command_spec!(Scripting, $($row)*) };
+}
+
+pub const SPECS: &[CommandSpec] = &[
+    spec!("eval", -3, EVAL, KEYS, "2.6.0", "script numkeys [key [key ...]] [arg [arg ...]]",
+        "Runs a Lua script atomically on every replica, at its place in the log. The script is cached as SCRIPT LOAD would.",
+        Exec::Write(parse_eval, REPLY)),
+    spec!("evalsha", -3, EVAL, KEYS, "2.6.0", "sha1 numkeys [key [key ...]] [arg [arg ...]]",
+        "Runs a cached Lua script by its SHA1 digest; the cache is replicated, so any node knows a script loaded through another.",
+        Exec::Write(parse_evalsha, REPLY)),
+    spec!("eval_ro", -3, EVAL_RO, KEYS, "7.0.0", "script numkeys [key [key ...]] [arg [arg ...]]",
+        "Runs a read-only Lua script: write commands inside it are refused. Still one log entry.",
+        Exec::Write(parse_eval_ro, REPLY)),
+    spec!("evalsha_ro", -3, EVAL_RO, KEYS, "7.0.0", "sha1 numkeys [key [key ...]] [arg [arg ...]]",
+        "Runs a cached read-only Lua script by its SHA1 digest: write commands inside it are refused.",
+        Exec::Write(parse_evalsha_ro, REPLY)),
+    spec!("script", -2, &[], KeyPositions::NONE, "2.6.0", "subcommand [argument ...]",
+        "A container for Lua script cache commands.", Exec::Local, SCRIPT_SUBCOMMANDS),
+];
+
+const SCRIPT_SUBCOMMANDS: &[CommandSpec] = &[
+    spec!("script|load", 3, &[Flag::NoScript, Flag::MayReplicate, Flag::Stale], KeyPositions::NONE,
+        "2.6.0", "script",
+        "Compiles a script and adds it to the replicated cache; answers its SHA1 digest.",
+        Exec::Write(parse_load, REPLY)),
+    spec!("script|exists", -3, &[Flag::NoScript, Flag::Stale], KeyPositions::NONE, "2.6.0",
+        "sha1 [sha1 ...]", "Answers 1 or 0 for each SHA1: whether the cache holds it.",
+        Exec::Read(parse_exists, REPLY)),
+    spec!("script|flush", -2, &[Flag::NoScript, Flag::MayReplicate], KeyPositions::NONE, "2.6.0",
+        "[ASYNC | SYNC]", "Empties the replicated script cache on every node.",
+        Exec::Write(parse_flush, REPLY)),
+    spec!("script|kill", 2, &[Flag::NoScript, Flag::AllowBusy], KeyPositions::NONE, "2.6.0", "",
+        "Answers NOTBUSY: a script runs within one apply step and is ended by its instruction limit, never by a client.",
+        Exec::Read(parse_kill, REPLY)),
+];
+
+/// The keys and arguments after `numkeys` (argv[2]), with Redis's checks.
+fn run_args(argv: &[Bytes], read_only: bool) -> Result<Run, CommandError> {
+    let numkeys: i64 = std::str::from_utf8(&argv[2])
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .ok_or(CommandError::NotInteger)?;
+    if numkeys < 0 {
+        return Err(CommandError::InvalidArgument(
+            "Number of keys can't be negative".into(),
+        ));
+    }
+    let rest = &argv[3..];
+    if numkeys as u64 > rest.len() as u64 {
+        return Err(CommandError::InvalidArgument(
+            "Number of keys can't be greater than number of args".into(),
+        ));
+    }
+    let (keys, args) = rest.split_at(numkeys as usize);
+    Ok(Run {
+        keys: keys.to_vec(),
+        args: args.to_vec(),
+        read_only,
+        seed: rand::random(),
+    })
+}
+
+fn eval(argv: &[Bytes], read_only: bool) -> Result<Op, CommandError> {
+    Ok(Op::Script(ScriptOp::Eval {
+        body: argv[1].clone(),
+        run: run_args(argv, read_only)?,
+    }))
+}
+
+fn evalsha(argv: &[Bytes], read_only: bool) -> Result<Op, CommandError> {
+    let sha = String::from_utf8_lossy(&argv[1]).to_ascii_lowercase();
+    Ok(Op::Script(ScriptOp::EvalSha {
+        sha,
+        run: run_args(argv, read_only)?,
+    }))
+}
+
+fn parse_eval(argv: &[Bytes]) -> Result<Op, CommandError> {
+    eval(argv, false)
+}
+
+fn parse_eval_ro(argv: &[Bytes]) -> Result<Op, CommandError> {
+    eval(argv, true)
+}
+
+fn parse_evalsha(argv: &[Bytes]) -> Result<Op, CommandError> {
+    evalsha(argv, false)
+}
+
+fn parse_evalsha_ro(argv: &[Bytes]) -> Result<Op, CommandError> {
+    evalsha(argv, true)
+}
+
+fn parse_load(argv: &[Bytes]) -> Result<Op, CommandError> {
+    Ok(Op::Script(ScriptOp::Load(argv[2].clone())))
+}
+
+fn parse_exists(argv: &[Bytes]) -> Result<Query, CommandError> {
+    Ok(Query::Script(ScriptQuery::Exists(argv[2..].to_vec())))
+}
+
+fn parse_flush(argv: &[Bytes]) -> Result<Op, CommandError> {
+    match argv.get(2) {
+        None => {}
+        Some(mode) if argv.len() == 3 && (is(mode, "async") || is(mode, "sync")) => {}
+        Some(_) => {
+            return Err(CommandError::InvalidArgument(
+                "SCRIPT FLUSH only support SYNC|ASYNC option".into(),
+            ))
+        }
+    }
+    Ok(Op::Script(ScriptOp::Flush))
+}
+
+fn parse_kill(_: &[Bytes]) -> Result<Query, CommandError> {
+    Ok(Query::Script(ScriptQuery::Kill))
+}

@@ -1,0 +1,116 @@
+-- Builds the environment scripts run in, once per interpreter, with the
+-- full standard library still at hand. Returns the internals the host
+-- uses: the script environment and the protected runner. The host puts
+-- `redis.call`, `redis.pcall` and `internal.raised` in place for each run.
+--
+-- As in Redis 7.0, scripts see read-only globals: reading a missing global
+-- and assigning any global are errors, and the library tables (redis,
+-- string, math, table, cjson, bit, ...) cannot be modified, so one script
+-- cannot change what the next one sees.
+local internal = ...
+local getinfo = debug.getinfo
+local G = _G
+local error, type, tostring, rawget, rawset = error, type, tostring, rawget, rawset
+local setmetatable, setfenv, loadstring, select = setmetatable, setfenv, loadstring, select
+local string = string
+local readonly = setmetatable({}, { __mode = "k" })
+
+local function refuse()
+  error("Attempt to modify a readonly table", 2)
+end
+
+local function protect(real)
+  local proxy = {}
+  local meta_view = setmetatable({}, { __index = {}, __newindex = refuse, __metatable = false })
+  readonly[meta_view] = true
+  setmetatable(proxy, { __index = real, __newindex = refuse, __metatable = meta_view })
+  readonly[proxy] = true
+  return proxy
+end
+
+local allowed = {}
+for _, name in ipairs({ "assert", "error", "ipairs", "next", "pairs", "pcall", "rawequal", "rawget",
+  "select", "tonumber", "tostring", "type", "unpack", "xpcall", "_VERSION", "gcinfo", "getmetatable" }) do
+  allowed[name] = G[name]
+end
+for _, name in ipairs({ "string", "table", "math", "redis", "cjson", "bit", "cmsgpack", "struct" }) do
+  if G[name] then
+    allowed[name] = protect(G[name])
+  end
+end
+
+local env = {}
+allowed._G = env
+allowed.rawset = function(t, k, v)
+  if readonly[t] then
+    error("Attempt to modify a readonly table", 0)
+  end
+  return rawset(t, k, v)
+end
+allowed.setmetatable = function(t, mt)
+  if readonly[t] then
+    error("Attempt to modify a readonly table", 0)
+  end
+  return setmetatable(t, mt)
+end
+allowed.loadstring = function(s, name)
+  if type(s) == "string" and s:byte(1) == 27 then
+    return nil, "binary code is not allowed"
+  end
+  local f, err = loadstring(s, name)
+  if f then
+    setfenv(f, env)
+  end
+  return f, err
+end
+
+local env_meta_view = setmetatable({}, { __index = {}, __newindex = refuse, __metatable = false })
+readonly[env_meta_view] = true
+setmetatable(env, {
+  __index = function(_, name)
+    local value = allowed[name]
+    if value == nil then
+      error("Script attempted to access nonexistent global variable '" .. tostring(name) .. "'", 2)
+    end
+    return value
+  end,
+  __newindex = refuse,
+  __metatable = env_meta_view,
+})
+readonly[env] = true
+
+-- KEYS and ARGV change with every run; the host sets them here.
+internal.set_args = function(keys, argv)
+  allowed.KEYS = keys
+  allowed.ARGV = argv
+end
+
+-- Where an error happened: the first frame that is the script's own code
+-- (not a C function, not this file), as Redis's error handler reports it.
+local function handler(err)
+  local level = 2
+  local info = getinfo(level, "nSl")
+  while info and (info.what == "C" or info.source == "=[concord]") do
+    level = level + 1
+    info = getinfo(level, "nSl")
+  end
+  -- redis.call raised a command's error: the host kept its text, since
+  -- an error raised from the host cannot be a table.
+  local raised = internal.raised()
+  if raised and string.find(tostring(err), raised, 1, true) then
+    err = { err = raised }
+  elseif type(err) ~= "table" then
+    err = { err = "ERR " .. tostring(err) }
+  end
+  if info then
+    err["source"] = info.source
+    err["line"] = info.currentline
+  end
+  return err
+end
+
+internal.run = function(f)
+  return xpcall(f, handler)
+end
+
+internal.env = env

@@ -1,0 +1,249 @@
+//! Lua scripts (EVAL, EVALSHA, SCRIPT): the replicated script cache and
+//! the op that runs a script at apply time.
+//!
+//! A script is one log entry: every replica runs it at the same point of
+//! the log, atomically, against the same state, so its effects are the
+//! same everywhere. The state knows nothing of Lua: it holds the cache
+//! (sha1 -> body, replicated and snapshotted, so EVALSHA works through any
+//! node right after SCRIPT LOAD through another) and hands each run to a
+//! [`ScriptHost`] installed by whoever applies log entries. The host owns
+//! the interpreter and comes back through [`State::apply_nested`] and
+//! [`State::read`] for each `redis.call`, at the entry's time.
+//!
+//! A state without a host (a bare unit test) answers every script op with
+//! an error, identically, rather than panicking.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::{OpResult, Outcome, State, StateError};
+
+/// A script write: the unit that goes through the log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ScriptOp {
+    /// EVAL / EVAL_RO: caches the body (as Redis does) and runs it.
+    Eval { body: Bytes, run: Run },
+    /// EVALSHA / EVALSHA_RO: runs a cached script; only the sha travels.
+    EvalSha { sha: String, run: Run },
+    /// SCRIPT LOAD: compiles and caches, answers the sha.
+    Load(Bytes),
+    /// SCRIPT FLUSH: empties the cache (and resets every replica's VM).
+    Flush,
+}
+
+/// The arguments of one script run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    pub keys: Vec<Bytes>,
+    pub args: Vec<Bytes>,
+    /// EVAL_RO / EVALSHA_RO: write commands are refused.
+    pub read_only: bool,
+    /// Drawn by the node that took the command: seeds `math.random` and the
+    /// random commands the script calls, the same on every replica.
+    pub seed: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ScriptQuery {
+    /// SCRIPT EXISTS: 1/0 per sha.
+    Exists(Vec<Bytes>),
+    /// SCRIPT KILL: scripts run inside one apply step, so none is ever
+    /// running when a client could ask.
+    Kill,
+}
+
+/// The replicated cache of script bodies, by lower-case hex sha1.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScriptCache {
+    bodies: BTreeMap<String, Bytes>,
+}
+
+impl ScriptCache {
+    pub fn get(&self, sha: &str) -> Option<&Bytes> {
+        self.bodies.get(sha)
+    }
+
+    pub fn len(&self) -> usize {
+        self.bodies.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bodies.is_empty()
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&String, &Bytes)> {
+        self.bodies.iter()
+    }
+}
+
+/// One script to run: its identity, body and arguments.
+pub struct Call<'a> {
+    pub sha: &'a str,
+    pub body: &'a Bytes,
+    pub run: &'a Run,
+}
+
+/// Runs scripts for the state at apply time. Implementations must be
+/// deterministic: the same calls against the same state give the same
+/// outcome and the same writes on every replica.
+pub trait ScriptHost: Send + Sync {
+    /// Checks that `body` compiles (and remembers the compiled form).
+    fn compile(&self, sha: &str, body: &Bytes) -> Result<(), StateError>;
+    /// Runs a compiled-or-not script against `state` at `now`.
+    fn run(&self, state: &mut State, now: u64, call: Call<'_>) -> OpResult;
+    /// SCRIPT FLUSH: forget compiled scripts and start a fresh interpreter.
+    fn reset(&self);
+}
+
+/// The state's handle on its host: not replicated, not compared, not
+/// serialized; cloned states share it.
+#[derive(Clone, Default)]
+pub struct HostSlot(Option<Arc<dyn ScriptHost>>);
+
+impl HostSlot {
+    pub fn new(host: Arc<dyn ScriptHost>) -> HostSlot {
+        HostSlot(Some(host))
+    }
+
+    fn get(&self) -> Result<Arc<dyn ScriptHost>, StateError> {
+        self.0.clone().ok_or(StateError::NoScriptHost)
+    }
+}
+
+impl PartialEq for HostSlot {
+    fn eq(&self, _: &HostSlot) -> bool {
+        true
+    }
+}
+
+impl fmt::Debug for HostSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "HostSlot(installed)"
+        } else {
+            "HostSlot(none)"
+        })
+    }
+}
+
+/// The lower-case hex sha1 of `body`, as Redis names scripts.
+pub fn sha1hex(body: &[u8]) -> String {
+    sha1_smol::Sha1::from(body).digest().to_string()
+}
+
+pub(super) fn apply(state: &mut State, now: u64, op: &ScriptOp) -> OpResult {
+    match op {
+        ScriptOp::Load(body) => {
+            let sha = cache(state, body)?;
+            Ok(Outcome::Bulk(Bytes::from(sha)))
+        }
+        ScriptOp::Flush => {
+            state.scripts.bodies.clear();
+            if let Ok(host) = state.script_host.get() {
+                host.reset();
+            }
+            Ok(Outcome::Ok)
+        }
+        ScriptOp::Eval { body, run } => {
+            let sha = cache(state, body)?;
+            run_cached(state, now, &sha, run)
+        }
+        ScriptOp::EvalSha { sha, run } => run_cached(state, now, sha, run),
+    }
+}
+
+/// Compiles `body` unless cached, caches it, and answers its sha.
+fn cache(state: &mut State, body: &Bytes) -> Result<String, StateError> {
+    let sha = sha1hex(body);
+    if !state.scripts.bodies.contains_key(&sha) {
+        state.script_host.get()?.compile(&sha, body)?;
+        state.scripts.bodies.insert(sha.clone(), body.clone());
+    }
+    Ok(sha)
+}
+
+fn run_cached(state: &mut State, now: u64, sha: &str, run: &Run) -> OpResult {
+    let body = state
+        .scripts
+        .bodies
+        .get(sha)
+        .cloned()
+        .ok_or(StateError::NoScript)?;
+    let host = state.script_host.get()?;
+    host.run(
+        state,
+        now,
+        Call {
+            sha,
+            body: &body,
+            run,
+        },
+    )
+}
+
+pub(super) fn read(state: &State, query: &ScriptQuery) -> OpResult {
+    match query {
+        ScriptQuery::Exists(shas) => Ok(Outcome::Array(
+            shas.iter()
+                .map(|sha| {
+                    let sha = String::from_utf8_lossy(sha).to_ascii_lowercase();
+                    Outcome::bool(state.scripts.bodies.contains_key(&sha))
+                })
+                .collect(),
+        )),
+        ScriptQuery::Kill => Err(StateError::NotBusy),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Op;
+
+    fn eval(body: &str) -> Op {
+        Op::Script(ScriptOp::Eval {
+            body: Bytes::from(body.to_owned()),
+            run: Run {
+                keys: vec![],
+                args: vec![],
+                read_only: false,
+                seed: 0,
+            },
+        })
+    }
+
+    #[test]
+    fn without_a_host_scripts_answer_an_error() {
+        let mut state = State::new();
+        let result = state.apply(1, 0, &eval("return 1"));
+        assert_eq!(result, Err(StateError::NoScriptHost));
+        assert!(state.scripts.is_empty());
+        let sha = Op::Script(ScriptOp::EvalSha {
+            sha: sha1hex(b"return 1"),
+            run: Run {
+                keys: vec![],
+                args: vec![],
+                read_only: false,
+                seed: 0,
+            },
+        });
+        assert_eq!(state.apply(2, 0, &sha), Err(StateError::NoScript));
+        assert_eq!(
+            state.apply(3, 0, &Op::Script(ScriptOp::Flush)),
+            Ok(Outcome::Ok)
+        );
+    }
+
+    #[test]
+    fn sha1hex_is_redis_naming() {
+        assert_eq!(sha1hex(b""), "da39a3ee5e6b4b0d3255bfef95601890afd80709");
+        assert_eq!(
+            sha1hex(b"Pizza & Mandolino"),
+            "74822d82031af7493c20eefa13bd07ec4fada82f"
+        );
+    }
+}
