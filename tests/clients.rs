@@ -9,6 +9,7 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -60,6 +61,35 @@ fn urls(cluster: &Cluster, ids: &[u64]) -> Vec<String> {
 }
 
 #[test]
+fn redis_py_lock_is_held_across_a_leader_kill() {
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader();
+    let followers = cluster.followers(leader);
+    let mut child = spawn(&[REDIS_PY], "redis_py.py", &{
+        let mut args = vec!["lock".to_owned()];
+        args.extend(urls(&cluster, &followers));
+        args
+    });
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("read the script");
+    if line.trim() != "ACQUIRED" {
+        child.stdout = Some(stdout.into_inner());
+        finish(child, "redis-py Lock before the kill");
+        panic!("the script stopped before acquiring: {line}");
+    }
+    cluster.kill9(leader);
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"KILLED\n")
+        .expect("tell the script");
+    child.stdout = Some(stdout.into_inner());
+    finish(child, "redis-py Lock across a leader kill");
+}
+
+#[test]
 fn redis_py_transactions_and_pipelines_from_every_node() {
     let cluster = Cluster::start(3, &[]);
     cluster.leader();
@@ -78,4 +108,19 @@ fn redis_py_pubsub_across_nodes() {
     let mut args = vec!["pubsub".to_owned()];
     args.extend(urls(&cluster, &cluster.running()));
     finish(spawn(&[REDIS_PY], "redis_py.py", &args), "redis-py pub/sub");
+}
+
+#[test]
+fn limits_windows_admit_exactly_the_limit_across_nodes() {
+    let cluster = Cluster::start(3, &[]);
+    cluster.leader();
+    let args = urls(&cluster, &cluster.running());
+    finish(
+        spawn(
+            &[REDIS_PY, ("limits", "limits>=5")],
+            "limits_windows.py",
+            &args,
+        ),
+        "limits windows",
+    );
 }

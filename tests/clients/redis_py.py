@@ -24,9 +24,17 @@ def until(what, fn, timeout=30.0):
         try:
             return fn()
         except (redis.ResponseError, redis.ConnectionError, redis.TimeoutError) as e:
-            retryable = isinstance(e, (redis.ConnectionError, redis.TimeoutError)) or str(
-                e
-            ).startswith(("TRYAGAIN", "CLUSTERDOWN"))
+            # redis-py maps TRYAGAIN and CLUSTERDOWN replies to their own
+            # exception classes (and drops the prefix from the text).
+            retryable = isinstance(
+                e,
+                (
+                    redis.ConnectionError,
+                    redis.TimeoutError,
+                    redis.exceptions.TryAgainError,
+                    redis.exceptions.ClusterDownError,
+                ),
+            ) or str(e).startswith(("TRYAGAIN", "CLUSTERDOWN"))
             if not retryable or time.monotonic() > deadline:
                 raise AssertionError(f"{what}: {e}") from e
             time.sleep(0.05)
