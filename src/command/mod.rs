@@ -57,6 +57,7 @@ pub mod registry;
 pub mod server;
 pub mod sessions;
 pub mod sets;
+pub mod streams;
 pub mod strings;
 pub mod zsets;
 
@@ -128,6 +129,7 @@ pub enum Group {
     RateLimit,
     Breaker,
     Queue,
+    Stream,
 }
 
 impl Group {
@@ -149,6 +151,7 @@ impl Group {
             Group::RateLimit => "ratelimit",
             Group::Breaker => "breaker",
             Group::Queue => "queue",
+            Group::Stream => "stream",
         }
     }
 
@@ -170,6 +173,7 @@ impl Group {
             Group::RateLimit => "Rate limits (native)",
             Group::Breaker => "Circuit breakers (native)",
             Group::Queue => "Work queues (native)",
+            Group::Stream => "Streams",
         }
     }
 }
@@ -258,6 +262,15 @@ pub enum Exec {
         inner_at: usize,
         wrap: fn(&[Bytes], Op) -> Result<Op, CommandError>,
     },
+    /// A read or a write depending on the arguments: XREAD is a read, and
+    /// a write with BLOCK (it waits in line through the log).
+    Either(fn(&[Bytes]) -> Result<Parsed, CommandError>, ReplyFn),
+}
+
+/// What an [`Exec::Either`] command parses to.
+pub enum Parsed {
+    Write(Op),
+    Read(Query),
 }
 
 pub struct CommandSpec {
@@ -307,7 +320,7 @@ impl CommandSpec {
 }
 
 /// Every family's specs, in documentation order.
-pub fn families() -> [&'static [CommandSpec]; 16] {
+pub fn families() -> [&'static [CommandSpec]; 17] {
     [
         connection::SPECS,
         server::SPECS,
@@ -325,6 +338,7 @@ pub fn families() -> [&'static [CommandSpec]; 16] {
         ratelimit::SPECS,
         breakers::SPECS,
         queues::SPECS,
+        streams::SPECS,
     ]
 }
 
@@ -368,6 +382,10 @@ pub fn prepare(argv: &[Bytes]) -> Result<Request, CommandError> {
         Exec::Write(parse, reply) => Ok(Request::Write(parse(argv)?, spec, *reply)),
         Exec::Read(parse, reply) => Ok(Request::Read(parse(argv)?, spec, *reply)),
         Exec::Local => Ok(Request::Local(spec)),
+        Exec::Either(parse, reply) => Ok(match parse(argv)? {
+            Parsed::Write(op) => Request::Write(op, spec, *reply),
+            Parsed::Read(query) => Request::Read(query, spec, *reply),
+        }),
         Exec::Wrap { inner_at, wrap } => {
             let inner = &argv[*inner_at..];
             let outer = spec.name.to_ascii_uppercase();
@@ -499,7 +517,7 @@ mod tests {
                     "{} wraps writes but lacks the write flag",
                     spec.name
                 ),
-                Exec::Local => {}
+                Exec::Local | Exec::Either(..) => {}
             }
             for sub in spec.subcommands {
                 assert!(sub.name.starts_with(&format!("{}|", spec.name)));

@@ -44,4 +44,6 @@ pub enum StateError {
     NoSuchBreaker(String),
     #[error("ERR resulting score is not a number (NaN)")]
     ScoreNan,
+    #[error(transparent)]
+    Stream(#[from] super::streams::StreamError),
 }

@@ -274,7 +274,7 @@ pub(crate) fn render(reply: &Reply, sorted: bool) -> String {
             ">[{}]",
             list(items.iter().map(|r| render(r, sorted)).collect())
         ),
-        Reply::Map(pairs) => format!(
+        Reply::Map(pairs) | Reply::KeyedArrays(pairs) => format!(
             "{{{}}}",
             list(
                 pairs
@@ -500,4 +500,12 @@ fn arguments_split_with_quotes_and_escapes() {
     );
     assert_eq!(quote(b"\0\"\\a"), r#""\x00\"\\a""#);
     assert!(split_args(r#"GET "open"#).is_err());
+}
+
+#[test]
+fn golden_streams() {
+    check(
+        "streams.txt",
+        include_str!("../../tests/golden/streams.txt"),
+    );
 }

@@ -25,6 +25,7 @@ pub mod registry;
 pub mod sessions;
 pub mod sets;
 mod snapshot;
+pub mod streams;
 pub mod strings;
 pub mod timers;
 pub mod zsets;
@@ -81,6 +82,7 @@ pub enum Op {
         node: u64,
         addr: String,
     },
+    Stream(streams::StreamOp),
 }
 
 impl Op {
@@ -103,6 +105,12 @@ impl Op {
                 | lists::ListOp::BlockingMove { ticket, .. },
             ) => Some(ticket),
             Op::ZSet(zsets::ZSetOp::BlockingPop { ticket, .. }) => Some(ticket),
+            Op::Stream(streams::StreamOp::Read { ticket, .. })
+            | Op::Stream(streams::StreamOp::ReadGroup {
+                ticket,
+                block_ms: Some(_),
+                ..
+            }) => Some(ticket),
             _ => None,
         }
     }
@@ -126,6 +134,7 @@ pub enum Query {
     PubSub(pubsub::PubSubQuery),
     /// The keyspace digest (DEBUG DIGEST), for comparing replicas.
     Digest,
+    Stream(streams::StreamQuery),
 }
 
 /// The replicated state: database 0 and the clock of the log.
@@ -170,6 +179,10 @@ pub(crate) struct Coord {
     queues: queues::Queues,
     list_waiters: lists::ListWaiters,
     zset_waiters: zsets::Waiters,
+    /// Encoded after the rest of `Coord` in a snapshot, so snapshots
+    /// taken before streams existed still decode.
+    #[serde(skip)]
+    stream_waiters: streams::Waiters,
 }
 
 impl Coord {
@@ -196,6 +209,7 @@ impl State {
         }
         let result = self.apply_at(now, op);
         zsets::serve_waiters(self, now);
+        streams::serve_waiters(self, now);
         result
     }
 
@@ -238,13 +252,15 @@ impl State {
                 locks::unblock(self, *ticket)
                     || queues::unblock(self, *ticket)
                     || lists::unblock(self, *ticket)
-                    || zsets::unblock(self, *ticket),
+                    || zsets::unblock(self, *ticket)
+                    || streams::unblock(self, *ticket),
             )),
             Op::PubSub(op) => pubsub::apply(self, op),
             Op::Advertise { node, addr } => {
                 self.coord.client_addrs.insert(*node, addr.clone());
                 Ok(Outcome::Ok)
             }
+            Op::Stream(op) => streams::apply(self, now, op),
         }
     }
 
@@ -263,6 +279,7 @@ impl State {
                 Timer::ClaimWait(queue, ticket) => queues::give_up(self, &queue, ticket),
                 Timer::ListWait(ticket) => lists::give_up(self, ticket),
                 Timer::ZSetPopWait(ticket) => zsets::give_up(self, ticket),
+                Timer::StreamWait(ticket) => streams::give_up(self, ticket),
             }
         }
     }
@@ -285,6 +302,7 @@ impl State {
             || queues::is_waiting(self, ticket)
             || lists::is_waiting(self, ticket)
             || zsets::is_waiting(self, ticket)
+            || streams::is_waiting(self, ticket)
     }
 
     /// The messages for subscribers that the ops applied since the last
@@ -337,6 +355,7 @@ impl State {
                 "{:016x}",
                 self.digest()
             )))),
+            Query::Stream(q) => streams::read(&self.db, now, q),
         }
     }
 
@@ -410,9 +429,16 @@ impl State {
                         mix(&score.to_bits().to_le_bytes());
                     }
                 }
+                Value::Stream(stream) => {
+                    mix(b"stream");
+                    mix(&postcard::to_stdvec(stream).expect("streams serialize"));
+                }
             }
         }
         mix(&postcard::to_stdvec(&self.coord).expect("primitives serialize"));
+        if !self.coord.stream_waiters.is_empty() {
+            mix(&postcard::to_stdvec(&self.coord.stream_waiters).expect("waiters serialize"));
+        }
         h
     }
 

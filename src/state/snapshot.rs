@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use super::db::{Db, ScanMap, Value};
 use super::lists::List;
+use super::streams::Stream;
 use super::zsets::ZSet;
 use super::{Coord, State};
 
@@ -32,13 +33,14 @@ pub enum SnapshotError {
 }
 
 #[derive(Serialize, Deserialize)]
-enum StoredValue<S, H, M, L, Z> {
+enum StoredValue<S, H, M, L, Z, X> {
     String(S),
     Hash(H),
     Set(M),
     List(L),
     /// Member/score pairs.
     ZSet(Z),
+    Stream(X),
 }
 
 /// Serializes a [`ScanMap`] as a sequence of pairs.
@@ -75,6 +77,7 @@ impl Serialize for DbRef<'_> {
                 Value::Set(m) => StoredValue::Set(MembersRef(m)),
                 Value::List(l) => StoredValue::List(l.as_ref()),
                 Value::ZSet(z) => StoredValue::ZSet(PairsRef(z.scores())),
+                Value::Stream(x) => StoredValue::Stream(x.as_ref()),
             };
             seq.serialize_element(&(key, value, entry.expires_at()))?;
         }
@@ -93,7 +96,7 @@ struct StateRef<'a> {
 /// One decoded key: name, value, deadline.
 type StoredEntry = (
     Bytes,
-    StoredValue<Bytes, Vec<(Bytes, Bytes)>, Vec<Bytes>, List, Vec<(Bytes, f64)>>,
+    StoredValue<Bytes, Vec<(Bytes, Bytes)>, Vec<Bytes>, List, Vec<(Bytes, f64)>, Stream>,
     Option<u64>,
 );
 
@@ -118,6 +121,9 @@ impl State {
         // Serializing into a Vec cannot fail: every type here is plain data.
         out.extend(postcard::to_stdvec(&body).expect("state serializes"));
         out.extend(postcard::to_stdvec(&self.coord).expect("primitives serialize"));
+        // After the primitives, so a snapshot from before streams (which
+        // ends there) still decodes, with nobody waiting on a stream.
+        out.extend(postcard::to_stdvec(&self.coord.stream_waiters).expect("waiters serialize"));
         out
     }
 
@@ -131,7 +137,11 @@ impl State {
         let coord: Coord = if format == 1 {
             Coord::default()
         } else {
-            postcard::from_bytes(rest)?
+            let (mut coord, rest): (Coord, _) = postcard::take_from_bytes(rest)?;
+            if !rest.is_empty() {
+                coord.stream_waiters = postcard::from_bytes(rest)?;
+            }
+            coord
         };
         let mut db = Db::new();
         for (key, value, deadline) in stored.db {
@@ -159,6 +169,7 @@ impl State {
                     }
                     Value::ZSet(Box::new(zset))
                 }
+                StoredValue::Stream(x) => Value::Stream(Box::new(x)),
             };
             db.insert(key, value, deadline);
         }
