@@ -1840,41 +1840,46 @@ fn forget(state: &mut State, ticket: Ticket) -> Option<Waiter> {
     Some(waiter)
 }
 
-/// What a waiter gets from `key` now: None while it keeps waiting.
-fn try_serve(
-    state: &mut State,
-    now: u64,
-    key: &Bytes,
-    at: usize,
-    waiter: &Waiter,
-) -> Option<Outcome> {
+/// True when `waiter` has an answer from `key` now: entries past its ID
+/// (or its group's cursor), or, for a group reader, an error because the
+/// key or the group went.
+fn is_ready(db: &Db, now: u64, key: &Bytes, waiter: &Waiter) -> bool {
+    let s = match stream(db, key, now) {
+        Ok(Some(s)) => s,
+        _ => return waiter.group.is_some(),
+    };
+    let after = match &waiter.group {
+        None => match waiter.keys.iter().position(|k| k == key) {
+            Some(at) => waiter.ids[at],
+            None => return false,
+        },
+        Some(read) => match s.groups.get(&read.group) {
+            Some(g) => g.last_id,
+            None => return true,
+        },
+    };
+    s.last_valid_id().is_some_and(|last| last > after)
+}
+
+/// Serves a waiter that [`is_ready`] on `key`.
+fn serve_one(state: &mut State, now: u64, key: &Bytes, waiter: &Waiter) -> Outcome {
     let Some(read) = &waiter.group else {
-        let after = waiter.ids[at];
-        let s = stream(&state.db, key, now).ok()??;
-        if s.last_valid_id().is_none_or(|last| last <= after) {
-            return None;
-        }
-        let start = after.next()?;
-        let entries = s.range(start, StreamId::MAX, waiter.count, false);
-        return Some(Outcome::Map(vec![(
-            Outcome::Bulk(key.clone()),
-            Outcome::Array(entries),
-        )]));
+        let at = waiter.keys.iter().position(|k| k == key).unwrap_or(0);
+        let start = waiter.ids.get(at).and_then(|id| id.next());
+        let entries = match (stream(&state.db, key, now), start) {
+            (Ok(Some(s)), Some(start)) => s.range(start, StreamId::MAX, waiter.count, false),
+            _ => Vec::new(),
+        };
+        return Outcome::Map(vec![(Outcome::Bulk(key.clone()), Outcome::Array(entries))]);
     };
     let s = match stream_mut(&mut state.db, key, now) {
         Ok(Some(s)) => s,
-        _ => return Some(Outcome::Error(StreamError::KeyGone.into())),
+        _ => return Outcome::Error(StreamError::KeyGone.into()),
     };
     let Some(g) = s.groups.get_mut(&read.group) else {
-        return Some(Outcome::Error(StreamError::GroupGone.into()));
+        return Outcome::Error(StreamError::GroupGone.into());
     };
-    let group_last = g.last_id;
-    if s.last_valid_id().is_none_or(|last| last <= group_last) {
-        return None;
-    }
-    if let Some(g) = s.groups.get_mut(&read.group) {
-        g.touch(&read.consumer, now);
-    }
+    g.touch(&read.consumer, now);
     let entries = deliver_new(
         s,
         &read.group,
@@ -1883,14 +1888,12 @@ fn try_serve(
         read.noack,
         now,
     );
-    Some(Outcome::Map(vec![(
-        Outcome::Bulk(key.clone()),
-        Outcome::Array(entries),
-    )]))
+    Outcome::Map(vec![(Outcome::Bulk(key.clone()), Outcome::Array(entries))])
 }
 
 /// Serves the waiters of every waited key that has something for them,
-/// longest waiting first. Run after each op.
+/// longest waiting first. Run after each op; a waiter is only looked at
+/// (never copied) until it is ready.
 pub(super) fn serve_waiters(state: &mut State, now: u64) {
     if state.coord.stream_waiters.is_empty() {
         return;
@@ -1898,14 +1901,16 @@ pub(super) fn serve_waiters(state: &mut State, now: u64) {
     let keys: Vec<Bytes> = state.coord.stream_waiters.waited_keys().cloned().collect();
     for key in keys {
         for ticket in state.coord.stream_waiters.line(&key) {
-            let Some(waiter) = state.coord.stream_waiters.get(ticket).cloned() else {
+            let ready = state
+                .coord
+                .stream_waiters
+                .get(ticket)
+                .is_some_and(|w| is_ready(&state.db, now, &key, w));
+            if !ready {
                 continue;
-            };
-            let Some(at) = waiter.keys.iter().position(|k| k == &key) else {
-                continue;
-            };
-            if let Some(outcome) = try_serve(state, now, &key, at, &waiter) {
-                forget(state, ticket);
+            }
+            if let Some(waiter) = forget(state, ticket) {
+                let outcome = serve_one(state, now, &key, &waiter);
                 state.wake(ticket, outcome);
             }
         }
