@@ -58,6 +58,7 @@ pub mod scripting;
 pub mod server;
 pub mod sessions;
 pub mod sets;
+pub mod streams;
 pub mod strings;
 pub mod transactions;
 pub mod zsets;
@@ -132,6 +133,7 @@ pub enum Group {
     Queue,
     Transactions,
     Scripting,
+    Stream,
 }
 
 impl Group {
@@ -155,6 +157,7 @@ impl Group {
             Group::Queue => "queue",
             Group::Transactions => "transactions",
             Group::Scripting => "scripting",
+            Group::Stream => "stream",
         }
     }
 
@@ -178,6 +181,7 @@ impl Group {
             Group::Queue => "Work queues (native)",
             Group::Transactions => "Transactions",
             Group::Scripting => "Scripting (Lua)",
+            Group::Stream => "Streams",
         }
     }
 }
@@ -266,6 +270,15 @@ pub enum Exec {
         inner_at: usize,
         wrap: fn(&[Bytes], Op) -> Result<Op, CommandError>,
     },
+    /// A read or a write depending on the arguments: XREAD is a read, and
+    /// a write with BLOCK (it waits in line through the log).
+    Either(fn(&[Bytes]) -> Result<Parsed, CommandError>, ReplyFn),
+}
+
+/// What an [`Exec::Either`] command parses to.
+pub enum Parsed {
+    Write(Op),
+    Read(Query),
 }
 
 pub struct CommandSpec {
@@ -315,7 +328,7 @@ impl CommandSpec {
 }
 
 /// Every family's specs, in documentation order.
-pub fn families() -> [&'static [CommandSpec]; 18] {
+pub fn families() -> [&'static [CommandSpec]; 19] {
     [
         connection::SPECS,
         server::SPECS,
@@ -326,6 +339,7 @@ pub fn families() -> [&'static [CommandSpec]; 18] {
         sets::SPECS,
         lists::SPECS,
         zsets::SPECS,
+        streams::SPECS,
         pubsub::SPECS,
         transactions::SPECS,
         scripting::SPECS,
@@ -378,6 +392,10 @@ pub fn prepare(argv: &[Bytes]) -> Result<Request, CommandError> {
         Exec::Write(parse, reply) => Ok(Request::Write(parse(argv)?, spec, *reply)),
         Exec::Read(parse, reply) => Ok(Request::Read(parse(argv)?, spec, *reply)),
         Exec::Local => Ok(Request::Local(spec)),
+        Exec::Either(parse, reply) => Ok(match parse(argv)? {
+            Parsed::Write(op) => Request::Write(op, spec, *reply),
+            Parsed::Read(query) => Request::Read(query, spec, *reply),
+        }),
         Exec::Wrap { inner_at, wrap } => {
             let inner = &argv[*inner_at..];
             let outer = spec.name.to_ascii_uppercase();
@@ -509,7 +527,7 @@ mod tests {
                     "{} wraps writes but lacks the write flag",
                     spec.name
                 ),
-                Exec::Local => {}
+                Exec::Local | Exec::Either(..) => {}
             }
             for sub in spec.subcommands {
                 assert!(sub.name.starts_with(&format!("{}|", spec.name)));

@@ -116,7 +116,8 @@ fn reply() -> impl Strategy<Value = Reply> {
             vec((scalar(), inner.clone()), 0..4).prop_map(|pairs| Reply::Map(distinct_keys(pairs))),
             vec(scalar(), 0..6).prop_map(Reply::Set),
             vec((scalar(), inner.clone()), 0..4).prop_map(Reply::Pairs),
-            vec(inner, 0..6).prop_map(Reply::Push),
+            vec(inner.clone(), 0..6).prop_map(Reply::Push),
+            vec((scalar(), inner), 0..4).prop_map(|pairs| Reply::KeyedArrays(distinct_keys(pairs))),
         ]
     })
 }
@@ -156,6 +157,12 @@ fn as_resp2(r: &Reply) -> Resp2 {
         Reply::Bool(b) => Resp2::Integer(i64::from(*b)),
         Reply::BigNumber(s) => Resp2::BulkString(s.clone().into_bytes()),
         Reply::Verbatim { text, .. } => Resp2::BulkString(text.to_vec()),
+        Reply::KeyedArrays(pairs) => Resp2::Array(
+            pairs
+                .iter()
+                .map(|(k, v)| Resp2::Array(vec![as_resp2(k), as_resp2(v)]))
+                .collect(),
+        ),
         Reply::Frames(_) => panic!("the strategy makes single frames"),
     }
 }
@@ -203,7 +210,7 @@ fn as_resp3(r: &Reply) -> Resp3 {
                 .collect(),
             attributes,
         },
-        Reply::Map(pairs) => Resp3::Map {
+        Reply::Map(pairs) | Reply::KeyedArrays(pairs) => Resp3::Map {
             data: pairs
                 .iter()
                 .map(|(k, v)| (as_resp3(k), as_resp3(v)))

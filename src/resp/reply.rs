@@ -44,6 +44,9 @@ pub enum Reply {
     /// Several replies to one command, sent one after the other (SUBSCRIBE
     /// confirms each channel with a reply of its own).
     Frames(Vec<Reply>),
+    /// A map in RESP3; an array of two-element `[key, value]` arrays in
+    /// RESP2 (XREAD's streams).
+    KeyedArrays(Vec<(Reply, Reply)>),
 }
 
 impl Reply {
@@ -132,6 +135,16 @@ pub fn encode(reply: &Reply, protocol: Protocol, out: &mut BytesMut) {
         Reply::Frames(replies) => {
             for reply in replies {
                 encode(reply, protocol, out);
+            }
+        }
+        Reply::KeyedArrays(pairs) => {
+            put_header(out, if resp3 { b'%' } else { b'*' }, pairs.len());
+            for (key, value) in pairs {
+                if !resp3 {
+                    put_header(out, b'*', 2);
+                }
+                encode(key, protocol, out);
+                encode(value, protocol, out);
             }
         }
         Reply::Set(items) | Reply::Push(items) => {

@@ -63,7 +63,7 @@ pub(super) fn reply_to_lua(lua: &Lua, reply: Reply, resp3: bool) -> mlua::Result
             single(lua, "set", set)
         }
         Reply::Set(items) => sequence(lua, items, resp3),
-        Reply::Map(pairs) if resp3 => {
+        Reply::Map(pairs) | Reply::KeyedArrays(pairs) if resp3 => {
             let map = lua.create_table()?;
             for (k, v) in pairs {
                 map.raw_set(reply_to_lua(lua, k, resp3)?, reply_to_lua(lua, v, resp3)?)?;
@@ -81,6 +81,15 @@ pub(super) fn reply_to_lua(lua: &Lua, reply: Reply, resp3: bool) -> mlua::Result
         Reply::Map(pairs) | Reply::Pairs(pairs) => sequence(
             lua,
             pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+            resp3,
+        ),
+        // XREAD's streams: [key, entries] pairs in RESP2.
+        Reply::KeyedArrays(pairs) => sequence(
+            lua,
+            pairs
+                .into_iter()
+                .map(|(k, v)| Reply::Array(vec![k, v]))
+                .collect(),
             resp3,
         ),
         Reply::Double(d) if resp3 => single(lua, "double", d),

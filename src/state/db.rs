@@ -248,6 +248,8 @@ pub enum Value {
     /// Boxed like a hash.
     List(Box<super::lists::List>),
     ZSet(Box<ZSet>),
+    /// Boxed like a hash. Kept when its last entry goes, as in Redis.
+    Stream(Box<super::streams::Stream>),
 }
 
 impl Value {
@@ -260,6 +262,7 @@ impl Value {
             Value::Set(s) => s.is_empty(),
             Value::List(l) => l.is_empty(),
             Value::ZSet(z) => z.is_empty(),
+            Value::Stream(_) => false,
         }
     }
 
@@ -271,6 +274,7 @@ impl Value {
             Value::Set(_) => "set",
             Value::List(_) => "list",
             Value::ZSet(_) => "zset",
+            Value::Stream(_) => "stream",
         }
     }
 }

@@ -54,4 +54,6 @@ pub enum StateError {
     /// A script's error reply, in full (code and text), as Redis sends it.
     #[error("{0}")]
     Script(String),
+    #[error(transparent)]
+    Stream(#[from] super::streams::StreamError),
 }

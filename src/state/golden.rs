@@ -276,7 +276,7 @@ pub(crate) fn render(reply: &Reply, sorted: bool) -> String {
             ">[{}]",
             list(items.iter().map(|r| render(r, sorted)).collect())
         ),
-        Reply::Map(pairs) => format!(
+        Reply::Map(pairs) | Reply::KeyedArrays(pairs) => format!(
             "{{{}}}",
             list(
                 pairs
@@ -509,5 +509,13 @@ fn golden_scripting() {
     check(
         "scripting.txt",
         include_str!("../../tests/golden/scripting.txt"),
+    );
+}
+
+#[test]
+fn golden_streams() {
+    check(
+        "streams.txt",
+        include_str!("../../tests/golden/streams.txt"),
     );
 }

@@ -26,6 +26,7 @@ pub mod scripts;
 pub mod sessions;
 pub mod sets;
 mod snapshot;
+pub mod streams;
 pub mod strings;
 pub mod timers;
 pub mod transactions;
@@ -87,6 +88,7 @@ pub enum Op {
     Exec(transactions::Transaction),
     /// EVAL, EVALSHA, SCRIPT LOAD/FLUSH.
     Script(scripts::ScriptOp),
+    Stream(streams::StreamOp),
 }
 
 impl Op {
@@ -109,6 +111,12 @@ impl Op {
                 | lists::ListOp::BlockingMove { ticket, .. },
             ) => Some(ticket),
             Op::ZSet(zsets::ZSetOp::BlockingPop { ticket, .. }) => Some(ticket),
+            Op::Stream(streams::StreamOp::Read { ticket, .. })
+            | Op::Stream(streams::StreamOp::ReadGroup {
+                ticket,
+                block_ms: Some(_),
+                ..
+            }) => Some(ticket),
             _ => None,
         }
     }
@@ -135,6 +143,7 @@ pub enum Query {
     /// WATCH: the fingerprint of each key (0 for a missing one).
     Fingerprints(Vec<Bytes>),
     Script(scripts::ScriptQuery),
+    Stream(streams::StreamQuery),
 }
 
 /// The replicated state: database 0 and the clock of the log.
@@ -186,6 +195,10 @@ pub(crate) struct Coord {
     queues: queues::Queues,
     list_waiters: lists::ListWaiters,
     zset_waiters: zsets::Waiters,
+    /// Encoded after the rest of `Coord` and the scripts in a snapshot
+    /// (format 3), so format 2 snapshots still decode.
+    #[serde(skip)]
+    stream_waiters: streams::Waiters,
 }
 
 impl Coord {
@@ -213,6 +226,7 @@ impl State {
         let result = self.apply_at(now, op);
         lists::serve_waiters(self, now);
         zsets::serve_waiters(self, now);
+        streams::serve_waiters(self, now);
         result
     }
 
@@ -255,7 +269,8 @@ impl State {
                 locks::unblock(self, *ticket)
                     || queues::unblock(self, *ticket)
                     || lists::unblock(self, *ticket)
-                    || zsets::unblock(self, *ticket),
+                    || zsets::unblock(self, *ticket)
+                    || streams::unblock(self, *ticket),
             )),
             Op::PubSub(op) => pubsub::apply(self, op),
             Op::Advertise { node, addr } => {
@@ -264,6 +279,7 @@ impl State {
             }
             Op::Exec(tx) => transactions::apply(self, now, tx),
             Op::Script(op) => scripts::apply(self, now, op),
+            Op::Stream(op) => streams::apply(self, now, op),
         }
     }
 
@@ -282,6 +298,7 @@ impl State {
                 Timer::ClaimWait(queue, ticket) => queues::give_up(self, &queue, ticket),
                 Timer::ListWait(ticket) => lists::give_up(self, ticket),
                 Timer::ZSetPopWait(ticket) => zsets::give_up(self, ticket),
+                Timer::StreamWait(ticket) => streams::give_up(self, ticket),
             }
         }
     }
@@ -304,6 +321,7 @@ impl State {
             || queues::is_waiting(self, ticket)
             || lists::is_waiting(self, ticket)
             || zsets::is_waiting(self, ticket)
+            || streams::is_waiting(self, ticket)
     }
 
     /// The messages for subscribers that the ops applied since the last
@@ -362,6 +380,7 @@ impl State {
                     .collect(),
             )),
             Query::Script(q) => scripts::read(self, q),
+            Query::Stream(q) => streams::read(&self.db, now, q),
         }
     }
 
@@ -412,6 +431,9 @@ impl State {
         mix(&postcard::to_stdvec(&self.coord).expect("primitives serialize"));
         for (sha, _) in self.scripts.iter() {
             mix(sha.as_bytes());
+        }
+        if !self.coord.stream_waiters.is_empty() {
+            mix(&postcard::to_stdvec(&self.coord.stream_waiters).expect("waiters serialize"));
         }
         h
     }

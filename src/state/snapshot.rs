@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use super::db::{Db, ScanMap, Value};
 use super::lists::List;
 use super::scripts::ScriptCache;
+use super::streams::Stream;
 use super::zsets::ZSet;
 use super::{Coord, State};
 
@@ -20,8 +21,9 @@ use super::{Coord, State};
 /// version it does not know rather than misreading them.
 /// Format 2 appends the coordination primitives to format 1's body; a
 /// format 1 snapshot restores with none.
-/// Format 3 appends the Lua script cache after the primitives; formats 1
-/// and 2 restore with an empty cache.
+/// Format 3 appends the Lua script cache and the clients waiting on streams
+/// after the primitives; formats 1 and 2 restore with neither. (Format 2
+/// also reads stream values: their variant comes last in the value enum.)
 pub const SNAPSHOT_FORMAT: u8 = 3;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,13 +37,14 @@ pub enum SnapshotError {
 }
 
 #[derive(Serialize, Deserialize)]
-enum StoredValue<S, H, M, L, Z> {
+enum StoredValue<S, H, M, L, Z, X> {
     String(S),
     Hash(H),
     Set(M),
     List(L),
     /// Member/score pairs.
     ZSet(Z),
+    Stream(X),
 }
 
 /// Serializes a [`ScanMap`] as a sequence of pairs.
@@ -78,6 +81,7 @@ impl Serialize for DbRef<'_> {
                 Value::Set(m) => StoredValue::Set(MembersRef(m)),
                 Value::List(l) => StoredValue::List(l.as_ref()),
                 Value::ZSet(z) => StoredValue::ZSet(PairsRef(z.scores())),
+                Value::Stream(x) => StoredValue::Stream(x.as_ref()),
             };
             seq.serialize_element(&(key, value, entry.expires_at()))?;
         }
@@ -96,7 +100,7 @@ struct StateRef<'a> {
 /// One decoded key: name, value, deadline.
 type StoredEntry = (
     Bytes,
-    StoredValue<Bytes, Vec<(Bytes, Bytes)>, Vec<Bytes>, List, Vec<(Bytes, f64)>>,
+    StoredValue<Bytes, Vec<(Bytes, Bytes)>, Vec<Bytes>, List, Vec<(Bytes, f64)>, Stream>,
     Option<u64>,
 );
 
@@ -122,6 +126,7 @@ impl State {
         out.extend(postcard::to_stdvec(&body).expect("state serializes"));
         out.extend(postcard::to_stdvec(&self.coord).expect("primitives serialize"));
         out.extend(postcard::to_stdvec(&self.scripts).expect("scripts serialize"));
+        out.extend(postcard::to_stdvec(&self.coord.stream_waiters).expect("waiters serialize"));
         out
     }
 
@@ -136,8 +141,10 @@ impl State {
             1 => (Coord::default(), ScriptCache::default()),
             2 => (postcard::from_bytes(rest)?, ScriptCache::default()),
             _ => {
-                let (coord, rest): (Coord, _) = postcard::take_from_bytes(rest)?;
-                (coord, postcard::from_bytes(rest)?)
+                let (mut coord, rest): (Coord, _) = postcard::take_from_bytes(rest)?;
+                let (scripts, rest) = postcard::take_from_bytes(rest)?;
+                coord.stream_waiters = postcard::from_bytes(rest)?;
+                (coord, scripts)
             }
         };
         let mut db = Db::new();
@@ -166,6 +173,7 @@ impl State {
                     }
                     Value::ZSet(Box::new(zset))
                 }
+                StoredValue::Stream(x) => Value::Stream(Box::new(x)),
             };
             db.insert(key, value, deadline);
         }

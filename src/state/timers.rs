@@ -71,6 +71,8 @@ pub enum Timer {
     ListWait(Ticket),
     /// A client blocked in BZPOPMIN / BZPOPMAX gave up.
     ZSetPopWait(Ticket),
+    /// A client blocked in XREAD / XREADGROUP gave up.
+    StreamWait(Ticket),
 }
 
 /// Every pending deadline, ordered by time. Each owner keeps its own
@@ -169,6 +171,11 @@ impl<W: WaitsOnKeys> KeyWaiters<W> {
 
     pub fn contains(&self, ticket: Ticket) -> bool {
         self.by_ticket.contains_key(&ticket)
+    }
+
+    /// What `ticket` waits for.
+    pub fn get(&self, ticket: Ticket) -> Option<&W> {
+        self.by_ticket.get(&ticket)
     }
 
     /// Puts `ticket` at the end of the line of each of its keys.

@@ -91,6 +91,10 @@ pub(super) fn mix_entry(entry: &Entry, mix: &mut dyn FnMut(&[u8])) {
                 mix(&score.to_bits().to_le_bytes());
             }
         }
+        Value::Stream(stream) => {
+            mix(b"stream");
+            mix(&postcard::to_stdvec(stream).expect("streams serialize"));
+        }
     }
 }
 
