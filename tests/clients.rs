@@ -124,3 +124,14 @@ fn limits_windows_admit_exactly_the_limit_across_nodes() {
         "limits windows",
     );
 }
+
+#[test]
+fn rq_worker_runs_jobs_enqueued_through_another_node() {
+    let cluster = Cluster::start(3, &[]);
+    cluster.leader();
+    let args = urls(&cluster, &cluster.running());
+    finish(
+        spawn(&[REDIS_PY, ("rq", "rq>=2")], "rq_jobs.py", &args),
+        "RQ worker",
+    );
+}
