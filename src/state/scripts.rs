@@ -239,6 +239,26 @@ mod tests {
     }
 
     #[test]
+    fn the_cache_survives_a_snapshot_and_older_formats_restore_empty() {
+        let mut state = State::new();
+        state.set_script_host(crate::script::host());
+        assert_eq!(state.apply(1, 0, &eval("return 1")), Ok(Outcome::Int(1)));
+        let bytes = state.encode_snapshot();
+        assert_eq!(bytes[0], crate::state::snapshot::SNAPSHOT_FORMAT);
+        let restored = State::decode_snapshot(&bytes).expect("decodes");
+        assert_eq!(restored, state);
+        assert_eq!(restored.scripts().len(), 1);
+        assert!(restored.scripts().get(&sha1hex(b"return 1")).is_some());
+        // Format 2 is format 3 without the trailing cache.
+        let cache_len = postcard::to_stdvec(state.scripts()).unwrap().len();
+        let mut old = bytes[..bytes.len() - cache_len].to_vec();
+        old[0] = 2;
+        let restored = State::decode_snapshot(&old).expect("format 2 decodes");
+        assert!(restored.scripts().is_empty());
+        assert_eq!(restored.db(), state.db());
+    }
+
+    #[test]
     fn sha1hex_is_redis_naming() {
         assert_eq!(sha1hex(b""), "da39a3ee5e6b4b0d3255bfef95601890afd80709");
         assert_eq!(
