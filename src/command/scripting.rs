@@ -40,6 +40,27 @@ pub const SPECS: &[CommandSpec] = &[
         Exec::Write(parse_evalsha_ro, REPLY)),
     spec!("script", -2, &[], KeyPositions::NONE, "2.6.0", "subcommand [argument ...]",
         "A container for Lua script cache commands.", Exec::Local, SCRIPT_SUBCOMMANDS),
+    spec!("fcall", -3, EVAL, KEYS, "7.0.0", "function numkeys [key [key ...]] [arg [arg ...]]",
+        "Runs a function of a loaded library, atomically on every replica, at its place in the log.",
+        Exec::Write(parse_fcall, REPLY)),
+    spec!("fcall_ro", -3, EVAL_RO, KEYS, "7.0.0", "function numkeys [key [key ...]] [arg [arg ...]]",
+        "Runs a function declared no-writes; write commands inside it are refused.",
+        Exec::Write(parse_fcall_ro, REPLY)),
+    spec!("function", -2, &[], KeyPositions::NONE, "7.0.0", "subcommand [argument ...]",
+        "A container for function library commands (LOAD, DELETE, FLUSH).", Exec::Local,
+        FUNCTION_SUBCOMMANDS),
+];
+
+const FUNCTION_SUBCOMMANDS: &[CommandSpec] = &[
+    spec!("function|load", -3, &[Flag::NoScript, Flag::Write, Flag::DenyOom], KeyPositions::NONE,
+        "7.0.0", "[REPLACE] function-code",
+        "Loads a library (`#!lua name=<lib>`) whose code registers functions with redis.register_function; replicated like the script cache.",
+        Exec::Write(parse_function_load, REPLY)),
+    spec!("function|delete", 3, &[Flag::NoScript, Flag::Write], KeyPositions::NONE, "7.0.0",
+        "library-name", "Deletes a library and its functions.",
+        Exec::Write(parse_function_delete, REPLY)),
+    spec!("function|flush", -2, &[Flag::NoScript, Flag::Write], KeyPositions::NONE, "7.0.0",
+        "[ASYNC | SYNC]", "Deletes all libraries.", Exec::Write(parse_function_flush, REPLY)),
 ];
 
 const SCRIPT_SUBCOMMANDS: &[CommandSpec] = &[
@@ -138,4 +159,54 @@ fn parse_flush(argv: &[Bytes]) -> Result<Op, CommandError> {
 
 fn parse_kill(_: &[Bytes]) -> Result<Query, CommandError> {
     Ok(Query::Script(ScriptQuery::Kill))
+}
+
+fn fcall(argv: &[Bytes], read_only: bool) -> Result<Op, CommandError> {
+    Ok(Op::Script(ScriptOp::FCall {
+        function: argv[1].clone(),
+        run: run_args(argv, read_only)?,
+    }))
+}
+
+fn parse_fcall(argv: &[Bytes]) -> Result<Op, CommandError> {
+    fcall(argv, false)
+}
+
+fn parse_fcall_ro(argv: &[Bytes]) -> Result<Op, CommandError> {
+    fcall(argv, true)
+}
+
+fn parse_function_load(argv: &[Bytes]) -> Result<Op, CommandError> {
+    let (replace, code) = match &argv[2..] {
+        [code] => (false, code),
+        [flag, code] if is(flag, "replace") => (true, code),
+        [flag, _] => {
+            return Err(CommandError::InvalidArgument(format!(
+                "Unknown option given: {}",
+                String::from_utf8_lossy(flag)
+            )))
+        }
+        _ => return Err(CommandError::WrongArity("function|load".into())),
+    };
+    Ok(Op::Script(ScriptOp::LoadLibrary {
+        code: code.clone(),
+        replace,
+    }))
+}
+
+fn parse_function_delete(argv: &[Bytes]) -> Result<Op, CommandError> {
+    Ok(Op::Script(ScriptOp::DeleteLibrary(argv[2].clone())))
+}
+
+fn parse_function_flush(argv: &[Bytes]) -> Result<Op, CommandError> {
+    match argv.get(2) {
+        None => {}
+        Some(mode) if argv.len() == 3 && (is(mode, "async") || is(mode, "sync")) => {}
+        Some(_) => {
+            return Err(CommandError::InvalidArgument(
+                "FUNCTION FLUSH only supports SYNC|ASYNC option".into(),
+            ))
+        }
+    }
+    Ok(Op::Script(ScriptOp::FlushLibraries))
 }

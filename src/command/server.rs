@@ -39,15 +39,6 @@ pub const SPECS: &[CommandSpec] = &[
         COMMAND_SUBCOMMANDS
     ),
     local!(
-        "function",
-        -2,
-        &[],
-        "7.0.0",
-        "subcommand [argument ...]",
-        "A container for function commands; only FLUSH is served (concord has no functions).",
-        FUNCTION_SUBCOMMANDS
-    ),
-    local!(
         "time",
         1,
         &[Flag::Loading, Flag::Stale, Flag::Fast],
@@ -93,15 +84,6 @@ const DEBUG_SUBCOMMANDS: &[CommandSpec] = &[CommandSpec {
 fn parse_digest(_argv: &[bytes::Bytes]) -> Result<crate::state::Query, super::CommandError> {
     Ok(crate::state::Query::Digest)
 }
-
-const FUNCTION_SUBCOMMANDS: &[CommandSpec] = &[local!(
-    "function|flush",
-    -2,
-    &[Flag::Write, Flag::NoScript],
-    "7.0.0",
-    "[ASYNC | SYNC]",
-    "Deletes all library functions. concord serves no functions, so there is never anything to delete."
-)];
 
 const CONFIG_SUBCOMMANDS: &[CommandSpec] = &[
     local!("config|get", -3, ADMIN, "2.0.0", "parameter [parameter ...]",

@@ -28,7 +28,7 @@ use bytes::Bytes;
 use mlua::{Function, HookTriggers, Lua, LuaOptions, MultiValue, StdLib, Table, Value, VmState};
 
 use crate::resp::Reply;
-use crate::state::scripts::{Call, HostSlot, ScriptHost};
+use crate::state::scripts::{Call, HostSlot, Library, Run, ScriptHost};
 use crate::state::{OpResult, State, StateError};
 
 /// Lua VM instructions one script may execute. A few hundred million
@@ -105,6 +105,23 @@ impl ScriptHost for LuaHost {
     fn reset(&self) {
         *self.vm.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
+
+    fn load_library(&self, code: &Bytes) -> Result<(String, Library), StateError> {
+        self.vm()?.get().load_library(code)
+    }
+
+    fn call_function(
+        &self,
+        state: &mut State,
+        now: u64,
+        library: &Library,
+        function: &str,
+        run: &Run,
+    ) -> OpResult {
+        self.vm()?
+            .get()
+            .call_function(state, now, library, function, run)
+    }
 }
 
 pub(crate) fn script_error(text: impl Into<String>) -> StateError {
@@ -180,6 +197,8 @@ struct Vm {
     /// The sandbox's internals: `env`, `run`, `set_args`, `raised`.
     internal: Table,
     compiled: HashMap<String, Compiled>,
+    /// Loaded function libraries: name -> (code, functions).
+    libraries: HashMap<String, (Bytes, HashMap<String, Function>)>,
     /// Instructions executed by the current run, in hook periods.
     budget: Arc<Budget>,
 }
@@ -209,6 +228,7 @@ impl Vm {
             lua,
             internal,
             compiled: HashMap::new(),
+            libraries: HashMap::new(),
             budget: Arc::new(Budget::default()),
         })
     }
@@ -248,33 +268,38 @@ impl Vm {
         call: Call<'_>,
         read_only: bool,
     ) -> OpResult {
-        let lua = &self.lua;
         let fail = |e: mlua::Error| script_error(format!("ERR {e}"));
-        libs::begin_run(lua, call.run.seed);
-        let keys = lua
-            .create_sequence_from(
-                call.run
-                    .keys
-                    .iter()
-                    .map(|k| lua.create_string(k))
-                    .collect::<mlua::Result<Vec<_>>>()
-                    .map_err(fail)?,
-            )
-            .map_err(fail)?;
-        let argv = lua
-            .create_sequence_from(
-                call.run
-                    .args
-                    .iter()
-                    .map(|a| lua.create_string(a))
-                    .collect::<mlua::Result<Vec<_>>>()
-                    .map_err(fail)?,
-            )
-            .map_err(fail)?;
+        let (keys, argv) = self.arguments(call.run).map_err(fail)?;
         let set_args: Function = self.internal.get("set_args").map_err(fail)?;
         set_args.call::<()>((keys, argv)).map_err(fail)?;
         let runner: Function = self.internal.get("run").map_err(fail)?;
+        let target = Target {
+            runner,
+            args: MultiValue::from_iter([Value::Function(script.function.clone())]),
+            label: call.sha,
+        };
+        self.execute(state, now, target, read_only, call.run.seed)
+    }
 
+    /// KEYS and ARGV as Lua tables.
+    fn arguments(&self, run: &Run) -> mlua::Result<(Table, Table)> {
+        let lua = &self.lua;
+        let strings = |items: &[Bytes]| {
+            items
+                .iter()
+                .map(|k| lua.create_string(k))
+                .collect::<mlua::Result<Vec<_>>>()
+        };
+        Ok((
+            lua.create_sequence_from(strings(&run.keys)?)?,
+            lua.create_sequence_from(strings(&run.args)?)?,
+        ))
+    }
+
+    /// Limits what the code about to run may use: instructions, counted
+    /// by a hook, and memory.
+    fn arm_limits(&self) {
+        let lua = &self.lua;
         self.budget.periods.store(0, Ordering::Relaxed);
         self.budget.exceeded.store(false, Ordering::Relaxed);
         let budget = self.budget.clone();
@@ -301,17 +326,39 @@ impl Vm {
         );
         let _ = lua.gc_collect();
         let _ = lua.set_memory_limit(lua.used_memory() + MEMORY_LIMIT);
+    }
 
+    /// Lifts the limits; answers whether the instruction limit was hit.
+    fn disarm_limits(&self) -> bool {
+        self.lua.remove_hook();
+        let _ = self.lua.set_memory_limit(0);
+        self.budget.exceeded.load(Ordering::Relaxed)
+    }
+
+    /// Calls `target.runner(target.args...)` (the sandbox's protected
+    /// runner) with redis.call/pcall bound to `state`, and converts what
+    /// it answers.
+    fn execute(
+        &mut self,
+        state: &mut State,
+        now: u64,
+        target: Target<'_>,
+        read_only: bool,
+        seed: u64,
+    ) -> OpResult {
+        let lua = &self.lua;
+        libs::begin_run(lua, seed);
+        self.arm_limits();
         let ctx = RefCell::new(call::Ctx {
             state,
             now,
             read_only,
-            seed: call.run.seed,
+            seed,
             calls: 0,
         });
         let raised: RefCell<Option<String>> = RefCell::new(None);
         let internal = &self.internal;
-        let sha = call.sha;
+        let label = target.label;
         let result = lua.scope(|scope| {
             let redis: Table = lua.globals().get("redis")?;
             // redis.call raises what redis.pcall returns. A Rust callback
@@ -335,16 +382,14 @@ impl Vm {
             redis.raw_set("call", call)?;
             redis.raw_set("pcall", pcall)?;
             internal.raw_set("raised", take_raised)?;
-            let (ok, value): (bool, Value) = runner.call(script.function.clone())?;
+            let (ok, value): (bool, Value) = target.runner.call(target.args)?;
             if ok {
                 Ok(convert::lua_to_outcome(&value, libs::resp3(lua), 0))
             } else {
-                Ok(Err(convert::run_error(&value, sha)))
+                Ok(Err(convert::run_error(&value, label)))
             }
         });
-        lua.remove_hook();
-        let _ = lua.set_memory_limit(0);
-        if self.budget.exceeded.load(Ordering::Relaxed) {
+        if self.disarm_limits() {
             return Err(script_error(INSTRUCTION_LIMIT_ERROR));
         }
         match result {
@@ -352,8 +397,197 @@ impl Vm {
             Err(mlua::Error::MemoryError(_)) => Err(script_error(
                 "ERR script killed: it ran past the memory limit for scripts",
             )),
-            Err(e) => Err(script_error(format!("ERR Error running script {sha}, {e}"))),
+            Err(e) => Err(script_error(format!(
+                "ERR Error running script {label}, {e}"
+            ))),
         }
+    }
+
+    /// Runs a library's code with `redis.register_function` available and
+    /// keeps the functions it registered.
+    fn load_library(&mut self, code: &Bytes) -> Result<(String, Library), StateError> {
+        let (name, skip) = library_name(code)?;
+        let fail = |e: mlua::Error| script_error(format!("ERR {e}"));
+        let env: Table = self.internal.get("env").map_err(fail)?;
+        let chunk = self
+            .lua
+            .load(&code[skip..])
+            .set_name("@user_function")
+            .set_environment(env)
+            .into_function()
+            .map_err(|e| {
+                let text = match &e {
+                    mlua::Error::SyntaxError { message, .. } => message.clone(),
+                    other => other.to_string(),
+                };
+                script_error(format!("ERR Error compiling function: {text}"))
+            })?;
+        let registered: RefCell<Vec<(String, Function, bool)>> = RefCell::new(Vec::new());
+        let lua = &self.lua;
+        libs::begin_run(lua, 0);
+        self.arm_limits();
+        let result = lua.scope(|scope| {
+            let redis: Table = lua.globals().get("redis")?;
+            let register = scope.create_function(|_, args: MultiValue| {
+                let entry = registration(&args).map_err(mlua::Error::runtime)?;
+                let mut all = registered.borrow_mut();
+                if all.iter().any(|(n, _, _)| *n == entry.0) {
+                    return Err(mlua::Error::runtime(
+                        "Function already exists in the library",
+                    ));
+                }
+                all.push(entry);
+                Ok(())
+            })?;
+            redis.raw_set("register_function", register)?;
+            let result = chunk.call::<()>(());
+            redis.raw_set("register_function", Value::Nil)?;
+            result
+        });
+        let exceeded = self.disarm_limits();
+        if exceeded {
+            return Err(script_error(INSTRUCTION_LIMIT_ERROR));
+        }
+        result.map_err(|e| {
+            let text = match &e {
+                mlua::Error::CallbackError { cause, .. } => cause.to_string(),
+                other => other.to_string(),
+            };
+            script_error(format!("ERR Error registering functions: {text}"))
+        })?;
+        let registered = registered.into_inner();
+        if registered.is_empty() {
+            return Err(script_error("ERR No functions registered"));
+        }
+        let library = Library {
+            code: code.clone(),
+            functions: registered
+                .iter()
+                .map(|(n, _, no_writes)| (n.clone(), *no_writes))
+                .collect(),
+        };
+        let functions = registered
+            .into_iter()
+            .map(|(n, f, _)| (n, f))
+            .collect::<HashMap<_, _>>();
+        self.libraries
+            .insert(name.clone(), (code.clone(), functions));
+        Ok((name, library))
+    }
+
+    fn call_function(
+        &mut self,
+        state: &mut State,
+        now: u64,
+        library: &Library,
+        function: &str,
+        run: &Run,
+    ) -> OpResult {
+        let (name, _) = library_name(&library.code)?;
+        let loaded = self
+            .libraries
+            .get(&name)
+            .is_some_and(|(code, _)| *code == library.code);
+        if !loaded {
+            self.load_library(&library.code)?;
+        }
+        let callback = self
+            .libraries
+            .get(&name)
+            .and_then(|(_, functions)| functions.get(function))
+            .cloned()
+            .ok_or_else(|| script_error("ERR Function not found"))?;
+        let no_writes = library.functions.get(function).copied().unwrap_or(false);
+        if run.read_only && !no_writes {
+            return Err(script_error(
+                "ERR Can not execute a script with write flag using *_ro command.",
+            ));
+        }
+        let fail = |e: mlua::Error| script_error(format!("ERR {e}"));
+        let (keys, argv) = self.arguments(run).map_err(fail)?;
+        let runner: Function = self.internal.get("run_with").map_err(fail)?;
+        let target = Target {
+            runner,
+            args: MultiValue::from_iter([
+                Value::Function(callback),
+                Value::Table(keys),
+                Value::Table(argv),
+            ]),
+            label: function,
+        };
+        self.execute(state, now, target, run.read_only || no_writes, run.seed)
+    }
+}
+
+/// What to call and how errors name it.
+struct Target<'a> {
+    runner: Function,
+    args: MultiValue,
+    label: &'a str,
+}
+
+/// `#!lua name=<library>`: the library's name and the shebang's length.
+fn library_name(code: &[u8]) -> Result<(String, usize), StateError> {
+    if !code.starts_with(b"#!") {
+        return Err(script_error("ERR Missing library metadata"));
+    }
+    let end = code.iter().position(|&b| b == b'\n').unwrap_or(code.len());
+    let line = String::from_utf8_lossy(&code[..end]);
+    let mut parts = line.split_whitespace();
+    let engine = parts.next().unwrap_or("#!");
+    if engine != "#!lua" {
+        return Err(script_error(format!(
+            "ERR Engine '{}' not found",
+            engine.trim_start_matches("#!")
+        )));
+    }
+    let mut name = None;
+    for part in parts {
+        match part.strip_prefix("name=") {
+            Some(n) => name = Some(n.to_owned()),
+            None => {
+                return Err(script_error(format!(
+                    "ERR Invalid metadata value given: {part}"
+                )))
+            }
+        }
+    }
+    let name = name.ok_or_else(|| script_error("ERR Library name was not given"))?;
+    let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !valid {
+        return Err(script_error(
+            "ERR Library names can only contain letters, numbers, or underscores(_) and must be at least one character long",
+        ));
+    }
+    Ok((name, end))
+}
+
+/// The arguments of redis.register_function: `(name, callback)` or
+/// `{function_name=..., callback=..., flags={...}}`.
+fn registration(args: &MultiValue) -> Result<(String, Function, bool), String> {
+    match args.iter().collect::<Vec<_>>().as_slice() {
+        [Value::String(name), Value::Function(f)] => Ok((name.to_string_lossy(), f.clone(), false)),
+        [Value::Table(t)] => {
+            let name: mlua::String = t.get("function_name").map_err(|_| {
+                "function_name argument given to redis.register_function must be a string"
+            })?;
+            let f: Function = t.get("callback").map_err(|_| {
+                "callback argument given to redis.register_function must be a function"
+            })?;
+            let mut no_writes = false;
+            if let Ok(Some(flags)) = t.get::<Option<Table>>("flags") {
+                for flag in flags.sequence_values::<mlua::String>() {
+                    let flag = flag.map_err(|e| e.to_string())?;
+                    match flag.to_string_lossy().as_str() {
+                        "no-writes" => no_writes = true,
+                        "allow-oom" | "allow-stale" | "no-cluster" | "allow-cross-slot-keys" => {}
+                        other => return Err(format!("Unknown flag given: {other}")),
+                    }
+                }
+            }
+            Ok((name.to_string_lossy(), f, no_writes))
+        }
+        _ => Err("wrong number of arguments to redis.register_function".into()),
     }
 }
 

@@ -113,4 +113,11 @@ internal.run = function(f)
   return xpcall(f, handler)
 end
 
+-- A function (FCALL) gets KEYS and ARGV as arguments.
+internal.run_with = function(f, keys, argv)
+  return xpcall(function()
+    return f(keys, argv)
+  end, handler)
+end
+
 internal.env = env

@@ -33,6 +33,15 @@ pub enum ScriptOp {
     Load(Bytes),
     /// SCRIPT FLUSH: empties the cache (and resets every replica's VM).
     Flush,
+    /// FUNCTION LOAD [REPLACE]: runs a library's code, which registers
+    /// its functions; answers the library's name.
+    LoadLibrary { code: Bytes, replace: bool },
+    /// FUNCTION DELETE.
+    DeleteLibrary(Bytes),
+    /// FUNCTION FLUSH.
+    FlushLibraries,
+    /// FCALL / FCALL_RO.
+    FCall { function: Bytes, run: Run },
 }
 
 /// The arguments of one script run.
@@ -60,6 +69,16 @@ pub enum ScriptQuery {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ScriptCache {
     bodies: BTreeMap<String, Bytes>,
+    /// Function libraries (FUNCTION LOAD), by name.
+    libraries: BTreeMap<String, Library>,
+}
+
+/// A loaded function library: its code and what it registered.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Library {
+    pub code: Bytes,
+    /// Function name -> declared `no-writes`.
+    pub functions: BTreeMap<String, bool>,
 }
 
 impl ScriptCache {
@@ -97,6 +116,17 @@ pub trait ScriptHost: Send + Sync {
     fn run(&self, state: &mut State, now: u64, call: Call<'_>) -> OpResult;
     /// SCRIPT FLUSH: forget compiled scripts and start a fresh interpreter.
     fn reset(&self);
+    /// Runs a library's code (FUNCTION LOAD): its name and functions.
+    fn load_library(&self, code: &Bytes) -> Result<(String, Library), StateError>;
+    /// Runs `function` of `library` (FCALL).
+    fn call_function(
+        &self,
+        state: &mut State,
+        now: u64,
+        library: &Library,
+        function: &str,
+        run: &Run,
+    ) -> OpResult;
 }
 
 /// The state's handle on its host: not replicated, not compared, not
@@ -153,6 +183,51 @@ pub(super) fn apply(state: &mut State, now: u64, op: &ScriptOp) -> OpResult {
             run_cached(state, now, &sha, run)
         }
         ScriptOp::EvalSha { sha, run } => run_cached(state, now, sha, run),
+        ScriptOp::LoadLibrary { code, replace } => {
+            let (name, library) = state.script_host.get()?.load_library(code)?;
+            if !replace && state.scripts.libraries.contains_key(&name) {
+                return Err(StateError::Script(format!(
+                    "ERR Library '{name}' already exists"
+                )));
+            }
+            for function in library.functions.keys() {
+                let taken = state
+                    .scripts
+                    .libraries
+                    .iter()
+                    .any(|(other, lib)| *other != name && lib.functions.contains_key(function));
+                if taken {
+                    return Err(StateError::Script(format!(
+                        "ERR Function {function} already exists"
+                    )));
+                }
+            }
+            state.scripts.libraries.insert(name.clone(), library);
+            Ok(Outcome::Bulk(Bytes::from(name)))
+        }
+        ScriptOp::DeleteLibrary(name) => {
+            let name = String::from_utf8_lossy(name);
+            match state.scripts.libraries.remove(name.as_ref()) {
+                Some(_) => Ok(Outcome::Ok),
+                None => Err(StateError::Script("ERR Library not found".into())),
+            }
+        }
+        ScriptOp::FlushLibraries => {
+            state.scripts.libraries.clear();
+            Ok(Outcome::Ok)
+        }
+        ScriptOp::FCall { function, run } => {
+            let function = String::from_utf8_lossy(function).into_owned();
+            let library = state
+                .scripts
+                .libraries
+                .values()
+                .find(|lib| lib.functions.contains_key(&function))
+                .cloned()
+                .ok_or_else(|| StateError::Script("ERR Function not found".into()))?;
+            let host = state.script_host.get()?;
+            host.call_function(state, now, &library, &function, run)
+        }
     }
 }
 
@@ -236,6 +311,26 @@ mod tests {
             state.apply(3, 0, &Op::Script(ScriptOp::Flush)),
             Ok(Outcome::Ok)
         );
+    }
+
+    #[test]
+    fn the_cache_survives_a_snapshot_and_older_formats_restore_empty() {
+        let mut state = State::new();
+        state.set_script_host(crate::script::host());
+        assert_eq!(state.apply(1, 0, &eval("return 1")), Ok(Outcome::Int(1)));
+        let bytes = state.encode_snapshot();
+        assert_eq!(bytes[0], crate::state::snapshot::SNAPSHOT_FORMAT);
+        let restored = State::decode_snapshot(&bytes).expect("decodes");
+        assert_eq!(restored, state);
+        assert_eq!(restored.scripts().len(), 1);
+        assert!(restored.scripts().get(&sha1hex(b"return 1")).is_some());
+        // Format 2 is format 3 without the trailing cache.
+        let cache_len = postcard::to_stdvec(state.scripts()).unwrap().len();
+        let mut old = bytes[..bytes.len() - cache_len].to_vec();
+        old[0] = 2;
+        let restored = State::decode_snapshot(&old).expect("format 2 decodes");
+        assert!(restored.scripts().is_empty());
+        assert_eq!(restored.db(), state.db());
     }
 
     #[test]

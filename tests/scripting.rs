@@ -1,0 +1,141 @@
+//! Lua scripts in a real 3-node cluster: the script cache is replicated
+//! (SCRIPT LOAD through one node, EVALSHA through another), a script's
+//! writes land identically on every replica, a runaway script ends with an
+//! error while the cluster goes on serving, and the release script of
+//! redis-py's Lock works through every node.
+
+mod common;
+
+use std::time::Duration;
+
+use common::cluster::Cluster;
+use common::wait_for;
+use redis::Commands;
+
+const RELEASE: &str = r#"if redis.call("get",KEYS[1]) == ARGV[1] then return redis.call("del",KEYS[1]) else return 0 end"#;
+
+#[test]
+fn a_script_loaded_through_the_leader_runs_through_a_follower_with_identical_writes() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader();
+    let follower = cluster.followers(leader)[0];
+    let mut l = cluster.client(leader);
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg("redis.call('set', KEYS[1], ARGV[1]); redis.call('rpush', KEYS[2], ARGV[1], ARGV[2]); return redis.call('llen', KEYS[2])")
+        .query(&mut l)
+        .unwrap();
+    let mut f = cluster.client(follower);
+    let len: i64 = redis::cmd("EVALSHA")
+        .arg(&sha)
+        .arg(2)
+        .arg("k")
+        .arg("list")
+        .arg("a")
+        .arg("b")
+        .query(&mut f)
+        .unwrap();
+    assert_eq!(len, 2);
+    let exists: Vec<i64> = redis::cmd("SCRIPT")
+        .arg("EXISTS")
+        .arg(&sha)
+        .arg("0000000000000000000000000000000000000000")
+        .query(&mut f)
+        .unwrap();
+    assert_eq!(exists, [1, 0]);
+    // Random numbers and random commands inside a script are the same on
+    // every replica: the digest covers what SPOP left behind.
+    let _: i64 = l.sadd("s", &["a", "b", "c", "d", "e"]).unwrap();
+    let popped: String = redis::cmd("EVAL")
+        .arg("redis.call('set', 'r', tostring(math.random())); return redis.call('spop', KEYS[1])")
+        .arg(1)
+        .arg("s")
+        .query(&mut f)
+        .unwrap();
+    assert!(!popped.is_empty());
+    let digest = cluster.converged(&[1, 2, 3]);
+    assert!(!digest.is_empty());
+    for id in [1, 2, 3] {
+        let mut c = cluster.client(id);
+        let _: () = redis::cmd("READMODE").arg("STALE").query(&mut c).unwrap();
+        assert_eq!(c.get::<_, String>("k").unwrap(), "a");
+        assert_eq!(
+            c.lrange::<_, Vec<String>>("list", 0, -1).unwrap(),
+            ["a", "b"]
+        );
+        assert_eq!(c.scard::<_, i64>("s").unwrap(), 4);
+    }
+}
+
+#[test]
+fn a_runaway_script_ends_with_an_error_and_the_cluster_keeps_serving() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader();
+    let follower = cluster.followers(leader)[0];
+    let mut f = cluster.client(follower);
+    let err = redis::cmd("EVAL")
+        .arg("local i = 0 while true do i = i + 1 end")
+        .arg(0)
+        .query::<()>(&mut f)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("instruction limit"),
+        "unexpected error: {err}"
+    );
+    // A write through every node still goes through.
+    for id in [1, 2, 3] {
+        let mut c = cluster.client(id);
+        let _: () = c.set(format!("after{id}"), id).unwrap();
+    }
+    cluster.converged(&[1, 2, 3]);
+}
+
+#[test]
+fn the_redis_py_lock_release_script_works_through_every_node() {
+    let mut cluster = Cluster::start(3, &["--snapshot-entries", "20"]);
+    let mut clients: Vec<redis::Connection> = (1..=3).map(|id| cluster.client(id)).collect();
+    let release = redis::Script::new(RELEASE);
+    for (i, c) in clients.iter_mut().enumerate() {
+        let token = format!("token{i}");
+        let acquired: Option<String> = redis::cmd("SET")
+            .arg("lock")
+            .arg(&token)
+            .arg("NX")
+            .arg("PX")
+            .arg(10_000)
+            .query(c)
+            .unwrap();
+        assert_eq!(acquired.as_deref(), Some("OK"));
+        // The wrong token releases nothing; the right one releases.
+        let wrong: i64 = release.key("lock").arg("not-mine").invoke(c).unwrap();
+        assert_eq!(wrong, 0);
+        let right: i64 = release.key("lock").arg(&token).invoke(c).unwrap();
+        assert_eq!(right, 1);
+    }
+    // Enough entries for snapshots; a restarted node still knows the
+    // script (from its snapshot or its log).
+    for i in 0..40 {
+        let _: () = clients[0].set(format!("fill{i}"), i).unwrap();
+    }
+    let sha = release.get_hash().to_owned();
+    let victim = cluster.followers(cluster.leader())[0];
+    drop(clients);
+    cluster.kill9(victim);
+    cluster.restart(victim);
+    let mut c = cluster.client(victim);
+    let answer: i64 = wait_for(
+        "the restarted node to answer",
+        Duration::from_secs(20),
+        || {
+            redis::cmd("EVALSHA")
+                .arg(&sha)
+                .arg(1)
+                .arg("lock")
+                .arg("x")
+                .query(&mut c)
+                .ok()
+        },
+    );
+    assert_eq!(answer, 0);
+    cluster.converged(&[1, 2, 3]);
+}
