@@ -34,6 +34,35 @@ pub(super) struct Conn {
     /// Channels, patterns and shard channels listened to, once the
     /// connection has subscribed.
     pub subs: Option<super::pubsub::Subscriptions>,
+    /// CLIENT REPLY: whether replies are written.
+    pub replies: Replies,
+}
+
+/// CLIENT REPLY's modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Replies {
+    On,
+    Off,
+    /// Silences the replies of this many more commands, then turns on.
+    Skip(u8),
+}
+
+impl Replies {
+    /// Whether the reply of the command just dispatched is silenced.
+    fn silence_next(&mut self) -> bool {
+        match *self {
+            Replies::On => false,
+            Replies::Off => true,
+            Replies::Skip(n) => {
+                *self = if n <= 1 {
+                    Replies::On
+                } else {
+                    Replies::Skip(n - 1)
+                };
+                true
+            }
+        }
+    }
 }
 
 /// A reply, or the promise of one.
@@ -51,6 +80,8 @@ enum Pending {
         reply: ReplyFn,
     },
     Later(local::LaterReply),
+    /// CLIENT REPLY OFF or SKIP: resolved in order, never written.
+    Silent(Box<Pending>),
 }
 
 fn reply_to(answer: Answer, name: &'static str, reply: ReplyFn) -> Reply {
@@ -71,6 +102,10 @@ impl Pending {
                 reply_to(submissions.next_answer(batch).await, name, reply)
             }
             Pending::Later(future) => future.await,
+            Pending::Silent(inner) => {
+                Box::pin(inner.resolve(submissions)).await;
+                Reply::Frames(Vec::new())
+            }
         }
     }
 }
@@ -182,6 +217,7 @@ pub(super) async fn run(
         id,
         protocol: Protocol::Resp2,
         read_mode: ReadMode::default(),
+        replies: Replies::On,
         closing: false,
         subs: None,
     };
@@ -226,6 +262,13 @@ pub(super) async fn run(
                     let (item, name) =
                         dispatch(&mut conn, request, &argv, &shared, &mut submissions);
                     last_command = name;
+                    // Subscription confirmations are pushes: never silenced.
+                    let push = name.ends_with("subscribe");
+                    let item = if conn.replies.silence_next() && !push {
+                        Pending::Silent(Box::new(item))
+                    } else {
+                        item
+                    };
                     pending.push((conn.protocol, item));
                     if conn.closing {
                         break;

@@ -499,6 +499,20 @@ fn client(conn: &mut Conn, name: &str, argv: &[Bytes], shared: &Shared) -> Reply
             }
             Reply::ok()
         }
+        "client|reply" => {
+            let mode = if is(&argv[2], "ON") {
+                super::connection::Replies::On
+            } else if is(&argv[2], "OFF") {
+                super::connection::Replies::Off
+            } else if is(&argv[2], "SKIP") {
+                // This command's reply and the next one's.
+                super::connection::Replies::Skip(2)
+            } else {
+                return err(CommandError::Syntax);
+            };
+            conn.replies = mode;
+            Reply::ok()
+        }
         "client|no-evict" | "client|no-touch" => {
             if is(&argv[2], "ON") || is(&argv[2], "OFF") {
                 Reply::ok()

@@ -44,4 +44,8 @@ pub enum StateError {
     NoSuchBreaker(String),
     #[error("ERR resulting score is not a number (NaN)")]
     ScoreNan,
+    #[error("ERR The specified keys must contain string values")]
+    LcsNotStrings,
+    #[error("ERR Insufficient memory, transient memory for LCS exceeds proto-max-bulk-len")]
+    LcsTooLarge,
 }

@@ -136,7 +136,8 @@ fn keys_of(op: &Op) -> Vec<&Bytes> {
             | StringOp::IncrBy { key, .. }
             | StringOp::IncrByFloat { key, .. }
             | StringOp::GetDel { key }
-            | StringOp::GetEx { key, .. } => vec![key],
+            | StringOp::GetEx { key, .. }
+            | StringOp::SetBit { key, .. } => vec![key],
         },
         Op::Key(op) => match op {
             KeyOp::Del { keys } => keys.iter().collect(),
@@ -310,6 +311,7 @@ fn command_events(
                 GetExDeadline::Set(_) => one(GENERIC, "expire", key),
             },
             StringOp::GetEx { .. } => Vec::new(),
+            StringOp::SetBit { key, .. } => one(STRING, "setbit", key),
         },
         Op::Key(op) => match op {
             KeyOp::Rename { from, to, .. } if from != to && !matches!(outcome, Outcome::Int(0)) => {
