@@ -262,6 +262,7 @@ pub(super) async fn run(
                     let (item, name) =
                         dispatch(&mut conn, request, &argv, &shared, &mut submissions);
                     last_command = name;
+                    shared.stats.calls.count(name);
                     // Subscription confirmations are pushes: never silenced.
                     let push = name.ends_with("subscribe");
                     let item = if conn.replies.silence_next() && !push {

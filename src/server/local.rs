@@ -131,6 +131,7 @@ fn execute_now(
             ] {
                 counter.store(0, Ordering::Relaxed);
             }
+            shared.stats.calls.reset();
             Reply::ok()
         }
         "config|rewrite" => Reply::ok(),
