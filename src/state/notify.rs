@@ -101,6 +101,9 @@ pub fn flags_text(flags: u32) -> String {
 
 /// What the op's keys were before it ran.
 pub(super) struct Before {
+    /// How many deliveries were recorded before the op: a blocked client
+    /// the op serves sends its events after the op's own, as in Redis.
+    mark: usize,
     keys: Vec<(Bytes, Seen)>,
     /// ZADD: the members' scores before, to tell whether any changed.
     scores: Vec<Option<f64>>,
@@ -221,6 +224,7 @@ pub(super) fn before(state: &State, now: u64, op: &Op) -> Option<Before> {
         _ => Vec::new(),
     };
     Some(Before {
+        mark: state.deliveries.len(),
         keys: keys
             .into_iter()
             .map(|k| (k.clone(), seen(state, k, now)))
@@ -466,6 +470,11 @@ pub(super) fn after(state: &mut State, now: u64, op: &Op, result: &OpResult, bef
     }
     events.extend(deleted);
     events.dedup();
+    // Deliveries recorded while the op ran (for the waiters it served)
+    // go after its own.
+    let served = state
+        .deliveries
+        .split_off(before.mark.min(state.deliveries.len()));
     let flags = state.coord.ext.notify;
     for (class, event, key) in events {
         if flags & class == 0 {
@@ -485,6 +494,29 @@ pub(super) fn after(state: &mut State, now: u64, op: &Op, result: &OpResult, bef
             publish(state, false, &Bytes::from(channel), &key);
         }
     }
+    state.deliveries.extend(served);
+}
+
+/// True when keyspace notifications are on.
+pub(super) fn enabled(state: &State) -> bool {
+    state.coord.ext.notify != 0
+}
+
+/// Runs the command of a waiting client that a later op serves, with the
+/// events it sends as if it ran then; `op` is that command as an op, given
+/// only when notifications are on.
+pub(super) fn serving(
+    state: &mut State,
+    now: u64,
+    op: Option<&Op>,
+    run: impl FnOnce(&mut State) -> Outcome,
+) -> Outcome {
+    let before = op.and_then(|op| before(state, now, op));
+    let outcome = run(state);
+    if let (Some(op), Some(before)) = (op, before) {
+        after(state, now, op, &Ok(outcome.clone()), before);
+    }
+    outcome
 }
 
 #[cfg(test)]
@@ -618,6 +650,24 @@ mod tests {
         h.now += 100;
         h.sweep();
         assert_eq!(heard(&mut h), ["__keyevent@0__:expired t"]);
+    }
+
+    #[test]
+    fn a_served_waiter_sends_its_events_after_the_serving_op() {
+        let mut h = listening("Klz");
+        let said = run(
+            &mut h,
+            &["BLPOP l 0", "LPUSH l a", "BZPOPMIN z 0", "ZADD z 1 m"],
+        );
+        assert_eq!(
+            said,
+            [
+                "__keyspace@0__:l lpush",
+                "__keyspace@0__:l lpop",
+                "__keyspace@0__:z zadd",
+                "__keyspace@0__:z zpopmin",
+            ]
+        );
     }
 
     #[test]

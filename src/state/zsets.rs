@@ -37,7 +37,7 @@ use super::db::{Db, ScanMap, SeededRng, Value};
 use super::hashes::random_picks;
 use super::keys::scan_reply;
 use super::timers::{self, KeyWaiters, Ticket, Timer, WaitsOnKeys};
-use super::{glob, OpResult, Outcome, State, StateError};
+use super::{glob, notify, Op, OpResult, Outcome, State, StateError};
 
 /// A score in the index: ordered numerically, `-0` equal to `0`. Never NaN.
 #[derive(Clone, Copy, Debug)]
@@ -954,11 +954,22 @@ pub(super) fn serve_waiters(state: &mut State, now: u64) {
             };
             // The key is non-empty, so the pop finds a member (or meets a
             // key of another type first, which the client hears about).
-            let popped = pop_first_ready(&mut state.db, now, &waiter.keys, waiter.max, count);
-            let outcome = match popped {
-                Ok(popped) => popped.unwrap_or(Outcome::Nil),
-                Err(err) => Outcome::Error(err),
-            };
+            let as_op = notify::enabled(state).then(|| {
+                Op::ZSet(ZSetOp::MultiPop {
+                    keys: waiter.keys.clone(),
+                    max: waiter.max,
+                    count: count.unwrap_or(1),
+                    timeout_ms: None,
+                    ticket,
+                })
+            });
+            let outcome = notify::serving(state, now, as_op.as_ref(), |state| {
+                let popped = pop_first_ready(&mut state.db, now, &waiter.keys, waiter.max, count);
+                match popped {
+                    Ok(popped) => popped.unwrap_or(Outcome::Nil),
+                    Err(err) => Outcome::Error(err),
+                }
+            });
             state.wake(ticket, outcome);
         }
     }
