@@ -393,6 +393,46 @@ mod tests {
         Bytes::copy_from_slice(s.as_bytes())
     }
 
+    #[test]
+    fn encodings_follow_redis_thresholds() {
+        let limits = EncodingLimits::default();
+        let string = |s: &str| encoding(&Value::String(b(s)), &limits);
+        assert_eq!(string("12345"), "int");
+        assert_eq!(string("012"), "embstr");
+        assert_eq!(string(&"x".repeat(44)), "embstr");
+        assert_eq!(string(&"x".repeat(45)), "raw");
+        let mut hash = ScanMap::new();
+        hash.insert(b("f"), b("v"));
+        let hash_value = Value::Hash(Box::new(hash.clone()));
+        assert_eq!(encoding(&hash_value, &limits), "listpack");
+        let small = EncodingLimits {
+            hash_value: 0,
+            ..limits
+        };
+        assert_eq!(encoding(&hash_value, &small), "hashtable");
+        let mut set = ScanMap::new();
+        set.insert(b("1"), ());
+        set.insert(b("2"), ());
+        assert_eq!(
+            encoding(&Value::Set(Box::new(set.clone())), &limits),
+            "intset"
+        );
+        set.insert(b("a"), ());
+        assert_eq!(encoding(&Value::Set(Box::new(set)), &limits), "hashtable");
+        let mut z = super::super::zsets::ZSet::default();
+        z.insert(b("m"), 1.0);
+        assert_eq!(
+            encoding(&Value::ZSet(Box::new(z.clone())), &limits),
+            "listpack"
+        );
+        let tiny = EncodingLimits {
+            zset_entries: 0,
+            ..limits
+        };
+        assert_eq!(encoding(&Value::ZSet(Box::new(z)), &tiny), "skiplist");
+        assert_eq!(encoding(&Value::List(Box::default()), &limits), "quicklist");
+    }
+
     /// 3000 keys: every third a hash, every seventh expired at time 10.
     fn big_db() -> Db {
         let mut db = Db::new();
