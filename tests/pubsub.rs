@@ -186,3 +186,79 @@ fn messages_reach_subscribers_on_every_node_once_in_publish_order() {
     );
     cluster.converged(&[1, 2, 3]);
 }
+
+/// Keyspace notifications are made while the log is applied: flags set
+/// through one node hold on every node, and a subscriber on a follower
+/// hears about a write made through the leader, in Redis's words.
+#[test]
+fn keyspace_notifications_follow_the_log_to_every_node() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader();
+    let follower = cluster.followers(leader)[0];
+    let other = cluster.followers(leader)[1];
+    let mut admin = cluster.client(other);
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("notify-keyspace-events")
+        .arg("KEA")
+        .query(&mut admin)
+        .unwrap();
+    let mut reader = cluster.client(follower);
+    let flags: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("notify-keyspace-events")
+        .query(&mut reader)
+        .unwrap();
+    assert_eq!(flags, ["notify-keyspace-events", "AKE"]);
+    let mut sub = cluster.raw(follower);
+    sub.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let confirm = "*3\r\n$10\r\npsubscribe\r\n$1\r\n*\r\n:1\r\n";
+    assert_eq!(
+        text(exchange(&mut sub, b"PSUBSCRIBE *\r\n", confirm.len())),
+        confirm
+    );
+    let mut writer = cluster.client(leader);
+    let _: () = redis::cmd("SET")
+        .arg("foo")
+        .arg("bar")
+        .query(&mut writer)
+        .unwrap();
+    let expected = "*4\r\n$8\r\npmessage\r\n$1\r\n*\r\n$18\r\n__keyspace@0__:foo\r\n$3\r\nset\r\n\
+                    *4\r\n$8\r\npmessage\r\n$1\r\n*\r\n$18\r\n__keyevent@0__:set\r\n$3\r\nfoo\r\n";
+    assert_eq!(
+        text(read_until(&mut sub, b"", expected.as_bytes())),
+        expected
+    );
+    let bad: redis::RedisResult<()> = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("notify-keyspace-events")
+        .arg("Kq")
+        .query(&mut admin);
+    assert!(bad
+        .unwrap_err()
+        .to_string()
+        .contains("Invalid event class character"));
+}
+
+/// CLIENT REPLY OFF silences replies until ON; SKIP silences its own and
+/// the next command's.
+#[test]
+fn client_reply_silences_replies() {
+    let server = Server::start();
+    let mut c = raw(&server);
+    let got = exchange(
+        &mut c,
+        b"CLIENT REPLY OFF\r\nSET a 1\r\nGET a\r\nCLIENT REPLY ON\r\n",
+        5,
+    );
+    assert_eq!(text(got), "+OK\r\n");
+    let got = exchange(&mut c, b"CLIENT REPLY SKIP\r\nGET a\r\nECHO x\r\n", 7);
+    assert_eq!(text(got), "$1\r\nx\r\n");
+    let mut client = server.client();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut client)
+        .unwrap();
+    assert!(info.contains("cmdstat_set:calls=1,"), "{info}");
+    assert!(info.contains("cmdstat_client|reply:calls=3,"), "{info}");
+}

@@ -97,6 +97,14 @@ const CLIENT_SUBCOMMANDS: &[CommandSpec] = &[
         "Accepted for compatibility: concord keeps no access times."
     ),
     local!(
+        "client|reply",
+        3,
+        CLIENT_FLAGS,
+        "3.2.0",
+        "ON | OFF | SKIP",
+        "Instructs the server whether to reply to commands: OFF silences every reply, SKIP the next command's; messages of subscriptions still arrive."
+    ),
+    local!(
         "client|help",
         2,
         CLIENT_FLAGS,

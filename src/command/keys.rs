@@ -3,7 +3,7 @@
 use bytes::Bytes;
 
 use super::{is, standard_reply, Args, CommandError, CommandSpec, Exec, Flag, KeyPositions};
-use crate::state::keys::{ExpireFlags, KeyOp, KeyQuery, TtlForm};
+use crate::state::keys::{ExpireFlags, KeyOp, KeyQuery, ObjectField, TtlForm};
 use crate::state::{Op, Query};
 
 const W: &[Flag] = &[Flag::Write];
@@ -93,7 +93,78 @@ pub const SPECS: &[CommandSpec] = &[
     spec!("flushall", -1, W, KeyPositions::NONE, Group::Server, "1.0.0", "[ASYNC | SYNC]",
         "Removes all keys from all databases (concord has database 0 only).",
         Exec::Write(parse_flush, standard_reply)),
+    spec!("object", -2, &[], KeyPositions::NONE, "2.2.3", "subcommand [argument ...]",
+        "A container for object introspection commands.",
+        Exec::Local, OBJECT_SUBCOMMANDS),
+    spec!("memory", -2, &[], KeyPositions::NONE, Group::Server, "4.0.0", "subcommand [argument ...]",
+        "A container for memory diagnostics commands.",
+        Exec::Local, MEMORY_SUBCOMMANDS),
 ];
+
+/// The key of `OBJECT <sub> key` and `MEMORY USAGE key`.
+const SUB_KEY: KeyPositions = KeyPositions::range(2, 2, 1);
+
+const OBJECT_SUBCOMMANDS: &[CommandSpec] = &[
+    spec!("object|encoding", 3, R, SUB_KEY, "2.2.3", "key",
+        "Returns the internal encoding Redis would use for the value under the configured size limits (listpack, hashtable, intset, skiplist, quicklist, int, embstr, raw).",
+        Exec::Local),
+    spec!("object|refcount", 3, R, SUB_KEY, "2.2.3", "key",
+        "Returns the reference count Redis would report: 2147483647 for the shared integers 0-9999, else 1.",
+        Exec::Read(parse_object_refcount, standard_reply)),
+    spec!("object|idletime", 3, R, SUB_KEY, "2.2.3", "key",
+        "Returns the time since the last access; concord tracks no access times and answers 0.",
+        Exec::Local),
+    spec!("object|freq", 3, R, SUB_KEY, "4.0.0", "key",
+        "Returns the LFU access counter under an LFU maxmemory-policy; concord tracks none and answers 0.",
+        Exec::Local),
+    spec!("object|help", 2, &[Flag::Loading, Flag::Stale], KeyPositions::NONE, "6.2.0", "",
+        "Returns helpful text about the different subcommands.",
+        Exec::Local),
+];
+
+const MEMORY_SUBCOMMANDS: &[CommandSpec] =
+    &[
+        spec!("memory|usage", -3, R, SUB_KEY, Group::Server, "4.0.0", "key [SAMPLES count]",
+        "Estimates the bytes a key and its value take: deterministic, the same on every replica.",
+        Exec::Read(parse_memory_usage, standard_reply)),
+        spec!(
+            "memory|help",
+            2,
+            &[Flag::Loading, Flag::Stale],
+            KeyPositions::NONE,
+            Group::Server,
+            "4.0.0",
+            "",
+            "Returns helpful text about the different subcommands.",
+            Exec::Local
+        ),
+    ];
+
+fn parse_object_refcount(argv: &[Bytes]) -> Result<Query, CommandError> {
+    read(KeyQuery::Object {
+        key: argv[2].clone(),
+        field: ObjectField::RefCount,
+    })
+}
+
+/// MEMORY USAGE key [SAMPLES count]: the count must be a number and is
+/// otherwise unused, since every element is counted.
+fn parse_memory_usage(argv: &[Bytes]) -> Result<Query, CommandError> {
+    let mut args = Args::new(&argv[2..]);
+    while !args.is_empty() {
+        let option = args.bytes()?;
+        if !is(&option, "SAMPLES") {
+            return Err(CommandError::Syntax);
+        }
+        if args.is_empty() {
+            return Err(CommandError::Syntax);
+        }
+        args.i64()?;
+    }
+    read(KeyQuery::MemoryUsage {
+        key: argv[2].clone(),
+    })
+}
 
 fn write(op: KeyOp) -> Result<Op, CommandError> {
     Ok(Op::Key(op))

@@ -359,15 +359,20 @@ fn parse_rpoplpush(argv: &[Bytes]) -> Result<Op, CommandError> {
 }
 
 /// LMPOP's and BLMPOP's `numkeys key [key ...] <LEFT | RIGHT> [COUNT count]`
-/// starting at `argv[at]`.
-fn multi_pop_args(argv: &[Bytes], at: usize) -> Result<(Vec<Bytes>, End, u64), CommandError> {
+/// starting at `argv[at]`; ZMPOP's and BZMPOP's too, with `side` reading
+/// MIN | MAX instead.
+pub(super) fn multi_pop_args<S>(
+    argv: &[Bytes],
+    at: usize,
+    side: fn(&[u8]) -> Result<S, CommandError>,
+) -> Result<(Vec<Bytes>, S, u64), CommandError> {
     let numkeys = at_least(&argv[at], 1, "numkeys should be greater than 0")?;
     let where_at = usize::try_from(numkeys)
         .ok()
         .and_then(|n| n.checked_add(at + 1))
         .filter(|w| *w < argv.len())
         .ok_or(CommandError::Syntax)?;
-    let end = end(&argv[where_at])?;
+    let end = side(&argv[where_at])?;
     let mut count = None;
     let mut options = argv[where_at + 1..].iter();
     while let Some(option) = options.next() {
@@ -382,7 +387,7 @@ fn multi_pop_args(argv: &[Bytes], at: usize) -> Result<(Vec<Bytes>, End, u64), C
 }
 
 fn parse_lmpop(argv: &[Bytes]) -> Result<Op, CommandError> {
-    let (keys, end, count) = multi_pop_args(argv, 1)?;
+    let (keys, end, count) = multi_pop_args(argv, 1, end)?;
     write(ListOp::MultiPop { keys, end, count })
 }
 
@@ -432,7 +437,7 @@ fn parse_brpoplpush(argv: &[Bytes]) -> Result<Op, CommandError> {
 
 /// Everything after the timeout is checked before the timeout itself.
 fn parse_blmpop(argv: &[Bytes]) -> Result<Op, CommandError> {
-    let (keys, end, count) = multi_pop_args(argv, 2)?;
+    let (keys, end, count) = multi_pop_args(argv, 2, end)?;
     write(ListOp::BlockingPop {
         keys,
         end,

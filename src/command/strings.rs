@@ -6,7 +6,9 @@ use bytes::Bytes;
 use super::{
     is, ok_as_int_reply, standard_reply, Args, CommandError, CommandSpec, Exec, Flag, KeyPositions,
 };
-use crate::state::strings::{Condition, Deadline, GetExDeadline, StringOp, StringQuery};
+use crate::state::strings::{
+    parse_i64, Condition, Deadline, GetExDeadline, LcsForm, StringOp, StringQuery,
+};
 use crate::state::{Op, Query};
 
 const W: &[Flag] = &[Flag::Write, Flag::DenyOom];
@@ -82,7 +84,90 @@ pub const SPECS: &[CommandSpec] = &[
     spec!("decrby", 3, WF, KeyPositions::FIRST, "1.0.0", "key decrement",
         "Decrements a number from the integer value of a key. Uses 0 as initial value if the key doesn't exist.",
         Exec::Write(parse_decrby, standard_reply)),
+    spec!("setbit", 4, W, KeyPositions::FIRST, "2.2.0", "key offset value",
+        "Sets or clears the bit at offset of the string value. Creates the key if it doesn't exist.",
+        Exec::Write(parse_setbit, standard_reply)),
+    spec!("getbit", 3, RF, KeyPositions::FIRST, "2.2.0", "key offset",
+        "Returns a bit value by offset.",
+        Exec::Read(parse_getbit, standard_reply)),
+    spec!("lcs", -3, R, KeyPositions::FIRST_TWO, "7.0.0",
+        "key1 key2 [LEN] [IDX] [MINMATCHLEN min-match-len] [WITHMATCHLEN]",
+        "Finds the longest common substring.",
+        Exec::Read(parse_lcs, standard_reply)),
 ];
+
+/// A bit offset: below 2^32, the bits of the longest string.
+fn bit_offset(arg: &[u8]) -> Result<u64, CommandError> {
+    parse_i64(arg)
+        .and_then(|n| u64::try_from(n).ok())
+        .filter(|n| *n < (crate::state::MAX_STRING_LEN as u64) * 8)
+        .ok_or_else(|| {
+            CommandError::InvalidArgument("bit offset is not an integer or out of range".into())
+        })
+}
+
+fn parse_setbit(argv: &[Bytes]) -> Result<Op, CommandError> {
+    let offset = bit_offset(&argv[2])?;
+    let bit = match &argv[3][..] {
+        b"0" => false,
+        b"1" => true,
+        _ => {
+            return Err(CommandError::InvalidArgument(
+                "bit is not an integer or out of range".into(),
+            ))
+        }
+    };
+    write(StringOp::SetBit {
+        key: argv[1].clone(),
+        offset,
+        bit,
+    })
+}
+
+fn parse_getbit(argv: &[Bytes]) -> Result<Query, CommandError> {
+    read(StringQuery::GetBit {
+        key: argv[1].clone(),
+        offset: bit_offset(&argv[2])?,
+    })
+}
+
+/// LCS's options, as Redis reads them: LEN and IDX exclude each other; a
+/// negative MINMATCHLEN is 0.
+fn parse_lcs(argv: &[Bytes]) -> Result<Query, CommandError> {
+    let (mut len, mut idx, mut with_len, mut min_len) = (false, false, false, 0u64);
+    let mut options = argv[3..].iter();
+    while let Some(option) = options.next() {
+        if is(option, "IDX") {
+            idx = true;
+        } else if is(option, "LEN") {
+            len = true;
+        } else if is(option, "WITHMATCHLEN") {
+            with_len = true;
+        } else if is(option, "MINMATCHLEN") {
+            let value = options.next().ok_or(CommandError::Syntax)?;
+            min_len = parse_i64(value).ok_or(CommandError::NotInteger)?.max(0) as u64;
+        } else {
+            return Err(CommandError::Syntax);
+        }
+    }
+    if len && idx {
+        return Err(CommandError::InvalidArgument(
+            "If you want both the length and indexes, please just use IDX.".into(),
+        ));
+    }
+    let form = if idx {
+        LcsForm::Idx { with_len, min_len }
+    } else if len {
+        LcsForm::Len
+    } else {
+        LcsForm::Text
+    };
+    read(StringQuery::Lcs {
+        a: argv[1].clone(),
+        b: argv[2].clone(),
+        form,
+    })
+}
 
 fn write(op: StringOp) -> Result<Op, CommandError> {
     Ok(Op::String(op))

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use super::args::MAX_MILLIS;
 use super::hashes::parse_random_count;
 use super::keys::{parse_cursor, parse_scan_options};
+use super::lists::multi_pop_args;
 use super::{is, standard_reply, Args, CommandError, CommandSpec, Exec, Flag, KeyPositions};
 use crate::resp::{format_double, Reply};
 use crate::state::strings::{parse_f64, parse_i64};
@@ -117,6 +118,14 @@ pub const SPECS: &[CommandSpec] = &[
     spec!("bzpopmax", -3, WB, ALL_BUT_TIMEOUT, "5.0.0", "key [key ...] timeout",
         "Removes and returns the member with the highest score from one or more sorted sets. Blocks until a member is available otherwise. Deletes the sorted set if the last element was popped.",
         Exec::Write(parse_bzpopmax, blocking_pop_reply)),
+    spec!("zmpop", -4, W, KeyPositions::NONE.with_numkeys(1), "7.0.0",
+        "numkeys key [key ...] <MIN | MAX> [COUNT count]",
+        "Returns the highest- or lowest-scoring members from the first non-empty sorted set after removing them. Deletes the sorted set if the last member was popped.",
+        Exec::Write(parse_zmpop, blocking_pop_reply)),
+    spec!("bzmpop", -5, WB, KeyPositions::NONE.with_numkeys(2), "7.0.0",
+        "timeout numkeys key [key ...] <MIN | MAX> [COUNT count]",
+        "Removes and returns members by score from the first non-empty sorted set. Blocks until a member is available otherwise. Deletes the sorted set if the last member was popped.",
+        Exec::Write(parse_bzmpop, blocking_pop_reply)),
     spec!("zunionstore", -4, WD, NUMKEYS_STORE, "2.0.0",
         "destination numkeys key [key ...] [WEIGHTS weight [weight ...]] [AGGREGATE SUM | MIN | MAX]",
         "Stores the union of multiple sorted sets in a key.",
@@ -581,6 +590,40 @@ fn parse_bzpopmin(argv: &[Bytes]) -> Result<Op, CommandError> {
 
 fn parse_bzpopmax(argv: &[Bytes]) -> Result<Op, CommandError> {
     blocking_pop(argv, true)
+}
+
+/// MIN or MAX: true for MAX.
+fn side(arg: &[u8]) -> Result<bool, CommandError> {
+    if is(arg, "MIN") {
+        Ok(false)
+    } else if is(arg, "MAX") {
+        Ok(true)
+    } else {
+        Err(CommandError::Syntax)
+    }
+}
+
+fn parse_zmpop(argv: &[Bytes]) -> Result<Op, CommandError> {
+    let (keys, max, count) = multi_pop_args(argv, 1, side)?;
+    write(ZSetOp::MultiPop {
+        keys,
+        max,
+        count,
+        timeout_ms: None,
+        ticket: Ticket::default(),
+    })
+}
+
+/// Everything after the timeout is checked before the timeout itself.
+fn parse_bzmpop(argv: &[Bytes]) -> Result<Op, CommandError> {
+    let (keys, max, count) = multi_pop_args(argv, 2, side)?;
+    write(ZSetOp::MultiPop {
+        keys,
+        max,
+        count,
+        timeout_ms: Some(timeout_ms(&argv[1])?),
+        ticket: Ticket::default(),
+    })
 }
 
 /// The shape of a numkeys command's options.

@@ -38,6 +38,35 @@ pub(super) struct Conn {
     /// The commands queued since MULTI.
     pub tx: Option<transaction::Queue>,
     pub watches: transaction::Watches,
+    /// CLIENT REPLY: whether replies are written.
+    pub replies: Replies,
+}
+
+/// CLIENT REPLY's modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Replies {
+    On,
+    Off,
+    /// Silences the replies of this many more commands, then turns on.
+    Skip(u8),
+}
+
+impl Replies {
+    /// Whether the reply of the command just dispatched is silenced.
+    fn silence_next(&mut self) -> bool {
+        match *self {
+            Replies::On => false,
+            Replies::Off => true,
+            Replies::Skip(n) => {
+                *self = if n <= 1 {
+                    Replies::On
+                } else {
+                    Replies::Skip(n - 1)
+                };
+                true
+            }
+        }
+    }
 }
 
 /// A reply, or the promise of one.
@@ -66,6 +95,8 @@ enum Pending {
         batch: usize,
         replies: Vec<transaction::TxReply>,
     },
+    /// CLIENT REPLY OFF or SKIP: resolved in order, never written.
+    Silent(Box<Pending>),
 }
 
 fn reply_to(answer: Answer, name: &'static str, reply: ReplyFn) -> Reply {
@@ -91,6 +122,10 @@ impl Pending {
             }
             Pending::Exec { batch, replies } => {
                 transaction::executed(submissions.next_answer(batch).await, replies).await
+            }
+            Pending::Silent(inner) => {
+                Box::pin(inner.resolve(submissions)).await;
+                Reply::Frames(Vec::new())
             }
         }
     }
@@ -203,6 +238,7 @@ pub(super) async fn run(
         id,
         protocol: Protocol::Resp2,
         read_mode: ReadMode::default(),
+        replies: Replies::On,
         closing: false,
         subs: None,
         tx: None,
@@ -277,6 +313,14 @@ pub(super) async fn run(
                         (Route::Normal, None) => unreachable!("a normal route is prepared"),
                     };
                     last_command = name;
+                    shared.stats.calls.count(name);
+                    // Subscription confirmations are pushes: never silenced.
+                    let push = name.ends_with("subscribe");
+                    let item = if conn.replies.silence_next() && !push {
+                        Pending::Silent(Box::new(item))
+                    } else {
+                        item
+                    };
                     pending.push((conn.protocol, item));
                     if conn.closing {
                         break;

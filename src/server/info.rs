@@ -13,16 +13,22 @@ use super::Shared;
 use crate::raft::Role;
 use crate::resp::{Protocol, Reply};
 
-const SECTIONS: &[&str] = &[
-    "server",
-    "clients",
-    "memory",
-    "persistence",
-    "stats",
-    "replication",
-    "cpu",
-    "keyspace",
-    "raft",
+/// The sections in Redis's order, each with whether INFO without
+/// arguments (or with `default`) shows it; `all` and `everything` show
+/// every one.
+const SECTIONS: &[(&str, bool)] = &[
+    ("server", true),
+    ("clients", true),
+    ("memory", true),
+    ("persistence", true),
+    ("stats", true),
+    ("replication", true),
+    ("cpu", true),
+    ("commandstats", false),
+    ("errorstats", true),
+    ("latencystats", false),
+    ("keyspace", true),
+    ("raft", true),
 ];
 
 pub(super) fn render(shared: &Shared, args: &[Bytes], _protocol: Protocol) -> Reply {
@@ -30,13 +36,12 @@ pub(super) fn render(shared: &Shared, args: &[Bytes], _protocol: Protocol) -> Re
         .iter()
         .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
         .collect();
-    let all = wanted.is_empty()
-        || wanted
-            .iter()
-            .any(|w| w == "all" || w == "everything" || w == "default");
+    let all = wanted.iter().any(|w| w == "all" || w == "everything");
+    let default = wanted.is_empty() || wanted.iter().any(|w| w == "default");
     let mut out = String::new();
-    for section in SECTIONS {
-        if !all && !wanted.iter().any(|w| w == section) {
+    for (section, in_default) in SECTIONS {
+        let shown = all || (default && *in_default) || wanted.iter().any(|w| w == section);
+        if !shown {
             continue;
         }
         if !out.is_empty() {
@@ -54,10 +59,22 @@ pub(super) fn render(shared: &Shared, args: &[Bytes], _protocol: Protocol) -> Re
             "replication" => replication(shared),
             "cpu" => cpu(),
             "keyspace" => keyspace(shared),
+            // Command stats are written below from the call counters;
+            // concord counts error replies but not by their prefix, and
+            // keeps no latency histograms.
+            "commandstats" | "errorstats" | "latencystats" => Vec::new(),
             _ => raft(shared),
         };
         for (k, v) in body {
             let _ = write!(out, "{k}:{v}\r\n");
+        }
+        if *section == "commandstats" {
+            for (name, calls) in shared.stats.calls.called() {
+                let _ = write!(
+                    out,
+                    "cmdstat_{name}:calls={calls},usec=0,usec_per_call=0.00,rejected_calls=0,failed_calls=0\r\n"
+                );
+            }
         }
     }
     Reply::Verbatim {

@@ -51,6 +51,11 @@ pub(super) fn execute(
         "readmode" | "readonly" | "readwrite" => {
             Local::Now(super::cluster::read_mode(conn, spec.name, argv))
         }
+        "config|get" => config_get(conn, &argv[2..], shared),
+        "config|set" => config_set(&argv[2..], shared),
+        "object|encoding" | "object|idletime" | "object|freq" => {
+            object(conn, spec.name, &argv[2], shared)
+        }
         "role" if shared.node.status().role() == Role::Leader => {
             let node = shared.node.clone();
             Local::Later(Box::pin(async move {
@@ -118,8 +123,6 @@ fn execute_now(
             "DIGEST",
             "    Return a digest of the keyspace.",
         ]),
-        "config|get" => config_get(&argv[2..], shared),
-        "config|set" => config_set(&argv[2..], shared),
         "config|resetstat" => {
             for counter in [
                 &shared.stats.commands_processed,
@@ -130,6 +133,7 @@ fn execute_now(
             ] {
                 counter.store(0, Ordering::Relaxed);
             }
+            shared.stats.calls.reset();
             Reply::ok()
         }
         "config|rewrite" => Reply::ok(),
@@ -192,10 +196,75 @@ fn execute_now(
             ])
         }
         "role" => role(shared),
+        "object" | "object|help" => help(&[
+            "OBJECT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "ENCODING <key>",
+            "    Return the kind of internal representation Redis would use for the value.",
+            "FREQ <key>",
+            "    Return the access frequency index of the key (0: concord tracks none).",
+            "HELP",
+            "    Print this help.",
+            "IDLETIME <key>",
+            "    Return the idle time of the key (0: concord tracks no access times).",
+            "REFCOUNT <key>",
+            "    Return the number of references of the value associated with the key.",
+        ]),
+        "memory" | "memory|help" => help(&[
+            "MEMORY <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "USAGE <key> [SAMPLES <count>]",
+            "    Return an estimate of the memory usage of the key and its value.",
+            "HELP",
+            "    Print this help.",
+        ]),
         other => Reply::error(format!(
             "ERR command '{other}' is declared but not served by this node"
         )),
     }
+}
+
+/// OBJECT ENCODING, IDLETIME and FREQ: reads that depend on this node's
+/// parameters (the encoding limits, the maxmemory policy).
+fn object(conn: &Conn, name: &str, key: &Bytes, shared: &Shared) -> Local {
+    use crate::state::keys::{EncodingLimits, KeyQuery, ObjectField};
+    let params = shared.params.read().expect("params lock");
+    let lfu = params
+        .get("maxmemory-policy")
+        .is_some_and(|p| p.contains("lfu"));
+    let field = match name {
+        "object|idletime" if lfu => {
+            return Local::Now(Reply::error(
+                "ERR An LFU maxmemory policy is selected, idle time not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust.",
+            ))
+        }
+        "object|freq" if !lfu => {
+            return Local::Now(Reply::error(
+                "ERR An LFU maxmemory policy is not selected, access frequency not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust.",
+            ))
+        }
+        "object|idletime" => ObjectField::IdleTime,
+        "object|freq" => ObjectField::Freq,
+        _ => {
+            let defaults = EncodingLimits::default();
+            let limit = |name: &str, default: u64| {
+                params
+                    .get(name)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(default)
+            };
+            ObjectField::Encoding(EncodingLimits {
+                hash_entries: limit("hash-max-listpack-entries", defaults.hash_entries),
+                hash_value: limit("hash-max-listpack-value", defaults.hash_value),
+                set_intset_entries: limit("set-max-intset-entries", defaults.set_intset_entries),
+                zset_entries: limit("zset-max-listpack-entries", defaults.zset_entries),
+                zset_value: limit("zset-max-listpack-value", defaults.zset_value),
+            })
+        }
+    };
+    let query = crate::state::Query::Key(KeyQuery::Object {
+        key: key.clone(),
+        field,
+    });
+    Local::Wait(shared.node.read(query, conn.read_mode))
 }
 
 fn help(lines: &[&str]) -> Reply {
@@ -433,6 +502,20 @@ fn client(conn: &mut Conn, name: &str, argv: &[Bytes], shared: &Shared) -> Reply
             }
             Reply::ok()
         }
+        "client|reply" => {
+            let mode = if is(&argv[2], "ON") {
+                super::connection::Replies::On
+            } else if is(&argv[2], "OFF") {
+                super::connection::Replies::Off
+            } else if is(&argv[2], "SKIP") {
+                // This command's reply and the next one's.
+                super::connection::Replies::Skip(2)
+            } else {
+                return err(CommandError::Syntax);
+            };
+            conn.replies = mode;
+            Reply::ok()
+        }
         "client|no-evict" | "client|no-touch" => {
             if is(&argv[2], "ON") || is(&argv[2], "OFF") {
                 Reply::ok()
@@ -587,6 +670,15 @@ pub(super) fn default_params(config: &Config) -> BTreeMap<String, String> {
         ("replica-read-only", "yes"),
         ("min-replicas-to-write", "0"),
         ("io-threads", "1"),
+        ("hash-max-listpack-entries", "128"),
+        ("hash-max-listpack-value", "64"),
+        ("set-max-intset-entries", "512"),
+        ("set-max-listpack-entries", "128"),
+        ("set-max-listpack-value", "64"),
+        ("zset-max-listpack-entries", "128"),
+        ("zset-max-listpack-value", "64"),
+        ("list-max-listpack-size", "-2"),
+        ("list-compress-depth", "0"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -616,53 +708,131 @@ pub(super) fn default_params(config: &Config) -> BTreeMap<String, String> {
     params
 }
 
-fn config_get(patterns: &[Bytes], shared: &Shared) -> Reply {
-    let params = shared.params.read().expect("params lock");
-    let mut seen = std::collections::BTreeSet::new();
-    let mut out = Vec::new();
-    for pattern in patterns {
-        let pattern = pattern.to_ascii_lowercase();
-        for (name, value) in params.iter() {
-            if glob::matches(&pattern, name.as_bytes()) && seen.insert(name.clone()) {
-                out.push((bulk(name), bulk(value)));
+/// Redis 7's old names of its listpack parameters: each reads and sets the
+/// parameter under its new name.
+const ALIASES: &[(&str, &str)] = &[
+    ("hash-max-ziplist-entries", "hash-max-listpack-entries"),
+    ("hash-max-ziplist-value", "hash-max-listpack-value"),
+    ("zset-max-ziplist-entries", "zset-max-listpack-entries"),
+    ("zset-max-ziplist-value", "zset-max-listpack-value"),
+    ("list-max-ziplist-size", "list-max-listpack-size"),
+];
+
+/// The name a parameter is stored under.
+fn canonical(name: &str) -> &str {
+    ALIASES
+        .iter()
+        .find(|(alias, _)| *alias == name)
+        .map_or(name, |(_, real)| real)
+}
+
+/// The parameter kept in the replicated state rather than by the node:
+/// every replica must send the same keyspace notifications.
+const NOTIFY_PARAM: &str = "notify-keyspace-events";
+
+/// CONFIG GET: the node's parameters, and the replicated
+/// `notify-keyspace-events` read as any other key would be.
+fn config_get(conn: &Conn, patterns: &[Bytes], shared: &Shared) -> Local {
+    let mut pairs = Vec::new();
+    let mut notify_at = None;
+    {
+        let params = shared.params.read().expect("params lock");
+        let aliased = ALIASES
+            .iter()
+            .filter_map(|(alias, real)| params.get(*real).map(|v| (*alias, v)));
+        let all: Vec<(&str, &String)> = params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v))
+            .chain(aliased)
+            .collect();
+        let mut seen = std::collections::BTreeSet::new();
+        for pattern in patterns {
+            let pattern = pattern.to_ascii_lowercase();
+            for (name, value) in &all {
+                if glob::matches(&pattern, name.as_bytes()) && seen.insert(*name) {
+                    if *name == NOTIFY_PARAM {
+                        notify_at = Some(pairs.len());
+                    }
+                    pairs.push((bulk(name), bulk(value)));
+                }
             }
         }
     }
-    Reply::Map(out)
+    let Some(at) = notify_at else {
+        return Local::Now(Reply::Map(pairs));
+    };
+    let query =
+        crate::state::Query::PubSub(crate::state::pubsub::PubSubQuery::NotifyKeyspaceEvents);
+    let rx = shared.node.read(query, conn.read_mode);
+    Local::Later(Box::pin(async move {
+        match crate::raft::answer(rx).await {
+            Ok(Ok(crate::state::Outcome::Bulk(flags))) => {
+                pairs[at].1 = Reply::Bulk(flags);
+                Reply::Map(pairs)
+            }
+            Ok(Ok(_)) => Reply::Map(pairs),
+            Ok(Err(e)) => Reply::error(e.to_string()),
+            Err(e) => Reply::error(e.to_string()),
+        }
+    }))
 }
 
-fn config_set(args: &[Bytes], shared: &Shared) -> Reply {
-    if !args.len().is_multiple_of(2) {
-        return err(CommandError::WrongArity("config|set".into()));
+/// CONFIG SET: the node's parameters at once; `notify-keyspace-events`
+/// through the log, answered once applied.
+fn config_set(args: &[Bytes], shared: &Shared) -> Local {
+    match config_set_params(args, shared) {
+        Ok(None) => Local::Now(Reply::ok()),
+        Ok(Some(flags)) => Local::Wait(shared.node.write(crate::state::Op::PubSub(
+            crate::state::pubsub::PubSubOp::NotifyKeyspaceEvents { flags },
+        ))),
+        Err(reply) => Local::Now(reply),
     }
+}
+
+/// Checks and stores the parameters; returns the keyspace-event flags to
+/// replicate, if they were among them.
+fn config_set_params(args: &[Bytes], shared: &Shared) -> Result<Option<u32>, Reply> {
+    if !args.len().is_multiple_of(2) {
+        return Err(err(CommandError::WrongArity("config|set".into())));
+    }
+    let mut notify = None;
     let mut updates = Vec::new();
     for pair in args.chunks_exact(2) {
         let name = String::from_utf8_lossy(&pair[0]).to_ascii_lowercase();
+        let name = canonical(&name).to_owned();
         let value = String::from_utf8_lossy(&pair[1]).into_owned();
         match param_kind(&name) {
             None => {
-                return Reply::error(format!(
+                return Err(Reply::error(format!(
                     "ERR Unknown option or number of arguments for CONFIG SET - '{name}'"
-                ))
+                )))
             }
             Some(ParamKind::Immutable) => {
-                return Reply::error(format!(
+                return Err(Reply::error(format!(
                     "ERR CONFIG SET failed (possibly related to argument '{name}') - can't set immutable config"
-                ))
+                )))
             }
             Some(ParamKind::Integer { min }) => match value.parse::<u64>() {
                 Ok(v) if v >= min => {}
                 Ok(_) => {
-                    return Reply::error(format!(
+                    return Err(Reply::error(format!(
                         "ERR CONFIG SET failed (possibly related to argument '{name}') - argument must be at least {min}"
-                    ))
+                    )))
                 }
                 Err(_) => {
-                    return Reply::error(format!(
+                    return Err(Reply::error(format!(
                         "ERR CONFIG SET failed (possibly related to argument '{name}') - argument couldn't be parsed into an integer"
-                    ))
+                    )))
                 }
             },
+            Some(ParamKind::Accepted) if name == NOTIFY_PARAM => {
+                let flags = crate::state::notify::parse_flags(value.as_bytes()).ok_or_else(|| {
+                    Reply::error(format!(
+                        "ERR CONFIG SET failed (possibly related to argument '{name}') - Invalid event class character. Use 'Ag$lshzxeKEtmd'."
+                    ))
+                })?;
+                notify = Some(flags);
+            }
             Some(ParamKind::Accepted) => {}
         }
         updates.push((name, value));
@@ -671,7 +841,7 @@ fn config_set(args: &[Bytes], shared: &Shared) -> Reply {
     for (name, value) in updates {
         params.insert(name, value);
     }
-    Reply::ok()
+    Ok(notify)
 }
 
 fn config_help() -> Reply {

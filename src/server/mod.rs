@@ -38,6 +38,47 @@ pub struct Stats {
     pub rejected_connections: AtomicU64,
     pub protocol_errors: AtomicU64,
     pub errors_replied: AtomicU64,
+    /// Calls of each command (INFO commandstats).
+    pub calls: CommandCalls,
+}
+
+/// A counter per command of the table, by its name (`config|get` for a
+/// subcommand): built once, so counting is one atomic add.
+pub struct CommandCalls(std::collections::HashMap<&'static str, AtomicU64>);
+
+impl Default for CommandCalls {
+    fn default() -> Self {
+        let names = crate::command::all()
+            .flat_map(|spec| std::iter::once(spec).chain(spec.subcommands.iter()))
+            .map(|spec| (spec.name, AtomicU64::new(0)));
+        CommandCalls(names.collect())
+    }
+}
+
+impl CommandCalls {
+    pub fn count(&self, name: &str) {
+        if let Some(calls) = self.0.get(name) {
+            calls.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The commands called at least once, by name.
+    pub fn called(&self) -> Vec<(&'static str, u64)> {
+        let mut out: Vec<(&'static str, u64)> = self
+            .0
+            .iter()
+            .map(|(name, calls)| (*name, calls.load(Ordering::Relaxed)))
+            .filter(|(_, calls)| *calls > 0)
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    pub fn reset(&self) {
+        for calls in self.0.values() {
+            calls.store(0, Ordering::Relaxed);
+        }
+    }
 }
 
 /// What CLIENT LIST shows of a connection; updated by its task.

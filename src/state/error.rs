@@ -56,4 +56,8 @@ pub enum StateError {
     Script(String),
     #[error(transparent)]
     Stream(#[from] super::streams::StreamError),
+    #[error("ERR The specified keys must contain string values")]
+    LcsNotStrings,
+    #[error("ERR Insufficient memory, transient memory for LCS exceeds proto-max-bulk-len")]
+    LcsTooLarge,
 }

@@ -8,7 +8,7 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::db::Db;
+use super::db::{Db, Value};
 use super::{glob, OpResult, Outcome, StateError};
 
 /// The NX / XX / GT / LT options of the EXPIRE family. The command layer
@@ -84,6 +84,133 @@ pub enum KeyQuery {
     RandomKey { seed: u64 },
     /// Keys stored, counting expired ones the log has not deleted yet.
     DbSize,
+    /// OBJECT ENCODING, REFCOUNT, IDLETIME, FREQ: nil when absent.
+    Object { key: Bytes, field: ObjectField },
+    /// MEMORY USAGE: an estimate of the bytes the key and its value take,
+    /// nil when absent.
+    MemoryUsage { key: Bytes },
+}
+
+/// What OBJECT reports of a value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ObjectField {
+    /// The encoding Redis would use for the value under these limits.
+    Encoding(EncodingLimits),
+    /// 2147483647 for the small integers Redis shares, else 1.
+    RefCount,
+    /// Seconds since the last access: concord tracks no access times, so 0.
+    IdleTime,
+    /// The LFU access counter: not tracked, so 0.
+    Freq,
+}
+
+/// The sizes up to which Redis keeps a value in a compact encoding: its
+/// `hash-max-listpack-*`, `set-max-intset-entries` and
+/// `zset-max-listpack-*` parameters. concord stores every value one way;
+/// OBJECT ENCODING answers what Redis would have chosen, so tools and tests
+/// that look at it see the familiar names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncodingLimits {
+    pub hash_entries: u64,
+    pub hash_value: u64,
+    pub set_intset_entries: u64,
+    pub zset_entries: u64,
+    pub zset_value: u64,
+}
+
+impl Default for EncodingLimits {
+    /// Redis 7.0's defaults.
+    fn default() -> Self {
+        EncodingLimits {
+            hash_entries: 128,
+            hash_value: 64,
+            set_intset_entries: 512,
+            zset_entries: 128,
+            zset_value: 64,
+        }
+    }
+}
+
+/// Strings of at most this many bytes Redis stores with their header
+/// (`embstr`); longer ones are `raw`.
+const EMBSTR_MAX: usize = 44;
+
+/// Redis shares one object for each integer below this (`OBJ_SHARED_INTEGERS`).
+const SHARED_INTEGERS: i64 = 10_000;
+
+/// The reference count Redis reports for a shared object.
+const SHARED_REFCOUNT: i64 = i32::MAX as i64;
+
+/// The integer a string holds, if Redis would store it as one: the
+/// canonical decimal form of an i64, at most 20 bytes.
+fn as_stored_integer(s: &[u8]) -> Option<i64> {
+    if s.len() > 20 {
+        return None;
+    }
+    let n: i64 = std::str::from_utf8(s).ok()?.parse().ok()?;
+    (n.to_string().as_bytes() == s).then_some(n)
+}
+
+/// The encoding name Redis 7.0 would report for `value`.
+pub fn encoding(value: &Value, limits: &EncodingLimits) -> &'static str {
+    match value {
+        Value::String(s) if as_stored_integer(s).is_some() => "int",
+        Value::String(s) if s.len() <= EMBSTR_MAX => "embstr",
+        Value::String(_) => "raw",
+        Value::Hash(h) => {
+            let fits = h.len() as u64 <= limits.hash_entries
+                && h.iter()
+                    .all(|(f, v)| f.len().max(v.len()) as u64 <= limits.hash_value);
+            if fits {
+                "listpack"
+            } else {
+                "hashtable"
+            }
+        }
+        Value::Set(s) => {
+            let intset = s.len() as u64 <= limits.set_intset_entries
+                && s.keys().all(|m| as_stored_integer(m).is_some());
+            if intset {
+                "intset"
+            } else {
+                "hashtable"
+            }
+        }
+        Value::List(_) => "quicklist",
+        Value::Stream(_) => "stream",
+        Value::ZSet(z) => {
+            let fits = z.len() as u64 <= limits.zset_entries
+                && z.iter().all(|(m, _)| m.len() as u64 <= limits.zset_value);
+            if fits {
+                "listpack"
+            } else {
+                "skiplist"
+            }
+        }
+    }
+}
+
+/// A deterministic estimate of the memory a key takes, in the spirit of
+/// Redis's `objectComputeSize`: the key's dictionary entry and header plus
+/// the value's bytes and a per-element overhead of its encoding.
+pub fn memory_usage(key: &Bytes, value: &Value) -> u64 {
+    const ENTRY: u64 = 24 + 16;
+    const ELEMENT: u64 = 16;
+    let sds = |len: usize| len as u64 + 3;
+    let elements: u64 = match value {
+        Value::String(s) if as_stored_integer(s).is_some() => 0,
+        Value::String(s) => sds(s.len()),
+        Value::Hash(h) => h
+            .iter()
+            .map(|(f, v)| sds(f.len()) + sds(v.len()) + ELEMENT)
+            .sum(),
+        Value::Set(s) => s.keys().map(|m| sds(m.len()) + ELEMENT).sum(),
+        Value::List(l) => l.iter().map(|e| sds(e.len()) + 2).sum::<u64>() + 32,
+        Value::ZSet(z) => z.iter().map(|(m, _)| sds(m.len()) + 8 + ELEMENT).sum(),
+        // The encoded size stands in for Redis's listpack bytes.
+        Value::Stream(stream) => postcard::to_stdvec(stream).map_or(0, |b| b.len() as u64) + 64,
+    };
+    ENTRY + sds(key.len()) + elements
 }
 
 pub fn apply(db: &mut Db, now: u64, op: &KeyOp) -> OpResult {
@@ -222,6 +349,30 @@ pub fn read(db: &Db, now: u64, query: &KeyQuery) -> OpResult {
             Ok(Outcome::bulk_or_nil(db.random_key(*seed, now).cloned()))
         }
         KeyQuery::DbSize => Ok(Outcome::Int(db.len() as i64)),
+        KeyQuery::Object { key, field } => {
+            let Some(entry) = db.get(key, now) else {
+                return Ok(Outcome::Nil);
+            };
+            Ok(match field {
+                ObjectField::Encoding(limits) => Outcome::Bulk(Bytes::from_static(
+                    encoding(&entry.value, limits).as_bytes(),
+                )),
+                ObjectField::RefCount => Outcome::Int(match &entry.value {
+                    Value::String(s)
+                        if as_stored_integer(s)
+                            .is_some_and(|n| (0..SHARED_INTEGERS).contains(&n)) =>
+                    {
+                        SHARED_REFCOUNT
+                    }
+                    _ => 1,
+                }),
+                ObjectField::IdleTime | ObjectField::Freq => Outcome::Int(0),
+            })
+        }
+        KeyQuery::MemoryUsage { key } => Ok(match db.get(key, now) {
+            Some(entry) => Outcome::Int(memory_usage(key, &entry.value) as i64),
+            None => Outcome::Nil,
+        }),
     }
 }
 
@@ -239,10 +390,50 @@ mod tests {
     use std::collections::HashSet;
 
     use super::*;
-    use crate::state::db::{ScanMap, Value};
+    use crate::state::db::ScanMap;
 
     fn b(s: &str) -> Bytes {
         Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    #[test]
+    fn encodings_follow_redis_thresholds() {
+        let limits = EncodingLimits::default();
+        let string = |s: &str| encoding(&Value::String(b(s)), &limits);
+        assert_eq!(string("12345"), "int");
+        assert_eq!(string("012"), "embstr");
+        assert_eq!(string(&"x".repeat(44)), "embstr");
+        assert_eq!(string(&"x".repeat(45)), "raw");
+        let mut hash = ScanMap::new();
+        hash.insert(b("f"), b("v"));
+        let hash_value = Value::Hash(Box::new(hash.clone()));
+        assert_eq!(encoding(&hash_value, &limits), "listpack");
+        let small = EncodingLimits {
+            hash_value: 0,
+            ..limits
+        };
+        assert_eq!(encoding(&hash_value, &small), "hashtable");
+        let mut set = ScanMap::new();
+        set.insert(b("1"), ());
+        set.insert(b("2"), ());
+        assert_eq!(
+            encoding(&Value::Set(Box::new(set.clone())), &limits),
+            "intset"
+        );
+        set.insert(b("a"), ());
+        assert_eq!(encoding(&Value::Set(Box::new(set)), &limits), "hashtable");
+        let mut z = super::super::zsets::ZSet::default();
+        z.insert(b("m"), 1.0);
+        assert_eq!(
+            encoding(&Value::ZSet(Box::new(z.clone())), &limits),
+            "listpack"
+        );
+        let tiny = EncodingLimits {
+            zset_entries: 0,
+            ..limits
+        };
+        assert_eq!(encoding(&Value::ZSet(Box::new(z)), &tiny), "skiplist");
+        assert_eq!(encoding(&Value::List(Box::default()), &limits), "quicklist");
     }
 
     /// 3000 keys: every third a hash, every seventh expired at time 10.

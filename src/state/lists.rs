@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use super::db::{Db, Value};
 use super::keys::KeyOp;
 use super::timers::{self, KeyWaiters, Ticket, Timer, WaitsOnKeys};
-use super::{OpResult, Outcome, State, StateError};
+use super::{notify, Op, OpResult, Outcome, State, StateError};
 
 /// The elements of a list, head first.
 pub type List = VecDeque<Bytes>;
@@ -175,6 +175,29 @@ enum Blocked {
 }
 
 impl Blocked {
+    /// The command as the op that would run it now (for its keyspace
+    /// events when a later op serves it).
+    fn as_op(&self) -> Op {
+        Op::List(match self {
+            Blocked::Pop { keys, end, count } => ListOp::MultiPop {
+                keys: keys.clone(),
+                end: *end,
+                count: count.unwrap_or(1),
+            },
+            Blocked::Move {
+                source,
+                destination,
+                from,
+                to,
+            } => ListOp::Move {
+                source: source.clone(),
+                destination: destination.clone(),
+                from: *from,
+                to: *to,
+            },
+        })
+    }
+
     /// The keys whose lines the waiter stands in.
     fn keys(&self) -> &[Bytes] {
         match self {
@@ -617,25 +640,29 @@ pub(super) fn serve_waiters(state: &mut State, now: u64) {
             let Some(waiter) = forget(state, ticket) else {
                 continue;
             };
-            let outcome = match waiter.command {
-                Blocked::Pop { keys, end, count } => {
-                    pop_first(&mut state.db, now, &keys, end, count)
-                        .map(|popped| popped.unwrap_or(Outcome::NilArray))
-                }
-                Blocked::Move {
-                    source,
-                    destination,
-                    from,
-                    to,
-                } => {
-                    let moved = move_one(&mut state.db, now, &source, &destination, from, to);
-                    if matches!(moved, Ok(Some(_))) && !ready.contains(&destination) {
-                        ready.push_back(destination);
+            let as_op = notify::enabled(state).then(|| waiter.command.as_op());
+            let outcome = notify::serving(state, now, as_op.as_ref(), |state| {
+                let outcome = match waiter.command {
+                    Blocked::Pop { keys, end, count } => {
+                        pop_first(&mut state.db, now, &keys, end, count)
+                            .map(|popped| popped.unwrap_or(Outcome::NilArray))
                     }
-                    moved.map(Outcome::bulk_or_nil)
-                }
-            };
-            state.wake(ticket, outcome.unwrap_or_else(Outcome::Error));
+                    Blocked::Move {
+                        source,
+                        destination,
+                        from,
+                        to,
+                    } => {
+                        let moved = move_one(&mut state.db, now, &source, &destination, from, to);
+                        if matches!(moved, Ok(Some(_))) && !ready.contains(&destination) {
+                            ready.push_back(destination);
+                        }
+                        moved.map(Outcome::bulk_or_nil)
+                    }
+                };
+                outcome.unwrap_or_else(Outcome::Error)
+            });
+            state.wake(ticket, outcome);
         }
     }
 }

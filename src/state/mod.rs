@@ -17,6 +17,7 @@ pub mod hashes;
 pub mod keys;
 pub mod lists;
 pub mod locks;
+pub mod notify;
 mod outcome;
 pub mod pubsub;
 pub mod queues;
@@ -117,6 +118,11 @@ impl Op {
                 block_ms: Some(_),
                 ..
             }) => Some(ticket),
+            Op::ZSet(zsets::ZSetOp::MultiPop {
+                ticket,
+                timeout_ms: Some(_),
+                ..
+            }) => Some(ticket),
             _ => None,
         }
     }
@@ -199,6 +205,21 @@ pub(crate) struct Coord {
     /// (format 3), so format 2 snapshots still decode.
     #[serde(skip)]
     stream_waiters: streams::Waiters,
+    /// Encoded last in a snapshot (format 3), for the same reason.
+    #[serde(skip)]
+    ext: CoordExt,
+}
+
+/// Replicated state added after the snapshot layout of [`Coord`] (format
+/// 2) was set; a snapshot carries it after the stream waiters.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct CoordExt {
+    /// `notify-keyspace-events` as Redis's flag bits (see `notify`); 0, the
+    /// default, turns keyspace notifications off.
+    notify: u32,
+    /// How many members each waiting BZMPOP takes, by ticket (a waiter
+    /// without an entry is a BZPOPMIN/BZPOPMAX).
+    zset_pop_counts: BTreeMap<Ticket, u64>,
 }
 
 impl Coord {
@@ -231,8 +252,17 @@ impl State {
     }
 
     /// Applies `op` at `now`, timers already fired (LOCK.GUARD applies its
-    /// inner op through here).
+    /// inner op through here), with its keyspace notifications.
     fn apply_at(&mut self, now: u64, op: &Op) -> OpResult {
+        let Some(before) = notify::before(self, now, op) else {
+            return self.apply_op(now, op);
+        };
+        let result = self.apply_op(now, op);
+        notify::after(self, now, op, &result, before);
+        result
+    }
+
+    fn apply_op(&mut self, now: u64, op: &Op) -> OpResult {
         match op {
             Op::String(op) => strings::apply(&mut self.db, now, op),
             Op::Key(op) => {

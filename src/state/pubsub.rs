@@ -66,6 +66,9 @@ pub enum PubSubOp {
     },
     /// Node `node` runs as `boot` now: drop its subscribers of earlier runs.
     Rebooted { node: u64, boot: u64 },
+    /// CONFIG SET notify-keyspace-events: the classes of keyspace
+    /// notifications to send, as `notify` parses them. Outcome: OK.
+    NotifyKeyspaceEvents { flags: u32 },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -76,6 +79,8 @@ pub enum PubSubQuery {
     NumSub { shard: bool, channels: Vec<Bytes> },
     /// The number of patterns subscribed to.
     NumPat,
+    /// CONFIG GET notify-keyspace-events: the flags as Redis prints them.
+    NotifyKeyspaceEvents,
 }
 
 /// What a subscriber receives, as RESP names it.
@@ -175,49 +180,59 @@ pub fn apply(state: &mut State, op: &PubSubOp) -> OpResult {
             shard,
             channel,
             message,
-        } => {
-            let mut deliveries = Vec::new();
-            let direct = if *shard {
-                &pubsub.shards
-            } else {
-                &pubsub.channels
-            };
-            if let Some(subs) = direct.get(channel) {
-                let push = if *shard {
-                    Push::SMessage {
-                        channel: channel.clone(),
-                    }
-                } else {
-                    Push::Message {
-                        channel: channel.clone(),
-                    }
-                };
-                deliveries.extend(subs.iter().map(|to| Delivery {
-                    to: *to,
-                    push: push.clone(),
-                    payload: message.clone(),
-                }));
-            }
-            if !*shard {
-                for (pattern, subs) in &pubsub.patterns {
-                    if !glob_match(pattern, channel) {
-                        continue;
-                    }
-                    deliveries.extend(subs.iter().map(|to| Delivery {
-                        to: *to,
-                        push: Push::PMessage {
-                            pattern: pattern.clone(),
-                            channel: channel.clone(),
-                        },
-                        payload: message.clone(),
-                    }));
-                }
-            }
-            let receivers = deliveries.len() as i64;
-            state.deliveries.extend(deliveries);
-            Ok(Outcome::Int(receivers))
+        } => Ok(Outcome::Int(publish(state, *shard, channel, message))),
+        PubSubOp::NotifyKeyspaceEvents { flags } => {
+            state.coord.ext.notify = *flags;
+            Ok(Outcome::Ok)
         }
     }
+}
+
+/// Records a message for every subscription that receives it (a client
+/// subscribed to the channel and to two matching patterns gets three);
+/// answers how many.
+pub(super) fn publish(state: &mut State, shard: bool, channel: &Bytes, message: &Bytes) -> i64 {
+    let pubsub = &state.coord.pubsub;
+    let mut deliveries = Vec::new();
+    let direct = if shard {
+        &pubsub.shards
+    } else {
+        &pubsub.channels
+    };
+    if let Some(subs) = direct.get(channel) {
+        let push = if shard {
+            Push::SMessage {
+                channel: channel.clone(),
+            }
+        } else {
+            Push::Message {
+                channel: channel.clone(),
+            }
+        };
+        deliveries.extend(subs.iter().map(|to| Delivery {
+            to: *to,
+            push: push.clone(),
+            payload: message.clone(),
+        }));
+    }
+    if !shard {
+        for (pattern, subs) in &pubsub.patterns {
+            if !glob_match(pattern, channel) {
+                continue;
+            }
+            deliveries.extend(subs.iter().map(|to| Delivery {
+                to: *to,
+                push: Push::PMessage {
+                    pattern: pattern.clone(),
+                    channel: channel.clone(),
+                },
+                payload: message.clone(),
+            }));
+        }
+    }
+    let receivers = deliveries.len() as i64;
+    state.deliveries.extend(deliveries);
+    receivers
 }
 
 pub fn read(state: &State, query: &PubSubQuery) -> OpResult {
@@ -248,6 +263,9 @@ pub fn read(state: &State, query: &PubSubQuery) -> OpResult {
                 .collect(),
         )),
         PubSubQuery::NumPat => Ok(Outcome::Int(pubsub.patterns.len() as i64)),
+        PubSubQuery::NotifyKeyspaceEvents => Ok(Outcome::Bulk(Bytes::from(
+            super::notify::flags_text(state.coord.ext.notify),
+        ))),
     }
 }
 

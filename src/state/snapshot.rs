@@ -21,8 +21,9 @@ use super::{Coord, State};
 /// version it does not know rather than misreading them.
 /// Format 2 appends the coordination primitives to format 1's body; a
 /// format 1 snapshot restores with none.
-/// Format 3 appends the Lua script cache and the clients waiting on streams
-/// after the primitives; formats 1 and 2 restore with neither. (Format 2
+/// Format 3 appends the Lua script cache, the clients waiting on streams and
+/// the later primitives' state (keyspace notification flags, BZMPOP counts)
+/// after the primitives; formats 1 and 2 restore with none of them. (Format 2
 /// also reads stream values: their variant comes last in the value enum.)
 pub const SNAPSHOT_FORMAT: u8 = 3;
 
@@ -127,6 +128,7 @@ impl State {
         out.extend(postcard::to_stdvec(&self.coord).expect("primitives serialize"));
         out.extend(postcard::to_stdvec(&self.scripts).expect("scripts serialize"));
         out.extend(postcard::to_stdvec(&self.coord.stream_waiters).expect("waiters serialize"));
+        out.extend(postcard::to_stdvec(&self.coord.ext).expect("primitives serialize"));
         out
     }
 
@@ -143,7 +145,9 @@ impl State {
             _ => {
                 let (mut coord, rest): (Coord, _) = postcard::take_from_bytes(rest)?;
                 let (scripts, rest) = postcard::take_from_bytes(rest)?;
-                coord.stream_waiters = postcard::from_bytes(rest)?;
+                let (waiters, rest) = postcard::take_from_bytes(rest)?;
+                coord.stream_waiters = waiters;
+                coord.ext = postcard::from_bytes(rest)?;
                 (coord, scripts)
             }
         };

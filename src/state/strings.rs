@@ -90,6 +90,9 @@ pub enum StringOp {
     GetDel { key: Bytes },
     /// Outcome: the value (or nil), with the deadline changed.
     GetEx { key: Bytes, deadline: GetExDeadline },
+    /// SETBIT: bit `offset` (0 is the most significant bit of the first
+    /// byte), growing the string with zero bytes. Outcome: the bit before.
+    SetBit { key: Bytes, offset: u64, bit: bool },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -109,6 +112,30 @@ pub enum StringQuery {
         start: i64,
         end: i64,
     },
+    /// GETBIT: 0 past the end of the string or for an absent key.
+    GetBit {
+        key: Bytes,
+        offset: u64,
+    },
+    /// LCS: the longest common subsequence of two strings (absent keys are
+    /// empty).
+    Lcs {
+        a: Bytes,
+        b: Bytes,
+        form: LcsForm,
+    },
+}
+
+/// What LCS answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LcsForm {
+    /// The subsequence itself.
+    Text,
+    /// Its length.
+    Len,
+    /// The matching ranges: `{matches: [[[a from, a to], [b from, b to]
+    /// (, length)] ...], len: n}`, ranges shorter than `min_len` left out.
+    Idx { with_len: bool, min_len: u64 },
 }
 
 /// The string at `key`, nil when absent, WRONGTYPE for another type.
@@ -203,6 +230,22 @@ pub fn apply(db: &mut Db, now: u64, op: &StringOp) -> OpResult {
             db.insert_keep_ttl(key.clone(), Value::String(buf.freeze()), now);
             Ok(Outcome::Int(len as i64))
         }
+        StringOp::SetBit { key, offset, bit } => {
+            let byte = (*offset / 8) as usize;
+            let mask = 0x80u8 >> (*offset % 8);
+            let mut buf = BytesMut::from(get_string(db, key, now)?.map_or(&[][..], |s| &s[..]));
+            if buf.len() <= byte {
+                buf.resize(byte + 1, 0);
+            }
+            let before = buf[byte] & mask != 0;
+            if *bit {
+                buf[byte] |= mask;
+            } else {
+                buf[byte] &= !mask;
+            }
+            db.insert_keep_ttl(key.clone(), Value::String(buf.freeze()), now);
+            Ok(Outcome::Int(i64::from(before)))
+        }
         StringOp::IncrBy { key, delta } => {
             // One lookup to read (purging an expired key), one to store.
             let current = match db.live(key, now).map(|e| &e.value) {
@@ -273,7 +316,114 @@ pub fn read(db: &Db, now: u64, query: &StringQuery) -> OpResult {
             };
             Ok(Outcome::Bulk(range_of(s, *start, *end)))
         }
+        StringQuery::GetBit { key, offset } => {
+            let byte = (*offset / 8) as usize;
+            let set = get_string(db, key, now)?
+                .and_then(|s| s.get(byte))
+                .is_some_and(|b| b & (0x80u8 >> (*offset % 8)) != 0);
+            Ok(Outcome::Int(i64::from(set)))
+        }
+        StringQuery::Lcs { a, b, form } => {
+            let string = |key| match db.get(key, now).map(|e| &e.value) {
+                None => Ok(Bytes::new()),
+                Some(Value::String(s)) => Ok(s.clone()),
+                Some(_) => Err(StateError::LcsNotStrings),
+            };
+            lcs(&string(a)?, &string(b)?, *form)
+        }
     }
+}
+
+/// LCS as Redis computes it: the dynamic-programming table of prefix LCS
+/// lengths, walked back from the ends; ranges come out last match first.
+fn lcs(a: &[u8], b: &[u8], form: LcsForm) -> OpResult {
+    let (alen, blen) = (a.len(), b.len());
+    let cells = (alen + 1).saturating_mul(blen + 1);
+    if cells.saturating_mul(4) > MAX_STRING_LEN {
+        return Err(StateError::LcsTooLarge);
+    }
+    let mut table = vec![0u32; cells];
+    let at = |i: usize, j: usize| j + i * (blen + 1);
+    for i in 1..=alen {
+        for j in 1..=blen {
+            table[at(i, j)] = if a[i - 1] == b[j - 1] {
+                table[at(i - 1, j - 1)] + 1
+            } else {
+                table[at(i - 1, j)].max(table[at(i, j - 1)])
+            };
+        }
+    }
+    let total = table[at(alen, blen)];
+    if form == LcsForm::Len {
+        return Ok(Outcome::Int(i64::from(total)));
+    }
+    let (with_len, min_len) = match form {
+        LcsForm::Idx { with_len, min_len } => (with_len, min_len),
+        _ => (false, 0),
+    };
+    let mut text = vec![0u8; total as usize];
+    let mut left = total as usize;
+    let mut matches = Vec::new();
+    // `None`: no range is open.
+    let mut range: Option<(usize, usize, usize, usize)> = None;
+    let (mut i, mut j) = (alen, blen);
+    while i > 0 && j > 0 {
+        let mut emit = false;
+        if a[i - 1] == b[j - 1] {
+            text[left - 1] = a[i - 1];
+            range = match range {
+                None => Some((i - 1, i - 1, j - 1, j - 1)),
+                Some((a_start, a_end, b_start, b_end)) if a_start == i && b_start == j => {
+                    Some((a_start - 1, a_end, b_start - 1, b_end))
+                }
+                open => {
+                    emit = true;
+                    open
+                }
+            };
+            if range.is_some_and(|(a_start, _, b_start, _)| a_start == 0 || b_start == 0) {
+                emit = true;
+            }
+            left -= 1;
+            i -= 1;
+            j -= 1;
+        } else {
+            if table[at(i - 1, j)] > table[at(i, j - 1)] {
+                i -= 1;
+            } else {
+                j -= 1;
+            }
+            emit = range.is_some();
+        }
+        if emit {
+            if let Some((a_start, a_end, b_start, b_end)) = range.take() {
+                let len = (a_end - a_start + 1) as u64;
+                if min_len == 0 || len >= min_len {
+                    let pair = |from: usize, to: usize| {
+                        Outcome::Array(vec![Outcome::Int(from as i64), Outcome::Int(to as i64)])
+                    };
+                    let mut item = vec![pair(a_start, a_end), pair(b_start, b_end)];
+                    if with_len {
+                        item.push(Outcome::Int(len as i64));
+                    }
+                    matches.push(Outcome::Array(item));
+                }
+            }
+        }
+    }
+    Ok(match form {
+        LcsForm::Idx { .. } => Outcome::Map(vec![
+            (
+                Outcome::Bulk(Bytes::from_static(b"matches")),
+                Outcome::Array(matches),
+            ),
+            (
+                Outcome::Bulk(Bytes::from_static(b"len")),
+                Outcome::Int(i64::from(total)),
+            ),
+        ]),
+        _ => Outcome::Bulk(Bytes::from(text)),
+    })
 }
 
 /// GETRANGE's clamping: negative offsets count from the end, the range is

@@ -28,6 +28,8 @@ use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -35,7 +37,7 @@ use super::db::{Db, ScanMap, SeededRng, Value};
 use super::hashes::random_picks;
 use super::keys::scan_reply;
 use super::timers::{self, KeyWaiters, Ticket, Timer, WaitsOnKeys};
-use super::{glob, OpResult, Outcome, State, StateError};
+use super::{glob, notify, Op, OpResult, Outcome, State, StateError};
 
 /// A score in the index: ordered numerically, `-0` equal to `0`. Never NaN.
 #[derive(Clone, Copy, Debug)]
@@ -377,6 +379,17 @@ pub enum ZSetOp {
         src: Bytes,
         spec: RangeSpec,
     },
+    /// ZMPOP (no timeout) and BZMPOP: up to `count` members from the first
+    /// non-empty key. Outcome: `[key, [[member, score] ...]]`, Blocked, or
+    /// nil (nothing to pop and no wait, or the wait ran out).
+    MultiPop {
+        keys: Vec<Bytes>,
+        max: bool,
+        count: u64,
+        /// Some for BZMPOP: 0 waits without a limit.
+        timeout_ms: Option<u64>,
+        ticket: Ticket,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -466,6 +479,24 @@ fn zset<'a>(db: &'a Db, key: &Bytes, now: u64) -> Result<Option<&'a ZSet>, State
     match db.get(key, now).map(|e| &e.value) {
         None => Ok(None),
         Some(Value::ZSet(z)) => Ok(Some(z)),
+        Some(_) => Err(StateError::WrongType),
+    }
+}
+
+/// An input of ZUNION, ZINTER, ZDIFF and their STORE forms: a sorted set,
+/// or a plain set whose members all score 1 (as Redis allows); absent keys
+/// are empty.
+fn source<'a>(db: &'a Db, key: &Bytes, now: u64) -> Result<Cow<'a, ZSet>, StateError> {
+    match db.get(key, now).map(|e| &e.value) {
+        None => Ok(Cow::Owned(ZSet::default())),
+        Some(Value::ZSet(z)) => Ok(Cow::Borrowed(z)),
+        Some(Value::Set(members)) => {
+            let mut z = ZSet::default();
+            for member in members.keys() {
+                z.insert(member.clone(), 1.0);
+            }
+            Ok(Cow::Owned(z))
+        }
         Some(_) => Err(StateError::WrongType),
     }
 }
@@ -568,7 +599,7 @@ pub fn apply(state: &mut State, now: u64, op: &ZSetOp) -> OpResult {
             timeout_ms,
             ticket,
         } => {
-            if let Some(popped) = pop_first_ready(db, now, keys, *max)? {
+            if let Some(popped) = pop_first_ready(db, now, keys, *max, None)? {
                 return Ok(popped);
             }
             if !ticket.is_assigned() {
@@ -578,6 +609,26 @@ pub fn apply(state: &mut State, now: u64, op: &ZSetOp) -> OpResult {
             Ok(Outcome::Blocked {
                 ticket: *ticket,
                 timeout_ms: *timeout_ms,
+            })
+        }
+        ZSetOp::MultiPop {
+            keys,
+            max,
+            count,
+            timeout_ms,
+            ticket,
+        } => {
+            if let Some(popped) = pop_first_ready(db, now, keys, *max, Some(*count))? {
+                return Ok(popped);
+            }
+            let Some(timeout_ms) = timeout_ms.filter(|_| ticket.is_assigned()) else {
+                return Ok(Outcome::Nil);
+            };
+            block(state, now, keys, *max, timeout_ms, *ticket);
+            state.coord.ext.zset_pop_counts.insert(*ticket, *count);
+            Ok(Outcome::Blocked {
+                ticket: *ticket,
+                timeout_ms,
             })
         }
         ZSetOp::Store { dest, combine } => {
@@ -754,11 +805,10 @@ fn weighted(score: f64, weight: f64) -> f64 {
 /// (absent keys are empty sets). With `stop_at`, an intersection stops
 /// once it holds that many members.
 fn combined(db: &Db, now: u64, c: &Combine, stop_at: Option<usize>) -> Result<ZSet, StateError> {
-    let empty = ZSet::default();
     let mut sources = Vec::with_capacity(c.keys.len());
     for (i, key) in c.keys.iter().enumerate() {
         let weight = c.weights.get(i).copied().unwrap_or(1.0);
-        sources.push((zset(db, key, now)?.unwrap_or(&empty), weight));
+        sources.push((source(db, key, now)?, weight));
     }
     let mut result = ZSet::default();
     match c.op {
@@ -814,23 +864,39 @@ fn combined(db: &Db, now: u64, c: &Combine, stop_at: Option<usize>) -> Result<ZS
 }
 
 /// The first of `keys` holding a non-empty sorted set gives up its lowest
-/// (highest) member: `[key, member, score]`. None when all are empty;
-/// WRONGTYPE when a key before that holds another type.
+/// (highest) member: `[key, member, score]`; or, given a count (BZMPOP),
+/// up to that many: `[key, [[member, score] ...]]`. None when all are
+/// empty; WRONGTYPE when a key before that holds another type.
 fn pop_first_ready(
     db: &mut Db,
     now: u64,
     keys: &[Bytes],
     max: bool,
+    count: Option<u64>,
 ) -> Result<Option<Outcome>, StateError> {
     for key in keys {
         if zset(db, key, now)?.is_none_or(ZSet::is_empty) {
             continue;
         }
-        let popped = with_zset(db, key, now, false, None, |z| Ok(z.pop(max)))?;
-        if let Some((member, score)) = popped {
-            let [m, s] = member_score(&member, score);
-            return Ok(Some(Outcome::Array(vec![Outcome::Bulk(key.clone()), m, s])));
-        }
+        let n = count.unwrap_or(1);
+        let popped: Vec<Scored> = with_zset(db, key, now, false, Vec::new(), |z| {
+            Ok((0..n).map_while(|_| z.pop(max)).collect())
+        })?;
+        let key = Outcome::Bulk(key.clone());
+        return Ok(match (count, popped.first()) {
+            (_, None) => None,
+            (None, Some((member, score))) => {
+                let [m, s] = member_score(member, *score);
+                Some(Outcome::Array(vec![key, m, s]))
+            }
+            (Some(_), Some(_)) => {
+                let pairs = popped
+                    .iter()
+                    .map(|(m, s)| Outcome::Array(member_score(m, *s).into()))
+                    .collect();
+                Some(Outcome::Array(vec![key, Outcome::Array(pairs)]))
+            }
+        });
     }
     Ok(None)
 }
@@ -855,6 +921,7 @@ fn block(state: &mut State, now: u64, keys: &[Bytes], max: bool, timeout_ms: u64
 /// Removes `ticket`'s wait from every queue and cancels its timer.
 fn take_waiter(state: &mut State, ticket: Ticket) -> Option<Waiter> {
     let coord = &mut state.coord;
+    coord.ext.zset_pop_counts.remove(&ticket);
     let waiter = coord.zset_waiters.remove(ticket)?;
     if let Some(at) = waiter.gives_up {
         coord.timers.cancel(Timer::ZSetPopWait(ticket), at);
@@ -881,15 +948,28 @@ pub(super) fn serve_waiters(state: &mut State, now: u64) {
             let Some(ticket) = next else {
                 break;
             };
+            let count = state.coord.ext.zset_pop_counts.get(&ticket).copied();
             let Some(waiter) = take_waiter(state, ticket) else {
                 break;
             };
             // The key is non-empty, so the pop finds a member (or meets a
             // key of another type first, which the client hears about).
-            let outcome = match pop_first_ready(&mut state.db, now, &waiter.keys, waiter.max) {
-                Ok(popped) => popped.unwrap_or(Outcome::Nil),
-                Err(err) => Outcome::Error(err),
-            };
+            let as_op = notify::enabled(state).then(|| {
+                Op::ZSet(ZSetOp::MultiPop {
+                    keys: waiter.keys.clone(),
+                    max: waiter.max,
+                    count: count.unwrap_or(1),
+                    timeout_ms: None,
+                    ticket,
+                })
+            });
+            let outcome = notify::serving(state, now, as_op.as_ref(), |state| {
+                let popped = pop_first_ready(&mut state.db, now, &waiter.keys, waiter.max, count);
+                match popped {
+                    Ok(popped) => popped.unwrap_or(Outcome::Nil),
+                    Err(err) => Outcome::Error(err),
+                }
+            });
             state.wake(ticket, outcome);
         }
     }
