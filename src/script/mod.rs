@@ -31,10 +31,15 @@ use crate::resp::Reply;
 use crate::state::scripts::{Call, HostSlot, Library, Run, ScriptHost};
 use crate::state::{OpResult, State, StateError};
 
-/// Lua VM instructions one script may execute. A few hundred million
-/// is a few seconds at most; a `while true do end` ends here, on every
-/// replica at the same instruction, with [`INSTRUCTION_LIMIT_ERROR`].
-pub const INSTRUCTION_LIMIT: u64 = 100_000_000;
+/// Lua VM instructions one script may execute; a `while true do end`
+/// ends here, on every replica at the same instruction, with
+/// [`INSTRUCTION_LIMIT_ERROR`]. Every replica runs every script while it
+/// applies, so this bounds how long the whole cluster stops: measured,
+/// 100M instructions (about a second) let a few queued runaway scripts
+/// stall every node past the election timeout and no leader could be
+/// elected; 20M is a fraction of a second, far more than the scripts of
+/// locks, rate limiters and queues need.
+pub const INSTRUCTION_LIMIT: u64 = 20_000_000;
 /// How often the counting hook runs, in instructions.
 const HOOK_EVERY: u32 = 10_000;
 /// Memory a script may allocate beyond what the interpreter held before
