@@ -144,16 +144,18 @@ fn parse_exists(argv: &[Bytes]) -> Result<Query, CommandError> {
     Ok(Query::Script(ScriptQuery::Exists(argv[2..].to_vec())))
 }
 
-fn parse_flush(argv: &[Bytes]) -> Result<Op, CommandError> {
+/// SCRIPT FLUSH and FUNCTION FLUSH take an optional ASYNC or SYNC (both
+/// flush at once: the flush is one log entry either way).
+fn flush_mode(argv: &[Bytes], error: &str) -> Result<(), CommandError> {
     match argv.get(2) {
-        None => {}
-        Some(mode) if argv.len() == 3 && (is(mode, "async") || is(mode, "sync")) => {}
-        Some(_) => {
-            return Err(CommandError::InvalidArgument(
-                "SCRIPT FLUSH only support SYNC|ASYNC option".into(),
-            ))
-        }
+        None => Ok(()),
+        Some(mode) if argv.len() == 3 && (is(mode, "async") || is(mode, "sync")) => Ok(()),
+        Some(_) => Err(CommandError::InvalidArgument(error.into())),
     }
+}
+
+fn parse_flush(argv: &[Bytes]) -> Result<Op, CommandError> {
+    flush_mode(argv, "SCRIPT FLUSH only support SYNC|ASYNC option")?;
     Ok(Op::Script(ScriptOp::Flush))
 }
 
@@ -199,14 +201,6 @@ fn parse_function_delete(argv: &[Bytes]) -> Result<Op, CommandError> {
 }
 
 fn parse_function_flush(argv: &[Bytes]) -> Result<Op, CommandError> {
-    match argv.get(2) {
-        None => {}
-        Some(mode) if argv.len() == 3 && (is(mode, "async") || is(mode, "sync")) => {}
-        Some(_) => {
-            return Err(CommandError::InvalidArgument(
-                "FUNCTION FLUSH only supports SYNC|ASYNC option".into(),
-            ))
-        }
-    }
+    flush_mode(argv, "FUNCTION FLUSH only supports SYNC|ASYNC option")?;
     Ok(Op::Script(ScriptOp::FlushLibraries))
 }

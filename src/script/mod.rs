@@ -31,10 +31,15 @@ use crate::resp::Reply;
 use crate::state::scripts::{Call, HostSlot, Library, Run, ScriptHost};
 use crate::state::{OpResult, State, StateError};
 
-/// Lua VM instructions one script may execute. A few hundred million
-/// is a few seconds at most; a `while true do end` ends here, on every
-/// replica at the same instruction, with [`INSTRUCTION_LIMIT_ERROR`].
-pub const INSTRUCTION_LIMIT: u64 = 100_000_000;
+/// Lua VM instructions one script may execute; a `while true do end`
+/// ends here, on every replica at the same instruction, with
+/// [`INSTRUCTION_LIMIT_ERROR`]. Every replica runs every script while it
+/// applies, so this bounds how long the whole cluster stops: measured,
+/// 100M instructions (about a second) let a few queued runaway scripts
+/// stall every node past the election timeout and no leader could be
+/// elected; 20M is a fraction of a second, far more than the scripts of
+/// locks, rate limiters and queues need.
+pub const INSTRUCTION_LIMIT: u64 = 20_000_000;
 /// How often the counting hook runs, in instructions.
 const HOOK_EVERY: u32 = 10_000;
 /// Memory a script may allocate beyond what the interpreter held before
@@ -205,8 +210,32 @@ struct Vm {
 
 #[derive(Default)]
 struct Budget {
-    periods: AtomicU64,
+    /// Instructions (and instruction-equivalents of commands) so far.
+    used: AtomicU64,
     exceeded: AtomicBool,
+}
+
+/// What one redis.call costs against [`INSTRUCTION_LIMIT`]: the command's
+/// work happens outside the VM, where the hook cannot count it, so a loop
+/// of cheap commands is bounded too.
+const CALL_COST: u64 = 200;
+
+impl Budget {
+    /// Counts `n` instructions; past the limit, ends the script.
+    fn charge(self: &Arc<Self>, lua: &Lua, n: u64) -> mlua::Result<VmState> {
+        let used = self.used.fetch_add(n, Ordering::Relaxed) + n;
+        if used > INSTRUCTION_LIMIT || self.exceeded.load(Ordering::Relaxed) {
+            if !self.exceeded.swap(true, Ordering::Relaxed) {
+                // From now on every instruction fails, so no pcall inside
+                // the script can swallow the end.
+                lua.set_hook(HookTriggers::new().every_nth_instruction(1), |_, _| {
+                    Err(mlua::Error::runtime(INSTRUCTION_LIMIT_ERROR))
+                });
+            }
+            return Err(mlua::Error::runtime(INSTRUCTION_LIMIT_ERROR));
+        }
+        Ok(VmState::Continue)
+    }
 }
 
 impl Vm {
@@ -300,29 +329,12 @@ impl Vm {
     /// by a hook, and memory.
     fn arm_limits(&self) {
         let lua = &self.lua;
-        self.budget.periods.store(0, Ordering::Relaxed);
+        self.budget.used.store(0, Ordering::Relaxed);
         self.budget.exceeded.store(false, Ordering::Relaxed);
         let budget = self.budget.clone();
         lua.set_hook(
             HookTriggers::new().every_nth_instruction(HOOK_EVERY),
-            move |lua, _| {
-                if budget.exceeded.load(Ordering::Relaxed) {
-                    return Err(mlua::Error::runtime(INSTRUCTION_LIMIT_ERROR));
-                }
-                let periods = budget.periods.fetch_add(1, Ordering::Relaxed) + 1;
-                if periods * HOOK_EVERY as u64 > INSTRUCTION_LIMIT {
-                    budget.exceeded.store(true, Ordering::Relaxed);
-                    // From now on every instruction fails, so no pcall
-                    // inside the script can swallow the end.
-                    let again = budget.clone();
-                    lua.set_hook(HookTriggers::new().every_nth_instruction(1), move |_, _| {
-                        again.exceeded.store(true, Ordering::Relaxed);
-                        Err(mlua::Error::runtime(INSTRUCTION_LIMIT_ERROR))
-                    });
-                    return Err(mlua::Error::runtime(INSTRUCTION_LIMIT_ERROR));
-                }
-                Ok(VmState::Continue)
-            },
+            move |lua, _| budget.charge(lua, HOOK_EVERY as u64),
         );
         let _ = lua.gc_collect();
         let _ = lua.set_memory_limit(lua.used_memory() + MEMORY_LIMIT);
@@ -364,7 +376,9 @@ impl Vm {
             // redis.call raises what redis.pcall returns. A Rust callback
             // can only raise a string, so the text is kept for the error
             // handler to turn back into Redis's error table.
+            let budget = &self.budget;
             let call = scope.create_function(|lua, args: MultiValue| {
+                budget.charge(lua, CALL_COST)?;
                 let text = match ctx.borrow_mut().dispatch(&args) {
                     Ok(Reply::Error(text)) | Err(text) => text,
                     Ok(reply) => return convert::reply_to_lua(lua, reply, libs::resp3(lua)),
@@ -373,6 +387,7 @@ impl Vm {
                 Err(mlua::Error::runtime(text))
             })?;
             let pcall = scope.create_function(|lua, args: MultiValue| {
+                budget.charge(lua, CALL_COST)?;
                 match ctx.borrow_mut().dispatch(&args) {
                     Ok(reply) => convert::reply_to_lua(lua, reply, libs::resp3(lua)),
                     Err(text) => convert::error_table(lua, &text),
