@@ -218,7 +218,7 @@ struct Budget {
 /// What one redis.call costs against [`INSTRUCTION_LIMIT`]: the command's
 /// work happens outside the VM, where the hook cannot count it, so a loop
 /// of cheap commands is bounded too.
-const CALL_COST: u64 = 200;
+const CALL_COST: u64 = 100;
 
 impl Budget {
     /// Counts `n` instructions; past the limit, ends the script.
