@@ -137,11 +137,6 @@ fn execute_now(
             Reply::ok()
         }
         "config|rewrite" => Reply::ok(),
-        "function|flush" => match argv.get(2) {
-            None => Reply::ok(),
-            Some(mode) if argv.len() == 3 && (is(mode, "ASYNC") || is(mode, "SYNC")) => Reply::ok(),
-            Some(_) => err(CommandError::Syntax),
-        },
         "config|help" => config_help(),
         "command" => Reply::Array(command::all().map(command_info).collect()),
         "command|count" => Reply::Int(command::all().count() as i64),
