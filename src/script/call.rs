@@ -6,11 +6,8 @@ use mlua::{MultiValue, Value};
 
 use crate::command::{self, Flag, Request};
 use crate::resp::Reply;
-use crate::state::hashes::HashQuery;
-use crate::state::keys::KeyQuery;
-use crate::state::sets::{SetOp, SetQuery};
-use crate::state::zsets::ZSetQuery;
-use crate::state::{Op, Query, State};
+use crate::state::sets::SetOp;
+use crate::state::{Op, State};
 
 /// The state a script's commands run against.
 pub(super) struct Ctx<'a> {
@@ -60,7 +57,7 @@ impl Ctx<'_> {
                 Ok(reply(spec.name, result))
             }
             Ok(Request::Read(mut query, spec, reply)) => {
-                seed_query(&mut query, seed);
+                query.set_seed(seed);
                 Ok(reply(spec.name, self.state.read(&query, self.now)))
             }
             Ok(Request::Local(spec)) => self.local(spec.name, &argv),
@@ -132,16 +129,6 @@ fn trim_zeros(s: &str) -> &str {
         s.trim_end_matches('0').trim_end_matches('.')
     } else {
         s
-    }
-}
-
-fn seed_query(query: &mut Query, value: u64) {
-    match query {
-        Query::Key(KeyQuery::RandomKey { seed }) => *seed = value,
-        Query::Hash(HashQuery::RandField { seed, .. }) => *seed = value,
-        Query::Set(SetQuery::RandMember { seed, .. }) => *seed = value,
-        Query::ZSet(ZSetQuery::RandMember { seed, .. }) => *seed = value,
-        _ => {}
     }
 }
 

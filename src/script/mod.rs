@@ -239,6 +239,27 @@ impl Budget {
 }
 
 impl Vm {
+    /// Compiles a script or library body in the sandbox's environment;
+    /// a syntax error answers `ERR <what>: <message>`, as Redis words it.
+    fn load_chunk(&self, code: &[u8], name: &str, what: &str) -> Result<Function, StateError> {
+        let env: Table = self
+            .internal
+            .get("env")
+            .map_err(|e| script_error(format!("ERR {e}")))?;
+        self.lua
+            .load(code)
+            .set_name(name)
+            .set_environment(env)
+            .into_function()
+            .map_err(|e| {
+                let text = match &e {
+                    mlua::Error::SyntaxError { message, .. } => message.clone(),
+                    other => other.to_string(),
+                };
+                script_error(format!("ERR {what}: {text}"))
+            })
+    }
+
     fn new() -> mlua::Result<Vm> {
         // The debug library is loaded for the sandbox's error handler
         // only (it keeps `debug.getinfo` as a local); scripts never see it.
@@ -267,23 +288,11 @@ impl Vm {
             return Ok(c.clone());
         }
         let (flags, skip) = shebang(body)?;
-        let env: Table = self
-            .internal
-            .get("env")
-            .map_err(|e| script_error(format!("ERR {e}")))?;
-        let function = self
-            .lua
-            .load(&body[skip..])
-            .set_name("@user_script")
-            .set_environment(env)
-            .into_function()
-            .map_err(|e| {
-                let text = match &e {
-                    mlua::Error::SyntaxError { message, .. } => message.clone(),
-                    other => other.to_string(),
-                };
-                script_error(format!("ERR Error compiling script (new function): {text}"))
-            })?;
+        let function = self.load_chunk(
+            &body[skip..],
+            "@user_script",
+            "Error compiling script (new function)",
+        )?;
         let compiled = Compiled { function, flags };
         self.compiled.insert(sha.to_owned(), compiled.clone());
         Ok(compiled)
@@ -422,21 +431,7 @@ impl Vm {
     /// keeps the functions it registered.
     fn load_library(&mut self, code: &Bytes) -> Result<(String, Library), StateError> {
         let (name, skip) = library_name(code)?;
-        let fail = |e: mlua::Error| script_error(format!("ERR {e}"));
-        let env: Table = self.internal.get("env").map_err(fail)?;
-        let chunk = self
-            .lua
-            .load(&code[skip..])
-            .set_name("@user_function")
-            .set_environment(env)
-            .into_function()
-            .map_err(|e| {
-                let text = match &e {
-                    mlua::Error::SyntaxError { message, .. } => message.clone(),
-                    other => other.to_string(),
-                };
-                script_error(format!("ERR Error compiling function: {text}"))
-            })?;
+        let chunk = self.load_chunk(&code[skip..], "@user_function", "Error compiling function")?;
         let registered: RefCell<Vec<(String, Function, bool)>> = RefCell::new(Vec::new());
         let lua = &self.lua;
         libs::begin_run(lua, 0);

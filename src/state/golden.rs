@@ -36,11 +36,8 @@ use bytes::Bytes;
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::hashes::HashQuery;
-use super::keys::KeyQuery;
-use super::sets::{SetOp, SetQuery};
-use super::zsets::ZSetQuery;
-use super::{Op, Outcome, Query, State, Ticket};
+use super::sets::SetOp;
+use super::{Op, Outcome, State, Ticket};
 use crate::command::{prepare, ReplyFn, Request};
 use crate::resp::Reply;
 
@@ -116,7 +113,7 @@ impl Harness {
             }
             Ok(Request::Read(mut query, spec, reply)) => {
                 if let Some(seed) = self.seed {
-                    set_seed(&mut query, seed);
+                    query.set_seed(seed);
                 }
                 reply(spec.name, self.state.read(&query, self.now))
             }
@@ -140,16 +137,6 @@ impl Harness {
             self.apply(&Op::ExpireKeys(expired))
                 .expect("expiry applies");
         }
-    }
-}
-
-fn set_seed(query: &mut Query, value: u64) {
-    match query {
-        Query::Key(KeyQuery::RandomKey { seed }) => *seed = value,
-        Query::Hash(HashQuery::RandField { seed, .. }) => *seed = value,
-        Query::Set(SetQuery::RandMember { seed, .. }) => *seed = value,
-        Query::ZSet(ZSetQuery::RandMember { seed, .. }) => *seed = value,
-        _ => {}
     }
 }
 

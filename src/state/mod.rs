@@ -152,6 +152,20 @@ pub enum Query {
     Stream(streams::StreamQuery),
 }
 
+impl Query {
+    /// Replaces the seed of a random read (RANDOMKEY, HRANDFIELD,
+    /// SRANDMEMBER, ZRANDMEMBER); other queries are left alone.
+    pub fn set_seed(&mut self, value: u64) {
+        match self {
+            Query::Key(keys::KeyQuery::RandomKey { seed }) => *seed = value,
+            Query::Hash(hashes::HashQuery::RandField { seed, .. }) => *seed = value,
+            Query::Set(sets::SetQuery::RandMember { seed, .. }) => *seed = value,
+            Query::ZSet(zsets::ZSetQuery::RandMember { seed, .. }) => *seed = value,
+            _ => {}
+        }
+    }
+}
+
 /// The replicated state: database 0 and the clock of the log.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct State {
