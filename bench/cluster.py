@@ -12,7 +12,8 @@ Runs side by side, for the whole benchmark:
 Each round runs redis-benchmark -c 50 (SET and GET, unpipelined) against the
 concord leader, a concord follower (writes relayed to the leader, reads by
 ReadIndex), and both Redis servers, back to back so noise falls on all alike;
-the table shows medians over rounds. Then it measures failover: kill -9 the
+the table shows medians over rounds, with the CPU time the server processes
+used per request (all three nodes for concord, from /proc). Then it measures failover: kill -9 the
 leader, and time until a SET through a survivor succeeds (repeated, with the
 killed node restarted and caught up in between).
 
@@ -196,6 +197,17 @@ def redis_benchmark(port, args, requests=REQUESTS, clients=CLIENTS):
     return results
 
 
+def cpu_seconds(pids):
+    """User + system CPU seconds the processes have used so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
 def build_release():
     """Builds target/release/concord; returns its path and HEAD's short hash."""
     log("building target/release/concord")
@@ -244,12 +256,23 @@ def main():
             "redis no-persist": nopersist_port,
             "redis always": always_port,
         }
+        # Whose CPU a target's requests cost: all three nodes for concord.
+        servers = {
+            "concord leader": [p.pid for p in concord.procs.values()],
+            "concord follower": [p.pid for p in concord.procs.values()],
+            "redis no-persist": [p1.pid],
+            "redis always": [p2.pid],
+        }
         samples = {name: {"SET": [], "GET": []} for name in targets}
         for r in range(ROUNDS):
             for name, port in targets.items():
                 log(f"round {r + 1}/{ROUNDS}: {name}")
-                for test, cols in redis_benchmark(port, ["-t", "set,get"]).items():
-                    samples[name][test].append(cols)
+                for test in ("set", "get"):
+                    before = cpu_seconds(servers[name])
+                    for label, cols in redis_benchmark(port, ["-t", test]).items():
+                        used = cpu_seconds(servers[name]) - before
+                        cols["cpu_us"] = used * 1e6 / REQUESTS
+                        samples[name][label].append(cols)
         failovers = []
         for n in range(FAILOVERS):
             log(f"failover {n + 1}/{FAILOVERS}")
@@ -268,8 +291,8 @@ def main():
         f"concord cluster benchmark — commit {commit}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
         f"{os.cpu_count()} cores, {CLIENTS} clients, {REQUESTS} requests per test, median of {ROUNDS} rounds",
         "",
-        "| test | target | rps | p50 ms | p99 ms | vs redis always | vs redis no-persist |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| test | target | rps | p50 ms | p99 ms | server CPU µs/req | vs redis always | vs redis no-persist |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for test in ("SET", "GET"):
         always = med("redis always", test, "rps")
@@ -278,7 +301,8 @@ def main():
             rps = med(name, test, "rps")
             lines.append(
                 f"| {test} | {name} | {rps:,.0f} | {med(name, test, 'p50_latency_ms'):.3f} | "
-                f"{med(name, test, 'p99_latency_ms'):.3f} | {rps / always:.2f}x | {rps / nopersist:.2f}x |"
+                f"{med(name, test, 'p99_latency_ms'):.3f} | {med(name, test, 'cpu_us'):.1f} | "
+                f"{rps / always:.2f}x | {rps / nopersist:.2f}x |"
             )
     lines += [
         "",

@@ -451,6 +451,7 @@ pub fn start(
         &config.data_dir.join("wal"),
         WalOptions {
             segment_bytes: config.wal_segment_bytes,
+            ..WalOptions::default()
         },
     )?;
     if let Some(torn) = &recovered.torn_tail {

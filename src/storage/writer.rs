@@ -228,7 +228,7 @@ fn commit(wal: &mut Wal, jobs: &[WalJob], stats: &WalStats) -> Result<u64, Stora
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::WalOptions;
+    use crate::storage::wal::tests::appending;
     use ::raft::eraftpb::{Entry, HardState};
     use std::sync::Mutex;
 
@@ -267,7 +267,7 @@ mod tests {
     /// A writer on a fresh WAL in `dir` that takes no job before the gate
     /// opens.
     fn gated_writer(dir: &std::path::Path) -> (WalWriter, Arc<WalStats>, Seen, mpsc::Sender<()>) {
-        let (wal, _) = Wal::open(dir, WalOptions::default()).unwrap();
+        let (wal, _) = Wal::open(dir, appending(64 * 1024 * 1024)).unwrap();
         let stats = Arc::new(WalStats::default());
         let (seen, cb) = recorder();
         let (gate_tx, gate_rx) = mpsc::channel();
@@ -292,7 +292,7 @@ mod tests {
         assert_eq!(stats.bytes.load(Ordering::Relaxed), expect_bytes);
         assert_eq!(*seen.lock().unwrap(), vec![Ok(50)]);
 
-        let (_, r) = Wal::open(dir.path(), WalOptions::default()).unwrap();
+        let (_, r) = Wal::open(dir.path(), appending(64 * 1024 * 1024)).unwrap();
         let got: Vec<u64> = r.entries.iter().map(|e| e.index).collect();
         assert_eq!(got, (1..=50).collect::<Vec<_>>());
     }
@@ -329,14 +329,14 @@ mod tests {
         assert_eq!(stats.deferred.load(Ordering::Relaxed), 1);
         assert_eq!(stats.syncs.load(Ordering::Relaxed), 1);
         assert_eq!(*seen.lock().unwrap(), vec![Ok(2), Ok(3)]);
-        let (_, r) = Wal::open(dir.path(), WalOptions::default()).unwrap();
+        let (_, r) = Wal::open(dir.path(), appending(64 * 1024 * 1024)).unwrap();
         assert_eq!(r.hard_state.map(|hs| hs.commit), Some(2));
     }
 
     #[test]
     fn shutdown_flushes_everything_submitted() {
         let dir = tempfile::tempdir().unwrap();
-        let (wal, _) = Wal::open(dir.path(), WalOptions { segment_bytes: 256 }).unwrap();
+        let (wal, _) = Wal::open(dir.path(), appending(256)).unwrap();
         let stats = Arc::new(WalStats::default());
         let (seen, cb) = recorder();
         let writer = WalWriter::spawn(wal, None, Arc::clone(&stats), cb);
@@ -367,7 +367,7 @@ mod tests {
         let numbers: Vec<u64> = seen.iter().map(|r| *r.as_ref().unwrap()).collect();
         assert!(numbers.windows(2).all(|w| w[0] < w[1]), "{numbers:?}");
 
-        let (_, r) = Wal::open(dir.path(), WalOptions::default()).unwrap();
+        let (_, r) = Wal::open(dir.path(), appending(64 * 1024 * 1024)).unwrap();
         assert_eq!(r.entries.len(), 200);
         assert_eq!(r.hard_state, Some(hs));
     }
@@ -375,7 +375,7 @@ mod tests {
     #[test]
     fn compaction_runs_after_the_sync() {
         let dir = tempfile::tempdir().unwrap();
-        let (wal, _) = Wal::open(dir.path(), WalOptions { segment_bytes: 100 }).unwrap();
+        let (wal, _) = Wal::open(dir.path(), appending(100)).unwrap();
         let stats = Arc::new(WalStats::default());
         let (seen, cb) = recorder();
         let (gate_tx, gate_rx) = mpsc::channel::<()>();
@@ -408,7 +408,7 @@ mod tests {
         // Two entries per segment: {1,2} .. {19,20}, then {mark}. The seven
         // segments up to {13,14} are covered by the mark; {15,16} on are kept.
         assert_eq!(files, 4);
-        let (_, r) = Wal::open(dir.path(), WalOptions::default()).unwrap();
+        let (_, r) = Wal::open(dir.path(), appending(64 * 1024 * 1024)).unwrap();
         assert_eq!(r.snapshot_mark, Some((15, 1)));
         let got: Vec<u64> = r.entries.iter().map(|e| e.index).collect();
         assert_eq!(got, (16..=20).collect::<Vec<_>>());
@@ -444,8 +444,7 @@ mod tests {
     #[test]
     fn snapshot_files_are_saved_before_their_mark() {
         let dir = tempfile::tempdir().unwrap();
-        let (wal, _) =
-            Wal::open(&dir.path().join("wal"), WalOptions { segment_bytes: 100 }).unwrap();
+        let (wal, _) = Wal::open(&dir.path().join("wal"), appending(100)).unwrap();
         let snaps = SnapshotStore::open(&dir.path().join("snap")).unwrap();
         let (seen, cb) = full_recorder();
         let (gate_tx, gate_rx) = mpsc::channel::<()>();
@@ -468,14 +467,14 @@ mod tests {
         let saved = snaps.load_latest().unwrap().expect("a snapshot file");
         assert_eq!(saved.get_metadata().index, 15);
         assert_eq!(saved.data, snapshot(15).data);
-        let (_, r) = Wal::open(&dir.path().join("wal"), WalOptions::default()).unwrap();
+        let (_, r) = Wal::open(&dir.path().join("wal"), appending(64 * 1024 * 1024)).unwrap();
         assert_eq!(r.snapshot_mark, Some((15, 1)));
     }
 
     #[test]
     fn a_failed_snapshot_save_skips_its_mark_and_the_writer_goes_on() {
         let dir = tempfile::tempdir().unwrap();
-        let (wal, _) = Wal::open(&dir.path().join("wal"), WalOptions::default()).unwrap();
+        let (wal, _) = Wal::open(&dir.path().join("wal"), appending(64 * 1024 * 1024)).unwrap();
         let snap_dir = dir.path().join("snap");
         let snaps = SnapshotStore::open(&snap_dir).unwrap();
         let (seen, cb) = full_recorder();
@@ -496,7 +495,7 @@ mod tests {
         writer.shutdown().unwrap();
         assert_eq!(*seen.lock().unwrap(), vec![(2, vec![(1, false)])]);
 
-        let (_, r) = Wal::open(&dir.path().join("wal"), WalOptions::default()).unwrap();
+        let (_, r) = Wal::open(&dir.path().join("wal"), appending(64 * 1024 * 1024)).unwrap();
         assert_eq!(r.snapshot_mark, None);
         let got: Vec<u64> = r.entries.iter().map(|e| e.index).collect();
         assert_eq!(got, vec![1, 2]);
@@ -506,7 +505,7 @@ mod tests {
     fn io_error_is_reported_and_stops_the_thread() {
         let dir = tempfile::tempdir().unwrap();
         let wal_dir = dir.path().join("wal");
-        let (wal, _) = Wal::open(&wal_dir, WalOptions { segment_bytes: 64 }).unwrap();
+        let (wal, _) = Wal::open(&wal_dir, appending(64)).unwrap();
         let (seen, cb) = recorder();
         let (gate_tx, gate_rx) = mpsc::channel::<()>();
         let writer = WalWriter::spawn_gated(wal, None, Arc::default(), cb, Some(gate_rx));
