@@ -218,6 +218,28 @@ fn server_and_connection_commands() {
         .arg("1")
         .query(&mut c);
     assert!(err.unwrap_err().to_string().contains("Unknown option"));
+    // Memory values take Redis's units and read back in bytes.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("100mb")
+        .query(&mut c)
+        .unwrap();
+    let cfg: HashMap<String, String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(cfg["maxmemory"], "104857600");
+    let err: RedisResult<()> = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("bla")
+        .query(&mut c);
+    assert!(err
+        .unwrap_err()
+        .to_string()
+        .contains("argument must be a memory value"));
     let time: Vec<String> = redis::cmd("TIME").query(&mut c).unwrap();
     assert!(time[0].parse::<u64>().unwrap() > 1_600_000_000);
     let role: Value = redis::cmd("ROLE").query(&mut c).unwrap();

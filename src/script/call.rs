@@ -7,6 +7,7 @@ use mlua::{MultiValue, Value};
 use crate::command::{self, Flag, Request};
 use crate::resp::Reply;
 use crate::state::sets::SetOp;
+use crate::state::streams::StreamOp;
 use crate::state::{Op, State};
 
 /// The state a script's commands run against.
@@ -45,6 +46,14 @@ impl Ctx<'_> {
         match command::prepare(&argv) {
             Err(e) => Ok(Reply::error(e.to_string())),
             Ok(Request::Write(mut op, spec, reply)) => {
+                if let Op::Stream(StreamOp::Read { .. } | StreamOp::ReadGroup { .. }) = &op {
+                    if op.ticket_mut().is_some() {
+                        return Ok(Reply::error(format!(
+                            "ERR {} command is not allowed with BLOCK option from scripts",
+                            String::from_utf8_lossy(&argv[0])
+                        )));
+                    }
+                }
                 if op.ticket_mut().is_some() {
                     // A waiting op would hold the whole log: Redis refuses
                     // blocking commands in scripts too.

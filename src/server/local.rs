@@ -529,6 +529,9 @@ fn client(conn: &mut Conn, name: &str, argv: &[Bytes], shared: &Shared) -> Reply
 enum ParamKind {
     /// Read by concord at runtime; validated as a positive integer.
     Integer { min: u64 },
+    /// A byte count, written as Redis writes memory values (`100mb`);
+    /// stored in bytes, as CONFIG GET then shows it.
+    Memory { min: u64 },
     /// Set at startup; CONFIG SET refuses it, as Redis does.
     Immutable,
     /// A Redis tuning knob with no meaning here: accepted and remembered,
@@ -539,7 +542,8 @@ enum ParamKind {
 fn param_kind(name: &str) -> Option<ParamKind> {
     Some(match name {
         "maxclients" => ParamKind::Integer { min: 1 },
-        "proto-max-bulk-len" => ParamKind::Integer { min: 1024 * 1024 },
+        "proto-max-bulk-len" => ParamKind::Memory { min: 1024 * 1024 },
+        "maxmemory" => ParamKind::Memory { min: 0 },
         "port"
         | "bind"
         | "dir"
@@ -559,7 +563,6 @@ const ACCEPTED_PARAMS: &[&str] = &[
     "appendonly",
     "appendfsync",
     "save",
-    "maxmemory",
     "maxmemory-policy",
     "maxmemory-samples",
     "timeout",
@@ -774,6 +777,27 @@ fn config_get(conn: &Conn, patterns: &[Bytes], shared: &Shared) -> Local {
 
 /// CONFIG SET: the node's parameters at once; `notify-keyspace-events`
 /// through the log, answered once applied.
+/// A memory value as Redis reads one: digits and an optional unit, `k`
+/// `m` `g` for powers of 1000 and `kb` `mb` `gb` for powers of 1024.
+fn memory_value(text: &str) -> Option<u64> {
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 {
+        return None;
+    }
+    let number: u64 = text[..digits].parse().ok()?;
+    let unit: u64 = match text[digits..].to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" => 1_000,
+        "kb" => 1 << 10,
+        "m" => 1_000_000,
+        "mb" => 1 << 20,
+        "g" => 1_000_000_000,
+        "gb" => 1 << 30,
+        _ => return None,
+    };
+    number.checked_mul(unit)
+}
+
 fn config_set(args: &[Bytes], shared: &Shared) -> Local {
     match config_set_params(args, shared) {
         Ok(None) => Local::Now(Reply::ok()),
@@ -795,7 +819,7 @@ fn config_set_params(args: &[Bytes], shared: &Shared) -> Result<Option<u32>, Rep
     for pair in args.chunks_exact(2) {
         let name = String::from_utf8_lossy(&pair[0]).to_ascii_lowercase();
         let name = canonical(&name).to_owned();
-        let value = String::from_utf8_lossy(&pair[1]).into_owned();
+        let mut value = String::from_utf8_lossy(&pair[1]).into_owned();
         match param_kind(&name) {
             None => {
                 return Err(Reply::error(format!(
@@ -817,6 +841,19 @@ fn config_set_params(args: &[Bytes], shared: &Shared) -> Result<Option<u32>, Rep
                 Err(_) => {
                     return Err(Reply::error(format!(
                         "ERR CONFIG SET failed (possibly related to argument '{name}') - argument couldn't be parsed into an integer"
+                    )))
+                }
+            },
+            Some(ParamKind::Memory { min }) => match memory_value(&value) {
+                Some(bytes) if bytes >= min => value = bytes.to_string(),
+                Some(_) => {
+                    return Err(Reply::error(format!(
+                        "ERR CONFIG SET failed (possibly related to argument '{name}') - argument must be at least {min}"
+                    )))
+                }
+                None => {
+                    return Err(Reply::error(format!(
+                        "ERR CONFIG SET failed (possibly related to argument '{name}') - argument must be a memory value"
                     )))
                 }
             },

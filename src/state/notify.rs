@@ -20,6 +20,7 @@ use super::keys::KeyOp;
 use super::lists::{End, ListOp};
 use super::pubsub::publish;
 use super::sets::{Combine, SetOp};
+use super::streams::{Stream, StreamOp};
 use super::strings::{Condition, Deadline, GetExDeadline, StringOp};
 use super::zsets::{RangeBy, ZSetOp};
 use super::{hashes::HashOp, Op, OpResult, Outcome, State};
@@ -107,6 +108,15 @@ pub(super) struct Before {
     keys: Vec<(Bytes, Seen)>,
     /// ZADD: the members' scores before, to tell whether any changed.
     scores: Vec<Option<f64>>,
+    /// Stream commands, per key: the stream's length and whether the
+    /// command's consumer was in its group.
+    streams: Vec<StreamBefore>,
+}
+
+#[derive(Clone, Copy, Default)]
+struct StreamBefore {
+    len: usize,
+    had_consumer: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -196,6 +206,21 @@ fn keys_of(op: &Op) -> Vec<&Bytes> {
             ZSetOp::Store { dest, .. } | ZSetOp::RangeStore { dest, .. } => vec![dest],
         },
         Op::ExpireKeys(keys) => keys.iter().collect(),
+        Op::Stream(op) => match op {
+            StreamOp::Add { key, .. }
+            | StreamOp::Trim { key, .. }
+            | StreamOp::Del { key, .. }
+            | StreamOp::GroupCreate { key, .. }
+            | StreamOp::GroupSetId { key, .. }
+            | StreamOp::GroupDestroy { key, .. }
+            | StreamOp::CreateConsumer { key, .. }
+            | StreamOp::DelConsumer { key, .. }
+            | StreamOp::Claim { key, .. }
+            | StreamOp::AutoClaim { key, .. }
+            | StreamOp::SetId { key, .. } => vec![key],
+            StreamOp::ReadGroup { keys, .. } => keys.iter().collect(),
+            _ => Vec::new(),
+        },
         _ => Vec::new(),
     }
 }
@@ -223,6 +248,13 @@ pub(super) fn before(state: &State, now: u64, op: &Op) -> Option<Before> {
         }
         _ => Vec::new(),
     };
+    let streams = match op {
+        Op::Stream(op) => keys
+            .iter()
+            .map(|key| stream_facts(state, now, key, consumer_of(op)))
+            .collect(),
+        _ => Vec::new(),
+    };
     Some(Before {
         mark: state.deliveries.len(),
         keys: keys
@@ -230,7 +262,90 @@ pub(super) fn before(state: &State, now: u64, op: &Op) -> Option<Before> {
             .map(|k| (k.clone(), seen(state, k, now)))
             .collect(),
         scores,
+        streams,
     })
+}
+
+/// The group and consumer a stream command may create or delete.
+fn consumer_of(op: &StreamOp) -> Option<(&Bytes, &Bytes)> {
+    match op {
+        StreamOp::CreateConsumer {
+            group, consumer, ..
+        }
+        | StreamOp::DelConsumer {
+            group, consumer, ..
+        }
+        | StreamOp::ReadGroup {
+            group, consumer, ..
+        }
+        | StreamOp::Claim {
+            group, consumer, ..
+        }
+        | StreamOp::AutoClaim {
+            group, consumer, ..
+        } => Some((group, consumer)),
+        _ => None,
+    }
+}
+
+fn stream_at<'a>(state: &'a State, now: u64, key: &Bytes) -> Option<&'a Stream> {
+    match state.db.get(key, now).map(|e| &e.value) {
+        Some(super::Value::Stream(s)) => Some(s),
+        _ => None,
+    }
+}
+
+fn stream_facts(
+    state: &State,
+    now: u64,
+    key: &Bytes,
+    consumer: Option<(&Bytes, &Bytes)>,
+) -> StreamBefore {
+    let Some(stream) = stream_at(state, now, key) else {
+        return StreamBefore::default();
+    };
+    StreamBefore {
+        len: stream.len(),
+        had_consumer: consumer.is_some_and(|(g, c)| stream.has_consumer(g, c)),
+    }
+}
+
+/// Redis's stream events: the command's own, and a consumer created or
+/// deleted on the way (XREADGROUP, XCLAIM and XAUTOCLAIM create theirs).
+fn stream_events(
+    state: &State,
+    now: u64,
+    op: &StreamOp,
+    outcome: &Outcome,
+    before: &Before,
+) -> Vec<(u32, &'static str, Bytes)> {
+    let positive = matches!(outcome, Outcome::Int(n) if *n > 0);
+    let consumer = consumer_of(op);
+    let mut events = Vec::new();
+    for ((key, _), was) in before.keys.iter().zip(&before.streams) {
+        let after = stream_facts(state, now, key, consumer);
+        let mut push = |event| events.push((STREAM, event, key.clone()));
+        match op {
+            StreamOp::Add { .. } if !matches!(outcome, Outcome::Nil) => {
+                push("xadd");
+                if after.len < was.len + 1 {
+                    push("xtrim");
+                }
+            }
+            StreamOp::Trim { .. } if positive => push("xtrim"),
+            StreamOp::Del { .. } if positive => push("xdel"),
+            StreamOp::GroupCreate { .. } => push("xgroup-create"),
+            StreamOp::GroupSetId { .. } => push("xgroup-setid"),
+            StreamOp::GroupDestroy { .. } if positive => push("xgroup-destroy"),
+            StreamOp::SetId { .. } => push("xsetid"),
+            StreamOp::DelConsumer { .. } if was.had_consumer && !after.had_consumer => {
+                push("xgroup-delconsumer")
+            }
+            _ if !was.had_consumer && after.had_consumer => push("xgroup-createconsumer"),
+            _ => {}
+        }
+    }
+    events
 }
 
 /// The op's own events: (class, event, key), in Redis's order.
@@ -439,6 +554,7 @@ fn command_events(
             ZSetOp::RangeStore { dest, .. } if is_live(dest) => one(ZSET, "zrangestore", dest),
             _ => Vec::new(),
         },
+        Op::Stream(op) => stream_events(state, now, op, outcome, before),
         _ => Vec::new(),
     }
 }
@@ -598,6 +714,51 @@ mod tests {
                 &["SET foo bar", "EXPIRE foo 10", "DEL foo", "DEL foo"]
             ),
             ["__keyspace@0__:foo expire", "__keyspace@0__:foo del"]
+        );
+    }
+
+    #[test]
+    fn stream_commands_send_their_events_and_consumers_made_on_the_way() {
+        // Redis 7.0's "stream events test", then trimming and deleting.
+        let mut h = listening("Kt");
+        let said = run(
+            &mut h,
+            &[
+                "XGROUP CREATE s g $ MKSTREAM",
+                "XGROUP CREATECONSUMER s g Bob",
+                "XGROUP CREATECONSUMER s g Bob",
+                "XADD s 1 f A",
+                "XREADGROUP GROUP g Alice STREAMS s >",
+                "XCLAIM s g Mike 0 1-0 FORCE",
+                "XGROUP DELCONSUMER s g Lee",
+                "XAUTOCLAIM s g Bob 0 1-0",
+                "XGROUP DELCONSUMER s g Bob",
+                "XADD s MAXLEN 1 2 f B",
+                "XTRIM s MAXLEN 5",
+                "XDEL s 9-9",
+                "XDEL s 2-0",
+                "XSETID s 5-0",
+                "XGROUP SETID s g 0",
+                "XGROUP DESTROY s nope",
+                "XGROUP DESTROY s g",
+            ],
+        );
+        assert_eq!(
+            said,
+            [
+                "__keyspace@0__:s xgroup-create",
+                "__keyspace@0__:s xgroup-createconsumer",
+                "__keyspace@0__:s xadd",
+                "__keyspace@0__:s xgroup-createconsumer",
+                "__keyspace@0__:s xgroup-createconsumer",
+                "__keyspace@0__:s xgroup-delconsumer",
+                "__keyspace@0__:s xadd",
+                "__keyspace@0__:s xtrim",
+                "__keyspace@0__:s xdel",
+                "__keyspace@0__:s xsetid",
+                "__keyspace@0__:s xgroup-setid",
+                "__keyspace@0__:s xgroup-destroy",
+            ]
         );
     }
 

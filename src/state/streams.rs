@@ -482,6 +482,14 @@ impl Stream {
         self.entries.len()
     }
 
+    /// Whether `group` has a consumer named `consumer` (keyspace events
+    /// tell consumers created or deleted by a command).
+    pub fn has_consumer(&self, group: &Bytes, consumer: &Bytes) -> bool {
+        self.groups
+            .get(group)
+            .is_some_and(|g| g.consumers.contains_key(consumer))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
