@@ -1,6 +1,7 @@
 //! State-machine cost per op, without raft or sockets: what the driver
-//! thread spends applying SET/INCR/HSET and answering GET, and the cost of
-//! the payload codec that carries a batch through the log.
+//! thread spends applying SET/INCR/HSET and answering GET, running
+//! redis-py's Lock scripts (every replica runs a script as it applies it),
+//! and the cost of the payload codec that carries a batch through the log.
 
 use bytes::Bytes;
 use concord::command::{prepare, Request};
@@ -27,6 +28,39 @@ fn read(parts: &[&str]) -> Query {
         Ok(Request::Read(q, ..)) => q,
         _ => panic!("{parts:?} is not a read"),
     }
+}
+
+/// redis-py's Lock scripts, as bench/commands.py sends them.
+const LOCK_RELEASE: &str = "
+local token = redis.call('get', KEYS[1])
+if not token or token ~= ARGV[1] then
+    return 0
+end
+redis.call('del', KEYS[1])
+return 1
+";
+const LOCK_EXTEND: &str = "
+local token = redis.call('get', KEYS[1])
+if not token or token ~= ARGV[1] then
+    return 0
+end
+local expiration = redis.call('pttl', KEYS[1])
+if not expiration then
+    expiration = 0
+end
+if expiration < 0 then
+    return 0
+end
+local newttl = ARGV[2]
+if ARGV[3] == \"0\" then
+    newttl = ARGV[2] + expiration
+end
+redis.call('pexpire', KEYS[1], newttl)
+return 1
+";
+
+fn sha1_hex(text: &str) -> String {
+    sha1_smol::Sha1::from(text).digest().to_string()
 }
 
 fn populated(n: usize) -> State {
@@ -72,6 +106,48 @@ fn apply(c: &mut Criterion) {
     let get = read(&["GET", "key:500"]);
     group.bench_function("get_100k_keys", |b| {
         b.iter(|| state.read(&get, 2_000).unwrap())
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("script");
+    group.throughput(Throughput::Elements(1));
+    let mut state = populated(1_000);
+    state.set_script_host(concord::script::host());
+    state
+        .apply(index, 2_000, &write(&["SCRIPT", "LOAD", LOCK_EXTEND]))
+        .unwrap();
+    state
+        .apply(index + 1, 2_000, &write(&["SCRIPT", "LOAD", LOCK_RELEASE]))
+        .unwrap();
+    state
+        .apply(
+            index + 2,
+            2_000,
+            &write(&["SET", "lock", "token", "PX", "1000000"]),
+        )
+        .unwrap();
+    index += 3;
+    let extend = write(&[
+        "EVALSHA",
+        &sha1_hex(LOCK_EXTEND),
+        "1",
+        "lock",
+        "token",
+        "30000",
+        "1",
+    ]);
+    group.bench_function("evalsha_lock_extend", |b| {
+        b.iter(|| {
+            index += 1;
+            state.apply(index, 2_000, &extend).unwrap()
+        })
+    });
+    let release = write(&["EVALSHA", &sha1_hex(LOCK_RELEASE), "1", "lock", "other"]);
+    group.bench_function("evalsha_lock_release_not_owner", |b| {
+        b.iter(|| {
+            index += 1;
+            state.apply(index, 2_000, &release).unwrap()
+        })
     });
     group.finish();
 
