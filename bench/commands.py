@@ -23,34 +23,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from primitives import compare  # noqa: E402
 
-# redis-py's Lock scripts (redis/lock.py), verbatim in behaviour.
-LOCK_RELEASE = """
-local token = redis.call('get', KEYS[1])
-if not token or token ~= ARGV[1] then
-    return 0
-end
-redis.call('del', KEYS[1])
-return 1
-"""
-LOCK_EXTEND = """
-local token = redis.call('get', KEYS[1])
-if not token or token ~= ARGV[1] then
-    return 0
-end
-local expiration = redis.call('pttl', KEYS[1])
-if not expiration then
-    expiration = 0
-end
-if expiration < 0 then
-    return 0
-end
-local newttl = ARGV[2]
-if ARGV[3] == "0" then
-    newttl = ARGV[2] + expiration
-end
-redis.call('pexpire', KEYS[1], newttl)
-return 1
-"""
+# redis-py's Lock scripts, shared with benches/apply.rs.
+LUA = Path(__file__).resolve().parent / "lua"
+LOCK_RELEASE = (LUA / "redis_py_lock_release.lua").read_text()
+LOCK_EXTEND = (LUA / "redis_py_lock_extend.lua").read_text()
 
 
 def sha(script):

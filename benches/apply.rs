@@ -31,33 +31,8 @@ fn read(parts: &[&str]) -> Query {
 }
 
 /// redis-py's Lock scripts, as bench/commands.py sends them.
-const LOCK_RELEASE: &str = "
-local token = redis.call('get', KEYS[1])
-if not token or token ~= ARGV[1] then
-    return 0
-end
-redis.call('del', KEYS[1])
-return 1
-";
-const LOCK_EXTEND: &str = "
-local token = redis.call('get', KEYS[1])
-if not token or token ~= ARGV[1] then
-    return 0
-end
-local expiration = redis.call('pttl', KEYS[1])
-if not expiration then
-    expiration = 0
-end
-if expiration < 0 then
-    return 0
-end
-local newttl = ARGV[2]
-if ARGV[3] == \"0\" then
-    newttl = ARGV[2] + expiration
-end
-redis.call('pexpire', KEYS[1], newttl)
-return 1
-";
+const LOCK_RELEASE: &str = include_str!("../bench/lua/redis_py_lock_release.lua");
+const LOCK_EXTEND: &str = include_str!("../bench/lua/redis_py_lock_extend.lua");
 
 fn sha1_hex(text: &str) -> String {
     sha1_smol::Sha1::from(text).digest().to_string()
