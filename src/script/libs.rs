@@ -13,6 +13,8 @@ struct RunState {
     rng: u64,
     /// `redis.setresp(3)` was called.
     resp3: bool,
+    /// The error text redis.call raised last, for the error handler.
+    raised: Option<String>,
 }
 
 /// cjson's settings; like Redis, they last across runs of one VM.
@@ -26,7 +28,19 @@ pub(super) fn begin_run(lua: &Lua, seed: u64) {
     lua.set_app_data(RunState {
         rng: seed,
         resp3: false,
+        raised: None,
     });
+}
+
+pub(super) fn set_raised(lua: &Lua, text: String) {
+    if let Some(mut run) = lua.app_data_mut::<RunState>() {
+        run.raised = Some(text);
+    }
+}
+
+pub(super) fn take_raised(lua: &Lua) -> Option<String> {
+    lua.app_data_mut::<RunState>()
+        .and_then(|mut run| run.raised.take())
 }
 
 pub(super) fn resp3(lua: &Lua) -> bool {

@@ -207,6 +207,11 @@ struct Vm {
     lua: Lua,
     /// The sandbox's internals: `env`, `run`, `set_args`, `raised`.
     internal: Table,
+    /// The sandbox's functions and the `redis` table, looked up once.
+    set_args: Function,
+    run: Function,
+    run_with: Function,
+    redis: Table,
     compiled: HashMap<String, Compiled>,
     /// Loaded function libraries: name -> (code, functions).
     libraries: HashMap<String, (Bytes, HashMap<String, Function>)>,
@@ -282,7 +287,15 @@ impl Vm {
         lua.load(include_str!("sandbox.lua"))
             .set_name("=[concord]")
             .call::<()>(internal.clone())?;
+        internal.raw_set(
+            "raised",
+            lua.create_function(|lua, ()| Ok(libs::take_raised(lua)))?,
+        )?;
         Ok(Vm {
+            set_args: internal.get("set_args")?,
+            run: internal.get("run")?,
+            run_with: internal.get("run_with")?,
+            redis: lua.globals().get("redis")?,
             lua,
             internal,
             compiled: HashMap::new(),
@@ -317,9 +330,8 @@ impl Vm {
     ) -> OpResult {
         let fail = |e: mlua::Error| script_error(format!("ERR {e}"));
         let (keys, argv) = self.arguments(call.run).map_err(fail)?;
-        let set_args: Function = self.internal.get("set_args").map_err(fail)?;
-        set_args.call::<()>((keys, argv)).map_err(fail)?;
-        let runner: Function = self.internal.get("run").map_err(fail)?;
+        self.set_args.call::<()>((keys, argv)).map_err(fail)?;
+        let runner = self.run.clone();
         let target = Target {
             runner,
             args: MultiValue::from_iter([Value::Function(script.function.clone())]),
@@ -393,14 +405,16 @@ impl Vm {
             seed,
             calls: 0,
         });
-        let raised: RefCell<Option<String>> = RefCell::new(None);
-        let internal = &self.internal;
         let label = target.label;
         let result = lua.scope(|scope| {
-            let redis: Table = lua.globals().get("redis")?;
+            // C functions, made for each run because they borrow `state`
+            // (a Lua wrapper would turn the script's `return redis.call()`
+            // into a tail call and lose the line errors name).
             // redis.call raises what redis.pcall returns. A Rust callback
-            // can only raise a string, so the text is kept for the error
-            // handler to turn back into Redis's error table.
+            // can only raise a string, so the text is kept (in the run's
+            // app data) for the error handler to turn back into Redis's
+            // error table.
+            let redis = &self.redis;
             let budget = &self.budget;
             let call = scope.create_function(|lua, args: MultiValue| {
                 budget.charge(lua, CALL_COST)?;
@@ -408,7 +422,7 @@ impl Vm {
                     Ok(Reply::Error(text)) | Err(text) => text,
                     Ok(reply) => return convert::reply_to_lua(lua, reply, libs::resp3(lua)),
                 };
-                *raised.borrow_mut() = Some(text.clone());
+                libs::set_raised(lua, text.clone());
                 Err(mlua::Error::runtime(text))
             })?;
             let pcall = scope.create_function(|lua, args: MultiValue| {
@@ -418,10 +432,8 @@ impl Vm {
                     Err(text) => convert::error_table(lua, &text),
                 }
             })?;
-            let take_raised = scope.create_function(|_, ()| Ok(raised.borrow_mut().take()))?;
             redis.raw_set("call", call)?;
             redis.raw_set("pcall", pcall)?;
-            internal.raw_set("raised", take_raised)?;
             let (ok, value): (bool, Value) = target.runner.call(target.args)?;
             if ok {
                 Ok(convert::lua_to_outcome(&value, libs::resp3(lua), 0))
@@ -453,7 +465,7 @@ impl Vm {
         libs::begin_run(lua, 0);
         self.arm_limits();
         let result = lua.scope(|scope| {
-            let redis: Table = lua.globals().get("redis")?;
+            let redis = &self.redis;
             let register = scope.create_function(|_, args: MultiValue| {
                 let entry = registration(&args).map_err(mlua::Error::runtime)?;
                 let mut all = registered.borrow_mut();
@@ -531,7 +543,7 @@ impl Vm {
         }
         let fail = |e: mlua::Error| script_error(format!("ERR {e}"));
         let (keys, argv) = self.arguments(run).map_err(fail)?;
-        let runner: Function = self.internal.get("run_with").map_err(fail)?;
+        let runner = self.run_with.clone();
         let target = Target {
             runner,
             args: MultiValue::from_iter([

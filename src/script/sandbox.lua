@@ -1,7 +1,8 @@
 -- Builds the environment scripts run in, once per interpreter, with the
 -- full standard library still at hand. Returns the internals the host
 -- uses: the script environment and the protected runner. The host puts
--- `redis.call`, `redis.pcall` and `internal.raised` in place for each run.
+-- `redis.call` and `redis.pcall` in place for each run, and
+-- `internal.raised` once.
 --
 -- As in Redis 7.0, scripts see read-only globals: reading a missing global
 -- and assigning any global are errors, and the library tables (redis,
