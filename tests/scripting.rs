@@ -64,6 +64,18 @@ fn a_script_loaded_through_the_leader_runs_through_a_follower_with_identical_wri
             ["a", "b"]
         );
         assert_eq!(c.scard::<_, i64>("s").unwrap(), 4);
+        // Every replica's INFO counts the replicated cache: the loaded
+        // script and the EVAL's.
+        wait_for(
+            "INFO to count two cached scripts",
+            Duration::from_secs(20),
+            || {
+                let memory: String = redis::cmd("INFO").arg("memory").query(&mut c).unwrap();
+                memory
+                    .contains("number_of_cached_scripts:2\r\n")
+                    .then_some(())
+            },
+        );
     }
 }
 

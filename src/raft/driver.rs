@@ -1624,6 +1624,8 @@ impl Driver {
             .store(self.state.db().len() as u64, Ordering::Relaxed);
         s.volatile_keys
             .store(self.state.db().volatile_len() as u64, Ordering::Relaxed);
+        s.cached_scripts
+            .store(self.state.scripts().len() as u64, Ordering::Relaxed);
         s.leader.store(self.raw.raft.leader_id, Ordering::Relaxed);
         s.role.store(
             Role::from_raft(self.raw.raft.state) as u8,

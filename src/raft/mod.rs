@@ -133,6 +133,8 @@ pub struct NodeStatus {
     snapshot_index: AtomicU64,
     keys: AtomicU64,
     volatile_keys: AtomicU64,
+    /// Scripts in the replicated script cache (SCRIPT LOAD, EVAL).
+    cached_scripts: AtomicU64,
     snapshots_taken: AtomicU64,
     voters: AtomicU64,
     /// Clients of this node waiting in a blocking command.
@@ -158,6 +160,7 @@ impl NodeStatus {
             snapshot_index: AtomicU64::new(0),
             keys: AtomicU64::new(0),
             volatile_keys: AtomicU64::new(0),
+            cached_scripts: AtomicU64::new(0),
             snapshots_taken: AtomicU64::new(0),
             voters: AtomicU64::new(0),
             blocked: AtomicU64::new(0),
@@ -216,6 +219,10 @@ impl NodeStatus {
 
     /// Keys in the keyspace and how many have a deadline, as of the last
     /// applied entry.
+    pub fn cached_scripts(&self) -> u64 {
+        self.cached_scripts.load(Ordering::Relaxed)
+    }
+
     pub fn keys(&self) -> (u64, u64) {
         (
             self.keys.load(Ordering::Relaxed),

@@ -53,7 +53,7 @@ pub(super) fn render(shared: &Shared, args: &[Bytes], _protocol: Protocol) -> Re
         let body = match *section {
             "server" => server(shared),
             "clients" => clients(shared),
-            "memory" => memory(),
+            "memory" => memory(shared),
             "persistence" => persistence(shared),
             "stats" => stats(shared),
             "replication" => replication(shared),
@@ -161,8 +161,9 @@ fn human(bytes: u64) -> String {
     format!("{value:.2}{}", units[unit])
 }
 
-fn memory() -> Fields {
+fn memory(shared: &Shared) -> Fields {
     let rss = rss_bytes();
+    let scripts = shared.node.status().cached_scripts();
     vec![
         ("used_memory", rss.to_string()),
         ("used_memory_human", human(rss)),
@@ -172,6 +173,7 @@ fn memory() -> Fields {
         ("maxmemory_human", "0B".into()),
         ("maxmemory_policy", "noeviction".into()),
         ("mem_allocator", "libc".into()),
+        ("number_of_cached_scripts", scripts.to_string()),
     ]
 }
 
