@@ -310,8 +310,9 @@ impl Spare {
     }
 }
 
-/// Writes `bytes` zeros to a new file at `path` and fsyncs it; None (and
-/// the file removed) if cancelled first.
+/// Writes `bytes` zeros to a new file at `path` and fsyncs it; None if
+/// cancelled first. The file is removed unless it is returned (a disk too
+/// full for a spare must not keep half of one).
 fn zero_fill(
     path: &Path,
     bytes: u64,
@@ -323,21 +324,30 @@ fn zero_fill(
         .create_new(true)
         .open(path)
         .map_err(io_ctx(ctx()))?;
+    match write_zeros(&file, bytes, cancel) {
+        Ok(true) => Ok(Some((path.to_path_buf(), file))),
+        done => {
+            drop(file);
+            let _ = fs::remove_file(path);
+            done.map(|_| None).map_err(io_ctx(ctx()))
+        }
+    }
+}
+
+/// False if cancelled before the end.
+fn write_zeros(file: &File, bytes: u64, cancel: &AtomicBool) -> std::io::Result<bool> {
     let zeros = vec![0u8; ZERO_CHUNK];
     let mut written = 0u64;
     while written < bytes {
         if cancel.load(Ordering::Relaxed) {
-            drop(file);
-            let _ = fs::remove_file(path);
-            return Ok(None);
+            return Ok(false);
         }
         let n = (bytes - written).min(ZERO_CHUNK as u64) as usize;
-        file.write_all_at(&zeros[..n], written)
-            .map_err(io_ctx(ctx()))?;
+        file.write_all_at(&zeros[..n], written)?;
         written += n as u64;
     }
-    file.sync_all().map_err(io_ctx(ctx()))?;
-    Ok(Some((path.to_path_buf(), file)))
+    file.sync_all()?;
+    Ok(true)
 }
 
 /// Removes spare files a previous run left unfinished or unused.
