@@ -13,7 +13,8 @@ Each round runs redis-benchmark -c 50 (SET and GET, unpipelined) against the
 concord leader, a concord follower (writes relayed to the leader, reads by
 ReadIndex), and both Redis servers, back to back so noise falls on all alike;
 the table shows medians over rounds, with the CPU time the server processes
-used per request (all three nodes for concord, from /proc). Then it measures failover: kill -9 the
+used per request (all three nodes for concord, from /proc), and for SET
+through the leader the same split by node and thread. Then it measures failover: kill -9 the
 leader, and time until a SET through a survivor succeeds (repeated, with the
 killed node restarted and caught up in between).
 
@@ -208,6 +209,22 @@ def cpu_seconds(pids):
     return total / ticks
 
 
+def thread_cpu_seconds(pid):
+    """{thread name: user + system CPU seconds} of one process's threads."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{pid}/task/{task}/comm") as f:
+                name = f.read().strip()
+        except FileNotFoundError:
+            continue  # the thread ended meanwhile
+        out[name] = out.get(name, 0) + (int(fields[11]) + int(fields[12])) / ticks
+    return out
+
+
 def build_release():
     """Builds target/release/concord; returns its path and HEAD's short hash."""
     log("building target/release/concord")
@@ -264,15 +281,29 @@ def main():
             "redis always": [p2.pid],
         }
         samples = {name: {"SET": [], "GET": []} for name in targets}
+        # SET through the leader, per node and thread: where the cluster's
+        # CPU goes.
+        roles = {leader: "leader"}
+        for n, i in enumerate(i for i in concord.ids if i != leader):
+            roles[i] = f"follower {n + 1}"
+        threads = {}
         for r in range(ROUNDS):
             for name, port in targets.items():
                 log(f"round {r + 1}/{ROUNDS}: {name}")
                 for test in ("set", "get"):
                     before = cpu_seconds(servers[name])
+                    per_thread = {i: thread_cpu_seconds(p.pid) for i, p in concord.procs.items()}
                     for label, cols in redis_benchmark(port, ["-t", test]).items():
                         used = cpu_seconds(servers[name]) - before
                         cols["cpu_us"] = used * 1e6 / REQUESTS
                         samples[name][label].append(cols)
+                    if (name, test) == ("concord leader", "set"):
+                        for i, p in concord.procs.items():
+                            after = thread_cpu_seconds(p.pid)
+                            for thread, secs in after.items():
+                                key = (roles[i], thread)
+                                spent = secs - per_thread[i].get(thread, 0)
+                                threads.setdefault(key, []).append(spent * 1e6 / REQUESTS)
         failovers = []
         for n in range(FAILOVERS):
             log(f"failover {n + 1}/{FAILOVERS}")
@@ -304,6 +335,16 @@ def main():
                 f"{med(name, test, 'p99_latency_ms'):.3f} | {med(name, test, 'cpu_us'):.1f} | "
                 f"{rps / always:.2f}x | {rps / nopersist:.2f}x |"
             )
+    lines += [
+        "",
+        "SET through the leader, CPU per request by node and thread (µs, median):",
+        "",
+        "| node | thread | µs/req |",
+        "|---|---|---:|",
+    ]
+    for (role, thread), values in sorted(threads.items()):
+        if statistics.median(values) >= 0.05:
+            lines.append(f"| {role} | {thread} | {statistics.median(values):.1f} |")
     lines += [
         "",
         "Failover (leader killed with SIGKILL → first acknowledged SET through a survivor): "
