@@ -20,11 +20,10 @@ fn a_script_loaded_through_the_leader_runs_through_a_follower_with_identical_wri
     let leader = cluster.leader();
     let follower = cluster.followers(leader)[0];
     let mut l = cluster.client(leader);
-    let sha: String = redis::cmd("SCRIPT")
-        .arg("LOAD")
-        .arg("redis.call('set', KEYS[1], ARGV[1]); redis.call('rpush', KEYS[2], ARGV[1], ARGV[2]); return redis.call('llen', KEYS[2])")
-        .query(&mut l)
-        .unwrap();
+    let sha = load(
+        &mut l,
+        "redis.call('set', KEYS[1], ARGV[1]); redis.call('rpush', KEYS[2], ARGV[1], ARGV[2]); return redis.call('llen', KEYS[2])",
+    );
     let mut f = cluster.client(follower);
     let len: i64 = redis::cmd("EVALSHA")
         .arg(&sha)
@@ -150,4 +149,50 @@ fn the_redis_py_lock_release_script_works_through_every_node() {
     );
     assert_eq!(answer, 0);
     cluster.converged(&[1, 2, 3]);
+}
+
+#[test]
+fn evalsha_ro_is_a_read_served_by_the_node_it_reaches() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader();
+    let follower = cluster.followers(leader)[0];
+    let mut l = cluster.client(leader);
+    let sha = load(&mut l, "return redis.call('get', KEYS[1])");
+    let mut f = cluster.client(follower);
+    let last_index = |cluster: &Cluster| {
+        cluster
+            .raft_field(leader, "raft_last_index")
+            .expect("INFO raft answers")
+    };
+    cluster.converged(&[1, 2, 3]);
+    let before = last_index(&cluster);
+    for i in 0..20 {
+        // Linearizable: a write acknowledged through the leader is seen
+        // by the next read through the follower.
+        let _: () = l.set("k", i).unwrap();
+        let after_write = last_index(&cluster);
+        let seen: i64 = redis::cmd("EVALSHA_RO")
+            .arg(&sha)
+            .arg(1)
+            .arg("k")
+            .query(&mut f)
+            .unwrap();
+        assert_eq!(seen, i);
+        // ... and the read itself added nothing to the log.
+        assert_eq!(last_index(&cluster), after_write);
+    }
+    assert_ne!(last_index(&cluster), before);
+    let refused: redis::RedisResult<()> = redis::cmd("EVALSHA_RO")
+        .arg(load(&mut l, "return redis.call('set', 'x', '1')"))
+        .arg(0)
+        .query(&mut f);
+    assert!(refused
+        .unwrap_err()
+        .to_string()
+        .contains("Write commands are not allowed from read-only scripts"));
+}
+
+/// SCRIPT LOAD through `c`; answers the sha.
+fn load(c: &mut redis::Connection, body: &str) -> String {
+    redis::cmd("SCRIPT").arg("LOAD").arg(body).query(c).unwrap()
 }

@@ -2,8 +2,9 @@
 //!
 //! A script runs at apply time on every replica (see `state::scripts`), so
 //! every one of these that runs or caches a script is a write that goes
-//! through the log: EVALSHA carries only the sha, EVAL its body. The
-//! `_RO` forms stay log entries too, with writes refused inside the run.
+//! through the log: EVALSHA carries only the sha, EVAL its body. EVALSHA_RO
+//! and FCALL_RO cannot write and are reads, served like GET; EVAL_RO stays
+//! a log entry because it adds its body to the replicated cache.
 
 use bytes::Bytes;
 
@@ -36,16 +37,16 @@ pub const SPECS: &[CommandSpec] = &[
         "Runs a read-only Lua script: write commands inside it are refused. Still one log entry.",
         Exec::Write(parse_eval_ro, REPLY)),
     spec!("evalsha_ro", -3, EVAL_RO, KEYS, "7.0.0", "sha1 numkeys [key [key ...]] [arg [arg ...]]",
-        "Runs a cached read-only Lua script by its SHA1 digest: write commands inside it are refused.",
-        Exec::Write(parse_evalsha_ro, REPLY)),
+        "Runs a cached read-only Lua script by its SHA1 digest, as a read (linearizable by default, on the node it reaches, not through the log); write commands inside it are refused.",
+        Exec::Read(parse_evalsha_ro, REPLY)),
     spec!("script", -2, &[], KeyPositions::NONE, "2.6.0", "subcommand [argument ...]",
         "A container for Lua script cache commands.", Exec::Local, SCRIPT_SUBCOMMANDS),
     spec!("fcall", -3, EVAL, KEYS, "7.0.0", "function numkeys [key [key ...]] [arg [arg ...]]",
         "Runs a function of a loaded library, atomically on every replica, at its place in the log.",
         Exec::Write(parse_fcall, REPLY)),
     spec!("fcall_ro", -3, EVAL_RO, KEYS, "7.0.0", "function numkeys [key [key ...]] [arg [arg ...]]",
-        "Runs a function declared no-writes; write commands inside it are refused.",
-        Exec::Write(parse_fcall_ro, REPLY)),
+        "Runs a function declared no-writes, as a read (not through the log); write commands inside it are refused.",
+        Exec::Read(parse_fcall_ro, REPLY)),
     spec!("function", -2, &[], KeyPositions::NONE, "7.0.0", "subcommand [argument ...]",
         "A container for function library commands (LOAD, DELETE, FLUSH).", Exec::Local,
         FUNCTION_SUBCOMMANDS),
@@ -113,9 +114,8 @@ fn eval(argv: &[Bytes], read_only: bool) -> Result<Op, CommandError> {
 }
 
 fn evalsha(argv: &[Bytes], read_only: bool) -> Result<Op, CommandError> {
-    let sha = String::from_utf8_lossy(&argv[1]).to_ascii_lowercase();
     Ok(Op::Script(ScriptOp::EvalSha {
-        sha,
+        sha: String::from_utf8_lossy(&argv[1]).to_ascii_lowercase(),
         run: run_args(argv, read_only)?,
     }))
 }
@@ -132,8 +132,11 @@ fn parse_evalsha(argv: &[Bytes]) -> Result<Op, CommandError> {
     evalsha(argv, false)
 }
 
-fn parse_evalsha_ro(argv: &[Bytes]) -> Result<Op, CommandError> {
-    evalsha(argv, true)
+fn parse_evalsha_ro(argv: &[Bytes]) -> Result<Query, CommandError> {
+    Ok(Query::Script(ScriptQuery::EvalSha {
+        sha: String::from_utf8_lossy(&argv[1]).to_ascii_lowercase(),
+        run: run_args(argv, true)?,
+    }))
 }
 
 fn parse_load(argv: &[Bytes]) -> Result<Op, CommandError> {
@@ -174,8 +177,11 @@ fn parse_fcall(argv: &[Bytes]) -> Result<Op, CommandError> {
     fcall(argv, false)
 }
 
-fn parse_fcall_ro(argv: &[Bytes]) -> Result<Op, CommandError> {
-    fcall(argv, true)
+fn parse_fcall_ro(argv: &[Bytes]) -> Result<Query, CommandError> {
+    Ok(Query::Script(ScriptQuery::FCall {
+        function: argv[1].clone(),
+        run: run_args(argv, true)?,
+    }))
 }
 
 fn parse_function_load(argv: &[Bytes]) -> Result<Op, CommandError> {

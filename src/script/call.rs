@@ -6,13 +6,14 @@ use mlua::{MultiValue, Value};
 
 use crate::command::{self, Flag, Request};
 use crate::resp::Reply;
+use crate::state::scripts::Access;
 use crate::state::sets::SetOp;
 use crate::state::streams::StreamOp;
-use crate::state::{Op, State};
+use crate::state::Op;
 
 /// The state a script's commands run against.
 pub(super) struct Ctx<'a> {
-    pub state: &'a mut State,
+    pub state: Access<'a>,
     pub now: u64,
     pub read_only: bool,
     pub seed: u64,
@@ -40,7 +41,7 @@ impl Ctx<'_> {
             return Err(NOT_ALLOWED.into());
         }
         if self.read_only && (spec.has(Flag::Write) || spec.has(Flag::MayReplicate)) {
-            return Err("ERR Write commands are not allowed from read-only scripts.".into());
+            return Err(READ_ONLY.into());
         }
         let seed = mix(self.seed, self.calls);
         match command::prepare(&argv) {
@@ -62,12 +63,16 @@ impl Ctx<'_> {
                 if let Op::Set(SetOp::Pop { seed: s, .. }) = &mut op {
                     *s = seed;
                 }
-                let result = self.state.apply_nested(self.now, &op);
+                let Some(state) = self.state.state_mut() else {
+                    // A read runs read-only: refused above.
+                    return Err(READ_ONLY.into());
+                };
+                let result = state.apply_nested(self.now, &op);
                 Ok(reply(spec.name, result))
             }
             Ok(Request::Read(mut query, spec, reply)) => {
                 query.set_seed(seed);
-                Ok(reply(spec.name, self.state.read(&query, self.now)))
+                Ok(reply(spec.name, self.state.state().read(&query, self.now)))
             }
             Ok(Request::Local(spec)) => self.local(spec.name, &argv),
         }
@@ -92,6 +97,7 @@ impl Ctx<'_> {
 }
 
 const NOT_ALLOWED: &str = "ERR This Redis command is not allowed from script";
+const READ_ONLY: &str = "ERR Write commands are not allowed from read-only scripts.";
 
 /// The arguments of a redis.call: strings as they are, numbers as `%.17g`
 /// (as Redis formats them), anything else refused.

@@ -28,8 +28,8 @@ use bytes::Bytes;
 use mlua::{Function, HookTriggers, Lua, LuaOptions, MultiValue, StdLib, Table, Value, VmState};
 
 use crate::resp::Reply;
-use crate::state::scripts::{Call, HostSlot, Library, Run, ScriptHost};
-use crate::state::{OpResult, State, StateError};
+use crate::state::scripts::{Access, Call, HostSlot, Library, Run, ScriptHost};
+use crate::state::{OpResult, StateError};
 
 /// Lua VM instructions one script may execute; a `while true do end`
 /// ends here, on every replica at the same instruction, with
@@ -100,7 +100,7 @@ impl ScriptHost for LuaHost {
         self.vm()?.get().compiled(sha, body).map(|_| ())
     }
 
-    fn run(&self, state: &mut State, now: u64, call: Call<'_>) -> OpResult {
+    fn run(&self, state: Access<'_>, now: u64, call: Call<'_>) -> OpResult {
         let mut guard = self.vm()?;
         let vm = guard.get();
         let script = vm.compiled(call.sha, call.body)?;
@@ -123,7 +123,7 @@ impl ScriptHost for LuaHost {
 
     fn call_function(
         &self,
-        state: &mut State,
+        state: Access<'_>,
         now: u64,
         library: &Library,
         function: &str,
@@ -322,7 +322,7 @@ impl Vm {
 
     fn run(
         &mut self,
-        state: &mut State,
+        state: Access<'_>,
         now: u64,
         script: &Compiled,
         call: Call<'_>,
@@ -389,12 +389,14 @@ impl Vm {
     /// it answers.
     fn execute(
         &mut self,
-        state: &mut State,
+        state: Access<'_>,
         now: u64,
         target: Target<'_>,
         read_only: bool,
         seed: u64,
     ) -> OpResult {
+        // A read may not write, whatever the script declares.
+        let read_only = read_only || matches!(state, Access::Read(_));
         let lua = &self.lua;
         libs::begin_run(lua, seed);
         self.arm_limits();
@@ -515,7 +517,7 @@ impl Vm {
 
     fn call_function(
         &mut self,
-        state: &mut State,
+        state: Access<'_>,
         now: u64,
         library: &Library,
         function: &str,

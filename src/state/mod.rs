@@ -161,6 +161,9 @@ impl Query {
             Query::Hash(hashes::HashQuery::RandField { seed, .. }) => *seed = value,
             Query::Set(sets::SetQuery::RandMember { seed, .. }) => *seed = value,
             Query::ZSet(zsets::ZSetQuery::RandMember { seed, .. }) => *seed = value,
+            Query::Script(
+                scripts::ScriptQuery::EvalSha { run, .. } | scripts::ScriptQuery::FCall { run, .. },
+            ) => run.seed = value,
             _ => {}
         }
     }
@@ -423,7 +426,7 @@ impl State {
                     .map(|key| Outcome::Int(transactions::fingerprint(self, key, now) as i64))
                     .collect(),
             )),
-            Query::Script(q) => scripts::read(self, q),
+            Query::Script(q) => scripts::read(self, now, q),
             Query::Stream(q) => streams::read(&self.db, now, q),
         }
     }

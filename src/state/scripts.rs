@@ -27,7 +27,8 @@ use super::{OpResult, Outcome, State, StateError};
 pub enum ScriptOp {
     /// EVAL / EVAL_RO: caches the body (as Redis does) and runs it.
     Eval { body: Bytes, run: Run },
-    /// EVALSHA / EVALSHA_RO: runs a cached script; only the sha travels.
+    /// EVALSHA: runs a cached script; only the sha travels. (EVALSHA_RO
+    /// and FCALL_RO are queries: [`ScriptQuery`].)
     EvalSha { sha: String, run: Run },
     /// SCRIPT LOAD: compiles and caches, answers the sha.
     Load(Bytes),
@@ -40,7 +41,7 @@ pub enum ScriptOp {
     DeleteLibrary(Bytes),
     /// FUNCTION FLUSH.
     FlushLibraries,
-    /// FCALL / FCALL_RO.
+    /// FCALL.
     FCall { function: Bytes, run: Run },
 }
 
@@ -60,6 +61,13 @@ pub struct Run {
 pub enum ScriptQuery {
     /// SCRIPT EXISTS: 1/0 per sha.
     Exists(Vec<Bytes>),
+    /// EVALSHA_RO: a cached script that cannot write, served like any
+    /// read (after the connection's read barrier, on the node it reached)
+    /// instead of going through the log. EVAL_RO stays an op: it caches
+    /// its body, which must reach every replica.
+    EvalSha { sha: String, run: Run },
+    /// FCALL_RO, likewise.
+    FCall { function: Bytes, run: Run },
     /// SCRIPT KILL: scripts run inside one apply step, so none is ever
     /// running when a client could ask.
     Kill,
@@ -106,6 +114,30 @@ pub struct Call<'a> {
     pub run: &'a Run,
 }
 
+/// The state a script runs against: an entry being applied, which the
+/// script may change, or a read, which it may not (its run is read-only).
+pub enum Access<'a> {
+    Write(&'a mut State),
+    Read(&'a State),
+}
+
+impl Access<'_> {
+    pub fn state(&self) -> &State {
+        match self {
+            Access::Write(state) => state,
+            Access::Read(state) => state,
+        }
+    }
+
+    /// None for a read.
+    pub fn state_mut(&mut self) -> Option<&mut State> {
+        match self {
+            Access::Write(state) => Some(state),
+            Access::Read(_) => None,
+        }
+    }
+}
+
 /// Runs scripts for the state at apply time. Implementations must be
 /// deterministic: the same calls against the same state give the same
 /// outcome and the same writes on every replica.
@@ -113,7 +145,7 @@ pub trait ScriptHost: Send + Sync {
     /// Checks that `body` compiles (and remembers the compiled form).
     fn compile(&self, sha: &str, body: &Bytes) -> Result<(), StateError>;
     /// Runs a compiled-or-not script against `state` at `now`.
-    fn run(&self, state: &mut State, now: u64, call: Call<'_>) -> OpResult;
+    fn run(&self, state: Access<'_>, now: u64, call: Call<'_>) -> OpResult;
     /// SCRIPT FLUSH: forget compiled scripts and start a fresh interpreter.
     fn reset(&self);
     /// Runs a library's code (FUNCTION LOAD): its name and functions.
@@ -121,7 +153,7 @@ pub trait ScriptHost: Send + Sync {
     /// Runs `function` of `library` (FCALL).
     fn call_function(
         &self,
-        state: &mut State,
+        state: Access<'_>,
         now: u64,
         library: &Library,
         function: &str,
@@ -217,18 +249,24 @@ pub(super) fn apply(state: &mut State, now: u64, op: &ScriptOp) -> OpResult {
             Ok(Outcome::Ok)
         }
         ScriptOp::FCall { function, run } => {
-            let function = String::from_utf8_lossy(function).into_owned();
-            let library = state
-                .scripts
-                .libraries
-                .values()
-                .find(|lib| lib.functions.contains_key(&function))
-                .cloned()
-                .ok_or_else(|| StateError::Script("ERR Function not found".into()))?;
+            let (function, library) = library_of(state, function)?;
             let host = state.script_host.get()?;
-            host.call_function(state, now, &library, &function, run)
+            host.call_function(Access::Write(state), now, &library, &function, run)
         }
     }
+}
+
+/// FCALL's library: the one that registered `function`.
+fn library_of(state: &State, function: &[u8]) -> Result<(String, Library), StateError> {
+    let function = String::from_utf8_lossy(function).into_owned();
+    let library = state
+        .scripts
+        .libraries
+        .values()
+        .find(|lib| lib.functions.contains_key(&function))
+        .cloned()
+        .ok_or_else(|| StateError::Script("ERR Function not found".into()))?;
+    Ok((function, library))
 }
 
 /// Compiles `body` unless cached, caches it, and answers its sha.
@@ -250,7 +288,7 @@ fn run_cached(state: &mut State, now: u64, sha: &str, run: &Run) -> OpResult {
         .ok_or(StateError::NoScript)?;
     let host = state.script_host.get()?;
     host.run(
-        state,
+        Access::Write(state),
         now,
         Call {
             sha,
@@ -260,8 +298,18 @@ fn run_cached(state: &mut State, now: u64, sha: &str, run: &Run) -> OpResult {
     )
 }
 
-pub(super) fn read(state: &State, query: &ScriptQuery) -> OpResult {
+pub(super) fn read(state: &State, now: u64, query: &ScriptQuery) -> OpResult {
     match query {
+        ScriptQuery::EvalSha { sha, run } => {
+            let body = state.scripts.bodies.get(sha).ok_or(StateError::NoScript)?;
+            let call = Call { sha, body, run };
+            state.script_host.get()?.run(Access::Read(state), now, call)
+        }
+        ScriptQuery::FCall { function, run } => {
+            let (function, library) = library_of(state, function)?;
+            let host = state.script_host.get()?;
+            host.call_function(Access::Read(state), now, &library, &function, run)
+        }
         ScriptQuery::Exists(shas) => Ok(Outcome::Array(
             shas.iter()
                 .map(|sha| {
