@@ -138,6 +138,10 @@ fn a_breaker_trips_half_opens_and_closes_for_clients_on_different_nodes() {
     let half = wait_for_phase(&mut c[2], "payments", "HALF_OPEN");
     assert_eq!(int(&half, "probes-left"), 2);
     assert_eq!(allow(&mut c[0], "payments"), (1, "HALF_OPEN".into()));
+    // Long again once half open: with every probe out, another cooldown
+    // without a verdict admits them again, and on a loaded machine 200 ms
+    // can pass between two of these calls.
+    config(&mut c[0], "payments", 3, 3_600_000, 2);
     assert_eq!(allow(&mut c[1], "payments"), (1, "HALF_OPEN".into()));
     assert_eq!(allow(&mut c[2], "payments"), (0, "HALF_OPEN".into()));
     // A failed probe opens it again, its cooldown starting anew.
@@ -145,8 +149,10 @@ fn a_breaker_trips_half_opens_and_closes_for_clients_on_different_nodes() {
     let reopened = state(&mut c[2], "payments").expect("BREAKER.STATE");
     assert!(int(&reopened, "opened-at") > int(&opened, "opened-at"));
 
+    config(&mut c[1], "payments", 3, 200, 2);
     wait_for_phase(&mut c[1], "payments", "HALF_OPEN");
     assert_eq!(allow(&mut c[2], "payments"), (1, "HALF_OPEN".into()));
+    config(&mut c[2], "payments", 3, 3_600_000, 2);
     assert_eq!(allow(&mut c[0], "payments"), (1, "HALF_OPEN".into()));
     assert_eq!(record(&mut c[2], "payments", "SUCCESS"), "HALF_OPEN");
     assert_eq!(record(&mut c[0], "payments", "SUCCESS"), "CLOSED");
