@@ -189,6 +189,8 @@ fn an_open_breaker_and_a_used_limit_survive_the_leader() {
     config(&mut second, "db", 2, 100, 1);
     wait_for_phase(&mut first, "db", "HALF_OPEN");
     assert_eq!(allow(&mut second, "db"), (1, "HALF_OPEN".into()));
+    // Long again before the probe is checked as out (see above).
+    config(&mut second, "db", 2, 3_600_000, 1);
     assert_eq!(allow(&mut first, "db"), (0, "HALF_OPEN".into()));
     assert_eq!(record(&mut second, "db", "SUCCESS"), "CLOSED");
     assert_eq!(phase(&state(&mut first, "db").expect("STATE")), "CLOSED");
