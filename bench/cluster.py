@@ -198,30 +198,29 @@ def redis_benchmark(port, args, requests=REQUESTS, clients=CLIENTS):
     return results
 
 
+def stat_cpu_seconds(stat_path):
+    """User + system CPU seconds from a /proc .../stat file."""
+    with open(stat_path) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds(pids):
     """User + system CPU seconds the processes have used so far."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / ticks
+    return sum(stat_cpu_seconds(f"/proc/{pid}/stat") for pid in pids)
 
 
 def thread_cpu_seconds(pid):
     """{thread name: user + system CPU seconds} of one process's threads."""
-    ticks = os.sysconf("SC_CLK_TCK")
     out = {}
     for task in os.listdir(f"/proc/{pid}/task"):
         try:
-            with open(f"/proc/{pid}/task/{task}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
+            secs = stat_cpu_seconds(f"/proc/{pid}/task/{task}/stat")
             with open(f"/proc/{pid}/task/{task}/comm") as f:
                 name = f.read().strip()
         except FileNotFoundError:
             continue  # the thread ended meanwhile
-        out[name] = out.get(name, 0) + (int(fields[11]) + int(fields[12])) / ticks
+        out[name] = out.get(name, 0) + secs
     return out
 
 

@@ -20,7 +20,7 @@ use super::keys::KeyOp;
 use super::lists::{End, ListOp};
 use super::pubsub::publish;
 use super::sets::{Combine, SetOp};
-use super::streams::{Stream, StreamOp};
+use super::streams::{self, StreamOp};
 use super::strings::{Condition, Deadline, GetExDeadline, StringOp};
 use super::zsets::{RangeBy, ZSetOp};
 use super::{hashes::HashOp, Op, OpResult, Outcome, State};
@@ -288,20 +288,13 @@ fn consumer_of(op: &StreamOp) -> Option<(&Bytes, &Bytes)> {
     }
 }
 
-fn stream_at<'a>(state: &'a State, now: u64, key: &Bytes) -> Option<&'a Stream> {
-    match state.db.get(key, now).map(|e| &e.value) {
-        Some(super::Value::Stream(s)) => Some(s),
-        _ => None,
-    }
-}
-
 fn stream_facts(
     state: &State,
     now: u64,
     key: &Bytes,
     consumer: Option<(&Bytes, &Bytes)>,
 ) -> StreamBefore {
-    let Some(stream) = stream_at(state, now, key) else {
+    let Ok(Some(stream)) = streams::stream(&state.db, key, now) else {
         return StreamBefore::default();
     };
     StreamBefore {

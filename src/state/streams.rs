@@ -850,7 +850,11 @@ fn deliver_history(
 }
 
 /// The stream at `key` for a read: None when absent, WRONGTYPE otherwise.
-fn stream<'a>(db: &'a Db, key: &Bytes, now: u64) -> Result<Option<&'a Stream>, StateError> {
+pub(super) fn stream<'a>(
+    db: &'a Db,
+    key: &Bytes,
+    now: u64,
+) -> Result<Option<&'a Stream>, StateError> {
     match db.get(key, now).map(|e| &e.value) {
         None => Ok(None),
         Some(Value::Stream(s)) => Ok(Some(s)),

@@ -580,7 +580,7 @@ impl Wal {
         replay.finish()?;
 
         let mut dir_dirty = false;
-        let (file, size) = match segments.last() {
+        let (file, size, file_len) = match segments.last() {
             Some(last) => {
                 let ctx = || format!("opening WAL segment {}", last.path.display());
                 let file = OpenOptions::new()
@@ -601,7 +601,8 @@ impl Wal {
                             torn.path.display()
                         )))?;
                 }
-                (file, last_end)
+                let file_len = file.metadata().map_err(io_ctx(ctx()))?.len();
+                (file, last_end, file_len)
             }
             None => {
                 let path = dir.join(segment_name(1));
@@ -612,17 +613,9 @@ impl Wal {
                     max_index: None,
                 });
                 dir_dirty = true;
-                (file, 0)
+                (file, 0, 0)
             }
         };
-
-        let file_len = file
-            .metadata()
-            .map_err(io_ctx(format!(
-                "reading the length of {}",
-                wal_path(&segments, dir).display()
-            )))?
-            .len();
         let spare = if opts.preallocate {
             Spare::start(dir, opts.segment_bytes)
         } else {
@@ -726,7 +719,9 @@ impl Wal {
     }
 
     fn current_path(&self) -> &Path {
-        wal_path(&self.segments, &self.dir)
+        self.segments
+            .last()
+            .map_or(self.dir.as_path(), |s| s.path.as_path())
     }
 
     fn flush_buf(&mut self) -> Result<(), StorageError> {
@@ -888,10 +883,6 @@ impl Drop for Wal {
     }
 }
 
-fn wal_path<'a>(segments: &'a [Segment], dir: &'a Path) -> &'a Path {
-    segments.last().map_or(dir, |s| s.path.as_path())
-}
-
 fn create_segment(path: &Path) -> Result<File, StorageError> {
     OpenOptions::new()
         .write(true)
@@ -923,10 +914,6 @@ pub(crate) mod tests {
         }
     }
 
-    fn opts(segment_bytes: u64) -> WalOptions {
-        appending(segment_bytes)
-    }
-
     /// Options for tests of the record format and recovery: files grow by
     /// appends, so their lengths are where the records end.
     pub(crate) fn appending(segment_bytes: u64) -> WalOptions {
@@ -937,7 +924,7 @@ pub(crate) mod tests {
     }
 
     fn write(dir: &Path, segment_bytes: u64, batches: &[Vec<Record>]) {
-        let (mut wal, _) = Wal::open(dir, opts(segment_bytes)).unwrap();
+        let (mut wal, _) = Wal::open(dir, appending(segment_bytes)).unwrap();
         for batch in batches {
             wal.append(batch).unwrap();
             wal.sync().unwrap();
@@ -1050,7 +1037,7 @@ pub(crate) mod tests {
         assert_eq!(r.entries[41], entry(42, 1, b"v42"));
         assert_eq!(r.hard_state, Some(hs(1, 1, 45)));
         // Appending after reopen continues in the right order.
-        let (mut wal, _) = Wal::open(dir.path(), opts(200)).unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), appending(200)).unwrap();
         wal.append(&entries(51..=60, 2)).unwrap();
         wal.sync().unwrap();
         drop(wal);
@@ -1175,7 +1162,7 @@ pub(crate) mod tests {
     #[test]
     fn compaction_deletes_only_covered_segments() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _) = Wal::open(dir.path(), opts(120)).unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), appending(120)).unwrap();
         wal.append(&[Record::HardState(hs(1, 1, 0))]).unwrap();
         for i in 1..=30 {
             wal.append(&entries(i..=i, 1)).unwrap();
@@ -1205,7 +1192,7 @@ pub(crate) mod tests {
         assert_eq!(indexes(&r), (16..=30).collect::<Vec<_>>());
 
         // After a later mark, compaction goes further and recovery still agrees.
-        let (mut wal, _) = Wal::open(dir.path(), opts(120)).unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), appending(120)).unwrap();
         wal.append(&entries(31..=40, 2)).unwrap();
         wal.append(&[Record::SnapshotMark { index: 38, term: 2 }])
             .unwrap();
@@ -1225,7 +1212,7 @@ pub(crate) mod tests {
     #[test]
     fn compaction_without_mark_deletes_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _) = Wal::open(dir.path(), opts(100)).unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), appending(100)).unwrap();
         wal.append(&entries(1..=20, 1)).unwrap();
         wal.sync().unwrap();
         let before = seg_files(dir.path());
@@ -1244,7 +1231,7 @@ pub(crate) mod tests {
         );
         let last = seg_files(dir.path()).pop().unwrap();
         let (offset, dropped) = damage(&last);
-        let (mut wal, r) = Wal::open(dir.path(), opts(150)).unwrap();
+        let (mut wal, r) = Wal::open(dir.path(), appending(150)).unwrap();
         assert_eq!(
             r.torn_tail,
             Some(TornTail {
@@ -1290,7 +1277,7 @@ pub(crate) mod tests {
         let last = seg_files(dir.path()).pop().unwrap();
         let end = fs::metadata(&last).unwrap().len();
         append_bytes(&last, &[0u8; 4096]);
-        let (mut wal, r) = Wal::open(dir.path(), opts(1 << 20)).unwrap();
+        let (mut wal, r) = Wal::open(dir.path(), appending(1 << 20)).unwrap();
         assert_eq!(r.torn_tail, None);
         assert_eq!(indexes(&r), (1..=8).collect::<Vec<_>>());
         // The next records go where the last one ended, over the zeros.
@@ -1310,7 +1297,7 @@ pub(crate) mod tests {
         append_bytes(&files[0], &[0u8; 100]);
         assert_eq!(indexes(&reopen(dir.path())), (1..=20).collect::<Vec<_>>());
         append_bytes(&files[1], &[0, 0, 0, 0, 7]);
-        match Wal::open(dir.path(), opts(150)).unwrap_err() {
+        match Wal::open(dir.path(), appending(150)).unwrap_err() {
             StorageError::Corrupt { path, .. } => assert_eq!(path, files[1]),
             other => panic!("expected corruption, got {other:?}"),
         }
@@ -1357,7 +1344,7 @@ pub(crate) mod tests {
         let next_spare = wal.spare.take().unwrap().finish().unwrap();
         assert!(next_spare.is_some());
         drop(wal);
-        let (_, r) = Wal::open(dir.path(), opts(seg)).unwrap();
+        let (_, r) = Wal::open(dir.path(), appending(seg)).unwrap();
         assert_eq!(r.torn_tail, None);
         assert_eq!(indexes(&r), (1..=30).collect::<Vec<_>>());
         let names: Vec<_> = fs::read_dir(dir.path())
@@ -1475,7 +1462,7 @@ pub(crate) mod tests {
     fn failed_write_poisons_the_wal() {
         let dir = tempfile::tempdir().unwrap();
         let wal_dir = dir.path().join("wal");
-        let (mut wal, _) = Wal::open(&wal_dir, opts(64)).unwrap();
+        let (mut wal, _) = Wal::open(&wal_dir, appending(64)).unwrap();
         wal.append(&entries(1..=1, 1)).unwrap();
         fs::remove_dir_all(&wal_dir).unwrap();
         // The next record needs a new segment, which cannot be created.
