@@ -84,6 +84,12 @@ pub struct Settings {
     /// One raft tick, in ms (elections take 10 ticks, heartbeats 2).
     #[arg(long, env = "CONCORD_TICK_MS")]
     pub tick_ms: Option<u64>,
+    /// Append messages a leader keeps in flight to each follower. One (the
+    /// default) makes entries that arrive meanwhile travel together in the
+    /// next one; raise it where peers are far apart (round trips much longer
+    /// than an fsync).
+    #[arg(long, env = "CONCORD_RAFT_MAX_INFLIGHT")]
+    pub raft_max_inflight: Option<u64>,
     /// Take a snapshot after this many log entries.
     #[arg(long, env = "CONCORD_SNAPSHOT_ENTRIES")]
     pub snapshot_entries: Option<u64>,
@@ -118,6 +124,7 @@ impl Settings {
             log: self.log.or(other.log),
             request_timeout_ms: self.request_timeout_ms.or(other.request_timeout_ms),
             tick_ms: self.tick_ms.or(other.tick_ms),
+            raft_max_inflight: self.raft_max_inflight.or(other.raft_max_inflight),
             snapshot_entries: self.snapshot_entries.or(other.snapshot_entries),
             snapshot_log_bytes: self.snapshot_log_bytes.or(other.snapshot_log_bytes),
             wal_segment_bytes: self.wal_segment_bytes.or(other.wal_segment_bytes),
@@ -161,6 +168,7 @@ pub struct Config {
     pub log: String,
     pub request_timeout: Duration,
     pub tick: Duration,
+    pub raft_max_inflight: usize,
     pub snapshot_entries: u64,
     pub snapshot_log_bytes: u64,
     pub wal_segment_bytes: u64,
@@ -203,6 +211,12 @@ impl Config {
         if tick_ms == 0 {
             return Err(ConfigError::Invalid("--tick-ms must be positive".into()));
         }
+        let raft_max_inflight = s.raft_max_inflight.unwrap_or(1);
+        if raft_max_inflight == 0 {
+            return Err(ConfigError::Invalid(
+                "--raft-max-inflight must be positive".into(),
+            ));
+        }
         let listen = s.listen.unwrap_or_else(|| "127.0.0.1:6379".into());
         Ok(Config {
             node_id,
@@ -218,6 +232,7 @@ impl Config {
             log: s.log.unwrap_or_else(|| "info".into()),
             request_timeout: Duration::from_millis(s.request_timeout_ms.unwrap_or(5000)),
             tick: Duration::from_millis(tick_ms),
+            raft_max_inflight: usize::try_from(raft_max_inflight).unwrap_or(usize::MAX),
             snapshot_entries: s.snapshot_entries.unwrap_or(100_000),
             snapshot_log_bytes: s.snapshot_log_bytes.unwrap_or(64 * 1024 * 1024),
             wal_segment_bytes: s.wal_segment_bytes.unwrap_or(64 * 1024 * 1024),
@@ -274,6 +289,21 @@ mod tests {
         assert_eq!(config.listen, "127.0.0.1:9000");
         assert_eq!(config.node_id, 2);
         assert_eq!(config.request_timeout, Duration::from_secs(5));
+        assert_eq!(config.raft_max_inflight, 1);
+    }
+
+    #[test]
+    fn raft_max_inflight_must_be_positive() {
+        let zero = Settings {
+            raft_max_inflight: Some(0),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Config::resolve(zero),
+            Err(ConfigError::Invalid(text)) if text.contains("--raft-max-inflight")
+        ));
+        let file: Settings = toml::from_str("raft-max-inflight = 8").unwrap();
+        assert_eq!(Config::resolve(file).unwrap().raft_max_inflight, 8);
     }
 
     #[test]

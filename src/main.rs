@@ -139,6 +139,7 @@ async fn serve(config: Config) -> Result<(), ServeError> {
     node_config.script_host = concord::script::host();
     node_config.tick = config.tick;
     node_config.request_timeout = config.request_timeout;
+    node_config.max_inflight_msgs = config.raft_max_inflight;
     node_config.snapshot_entries = config.snapshot_entries;
     node_config.snapshot_log_bytes = config.snapshot_log_bytes;
     node_config.wal_segment_bytes = config.wal_segment_bytes;

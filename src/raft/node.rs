@@ -41,6 +41,9 @@ pub struct NodeConfig {
     pub tick: Duration,
     pub election_ticks: usize,
     pub heartbeat_ticks: usize,
+    /// Append messages in flight to one follower (raft-rs's
+    /// `max_inflight_msgs`). See `--raft-max-inflight`.
+    pub max_inflight_msgs: usize,
     /// How long a request may wait for a leader, a commit or a read round.
     pub request_timeout: Duration,
     /// How long a new member may take to catch up before promotion.
@@ -68,6 +71,7 @@ impl NodeConfig {
             tick: Duration::from_millis(100),
             election_ticks: 10,
             heartbeat_ticks: 2,
+            max_inflight_msgs: 1,
             request_timeout: Duration::from_secs(5),
             catch_up_timeout: Duration::from_secs(60),
             snapshot_entries: 100_000,
@@ -514,7 +518,7 @@ pub fn start(
         heartbeat_tick: config.heartbeat_ticks,
         applied: snap_index,
         max_size_per_msg: 1024 * 1024,
-        max_inflight_msgs: 256,
+        max_inflight_msgs: config.max_inflight_msgs,
         check_quorum: true,
         pre_vote: true,
         ..Default::default()
