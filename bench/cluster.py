@@ -14,7 +14,9 @@ concord leader, a concord follower (writes relayed to the leader, reads by
 ReadIndex), and both Redis servers, back to back so noise falls on all alike;
 the table shows medians over rounds, with the CPU time the server processes
 used per request (all three nodes for concord, from /proc), and for SET
-through the leader the same split by node and thread. Then it measures failover: kill -9 the
+through the leader the same split by node and thread, plus how many SETs
+one log entry and one WAL fdatasync of each node carried (INFO raft and
+persistence). Then it measures failover: kill -9 the
 leader, and time until a SET through a survivor succeeds (repeated, with the
 killed node restarted and caught up in between).
 
@@ -96,11 +98,19 @@ def wait_until(what, check, deadline=DEADLINE):
     die(f"timed out waiting for {what}")
 
 
-def raft_field(port, field):
-    for line in cli(port, "INFO", "raft").splitlines():
+def info_field(port, section, field):
+    for line in cli(port, "INFO", section).splitlines():
         if line.startswith(field + ":"):
             return line.split(":", 1)[1].strip()
     return None
+
+
+def raft_field(port, field):
+    return info_field(port, "raft", field)
+
+
+def wal_fsyncs(port):
+    return int(info_field(port, "persistence", "concord_wal_fsyncs") or 0)
 
 
 class Concord:
@@ -286,10 +296,17 @@ def main():
         for n, i in enumerate(i for i in concord.ids if i != leader):
             roles[i] = f"follower {n + 1}"
         threads = {}
+        # SETs per fdatasync on each node, and per log entry: how well the
+        # write path batches.
+        per_fsync = {}
+        per_entry = []
         for r in range(ROUNDS):
             for name, port in targets.items():
                 log(f"round {r + 1}/{ROUNDS}: {name}")
                 for test in ("set", "get"):
+                    if (name, test) == ("concord leader", "set"):
+                        fsyncs = {i: wal_fsyncs(concord.ports[i]) for i in concord.ids}
+                        last_index = int(raft_field(concord.ports[leader], "raft_last_index") or 0)
                     before = cpu_seconds(servers[name])
                     per_thread = {i: thread_cpu_seconds(p.pid) for i, p in concord.procs.items()}
                     for label, cols in redis_benchmark(port, ["-t", test]).items():
@@ -303,6 +320,11 @@ def main():
                                 key = (roles[i], thread)
                                 spent = secs - per_thread[i].get(thread, 0)
                                 threads.setdefault(key, []).append(spent * 1e6 / REQUESTS)
+                        for i in concord.ids:
+                            synced = wal_fsyncs(concord.ports[i]) - fsyncs[i]
+                            per_fsync.setdefault(roles[i], []).append(REQUESTS / max(synced, 1))
+                        entries = int(raft_field(concord.ports[leader], "raft_last_index") or 0) - last_index
+                        per_entry.append(REQUESTS / max(entries, 1))
         failovers = []
         for n in range(FAILOVERS):
             log(f"failover {n + 1}/{FAILOVERS}")
@@ -344,6 +366,12 @@ def main():
     for (role, thread), values in sorted(threads.items()):
         if statistics.median(values) >= 0.05:
             lines.append(f"| {role} | {thread} | {statistics.median(values):.1f} |")
+    lines += [
+        "",
+        "SET through the leader, batching (median): "
+        + f"{statistics.median(per_entry):.1f} SETs per log entry; SETs per WAL fdatasync: "
+        + ", ".join(f"{role} {statistics.median(v):.1f}" for role, v in sorted(per_fsync.items())),
+    ]
     lines += [
         "",
         "Failover (leader killed with SIGKILL → first acknowledged SET through a survivor): "
