@@ -89,7 +89,7 @@ pub struct Settings {
     /// next one; raise it where peers are far apart (round trips much longer
     /// than an fsync).
     #[arg(long, env = "CONCORD_RAFT_MAX_INFLIGHT")]
-    pub raft_max_inflight: Option<u64>,
+    pub raft_max_inflight: Option<usize>,
     /// Take a snapshot after this many log entries.
     #[arg(long, env = "CONCORD_SNAPSHOT_ENTRIES")]
     pub snapshot_entries: Option<u64>,
@@ -232,7 +232,7 @@ impl Config {
             log: s.log.unwrap_or_else(|| "info".into()),
             request_timeout: Duration::from_millis(s.request_timeout_ms.unwrap_or(5000)),
             tick: Duration::from_millis(tick_ms),
-            raft_max_inflight: usize::try_from(raft_max_inflight).unwrap_or(usize::MAX),
+            raft_max_inflight,
             snapshot_entries: s.snapshot_entries.unwrap_or(100_000),
             snapshot_log_bytes: s.snapshot_log_bytes.unwrap_or(64 * 1024 * 1024),
             wal_segment_bytes: s.wal_segment_bytes.unwrap_or(64 * 1024 * 1024),

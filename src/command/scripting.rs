@@ -113,11 +113,9 @@ fn eval(argv: &[Bytes], read_only: bool) -> Result<Op, CommandError> {
     }))
 }
 
-fn evalsha(argv: &[Bytes], read_only: bool) -> Result<Op, CommandError> {
-    Ok(Op::Script(ScriptOp::EvalSha {
-        sha: String::from_utf8_lossy(&argv[1]).to_ascii_lowercase(),
-        run: run_args(argv, read_only)?,
-    }))
+/// The sha of EVALSHA and EVALSHA_RO, which Redis matches in any case.
+fn sha_arg(argv: &[Bytes]) -> String {
+    String::from_utf8_lossy(&argv[1]).to_ascii_lowercase()
 }
 
 fn parse_eval(argv: &[Bytes]) -> Result<Op, CommandError> {
@@ -129,12 +127,15 @@ fn parse_eval_ro(argv: &[Bytes]) -> Result<Op, CommandError> {
 }
 
 fn parse_evalsha(argv: &[Bytes]) -> Result<Op, CommandError> {
-    evalsha(argv, false)
+    Ok(Op::Script(ScriptOp::EvalSha {
+        sha: sha_arg(argv),
+        run: run_args(argv, false)?,
+    }))
 }
 
 fn parse_evalsha_ro(argv: &[Bytes]) -> Result<Query, CommandError> {
     Ok(Query::Script(ScriptQuery::EvalSha {
-        sha: String::from_utf8_lossy(&argv[1]).to_ascii_lowercase(),
+        sha: sha_arg(argv),
         run: run_args(argv, true)?,
     }))
 }
@@ -166,15 +167,11 @@ fn parse_kill(_: &[Bytes]) -> Result<Query, CommandError> {
     Ok(Query::Script(ScriptQuery::Kill))
 }
 
-fn fcall(argv: &[Bytes], read_only: bool) -> Result<Op, CommandError> {
+fn parse_fcall(argv: &[Bytes]) -> Result<Op, CommandError> {
     Ok(Op::Script(ScriptOp::FCall {
         function: argv[1].clone(),
-        run: run_args(argv, read_only)?,
+        run: run_args(argv, false)?,
     }))
-}
-
-fn parse_fcall(argv: &[Bytes]) -> Result<Op, CommandError> {
-    fcall(argv, false)
 }
 
 fn parse_fcall_ro(argv: &[Bytes]) -> Result<Query, CommandError> {

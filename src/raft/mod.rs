@@ -217,12 +217,13 @@ impl NodeStatus {
         self.snapshot_index.load(Ordering::Relaxed)
     }
 
-    /// Keys in the keyspace and how many have a deadline, as of the last
-    /// applied entry.
+    /// Scripts in the replicated script cache, as of the last applied entry.
     pub fn cached_scripts(&self) -> u64 {
         self.cached_scripts.load(Ordering::Relaxed)
     }
 
+    /// Keys in the keyspace and how many have a deadline, as of the last
+    /// applied entry.
     pub fn keys(&self) -> (u64, u64) {
         (
             self.keys.load(Ordering::Relaxed),

@@ -172,7 +172,7 @@ fn memory(shared: &Shared) -> Fields {
         ("maxmemory", "0".into()),
         ("maxmemory_human", "0B".into()),
         ("maxmemory_policy", "noeviction".into()),
-        ("mem_allocator", "libc".into()),
+        ("mem_allocator", "mimalloc".into()),
         ("number_of_cached_scripts", scripts.to_string()),
     ]
 }

@@ -212,9 +212,9 @@ pub(super) fn apply(state: &mut State, now: u64, op: &ScriptOp) -> OpResult {
         }
         ScriptOp::Eval { body, run } => {
             let sha = cache(state, body)?;
-            run_cached(state, now, &sha, run)
+            run_cached(Access::Write(state), now, &sha, run)
         }
-        ScriptOp::EvalSha { sha, run } => run_cached(state, now, sha, run),
+        ScriptOp::EvalSha { sha, run } => run_cached(Access::Write(state), now, sha, run),
         ScriptOp::LoadLibrary { code, replace } => {
             let (name, library) = state.script_host.get()?.load_library(code)?;
             if !replace && state.scripts.libraries.contains_key(&name) {
@@ -279,7 +279,8 @@ fn cache(state: &mut State, body: &Bytes) -> Result<String, StateError> {
     Ok(sha)
 }
 
-fn run_cached(state: &mut State, now: u64, sha: &str, run: &Run) -> OpResult {
+fn run_cached(access: Access<'_>, now: u64, sha: &str, run: &Run) -> OpResult {
+    let state = access.state();
     let body = state
         .scripts
         .bodies
@@ -288,7 +289,7 @@ fn run_cached(state: &mut State, now: u64, sha: &str, run: &Run) -> OpResult {
         .ok_or(StateError::NoScript)?;
     let host = state.script_host.get()?;
     host.run(
-        Access::Write(state),
+        access,
         now,
         Call {
             sha,
@@ -300,11 +301,7 @@ fn run_cached(state: &mut State, now: u64, sha: &str, run: &Run) -> OpResult {
 
 pub(super) fn read(state: &State, now: u64, query: &ScriptQuery) -> OpResult {
     match query {
-        ScriptQuery::EvalSha { sha, run } => {
-            let body = state.scripts.bodies.get(sha).ok_or(StateError::NoScript)?;
-            let call = Call { sha, body, run };
-            state.script_host.get()?.run(Access::Read(state), now, call)
-        }
+        ScriptQuery::EvalSha { sha, run } => run_cached(Access::Read(state), now, sha, run),
         ScriptQuery::FCall { function, run } => {
             let (function, library) = library_of(state, function)?;
             let host = state.script_host.get()?;
