@@ -12,7 +12,7 @@ use raft::eraftpb::{
     ConfChange, ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType,
     Message, Snapshot,
 };
-use raft::{RawNode, ReadState, SnapshotStatus, StateRole};
+use raft::{RawNode, ReadState, Ready, SnapshotStatus, StateRole};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::sync::oneshot;
 
@@ -1101,6 +1101,11 @@ impl Driver {
                 std::process::exit(70);
             }
         }
+        self.persist_ready(&mut rd);
+        // Applying comes after the new entries went to the WAL thread, so
+        // their fsync runs while this thread applies and answers: on a
+        // follower the append's acknowledgement, and with it the commit, no
+        // longer waits for the previous batch's apply.
         let committed = rd.take_committed_entries();
         self.apply(committed);
         if let Some(ss) = rd.ss() {
@@ -1110,6 +1115,12 @@ impl Driver {
             self.on_read_state(rs);
         }
         self.serve_reads();
+        self.raw.advance_append_async(rd);
+    }
+
+    /// Hands the Ready's new entries and hard state to the WAL thread, and
+    /// keeps the messages that may leave only once they are durable.
+    fn persist_ready(&mut self, rd: &mut Ready) {
         let entries = rd.take_entries();
         let hard_state = rd.hs().cloned();
         let persisted = rd.take_persisted_messages();
@@ -1144,7 +1155,6 @@ impl Driver {
                 self.persisted_messages.push_back((number, persisted));
             }
         }
-        self.raw.advance_append_async(rd);
     }
 
     fn submit(&mut self, job: WalJob) {
