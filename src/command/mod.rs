@@ -64,6 +64,7 @@ pub mod transactions;
 pub mod zsets;
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::OnceLock;
 
 use bytes::Bytes;
@@ -356,9 +357,35 @@ pub fn all() -> impl Iterator<Item = &'static CommandSpec> {
     families().into_iter().flatten()
 }
 
-fn table() -> &'static HashMap<String, &'static CommandSpec> {
-    static TABLE: OnceLock<HashMap<String, &'static CommandSpec>> = OnceLock::new();
-    TABLE.get_or_init(|| all().map(|spec| (spec.name.to_owned(), spec)).collect())
+/// The command table by name, hashed with FNV-1a: the keys are the
+/// command names fixed at build time, so a keyed hash (std's SipHash)
+/// defends against nothing here, and it cost more than the rest of the
+/// lookup (every request and every `redis.call` goes through it).
+type NameTable = HashMap<&'static str, &'static CommandSpec, BuildHasherDefault<NameHasher>>;
+
+struct NameHasher(u64);
+
+impl Default for NameHasher {
+    fn default() -> Self {
+        NameHasher(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for NameHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+fn table() -> &'static NameTable {
+    static TABLE: OnceLock<NameTable> = OnceLock::new();
+    TABLE.get_or_init(|| all().map(|spec| (spec.name, spec)).collect())
 }
 
 /// Looks a command up by name, case-insensitively.
@@ -388,6 +415,12 @@ pub fn prepare(argv: &[Bytes]) -> Result<Request, CommandError> {
         return Err(CommandError::WrongArity(spec.name.to_owned()));
     }
     let spec = resolve_subcommand(spec, argv)?;
+    parse_resolved(spec, argv)
+}
+
+/// [`prepare`] past the checks: `spec` is the (sub)command's own spec,
+/// already found and arity-checked for `argv`.
+pub fn parse_resolved(spec: &'static CommandSpec, argv: &[Bytes]) -> Result<Request, CommandError> {
     match &spec.exec {
         Exec::Write(parse, reply) => Ok(Request::Write(parse(argv)?, spec, *reply)),
         Exec::Read(parse, reply) => Ok(Request::Read(parse(argv)?, spec, *reply)),

@@ -1,6 +1,10 @@
 //! `redis.call` / `redis.pcall`: one command from a script, run through the
 //! command table against the state, at the entry's time.
 
+use std::marker::PhantomData;
+use std::ptr;
+use std::sync::atomic::{AtomicPtr, Ordering};
+
 use bytes::Bytes;
 use mlua::{MultiValue, Value};
 
@@ -10,6 +14,64 @@ use crate::state::scripts::Access;
 use crate::state::sets::SetOp;
 use crate::state::streams::StreamOp;
 use crate::state::Op;
+
+/// Where `redis.call` and `redis.pcall` find the run they serve.
+///
+/// The two functions are made once per interpreter: making them for every
+/// run, as scoped callbacks that borrow the run's state, cost about a
+/// sixth of a short script's run. A run's [`Ctx`] borrows the state for
+/// that run only, so the slot holds a pointer to it with the lifetime
+/// erased: [`CurrentRun::bind`] sets it for one run and the guard it
+/// returns clears it on drop. The guard holds the `Ctx`'s mutable borrow,
+/// so nothing else touches the `Ctx` while the pointer is out.
+#[derive(Default)]
+pub(super) struct CurrentRun {
+    ctx: AtomicPtr<()>,
+}
+
+/// The binding of one run's [`Ctx`] to a [`CurrentRun`]; unbinds on drop.
+pub(super) struct Bound<'r, 'c> {
+    slot: &'r CurrentRun,
+    _ctx: PhantomData<&'r mut Ctx<'c>>,
+}
+
+impl Drop for Bound<'_, '_> {
+    fn drop(&mut self) {
+        self.slot.ctx.store(ptr::null_mut(), Ordering::Release);
+    }
+}
+
+impl CurrentRun {
+    pub fn bind<'r, 'c>(&'r self, ctx: &'r mut Ctx<'c>) -> Bound<'r, 'c> {
+        let erased: *mut Ctx<'c> = ctx;
+        self.ctx.store(erased.cast(), Ordering::Release);
+        Bound {
+            slot: self,
+            _ctx: PhantomData,
+        }
+    }
+
+    /// Runs `f` with the bound run's context: `None` when no run is bound
+    /// (a library's top level as it loads) or when a call is already in
+    /// progress (the pointer is taken out of the slot while `f` runs).
+    pub fn with<R>(&self, f: impl FnOnce(&mut Ctx<'_>) -> R) -> Option<R> {
+        let taken = self.ctx.swap(ptr::null_mut(), Ordering::Acquire);
+        if taken.is_null() {
+            return None;
+        }
+        // SAFETY: a non-null pointer was stored by `bind` from a live
+        // `&mut Ctx` whose `Bound` has not dropped yet (dropping it nulls
+        // the slot), and `Bound` keeps that borrow for as long as it
+        // lives, so the Ctx and the state it borrows are alive and no one
+        // else holds them. Swapping null in makes this the only reference
+        // until it is put back below, and `f`'s higher-ranked lifetime
+        // keeps it from leaving `f`.
+        let ctx = unsafe { &mut *taken.cast::<Ctx<'_>>() };
+        let result = f(ctx);
+        self.ctx.store(taken, Ordering::Release);
+        Some(result)
+    }
+}
 
 /// The state a script's commands run against.
 pub(super) struct Ctx<'a> {
@@ -44,7 +106,7 @@ impl Ctx<'_> {
             return Err(READ_ONLY.into());
         }
         let seed = mix(self.seed, self.calls);
-        match command::prepare(&argv) {
+        match command::parse_resolved(spec, &argv) {
             Err(e) => Ok(Reply::error(e.to_string())),
             Ok(Request::Write(mut op, spec, reply)) => {
                 if let Op::Stream(StreamOp::Read { .. } | StreamOp::ReadGroup { .. }) = &op {

@@ -205,10 +205,11 @@ fn shebang(body: &[u8]) -> Result<(ScriptFlags, usize), StateError> {
 /// One interpreter with the sandbox loaded and the compiled scripts.
 struct Vm {
     lua: Lua,
-    /// The sandbox's internals: `env`, `run`, `set_args`, `raised`.
+    /// The sandbox's internals: `env`, `globals`, `run`, `raised`.
     internal: Table,
-    /// The sandbox's functions and the `redis` table, looked up once.
-    set_args: Function,
+    /// The sandbox's functions and tables, looked up once: `globals` is
+    /// what scripts see as their globals (KEYS and ARGV are set there).
+    globals: Table,
     run: Function,
     run_with: Function,
     redis: Table,
@@ -217,6 +218,8 @@ struct Vm {
     libraries: HashMap<String, (Bytes, HashMap<String, Function>)>,
     /// Instructions executed by the current run, in hook periods.
     budget: Arc<Budget>,
+    /// The run `redis.call` and `redis.pcall` act on.
+    current: Arc<call::CurrentRun>,
     /// The heap's size after the last full collection.
     collected_at: Cell<usize>,
 }
@@ -291,16 +294,47 @@ impl Vm {
             "raised",
             lua.create_function(|lua, ()| Ok(libs::take_raised(lua)))?,
         )?;
+        let budget = Arc::new(Budget::default());
+        let current = Arc::new(call::CurrentRun::default());
+        let redis: Table = lua.globals().get("redis")?;
+        // C functions, not Lua wrappers: a wrapper would turn the script's
+        // `return redis.call()` into a tail call and lose the line errors
+        // name. redis.call raises what redis.pcall returns. A Rust callback
+        // can only raise a string, so the text is kept (in the run's app
+        // data) for the error handler to turn back into Redis's error table.
+        let (slot, charge) = (current.clone(), budget.clone());
+        let call = lua.create_function(move |lua, args: MultiValue| {
+            charge.charge(lua, CALL_COST)?;
+            let text = match slot.with(|ctx| ctx.dispatch(&args)) {
+                None => return Err(mlua::Error::runtime(unbound("call"))),
+                Some(Ok(Reply::Error(text)) | Err(text)) => text,
+                Some(Ok(reply)) => return convert::reply_to_lua(lua, reply, libs::resp3(lua)),
+            };
+            libs::set_raised(lua, text.clone());
+            Err(mlua::Error::runtime(text))
+        })?;
+        let (slot, charge) = (current.clone(), budget.clone());
+        let pcall = lua.create_function(move |lua, args: MultiValue| {
+            charge.charge(lua, CALL_COST)?;
+            match slot.with(|ctx| ctx.dispatch(&args)) {
+                None => Err(mlua::Error::runtime(unbound("pcall"))),
+                Some(Ok(reply)) => convert::reply_to_lua(lua, reply, libs::resp3(lua)),
+                Some(Err(text)) => convert::error_table(lua, &text),
+            }
+        })?;
+        redis.raw_set("call", call)?;
+        redis.raw_set("pcall", pcall)?;
         Ok(Vm {
-            set_args: internal.get("set_args")?,
+            globals: internal.get("globals")?,
             run: internal.get("run")?,
             run_with: internal.get("run_with")?,
-            redis: lua.globals().get("redis")?,
+            redis,
             lua,
             internal,
             compiled: HashMap::new(),
             libraries: HashMap::new(),
-            budget: Arc::new(Budget::default()),
+            budget,
+            current,
             collected_at: Cell::new(0),
         })
     }
@@ -330,7 +364,8 @@ impl Vm {
     ) -> OpResult {
         let fail = |e: mlua::Error| script_error(format!("ERR {e}"));
         let (keys, argv) = self.arguments(call.run).map_err(fail)?;
-        self.set_args.call::<()>((keys, argv)).map_err(fail)?;
+        self.globals.raw_set("KEYS", keys).map_err(fail)?;
+        self.globals.raw_set("ARGV", argv).map_err(fail)?;
         let runner = self.run.clone();
         let target = Target {
             runner,
@@ -400,49 +435,27 @@ impl Vm {
         let lua = &self.lua;
         libs::begin_run(lua, seed);
         self.arm_limits();
-        let ctx = RefCell::new(call::Ctx {
+        let mut ctx = call::Ctx {
             state,
             now,
             read_only,
             seed,
             calls: 0,
-        });
+        };
         let label = target.label;
-        let result = lua.scope(|scope| {
-            // C functions, made for each run because they borrow `state`
-            // (a Lua wrapper would turn the script's `return redis.call()`
-            // into a tail call and lose the line errors name).
-            // redis.call raises what redis.pcall returns. A Rust callback
-            // can only raise a string, so the text is kept (in the run's
-            // app data) for the error handler to turn back into Redis's
-            // error table.
-            let redis = &self.redis;
-            let budget = &self.budget;
-            let call = scope.create_function(|lua, args: MultiValue| {
-                budget.charge(lua, CALL_COST)?;
-                let text = match ctx.borrow_mut().dispatch(&args) {
-                    Ok(Reply::Error(text)) | Err(text) => text,
-                    Ok(reply) => return convert::reply_to_lua(lua, reply, libs::resp3(lua)),
-                };
-                libs::set_raised(lua, text.clone());
-                Err(mlua::Error::runtime(text))
-            })?;
-            let pcall = scope.create_function(|lua, args: MultiValue| {
-                budget.charge(lua, CALL_COST)?;
-                match ctx.borrow_mut().dispatch(&args) {
-                    Ok(reply) => convert::reply_to_lua(lua, reply, libs::resp3(lua)),
-                    Err(text) => convert::error_table(lua, &text),
-                }
-            })?;
-            redis.raw_set("call", call)?;
-            redis.raw_set("pcall", pcall)?;
-            let (ok, value): (bool, Value) = target.runner.call(target.args)?;
-            if ok {
-                Ok(convert::lua_to_outcome(&value, libs::resp3(lua), 0))
-            } else {
-                Ok(Err(convert::run_error(&value, label)))
-            }
-        });
+        let result = {
+            let _bound = self.current.bind(&mut ctx);
+            target
+                .runner
+                .call::<(bool, Value)>(target.args)
+                .map(|(ok, value)| {
+                    if ok {
+                        convert::lua_to_outcome(&value, libs::resp3(lua), 0)
+                    } else {
+                        Err(convert::run_error(&value, label))
+                    }
+                })
+        };
         if self.disarm_limits() {
             return Err(script_error(INSTRUCTION_LIMIT_ERROR));
         }
@@ -490,7 +503,10 @@ impl Vm {
         }
         result.map_err(|e| {
             let text = match &e {
-                mlua::Error::CallbackError { cause, .. } => cause.to_string(),
+                mlua::Error::CallbackError { cause, .. } => match cause.as_ref() {
+                    mlua::Error::RuntimeError(message) => message.clone(),
+                    other => other.to_string(),
+                },
                 other => other.to_string(),
             };
             script_error(format!("ERR Error registering functions: {text}"))
@@ -557,6 +573,14 @@ impl Vm {
         };
         self.execute(state, now, target, run.read_only || no_writes, run.seed)
     }
+}
+
+/// The error of a `redis.call`/`redis.pcall` made outside a script run:
+/// at a library's top level while it loads, as Redis 7.0 refuses it.
+fn unbound(name: &str) -> String {
+    format!(
+        "redis.{name} is not available while a library loads; call it from a registered function"
+    )
 }
 
 /// What to call and how errors name it.

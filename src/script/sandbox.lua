@@ -80,11 +80,9 @@ setmetatable(env, {
 })
 readonly[env] = true
 
--- KEYS and ARGV change with every run; the host sets them here.
-internal.set_args = function(keys, argv)
-  allowed.KEYS = keys
-  allowed.ARGV = argv
-end
+-- KEYS and ARGV change with every run; the host sets them in this table
+-- (what scripts see as globals) directly.
+internal.globals = allowed
 
 -- Where an error happened: the first frame that is the script's own code
 -- (not a C function, not this file), as Redis's error handler reports it.
