@@ -1,8 +1,9 @@
 //! Lua scripts in a real 3-node cluster: the script cache is replicated
 //! (SCRIPT LOAD through one node, EVALSHA through another), a script's
 //! writes land identically on every replica, a runaway script ends with an
-//! error while the cluster goes on serving, and the release script of
-//! redis-py's Lock works through every node.
+//! error while the cluster goes on serving, the release script of
+//! redis-py's Lock works through every node, and an EVALSHA whose run
+//! writes nothing is served as a read.
 
 mod common;
 
@@ -190,6 +191,102 @@ fn evalsha_ro_is_a_read_served_by_the_node_it_reaches() {
         .unwrap_err()
         .to_string()
         .contains("Write commands are not allowed from read-only scripts"));
+}
+
+#[test]
+fn an_evalsha_that_writes_nothing_is_a_read_and_one_that_writes_goes_through_the_log() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader();
+    let follower = cluster.followers(leader)[0];
+    let mut l = cluster.client(leader);
+    let mut f = cluster.client(follower);
+    let release = load(&mut l, RELEASE);
+    let last_index = |cluster: &Cluster| {
+        cluster
+            .raft_field(leader, "raft_last_index")
+            .expect("INFO raft answers")
+    };
+    let evalsha = |c: &mut redis::Connection, key: &str, token: &str| -> i64 {
+        redis::cmd("EVALSHA")
+            .arg(&release)
+            .arg(1)
+            .arg(key)
+            .arg(token)
+            .query(c)
+            .unwrap()
+    };
+    for i in 0..10 {
+        let token = format!("t{i}");
+        let _: () = l.set("lock", &token).unwrap();
+        let after_write = last_index(&cluster);
+        // A release by a non-owner, through either node: it sees the
+        // write acknowledged just before (linearizable), answers 0, and
+        // adds nothing to the log.
+        let stale_token = format!("t{}", i + 100);
+        assert_eq!(evalsha(&mut f, "lock", &stale_token), 0);
+        assert_eq!(evalsha(&mut l, "lock", &stale_token), 0);
+        assert_eq!(last_index(&cluster), after_write);
+        // The owner's release writes: through the log, seen everywhere.
+        let owner = if i % 2 == 0 { &mut f } else { &mut l };
+        assert_eq!(evalsha(owner, "lock", &token), 1);
+        assert_ne!(last_index(&cluster), after_write);
+        assert_eq!(l.get::<_, Option<String>>("lock").unwrap(), None);
+        assert_eq!(f.get::<_, Option<String>>("lock").unwrap(), None);
+    }
+    // In a pipeline, what follows a read-first EVALSHA sees what it did,
+    // on the leader and on a follower alike.
+    for c in [&mut l, &mut f] {
+        let _: () = c.set("held", "me").unwrap();
+        let (released, after, set, released_again, exists): (
+            i64,
+            Option<String>,
+            String,
+            i64,
+            i64,
+        ) = redis::pipe()
+            .cmd("EVALSHA")
+            .arg(&release)
+            .arg(1)
+            .arg("held")
+            .arg("me")
+            .cmd("GET")
+            .arg("held")
+            .cmd("SET")
+            .arg("held")
+            .arg("again")
+            .cmd("EVALSHA")
+            .arg(&release)
+            .arg(1)
+            .arg("held")
+            .arg("again")
+            .cmd("EXISTS")
+            .arg("held")
+            .query(c)
+            .unwrap();
+        assert_eq!(
+            (released, after, set.as_str(), released_again, exists),
+            (1, None, "OK", 1, 0)
+        );
+    }
+    // A write the script swallows with pcall is still made, on every node.
+    let swallow = load(
+        &mut l,
+        "pcall(redis.call, 'set', KEYS[1], ARGV[1]) return redis.call('get', KEYS[1])",
+    );
+    let written: String = redis::cmd("EVALSHA")
+        .arg(&swallow)
+        .arg(1)
+        .arg("caught")
+        .arg("made")
+        .query(&mut f)
+        .unwrap();
+    assert_eq!(written, "made");
+    cluster.converged(&[1, 2, 3]);
+    for id in [1, 2, 3] {
+        let mut c = cluster.client(id);
+        let _: () = redis::cmd("READMODE").arg("STALE").query(&mut c).unwrap();
+        assert_eq!(c.get::<_, String>("caught").unwrap(), "made");
+    }
 }
 
 /// SCRIPT LOAD through `c`; answers the sha.

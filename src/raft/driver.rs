@@ -22,7 +22,7 @@ use super::node::{after, now_ms, Inbox, NodeConfig, Responder, Submit};
 use super::payload;
 use super::{Answer, NodeError, NodeStatus, ReadMode, Role};
 use crate::state::pubsub::{Delivery, PubSubOp};
-use crate::state::{Op, Outcome, Query, State, Ticket, Wakeup};
+use crate::state::{Op, Outcome, Query, State, StateError, Ticket, Wakeup};
 use crate::storage::{Persisted, Record, StorageError, WalJob, WalWriter};
 use crate::transport::Transport;
 
@@ -646,10 +646,21 @@ impl Driver {
         reply: Responder,
         clock: &mut ReadClock,
     ) {
+        if query.may_write() {
+            // A first run against the state as it is: a script that
+            // writes goes to the log now, without waiting for a read
+            // barrier it would not use; one that does not is run again,
+            // as the read it is, once the barrier is passed.
+            let first = self.state.read(&query, clock.now_ms());
+            if first == Err(StateError::ScriptWrites) {
+                return self.resubmit_as_write(query, reply);
+            }
+            if mode == ReadMode::Stale {
+                return self.respond(reply, Ok(first));
+            }
+        }
         if mode == ReadMode::Stale {
-            let answer = Ok(self.state.read(&query, clock.now_ms()));
-            self.respond(reply, answer);
-            return;
+            return self.serve_read(query, reply, clock.now_ms());
         }
         if self.reads_without_round(mode) {
             // Writes queued before this read must be in the log first, and
@@ -657,8 +668,7 @@ impl Driver {
             self.flush_proposals();
             let min_index = self.raw.raft.raft_log.last_index();
             if min_index <= self.state.applied_index() {
-                let answer = Ok(self.state.read(&query, clock.now_ms()));
-                self.respond(reply, answer);
+                self.serve_read(query, reply, clock.now_ms());
             } else {
                 let read = PendingRead {
                     query,
@@ -685,6 +695,25 @@ impl Driver {
             deadline: after(self.config.request_timeout),
             reply,
         });
+    }
+
+    /// Answers a read from the applied state; a read-first script that
+    /// reached a write goes to the log instead.
+    fn serve_read(&mut self, query: Query, reply: Responder, now: u64) {
+        match self.state.read(&query, now) {
+            Err(StateError::ScriptWrites) => self.resubmit_as_write(query, reply),
+            answer => self.respond(reply, Ok(answer)),
+        }
+    }
+
+    /// A read-first script's op, submitted as any write is. The client's
+    /// connection sends nothing behind it until it is answered, so nothing
+    /// it sent later can be served or applied ahead of it.
+    fn resubmit_as_write(&mut self, query: Query, reply: Responder) {
+        match query.into_op() {
+            Some(op) => self.accept_write(op, reply, after(self.config.request_timeout)),
+            None => self.respond(reply, Ok(Err(StateError::ScriptWrites))),
+        }
     }
 
     /// True when this node may serve a read of `mode` from its own state,
@@ -926,8 +955,7 @@ impl Driver {
         while i < self.readable.len() {
             if self.readable[i].0 <= applied {
                 let (_, read) = self.readable.swap_remove(i);
-                let answer = Ok(self.state.read(&read.query, now));
-                self.respond(read.reply, answer);
+                self.serve_read(read.query, read.reply, now);
             } else {
                 i += 1;
             }

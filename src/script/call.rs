@@ -81,13 +81,24 @@ pub(super) struct Ctx<'a> {
     pub seed: u64,
     /// Commands run so far: each random command gets its own seed.
     pub calls: u64,
+    /// A run tried as a read ([`Access::ReadFirst`]) reached a write
+    /// command: it must go through the log, and what it answers is moot.
+    pub reached_write: bool,
 }
 
 impl Ctx<'_> {
-    /// Runs the command in `args`. `Err` is a script-level refusal (the
-    /// text of the error table), `Ok` the command's own reply, which may be
-    /// an error reply.
-    pub fn dispatch(&mut self, args: &MultiValue) -> Result<Reply, String> {
+    /// Runs the command in `args`, unless a read-first run reached a
+    /// write: then the run must stop and go through the log.
+    pub fn dispatch(&mut self, args: &MultiValue) -> Dispatched {
+        match self.run_command(args) {
+            Err(_) if self.reached_write => Dispatched::ReachedWrite,
+            done => Dispatched::Done(done),
+        }
+    }
+
+    /// `Err` is a script-level refusal (the text of the error table), `Ok`
+    /// the command's own reply, which may be an error reply.
+    fn run_command(&mut self, args: &MultiValue) -> Result<Reply, String> {
         let argv = to_argv(args)?;
         self.calls += 1;
         let spec =
@@ -102,8 +113,13 @@ impl Ctx<'_> {
         if spec.has(Flag::NoScript) {
             return Err(NOT_ALLOWED.into());
         }
-        if self.read_only && (spec.has(Flag::Write) || spec.has(Flag::MayReplicate)) {
+        let writes = spec.has(Flag::Write) || spec.has(Flag::MayReplicate);
+        if writes && self.read_only {
             return Err(READ_ONLY.into());
+        }
+        if writes && matches!(self.state, Access::ReadFirst(_)) {
+            self.reached_write = true;
+            return Err(REACHED_WRITE.into());
         }
         let seed = mix(self.seed, self.calls);
         match command::parse_resolved(spec, &argv) {
@@ -160,6 +176,14 @@ impl Ctx<'_> {
 
 const NOT_ALLOWED: &str = "ERR This Redis command is not allowed from script";
 const READ_ONLY: &str = "ERR Write commands are not allowed from read-only scripts.";
+pub(super) const REACHED_WRITE: &str = "ERR this run was a read and reached a write command";
+
+/// What a `redis.call` came to.
+pub(super) enum Dispatched {
+    Done(Result<Reply, String>),
+    /// A read-first run reached a write command.
+    ReachedWrite,
+}
 
 /// The arguments of a redis.call: strings as they are, numbers as `%.17g`
 /// (as Redis formats them), anything else refused.

@@ -30,6 +30,7 @@ use mlua::{Function, HookTriggers, Lua, LuaOptions, MultiValue, StdLib, Table, V
 use crate::resp::Reply;
 use crate::state::scripts::{Access, Call, HostSlot, Library, Run, ScriptHost};
 use crate::state::{OpResult, StateError};
+use call::Dispatched;
 
 /// Lua VM instructions one script may execute; a `while true do end`
 /// ends here, on every replica at the same instruction, with
@@ -307,8 +308,11 @@ impl Vm {
             charge.charge(lua, CALL_COST)?;
             let text = match slot.with(|ctx| ctx.dispatch(&args)) {
                 None => return Err(mlua::Error::runtime(unbound("call"))),
-                Some(Ok(Reply::Error(text)) | Err(text)) => text,
-                Some(Ok(reply)) => return convert::reply_to_lua(lua, reply, libs::resp3(lua)),
+                Some(Dispatched::ReachedWrite) => return Err(stop_run(lua)),
+                Some(Dispatched::Done(Ok(Reply::Error(text)) | Err(text))) => text,
+                Some(Dispatched::Done(Ok(reply))) => {
+                    return convert::reply_to_lua(lua, reply, libs::resp3(lua))
+                }
             };
             libs::set_raised(lua, text.clone());
             Err(mlua::Error::runtime(text))
@@ -318,8 +322,11 @@ impl Vm {
             charge.charge(lua, CALL_COST)?;
             match slot.with(|ctx| ctx.dispatch(&args)) {
                 None => Err(mlua::Error::runtime(unbound("pcall"))),
-                Some(Ok(reply)) => convert::reply_to_lua(lua, reply, libs::resp3(lua)),
-                Some(Err(text)) => convert::error_table(lua, &text),
+                Some(Dispatched::ReachedWrite) => Err(stop_run(lua)),
+                Some(Dispatched::Done(Ok(reply))) => {
+                    convert::reply_to_lua(lua, reply, libs::resp3(lua))
+                }
+                Some(Dispatched::Done(Err(text))) => convert::error_table(lua, &text),
             }
         })?;
         redis.raw_set("call", call)?;
@@ -441,6 +448,7 @@ impl Vm {
             read_only,
             seed,
             calls: 0,
+            reached_write: false,
         };
         let label = target.label;
         let result = {
@@ -456,7 +464,11 @@ impl Vm {
                     }
                 })
         };
-        if self.disarm_limits() {
+        let exceeded = self.disarm_limits();
+        if ctx.reached_write {
+            return Err(StateError::ScriptWrites);
+        }
+        if exceeded {
             return Err(script_error(INSTRUCTION_LIMIT_ERROR));
         }
         match result {
@@ -581,6 +593,16 @@ fn unbound(name: &str) -> String {
     format!(
         "redis.{name} is not available while a library loads; call it from a registered function"
     )
+}
+
+/// Ends the run for good: every instruction from here on fails, so no
+/// pcall inside the script can carry on past a write a read-first run
+/// reached (its answer is moot; the op will run from the log).
+fn stop_run(lua: &Lua) -> mlua::Error {
+    lua.set_hook(HookTriggers::new().every_nth_instruction(1), |_, _| {
+        Err(mlua::Error::runtime(call::REACHED_WRITE))
+    });
+    mlua::Error::runtime(call::REACHED_WRITE)
 }
 
 /// What to call and how errors name it.

@@ -15,6 +15,8 @@ use super::{local, ClientInfo, Shared};
 use crate::command::{self, CommandError, Flag, ReplyFn, Request};
 use crate::raft::{Answer, BatchReceiver, NodeError, ReadMode, Role, Submit};
 use crate::resp::{encode, Limits, Protocol, Reply, RequestParser};
+use crate::state::scripts::{ScriptOp, ScriptQuery};
+use crate::state::{Op, Query};
 
 /// Requests submitted before their answers are awaited: bounds the memory
 /// one pipelining client can pin.
@@ -261,6 +263,10 @@ pub(super) async fn run(
         // read's ReadIndex round covers it). On the leader the driver orders
         // them itself.
         let mut unanswered_writes = false;
+        // A read-first EVALSHA may become a write when it is served, after
+        // requests behind it were: nothing behind it goes out until it is
+        // answered.
+        let mut unanswered_read_first = false;
         let mut blocked = false;
         loop {
             if pending.len() >= MAX_PIPELINE {
@@ -275,11 +281,18 @@ pub(super) async fn run(
                         transaction::route(&conn, &argv)
                     };
                     let request = match route {
-                        Route::Normal => Some(command::prepare(&argv)),
+                        Route::Normal => Some(command::prepare(&argv).map(read_first)),
                         Route::Queue | Route::Control(_) => None,
                     };
+                    let is_read_first = matches!(
+                        &request,
+                        Some(Ok(Request::Read(query, ..))) if query.may_write()
+                    );
+                    // A read-first request waits for reads before it as a
+                    // write does, and for writes before it as a read does.
                     let is_write = matches!(request, Some(Ok(Request::Write(..))))
-                        || matches!(route, Route::Control("exec"));
+                        || matches!(route, Route::Control("exec"))
+                        || is_read_first;
                     let blocks = matches!(&request, Some(Ok(Request::Write(_, spec, _))) if spec.has(Flag::Blocking));
                     let is_read = matches!(request, Some(Ok(Request::Read(..))))
                         || matches!(route, Route::Control("watch"));
@@ -291,13 +304,16 @@ pub(super) async fn run(
                     if exec_waits
                         || (unanswered_reads && is_write)
                         || (unanswered_writes && is_read && follower)
+                        || (unanswered_read_first && (is_read || is_write))
                     {
                         resolve_into(&mut pending, &mut submissions, &mut wbuf, &shared).await;
                         unanswered_reads = false;
                         unanswered_writes = false;
+                        unanswered_read_first = false;
                     }
                     unanswered_reads |= is_read;
                     unanswered_writes |= is_write;
+                    unanswered_read_first |= is_read_first;
                     let (item, name) = match (route, request) {
                         (Route::Queue, _) => (
                             Pending::Ready(transaction::queue(&mut conn, &argv)),
@@ -484,6 +500,20 @@ fn control(
 
 /// Submits one checked and parsed request; returns its pending reply and
 /// the command name (for CLIENT LIST).
+/// EVALSHA as a read first ([`ScriptQuery::EvalShaFirst`]): a run that
+/// writes nothing then costs no log entry, no fsync and no run on every
+/// replica; one that writes is sent through the log by the node.
+fn read_first(request: Request) -> Request {
+    match request {
+        Request::Write(Op::Script(ScriptOp::EvalSha { sha, run }), spec, reply) => Request::Read(
+            Query::Script(ScriptQuery::EvalShaFirst { sha, run }),
+            spec,
+            reply,
+        ),
+        other => other,
+    }
+}
+
 fn dispatch(
     conn: &mut Conn,
     request: Result<Request, CommandError>,

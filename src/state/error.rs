@@ -60,4 +60,11 @@ pub enum StateError {
     LcsNotStrings,
     #[error("ERR Insufficient memory, transient memory for LCS exceeds proto-max-bulk-len")]
     LcsTooLarge,
+    /// A script served as a read reached a write command: the node sends
+    /// it through the log instead ([`ScriptQuery::EvalShaFirst`]). Never
+    /// a client's answer.
+    ///
+    /// [`ScriptQuery::EvalShaFirst`]: super::scripts::ScriptQuery::EvalShaFirst
+    #[error("ERR a script served as a read reached a write command")]
+    ScriptWrites,
 }

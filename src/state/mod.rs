@@ -153,6 +153,24 @@ pub enum Query {
 }
 
 impl Query {
+    /// The op a read turns into once it reached a write (a read-first
+    /// EVALSHA, [`scripts::ScriptQuery::EvalShaFirst`]); None for every
+    /// other query.
+    pub fn into_op(self) -> Option<Op> {
+        match self {
+            Query::Script(query) => query.into_op().map(Op::Script),
+            _ => None,
+        }
+    }
+
+    /// A read that may turn out to be a write: see [`Query::into_op`].
+    pub fn may_write(&self) -> bool {
+        matches!(
+            self,
+            Query::Script(scripts::ScriptQuery::EvalShaFirst { .. })
+        )
+    }
+
     /// Replaces the seed of a random read (RANDOMKEY, HRANDFIELD,
     /// SRANDMEMBER, ZRANDMEMBER); other queries are left alone.
     pub fn set_seed(&mut self, value: u64) {
@@ -162,7 +180,9 @@ impl Query {
             Query::Set(sets::SetQuery::RandMember { seed, .. }) => *seed = value,
             Query::ZSet(zsets::ZSetQuery::RandMember { seed, .. }) => *seed = value,
             Query::Script(
-                scripts::ScriptQuery::EvalSha { run, .. } | scripts::ScriptQuery::FCall { run, .. },
+                scripts::ScriptQuery::EvalSha { run, .. }
+                | scripts::ScriptQuery::EvalShaFirst { run, .. }
+                | scripts::ScriptQuery::FCall { run, .. },
             ) => run.seed = value,
             _ => {}
         }

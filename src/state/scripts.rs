@@ -68,9 +68,28 @@ pub enum ScriptQuery {
     EvalSha { sha: String, run: Run },
     /// FCALL_RO, likewise.
     FCall { function: Bytes, run: Run },
+    /// EVALSHA as clients send it, tried as a read first. Redis writes
+    /// nothing to its AOF for a script run that writes nothing (a lock
+    /// release by a non-owner, a check that fails), and such a run has
+    /// nothing to replicate here either: it is served like EVALSHA_RO.
+    /// A run that reaches a write command stops there and answers
+    /// [`StateError::ScriptWrites`]; the node then submits
+    /// [`ScriptOp::EvalSha`] ([`ScriptQuery::into_op`]), which runs again
+    /// from the start at its place in the log.
+    EvalShaFirst { sha: String, run: Run },
     /// SCRIPT KILL: scripts run inside one apply step, so none is ever
     /// running when a client could ask.
     Kill,
+}
+
+impl ScriptQuery {
+    /// The op a read-first EVALSHA becomes once its run reached a write.
+    pub fn into_op(self) -> Option<ScriptOp> {
+        match self {
+            ScriptQuery::EvalShaFirst { sha, run } => Some(ScriptOp::EvalSha { sha, run }),
+            _ => None,
+        }
+    }
 }
 
 /// The replicated cache of script bodies, by lower-case hex sha1.
@@ -119,13 +138,16 @@ pub struct Call<'a> {
 pub enum Access<'a> {
     Write(&'a mut State),
     Read(&'a State),
+    /// A read standing in for an op that may write: a write command ends
+    /// the run with [`StateError::ScriptWrites`] instead of refusing it.
+    ReadFirst(&'a State),
 }
 
 impl Access<'_> {
     pub fn state(&self) -> &State {
         match self {
             Access::Write(state) => state,
-            Access::Read(state) => state,
+            Access::Read(state) | Access::ReadFirst(state) => state,
         }
     }
 
@@ -133,7 +155,7 @@ impl Access<'_> {
     pub fn state_mut(&mut self) -> Option<&mut State> {
         match self {
             Access::Write(state) => Some(state),
-            Access::Read(_) => None,
+            Access::Read(_) | Access::ReadFirst(_) => None,
         }
     }
 }
@@ -302,6 +324,9 @@ fn run_cached(access: Access<'_>, now: u64, sha: &str, run: &Run) -> OpResult {
 pub(super) fn read(state: &State, now: u64, query: &ScriptQuery) -> OpResult {
     match query {
         ScriptQuery::EvalSha { sha, run } => run_cached(Access::Read(state), now, sha, run),
+        ScriptQuery::EvalShaFirst { sha, run } => {
+            run_cached(Access::ReadFirst(state), now, sha, run)
+        }
         ScriptQuery::FCall { function, run } => {
             let (function, library) = library_of(state, function)?;
             let host = state.script_host.get()?;
@@ -322,7 +347,7 @@ pub(super) fn read(state: &State, now: u64, query: &ScriptQuery) -> OpResult {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::Op;
+    use crate::state::{Op, Query};
 
     fn eval(body: &str) -> Op {
         Op::Script(ScriptOp::Eval {
@@ -356,6 +381,70 @@ mod tests {
             state.apply(3, 0, &Op::Script(ScriptOp::Flush)),
             Ok(Outcome::Ok)
         );
+    }
+
+    fn read_first(sha: &str, keys: &[&str], args: &[&str]) -> Query {
+        let bytes = |items: &[&str]| items.iter().map(|i| Bytes::from(i.to_string())).collect();
+        Query::Script(ScriptQuery::EvalShaFirst {
+            sha: sha.to_owned(),
+            run: Run {
+                keys: bytes(keys),
+                args: bytes(args),
+                read_only: false,
+                seed: 0,
+            },
+        })
+    }
+
+    #[test]
+    fn a_read_first_run_answers_what_it_read_or_stops_at_its_first_write() {
+        let mut state = State::new();
+        state.set_script_host(crate::script::host());
+        let release = r#"if redis.call("get",KEYS[1]) == ARGV[1] then return redis.call("del",KEYS[1]) else return 0 end"#;
+        let swallow = "pcall(redis.call, 'set', KEYS[1], 'x') return redis.call('get', KEYS[1])";
+        let flagged = "#!lua flags=no-writes\nreturn redis.call('set', KEYS[1], 'x')";
+        let mut index = 0;
+        let mut apply = |state: &mut State, op: Op| {
+            index += 1;
+            state.apply(index, 0, &op)
+        };
+        for body in [release, swallow, flagged] {
+            let load = Op::Script(ScriptOp::Load(Bytes::from(body.to_owned())));
+            apply(&mut state, load).expect("loads");
+        }
+        apply(&mut state, eval("redis.call('set', 'lock', 'mine')")).expect("sets");
+        let (release, swallow, flagged) = (
+            sha1hex(release.as_bytes()),
+            sha1hex(swallow.as_bytes()),
+            sha1hex(flagged.as_bytes()),
+        );
+        let before = state.clone();
+        // Not the owner: read, answered, nothing changed.
+        let not_owner = read_first(&release, &["lock"], &["theirs"]);
+        assert_eq!(state.read(&not_owner, 0), Ok(Outcome::Int(0)));
+        // The owner: the run reaches DEL and stops; the op is EVALSHA.
+        let owner = read_first(&release, &["lock"], &["mine"]);
+        assert_eq!(state.read(&owner, 0), Err(StateError::ScriptWrites));
+        let op = owner.into_op().expect("an op");
+        assert!(matches!(&op, Op::Script(ScriptOp::EvalSha { sha, .. }) if *sha == release));
+        // A write the script catches with pcall still sends it to the log.
+        let caught = read_first(&swallow, &["k"], &[]);
+        assert_eq!(state.read(&caught, 0), Err(StateError::ScriptWrites));
+        // A no-writes script's write is its own error, as it would be at
+        // apply time; an unknown sha is NOSCRIPT.
+        let refused = state.read(&read_first(&flagged, &["k"], &[]), 0);
+        assert!(
+            matches!(refused, Err(StateError::Script(text)) if text.contains("not allowed from read-only scripts"))
+        );
+        assert_eq!(
+            state.read(&read_first(&"0".repeat(40), &[], &[]), 0),
+            Err(StateError::NoScript)
+        );
+        assert_eq!(state, before);
+        // Applied from the log, the op does what the run stopped short of.
+        assert_eq!(apply(&mut state, op), Ok(Outcome::Int(1)));
+        assert_eq!(state.read(&not_owner, 0), Ok(Outcome::Int(0)));
+        assert!(state.db().get(&Bytes::from("lock"), 0).is_none());
     }
 
     #[test]
