@@ -6,6 +6,7 @@
 use bytes::Bytes;
 use concord::command::{prepare, Request};
 use concord::raft::payload;
+use concord::state::scripts::{ScriptOp, ScriptQuery};
 use concord::state::{Op, Query, State};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
@@ -123,6 +124,15 @@ fn apply(c: &mut Criterion) {
             index += 1;
             state.apply(index, 2_000, &release).unwrap()
         })
+    });
+    // EVALSHA as a connection submits it: a read first, which stops at
+    // the extend script's PEXPIRE (the op then goes to the log).
+    let Op::Script(ScriptOp::EvalSha { sha, run }) = extend else {
+        unreachable!("EVALSHA parses to an EvalSha op")
+    };
+    let extend_first = Query::Script(ScriptQuery::EvalShaFirst { sha, run });
+    group.bench_function("evalsha_lock_extend_read_first_stops", |b| {
+        b.iter(|| state.read(&extend_first, 2_000).unwrap_err())
     });
     group.finish();
 

@@ -73,6 +73,55 @@ struct Forward {
     leader: u64,
 }
 
+/// Read-first EVALSHAs whose last tries as reads on this node all reached
+/// a write, by sha. A script that wrote every time lately (a lock's extend)
+/// is likely to write again, and its first run then costs a partial run
+/// and a Lua error for nothing, so after [`WritingScripts::TRUST_AFTER`]
+/// such tries in a row it goes to the log directly, except every
+/// [`WritingScripts::RETRY_EVERY`]th call, which tries it as a read again.
+/// A try that writes nothing forgets the script, so one that writes only
+/// sometimes (a release by the owner, then by others) keeps being tried.
+/// Either path answers the same: this only decides which is tried first.
+#[derive(Default)]
+struct WritingScripts {
+    scripts: HashMap<String, Writes>,
+}
+
+#[derive(Default)]
+struct Writes {
+    in_a_row: u32,
+    skipped: u32,
+}
+
+impl WritingScripts {
+    const TRUST_AFTER: u32 = 4;
+    const RETRY_EVERY: u32 = 8;
+    /// Scripts remembered at most; past it the memory starts over.
+    const CAPACITY: usize = 4096;
+
+    /// True when `sha` should skip its try as a read this time.
+    fn likely(&mut self, sha: &str) -> bool {
+        match self.scripts.get_mut(sha) {
+            Some(writes) if writes.in_a_row >= Self::TRUST_AFTER => {
+                writes.skipped += 1;
+                writes.skipped % Self::RETRY_EVERY != 0
+            }
+            _ => false,
+        }
+    }
+
+    fn record(&mut self, sha: &str, wrote: bool) {
+        if !wrote {
+            self.scripts.remove(sha);
+            return;
+        }
+        if !self.scripts.contains_key(sha) && self.scripts.len() >= Self::CAPACITY {
+            self.scripts.clear();
+        }
+        self.scripts.entry(sha.to_owned()).or_default().in_a_row += 1;
+    }
+}
+
 struct PendingRead {
     query: Query,
     /// The read must see at least this index: everything proposed before it
@@ -165,6 +214,8 @@ pub(crate) struct Driver {
 
     /// Messages of Ready `n` that may leave only once `n` is persisted.
     persisted_messages: VecDeque<(u64, Vec<Message>)>,
+    /// Which read-first scripts wrote when last tried as reads.
+    script_writes: WritingScripts,
     last_submitted: u64,
 
     expiry_in_flight: Option<u64>,
@@ -230,6 +281,7 @@ impl Driver {
             next_read_ctx: 1,
             readable: Vec::new(),
             persisted_messages: VecDeque::new(),
+            script_writes: WritingScripts::default(),
             last_submitted: 0,
             expiry_in_flight: None,
             next_expiry_check: Instant::now(),
@@ -646,13 +698,18 @@ impl Driver {
         reply: Responder,
         clock: &mut ReadClock,
     ) {
-        if query.may_write() {
+        if let Some(sha) = query.read_first_sha() {
+            if self.script_writes.likely(sha) {
+                return self.resubmit_as_write(query, reply);
+            }
             // A first run against the state as it is: a script that
             // writes goes to the log now, without waiting for a read
             // barrier it would not use; one that does not is run again,
             // as the read it is, once the barrier is passed.
             let first = self.state.read(&query, clock.now_ms());
-            if first == Err(StateError::ScriptWrites) {
+            let wrote = first == Err(StateError::ScriptWrites);
+            self.script_writes.record(sha, wrote);
+            if wrote {
                 return self.resubmit_as_write(query, reply);
             }
             if mode == ReadMode::Stale {
@@ -1737,5 +1794,46 @@ impl Driver {
             }
         }
         tracing::info!(applied = self.state.applied_index(), "raft driver stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WritingScripts;
+
+    #[test]
+    fn a_script_that_wrote_every_time_skips_its_read_try_but_every_eighth_call() {
+        let mut scripts = WritingScripts::default();
+        assert!(!scripts.likely("a"), "unknown scripts are tried as reads");
+        for _ in 0..WritingScripts::TRUST_AFTER {
+            assert!(!scripts.likely("a"));
+            scripts.record("a", true);
+        }
+        let skipped: Vec<bool> = (0..16).map(|_| scripts.likely("a")).collect();
+        let tried = skipped.iter().filter(|skip| !**skip).count();
+        assert_eq!(tried, 2, "{skipped:?}");
+        assert!(!skipped[7] && !skipped[15]);
+        // A try that wrote nothing forgets the script; others are apart.
+        scripts.record("a", false);
+        assert!(!scripts.likely("a"));
+        // Writing now and then (a lock released by its owner between
+        // releases by others) never stops the tries.
+        for _ in 0..10 {
+            scripts.record("b", true);
+            assert!(!scripts.likely("b"));
+            scripts.record("b", false);
+        }
+    }
+
+    #[test]
+    fn the_memory_of_writing_scripts_is_bounded() {
+        let mut scripts = WritingScripts::default();
+        for i in 0..=WritingScripts::CAPACITY {
+            for _ in 0..WritingScripts::TRUST_AFTER {
+                scripts.record(&format!("{i:040}"), true);
+            }
+        }
+        assert!(scripts.scripts.len() <= WritingScripts::CAPACITY);
+        assert!(scripts.likely(&format!("{:040}", WritingScripts::CAPACITY)));
     }
 }

@@ -90,6 +90,9 @@ impl Ctx<'_> {
     /// Runs the command in `args`, unless a read-first run reached a
     /// write: then the run must stop and go through the log.
     pub fn dispatch(&mut self, args: &MultiValue) -> Dispatched {
+        if self.reached_write {
+            return Dispatched::ReachedWrite;
+        }
         match self.run_command(args) {
             Err(_) if self.reached_write => Dispatched::ReachedWrite,
             done => Dispatched::Done(done),

@@ -297,6 +297,13 @@ impl Vm {
         )?;
         let budget = Arc::new(Budget::default());
         let current = Arc::new(call::CurrentRun::default());
+        let slot = current.clone();
+        internal.raw_set(
+            "stopped",
+            lua.create_function(move |_, ()| {
+                Ok(slot.with(|ctx| ctx.reached_write).unwrap_or(false))
+            })?,
+        )?;
         let redis: Table = lua.globals().get("redis")?;
         // C functions, not Lua wrappers: a wrapper would turn the script's
         // `return redis.call()` into a tail call and lose the line errors
@@ -451,23 +458,21 @@ impl Vm {
             reached_write: false,
         };
         let label = target.label;
-        let result = {
+        let ran = {
             let _bound = self.current.bind(&mut ctx);
-            target
-                .runner
-                .call::<(bool, Value)>(target.args)
-                .map(|(ok, value)| {
-                    if ok {
-                        convert::lua_to_outcome(&value, libs::resp3(lua), 0)
-                    } else {
-                        Err(convert::run_error(&value, label))
-                    }
-                })
+            target.runner.call::<(bool, Value)>(target.args)
         };
         let exceeded = self.disarm_limits();
         if ctx.reached_write {
             return Err(StateError::ScriptWrites);
         }
+        let result = ran.map(|(ok, value)| {
+            if ok {
+                convert::lua_to_outcome(&value, libs::resp3(lua), 0)
+            } else {
+                Err(convert::run_error(&value, label))
+            }
+        });
         if exceeded {
             return Err(script_error(INSTRUCTION_LIMIT_ERROR));
         }
@@ -595,15 +600,24 @@ fn unbound(name: &str) -> String {
     )
 }
 
-/// Ends the run for good: every instruction from here on fails, so no
-/// pcall inside the script can carry on past a write a read-first run
-/// reached (its answer is moot; the op will run from the log).
+/// Ends a read-first run that reached a write (its answer is moot; the op
+/// will run from the log). The error unwinds to the sandbox's handler,
+/// which returns at once; a script that catches it with pcall gets a few
+/// more instructions (every redis.call now fails) before a hook ends it
+/// too. The hook does not fire on every instruction because the handler
+/// has to run: each error from Rust costs a Lua traceback, and an error in
+/// the handler a second one.
 fn stop_run(lua: &Lua) -> mlua::Error {
-    lua.set_hook(HookTriggers::new().every_nth_instruction(1), |_, _| {
-        Err(mlua::Error::runtime(call::REACHED_WRITE))
-    });
+    lua.set_hook(
+        HookTriggers::new().every_nth_instruction(STOPPED_GRACE),
+        |_, _| Err(mlua::Error::runtime(call::REACHED_WRITE)),
+    );
     mlua::Error::runtime(call::REACHED_WRITE)
 }
+
+/// Instructions a stopped read-first run may still execute (its error
+/// handler's, or a pcall loop's) before it is ended.
+const STOPPED_GRACE: u32 = 1_000;
 
 /// What to call and how errors name it.
 struct Target<'a> {

@@ -87,6 +87,10 @@ internal.globals = allowed
 -- Where an error happened: the first frame that is the script's own code
 -- (not a C function, not this file), as Redis's error handler reports it.
 local function handler(err)
+  -- A read-first run stopped at a write: nobody reads its error.
+  if internal.stopped() then
+    return false
+  end
   local level = 2
   local info = getinfo(level, "nSl")
   while info and (info.what == "C" or info.source == "=[concord]") do

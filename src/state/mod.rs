@@ -165,10 +165,15 @@ impl Query {
 
     /// A read that may turn out to be a write: see [`Query::into_op`].
     pub fn may_write(&self) -> bool {
-        matches!(
-            self,
-            Query::Script(scripts::ScriptQuery::EvalShaFirst { .. })
-        )
+        self.read_first_sha().is_some()
+    }
+
+    /// The script of a read-first EVALSHA.
+    pub fn read_first_sha(&self) -> Option<&str> {
+        match self {
+            Query::Script(scripts::ScriptQuery::EvalShaFirst { sha, .. }) => Some(sha),
+            _ => None,
+        }
     }
 
     /// Replaces the seed of a random read (RANDOMKEY, HRANDFIELD,
