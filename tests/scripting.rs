@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::cluster::Cluster;
-use common::wait_for;
+use common::{wait_for, Server};
 use redis::Commands;
 
 const RELEASE: &str = r#"if redis.call("get",KEYS[1]) == ARGV[1] then return redis.call("del",KEYS[1]) else return 0 end"#;
@@ -313,6 +313,50 @@ fn an_evalsha_that_writes_nothing_is_a_read_and_one_that_writes_goes_through_the
         let mut c = cluster.client(id);
         let _: () = redis::cmd("READMODE").arg("STALE").query(&mut c).unwrap();
         assert_eq!(c.get::<_, String>("caught").unwrap(), "made");
+    }
+}
+
+#[test]
+fn a_single_node_serves_an_evalsha_that_writes_nothing_without_a_log_entry() {
+    let server = Server::start();
+    let mut c = server.client();
+    let release = load(&mut c, RELEASE);
+    let last_index = |c: &mut redis::Connection| -> String {
+        let info: String = redis::cmd("INFO").arg("raft").query(c).unwrap();
+        info.lines()
+            .find_map(|line| line.strip_prefix("raft_last_index:"))
+            .expect("INFO raft has the last index")
+            .to_owned()
+    };
+    for mode in ["LINEARIZABLE", "LEASE", "STALE"] {
+        let _: () = redis::cmd("READMODE").arg(mode).query(&mut c).unwrap();
+        let _: () = c.set("lock", "mine").unwrap();
+        let before = last_index(&mut c);
+        let (not_owner, read, owner, after): (i64, String, i64, Option<String>) = redis::pipe()
+            .cmd("EVALSHA")
+            .arg(&release)
+            .arg(1)
+            .arg("lock")
+            .arg("theirs")
+            .cmd("GET")
+            .arg("lock")
+            .cmd("EVALSHA")
+            .arg(&release)
+            .arg(1)
+            .arg("lock")
+            .arg("mine")
+            .cmd("GET")
+            .arg("lock")
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(
+            (not_owner, read.as_str(), owner, after),
+            (0, "mine", 1, None),
+            "{mode}"
+        );
+        // One entry: the owner's release; the other EVALSHA was a read.
+        let after_index: u64 = last_index(&mut c).parse().unwrap();
+        assert_eq!(after_index, before.parse::<u64>().unwrap() + 1, "{mode}");
     }
 }
 

@@ -698,26 +698,29 @@ impl Driver {
         reply: Responder,
         clock: &mut ReadClock,
     ) {
+        // A read-first script's run against the state as it is now.
+        let mut first_run = None;
         if let Some(sha) = query.read_first_sha() {
             if self.script_writes.likely(sha) {
                 return self.resubmit_as_write(query, reply);
             }
-            // A first run against the state as it is: a script that
-            // writes goes to the log now, without waiting for a read
-            // barrier it would not use; one that does not is run again,
-            // as the read it is, once the barrier is passed.
+            // A script that writes goes to the log now, without waiting
+            // for a read barrier it would not use; one that does not is
+            // run again, as the read it is, once the barrier is passed
+            // (unless the state is still the one this run saw).
             let first = self.state.read(&query, clock.now_ms());
             let wrote = first == Err(StateError::ScriptWrites);
             self.script_writes.record(sha, wrote);
             if wrote {
                 return self.resubmit_as_write(query, reply);
             }
-            if mode == ReadMode::Stale {
-                return self.respond(reply, Ok(first));
-            }
+            first_run = Some(first);
         }
         if mode == ReadMode::Stale {
-            return self.serve_read(query, reply, clock.now_ms());
+            return match first_run {
+                Some(answer) => self.respond(reply, Ok(answer)),
+                None => self.serve_read(query, reply, clock.now_ms()),
+            };
         }
         if self.reads_without_round(mode) {
             // Writes queued before this read must be in the log first, and
@@ -725,7 +728,11 @@ impl Driver {
             self.flush_proposals();
             let min_index = self.raw.raft.raft_log.last_index();
             if min_index <= self.state.applied_index() {
-                self.serve_read(query, reply, clock.now_ms());
+                // Nothing was applied since the first run, if there was one.
+                match first_run {
+                    Some(answer) => self.respond(reply, Ok(answer)),
+                    None => self.serve_read(query, reply, clock.now_ms()),
+                }
             } else {
                 let read = PendingRead {
                     query,
