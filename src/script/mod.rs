@@ -519,14 +519,10 @@ impl Vm {
             return Err(script_error(INSTRUCTION_LIMIT_ERROR));
         }
         result.map_err(|e| {
-            let text = match &e {
-                mlua::Error::CallbackError { cause, .. } => match cause.as_ref() {
-                    mlua::Error::RuntimeError(message) => message.clone(),
-                    other => other.to_string(),
-                },
-                other => other.to_string(),
-            };
-            script_error(format!("ERR Error registering functions: {text}"))
+            script_error(format!(
+                "ERR Error registering functions: ERR {}",
+                load_error_text(&e)
+            ))
         })?;
         let registered = registered.into_inner();
         if registered.is_empty() {
@@ -592,8 +588,23 @@ impl Vm {
     }
 }
 
+/// What a library's code raised while it loaded, as Redis words it: the
+/// message alone, without mlua's "runtime error: " and traceback.
+fn load_error_text(e: &mlua::Error) -> String {
+    match e {
+        mlua::Error::CallbackError { cause, .. } => load_error_text(cause),
+        mlua::Error::RuntimeError(message) => message
+            .split("\nstack traceback:")
+            .next()
+            .unwrap_or(message)
+            .to_owned(),
+        other => other.to_string(),
+    }
+}
+
 /// The error of a `redis.call`/`redis.pcall` made outside a script run:
-/// at a library's top level while it loads, as Redis 7.0 refuses it.
+/// at a library's top level while it loads (Redis 7.0 refuses that too,
+/// in other words: `call` is not in the loading library's globals).
 fn unbound(name: &str) -> String {
     format!(
         "redis.{name} is not available while a library loads; call it from a registered function"
