@@ -317,6 +317,46 @@ fn an_evalsha_that_writes_nothing_is_a_read_and_one_that_writes_goes_through_the
 }
 
 #[test]
+fn an_fcall_that_writes_nothing_is_a_read_and_one_that_writes_goes_through_the_log() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader();
+    let follower = cluster.followers(leader)[0];
+    let mut l = cluster.client(leader);
+    let mut f = cluster.client(follower);
+    let library = "#!lua name=locks\nredis.register_function('release', function(KEYS, ARGV) if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0 end)";
+    let _: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg(library)
+        .query(&mut l)
+        .unwrap();
+    let fcall = |c: &mut redis::Connection, token: &str| -> i64 {
+        redis::cmd("FCALL")
+            .arg("release")
+            .arg(1)
+            .arg("lock")
+            .arg(token)
+            .query(c)
+            .unwrap()
+    };
+    for c in [&mut f, &mut l] {
+        let _: () = c.set("lock", "mine").unwrap();
+        let after_write = cluster.raft_field(leader, "raft_last_index").unwrap();
+        assert_eq!(fcall(c, "theirs"), 0);
+        assert_eq!(
+            cluster.raft_field(leader, "raft_last_index").unwrap(),
+            after_write
+        );
+        assert_eq!(fcall(c, "mine"), 1);
+        assert_ne!(
+            cluster.raft_field(leader, "raft_last_index").unwrap(),
+            after_write
+        );
+        assert_eq!(c.get::<_, Option<String>>("lock").unwrap(), None);
+    }
+    cluster.converged(&[1, 2, 3]);
+}
+
+#[test]
 fn a_single_node_serves_an_evalsha_that_writes_nothing_without_a_log_entry() {
     let server = Server::start();
     let mut c = server.client();

@@ -700,8 +700,8 @@ impl Driver {
     ) {
         // A read-first script's run against the state as it is now.
         let mut first_run = None;
-        if let Some(sha) = query.read_first_sha() {
-            if self.script_writes.likely(sha) {
+        if let Some(script) = query.read_first_script() {
+            if self.script_writes.likely(&script) {
                 return self.resubmit_as_write(query, reply);
             }
             // A script that writes goes to the log now, without waiting
@@ -710,7 +710,7 @@ impl Driver {
             // (unless the state is still the one this run saw).
             let first = self.state.read(&query, clock.now_ms());
             let wrote = first == Err(StateError::ScriptWrites);
-            self.script_writes.record(sha, wrote);
+            self.script_writes.record(&script, wrote);
             if wrote {
                 return self.resubmit_as_write(query, reply);
             }

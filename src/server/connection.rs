@@ -500,9 +500,9 @@ fn control(
 
 /// Submits one checked and parsed request; returns its pending reply and
 /// the command name (for CLIENT LIST).
-/// EVALSHA as a read first ([`ScriptQuery::EvalShaFirst`]): a run that
-/// writes nothing then costs no log entry, no fsync and no run on every
-/// replica; one that writes is sent through the log by the node.
+/// EVALSHA and FCALL as reads first ([`ScriptQuery::EvalShaFirst`]): a
+/// run that writes nothing then costs no log entry, no fsync and no run on
+/// every replica; one that writes is sent through the log by the node.
 fn read_first(request: Request) -> Request {
     match request {
         Request::Write(Op::Script(ScriptOp::EvalSha { sha, run }), spec, reply) => Request::Read(
@@ -510,6 +510,13 @@ fn read_first(request: Request) -> Request {
             spec,
             reply,
         ),
+        Request::Write(Op::Script(ScriptOp::FCall { function, run }), spec, reply) => {
+            Request::Read(
+                Query::Script(ScriptQuery::FCallFirst { function, run }),
+                spec,
+                reply,
+            )
+        }
         other => other,
     }
 }

@@ -154,8 +154,8 @@ pub enum Query {
 
 impl Query {
     /// The op a read turns into once it reached a write (a read-first
-    /// EVALSHA, [`scripts::ScriptQuery::EvalShaFirst`]); None for every
-    /// other query.
+    /// EVALSHA or FCALL, [`scripts::ScriptQuery::EvalShaFirst`]); None for
+    /// every other query.
     pub fn into_op(self) -> Option<Op> {
         match self {
             Query::Script(query) => query.into_op().map(Op::Script),
@@ -165,13 +165,22 @@ impl Query {
 
     /// A read that may turn out to be a write: see [`Query::into_op`].
     pub fn may_write(&self) -> bool {
-        self.read_first_sha().is_some()
+        matches!(
+            self,
+            Query::Script(
+                scripts::ScriptQuery::EvalShaFirst { .. } | scripts::ScriptQuery::FCallFirst { .. }
+            )
+        )
     }
 
-    /// The script of a read-first EVALSHA.
-    pub fn read_first_sha(&self) -> Option<&str> {
+    /// What a read-first script is known by on this node: its sha, or
+    /// `fcall:` and the function's name.
+    pub fn read_first_script(&self) -> Option<String> {
         match self {
-            Query::Script(scripts::ScriptQuery::EvalShaFirst { sha, .. }) => Some(sha),
+            Query::Script(scripts::ScriptQuery::EvalShaFirst { sha, .. }) => Some(sha.clone()),
+            Query::Script(scripts::ScriptQuery::FCallFirst { function, .. }) => {
+                Some(format!("fcall:{}", String::from_utf8_lossy(function)))
+            }
             _ => None,
         }
     }
@@ -187,7 +196,8 @@ impl Query {
             Query::Script(
                 scripts::ScriptQuery::EvalSha { run, .. }
                 | scripts::ScriptQuery::EvalShaFirst { run, .. }
-                | scripts::ScriptQuery::FCall { run, .. },
+                | scripts::ScriptQuery::FCall { run, .. }
+                | scripts::ScriptQuery::FCallFirst { run, .. },
             ) => run.seed = value,
             _ => {}
         }

@@ -77,6 +77,9 @@ pub enum ScriptQuery {
     /// [`ScriptOp::EvalSha`] ([`ScriptQuery::into_op`]), which runs again
     /// from the start at its place in the log.
     EvalShaFirst { sha: String, run: Run },
+    /// FCALL as clients send it, tried as a read first in the same way:
+    /// its op is [`ScriptOp::FCall`].
+    FCallFirst { function: Bytes, run: Run },
     /// SCRIPT KILL: scripts run inside one apply step, so none is ever
     /// running when a client could ask.
     Kill,
@@ -87,6 +90,7 @@ impl ScriptQuery {
     pub fn into_op(self) -> Option<ScriptOp> {
         match self {
             ScriptQuery::EvalShaFirst { sha, run } => Some(ScriptOp::EvalSha { sha, run }),
+            ScriptQuery::FCallFirst { function, run } => Some(ScriptOp::FCall { function, run }),
             _ => None,
         }
     }
@@ -332,6 +336,11 @@ pub(super) fn read(state: &State, now: u64, query: &ScriptQuery) -> OpResult {
             let host = state.script_host.get()?;
             host.call_function(Access::Read(state), now, &library, &function, run)
         }
+        ScriptQuery::FCallFirst { function, run } => {
+            let (function, library) = library_of(state, function)?;
+            let host = state.script_host.get()?;
+            host.call_function(Access::ReadFirst(state), now, &library, &function, run)
+        }
         ScriptQuery::Exists(shas) => Ok(Outcome::Array(
             shas.iter()
                 .map(|sha| {
@@ -444,6 +453,44 @@ mod tests {
         // Applied from the log, the op does what the run stopped short of.
         assert_eq!(apply(&mut state, op), Ok(Outcome::Int(1)));
         assert_eq!(state.read(&not_owner, 0), Ok(Outcome::Int(0)));
+        assert!(state.db().get(&Bytes::from("lock"), 0).is_none());
+    }
+
+    #[test]
+    fn a_read_first_fcall_answers_what_it_read_or_stops_at_its_first_write() {
+        let mut state = State::new();
+        state.set_script_host(crate::script::host());
+        let code = "#!lua name=locks\nredis.register_function('release', function(KEYS, ARGV) if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0 end)";
+        let load = Op::Script(ScriptOp::LoadLibrary {
+            code: Bytes::from(code),
+            replace: false,
+        });
+        assert_eq!(
+            state.apply(1, 0, &load),
+            Ok(Outcome::Bulk(Bytes::from("locks")))
+        );
+        state
+            .apply(2, 0, &eval("redis.call('set', 'lock', 'mine')"))
+            .expect("sets");
+        let release = |token: &str| {
+            Query::Script(ScriptQuery::FCallFirst {
+                function: Bytes::from("release"),
+                run: Run {
+                    keys: vec![Bytes::from("lock")],
+                    args: vec![Bytes::from(token.to_owned())],
+                    read_only: false,
+                    seed: 0,
+                },
+            })
+        };
+        let before = state.clone();
+        assert_eq!(state.read(&release("theirs"), 0), Ok(Outcome::Int(0)));
+        let owner = release("mine");
+        assert_eq!(state.read(&owner, 0), Err(StateError::ScriptWrites));
+        assert_eq!(state, before);
+        let op = owner.into_op().expect("an op");
+        assert!(matches!(&op, Op::Script(ScriptOp::FCall { .. })));
+        assert_eq!(state.apply(3, 0, &op), Ok(Outcome::Int(1)));
         assert!(state.db().get(&Bytes::from("lock"), 0).is_none());
     }
 
