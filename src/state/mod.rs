@@ -33,6 +33,7 @@ pub mod timers;
 pub mod transactions;
 pub mod zsets;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
@@ -175,12 +176,12 @@ impl Query {
 
     /// What a read-first script is known by on this node: its sha, or
     /// `fcall:` and the function's name.
-    pub fn read_first_script(&self) -> Option<String> {
+    pub fn read_first_script(&self) -> Option<Cow<'_, str>> {
         match self {
-            Query::Script(scripts::ScriptQuery::EvalShaFirst { sha, .. }) => Some(sha.clone()),
-            Query::Script(scripts::ScriptQuery::FCallFirst { function, .. }) => {
-                Some(format!("fcall:{}", String::from_utf8_lossy(function)))
-            }
+            Query::Script(scripts::ScriptQuery::EvalShaFirst { sha, .. }) => Some(Cow::from(sha)),
+            Query::Script(scripts::ScriptQuery::FCallFirst { function, .. }) => Some(Cow::from(
+                format!("fcall:{}", String::from_utf8_lossy(function)),
+            )),
             _ => None,
         }
     }
