@@ -2,8 +2,8 @@
 //! (SCRIPT LOAD through one node, EVALSHA through another), a script's
 //! writes land identically on every replica, a runaway script ends with an
 //! error while the cluster goes on serving, the release script of
-//! redis-py's Lock works through every node, and an EVALSHA whose run
-//! writes nothing is served as a read.
+//! redis-py's Lock works through every node, and an EVALSHA, FCALL or EVAL
+//! (of a cached body) whose run writes nothing is served as a read.
 
 mod common;
 
@@ -337,6 +337,99 @@ fn an_fcall_that_writes_nothing_is_a_read_and_one_that_writes_goes_through_the_l
         assert_ne!(log_position(&cluster, leader).1, after_write.1);
         assert_eq!(c.get::<_, Option<String>>("lock").unwrap(), None);
     }
+    cluster.converged(&[1, 2, 3]);
+}
+
+#[test]
+fn an_eval_of_a_cached_body_that_writes_nothing_is_a_read() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader();
+    let follower = cluster.followers(leader)[0];
+    let mut l = cluster.client(leader);
+    let mut f = cluster.client(follower);
+    let eval = |c: &mut redis::Connection, token: &str| -> i64 {
+        redis::cmd("EVAL")
+            .arg(RELEASE)
+            .arg(1)
+            .arg("lock")
+            .arg(token)
+            .query(c)
+            .unwrap()
+    };
+    // The first EVAL of a body goes through the log, even though it writes
+    // nothing: every replica must cache the body for EVALSHA.
+    let _: () = l.set("lock", "mine").unwrap();
+    let before_first = log_position(&cluster, leader);
+    assert_eq!(eval(&mut f, "theirs"), 0);
+    assert_ne!(log_position(&cluster, leader).1, before_first.1);
+    cluster.converged(&[1, 2, 3]);
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(RELEASE)
+        .query(&mut l)
+        .unwrap();
+    for id in [1, 2, 3] {
+        let exists: Vec<i64> = redis::cmd("SCRIPT")
+            .arg("EXISTS")
+            .arg(&sha)
+            .query(&mut cluster.client(id))
+            .unwrap();
+        assert_eq!(exists, vec![1], "node {id} caches the EVAL's body");
+    }
+    // Cached now: a release by a non-owner, through either node, adds no
+    // entry and sees the write acknowledged just before; the owner's
+    // release goes through the log.
+    for i in 0..4 {
+        let c = if i % 2 == 0 { &mut f } else { &mut l };
+        let token = format!("t{i}");
+        let _: () = c.set("lock", &token).unwrap();
+        let after_write = log_position(&cluster, leader);
+        assert_eq!(eval(c, "someone else"), 0);
+        assert_no_entry_since(&cluster, leader, after_write);
+        assert_eq!(eval(c, &token), 1);
+        assert_ne!(log_position(&cluster, leader).1, after_write.1);
+        assert_eq!(c.get::<_, Option<String>>("lock").unwrap(), None);
+    }
+    // EVAL_RO of the cached body is a read too, and still refuses writes.
+    let _: () = l.set("lock", "mine").unwrap();
+    let after_write = log_position(&cluster, leader);
+    let read_only: i64 = redis::cmd("EVAL_RO")
+        .arg("return redis.call('exists', KEYS[1])")
+        .arg(1)
+        .arg("lock")
+        .query(&mut f)
+        .unwrap();
+    assert_eq!(read_only, 1);
+    let cached_after = log_position(&cluster, leader);
+    let again: i64 = redis::cmd("EVAL_RO")
+        .arg("return redis.call('exists', KEYS[1])")
+        .arg(1)
+        .arg("lock")
+        .query(&mut f)
+        .unwrap();
+    assert_eq!(again, 1);
+    assert_no_entry_since(&cluster, leader, cached_after);
+    assert_ne!(
+        cached_after.1, after_write.1,
+        "the first EVAL_RO caches its body"
+    );
+    let refused = redis::cmd("EVAL_RO")
+        .arg(RELEASE)
+        .arg(1)
+        .arg("lock")
+        .arg("mine")
+        .query::<i64>(&mut f)
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("Write commands are not allowed from read-only scripts"),
+        "{refused}"
+    );
+    assert_eq!(
+        l.get::<_, Option<String>>("lock").unwrap().as_deref(),
+        Some("mine")
+    );
     cluster.converged(&[1, 2, 3]);
 }
 

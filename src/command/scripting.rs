@@ -1,10 +1,13 @@
 //! Lua scripting commands: EVAL, EVALSHA, their read-only forms, SCRIPT.
 //!
 //! A script runs at apply time on every replica (see `state::scripts`), so
-//! every one of these that runs or caches a script is a write that goes
-//! through the log: EVALSHA carries only the sha, EVAL its body. EVALSHA_RO
-//! and FCALL_RO cannot write and are reads, served like GET; EVAL_RO stays
-//! a log entry because it adds its body to the replicated cache.
+//! every one of these that runs or caches a script parses to an op for the
+//! log: EVALSHA carries only the sha, EVAL its body. EVALSHA_RO and
+//! FCALL_RO cannot write and are reads, served like GET. The connection
+//! then tries EVALSHA, FCALL, and EVAL or EVAL_RO of a cached body as
+//! reads first (`ScriptQuery::EvalShaFirst`), and the node sends to the
+//! log only a run that reaches a write, or an EVAL whose body every
+//! replica must cache.
 
 use bytes::Bytes;
 

@@ -15,7 +15,7 @@ use super::{local, ClientInfo, Shared};
 use crate::command::{self, CommandError, Flag, ReplyFn, Request};
 use crate::raft::{Answer, BatchReceiver, NodeError, ReadMode, Role, Submit};
 use crate::resp::{encode, Limits, Protocol, Reply, RequestParser};
-use crate::state::scripts::{ScriptOp, ScriptQuery};
+use crate::state::scripts::{sha1hex, ScriptOp, ScriptQuery};
 use crate::state::{Op, Query};
 
 /// Requests submitted before their answers are awaited: bounds the memory
@@ -500,11 +500,21 @@ fn control(
 
 /// Submits one checked and parsed request; returns its pending reply and
 /// the command name (for CLIENT LIST).
-/// EVALSHA and FCALL as reads first ([`ScriptQuery::EvalShaFirst`]): a
-/// run that writes nothing then costs no log entry, no fsync and no run on
-/// every replica; one that writes is sent through the log by the node.
+/// EVALSHA, FCALL and EVAL as reads first ([`ScriptQuery::EvalShaFirst`]):
+/// a run that writes nothing then costs no log entry, no fsync and no run
+/// on every replica; one that writes, or an EVAL of a body not cached yet,
+/// is sent through the log by the node.
 fn read_first(request: Request) -> Request {
     match request {
+        Request::Write(Op::Script(ScriptOp::Eval { body, run }), spec, reply) => Request::Read(
+            Query::Script(ScriptQuery::EvalFirst {
+                sha: sha1hex(&body),
+                body,
+                run,
+            }),
+            spec,
+            reply,
+        ),
         Request::Write(Op::Script(ScriptOp::EvalSha { sha, run }), spec, reply) => Request::Read(
             Query::Script(ScriptQuery::EvalShaFirst { sha, run }),
             spec,

@@ -60,9 +60,9 @@ pub enum StateError {
     LcsNotStrings,
     #[error("ERR Insufficient memory, transient memory for LCS exceeds proto-max-bulk-len")]
     LcsTooLarge,
-    /// A script served as a read reached a write command: the node sends
-    /// it through the log instead ([`ScriptQuery::EvalShaFirst`]). Never
-    /// a client's answer.
+    /// A script served as a read reached a write command, or is an EVAL
+    /// whose body is not cached yet: the node sends it through the log
+    /// instead ([`ScriptQuery::EvalShaFirst`]). Never a client's answer.
     ///
     /// [`ScriptQuery::EvalShaFirst`]: super::scripts::ScriptQuery::EvalShaFirst
     #[error("ERR a script served as a read reached a write command")]

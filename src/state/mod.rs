@@ -155,8 +155,8 @@ pub enum Query {
 
 impl Query {
     /// The op a read turns into once it reached a write (a read-first
-    /// EVALSHA or FCALL, [`scripts::ScriptQuery::EvalShaFirst`]); None for
-    /// every other query.
+    /// EVALSHA, FCALL or EVAL, [`scripts::ScriptQuery::EvalShaFirst`]);
+    /// None for every other query.
     pub fn into_op(self) -> Option<Op> {
         match self {
             Query::Script(query) => query.into_op().map(Op::Script),
@@ -169,16 +169,21 @@ impl Query {
         matches!(
             self,
             Query::Script(
-                scripts::ScriptQuery::EvalShaFirst { .. } | scripts::ScriptQuery::FCallFirst { .. }
+                scripts::ScriptQuery::EvalShaFirst { .. }
+                    | scripts::ScriptQuery::FCallFirst { .. }
+                    | scripts::ScriptQuery::EvalFirst { .. }
             )
         )
     }
 
-    /// What a read-first script is known by on this node: its sha, or
-    /// `fcall:` and the function's name.
+    /// What a read-first script is known by on this node: its sha (for
+    /// EVAL and EVALSHA alike), or `fcall:` and the function's name.
     pub fn read_first_script(&self) -> Option<Cow<'_, str>> {
         match self {
-            Query::Script(scripts::ScriptQuery::EvalShaFirst { sha, .. }) => Some(Cow::from(sha)),
+            Query::Script(
+                scripts::ScriptQuery::EvalShaFirst { sha, .. }
+                | scripts::ScriptQuery::EvalFirst { sha, .. },
+            ) => Some(Cow::from(sha)),
             Query::Script(scripts::ScriptQuery::FCallFirst { function, .. }) => Some(Cow::from(
                 format!("fcall:{}", String::from_utf8_lossy(function)),
             )),
@@ -198,7 +203,8 @@ impl Query {
                 scripts::ScriptQuery::EvalSha { run, .. }
                 | scripts::ScriptQuery::EvalShaFirst { run, .. }
                 | scripts::ScriptQuery::FCall { run, .. }
-                | scripts::ScriptQuery::FCallFirst { run, .. },
+                | scripts::ScriptQuery::FCallFirst { run, .. }
+                | scripts::ScriptQuery::EvalFirst { run, .. },
             ) => run.seed = value,
             _ => {}
         }

@@ -80,6 +80,12 @@ pub enum ScriptQuery {
     /// FCALL as clients send it, tried as a read first in the same way:
     /// its op is [`ScriptOp::FCall`].
     FCallFirst { function: Bytes, run: Run },
+    /// EVAL as clients send it, tried as a read first when its body is
+    /// already in the cache: its op is [`ScriptOp::Eval`]. An EVAL whose
+    /// body is not cached yet must put it in every replica's cache, so it
+    /// answers [`StateError::ScriptWrites`] at once and goes through the
+    /// log too. `sha` is the body's, taken by the connection.
+    EvalFirst { sha: String, body: Bytes, run: Run },
     /// SCRIPT KILL: scripts run inside one apply step, so none is ever
     /// running when a client could ask.
     Kill,
@@ -91,6 +97,7 @@ impl ScriptQuery {
         match self {
             ScriptQuery::EvalShaFirst { sha, run } => Some(ScriptOp::EvalSha { sha, run }),
             ScriptQuery::FCallFirst { function, run } => Some(ScriptOp::FCall { function, run }),
+            ScriptQuery::EvalFirst { body, run, .. } => Some(ScriptOp::Eval { body, run }),
             _ => None,
         }
     }
@@ -331,6 +338,12 @@ pub(super) fn read(state: &State, now: u64, query: &ScriptQuery) -> OpResult {
         ScriptQuery::EvalShaFirst { sha, run } => {
             run_cached(Access::ReadFirst(state), now, sha, run)
         }
+        ScriptQuery::EvalFirst { sha, run, .. } => {
+            if !state.scripts.bodies.contains_key(sha) {
+                return Err(StateError::ScriptWrites);
+            }
+            run_cached(Access::ReadFirst(state), now, sha, run)
+        }
         ScriptQuery::FCall { function, run } => {
             let (function, library) = library_of(state, function)?;
             let host = state.script_host.get()?;
@@ -492,6 +505,51 @@ mod tests {
         assert!(matches!(&op, Op::Script(ScriptOp::FCall { .. })));
         assert_eq!(state.apply(3, 0, &op), Ok(Outcome::Int(1)));
         assert!(state.db().get(&Bytes::from("lock"), 0).is_none());
+    }
+
+    #[test]
+    fn a_read_first_eval_needs_its_body_cached_and_stops_at_its_first_write() {
+        let mut state = State::new();
+        state.set_script_host(crate::script::host());
+        let check = "return redis.call('get', KEYS[1])";
+        let set = "return redis.call('set', KEYS[1], ARGV[1])";
+        let eval_first = |body: &str, arg: &str| {
+            Query::Script(ScriptQuery::EvalFirst {
+                sha: sha1hex(body.as_bytes()),
+                body: Bytes::from(body.to_owned()),
+                run: Run {
+                    keys: vec![Bytes::from("k")],
+                    args: vec![Bytes::from(arg.to_owned())],
+                    read_only: false,
+                    seed: 0,
+                },
+            })
+        };
+        // Not cached yet: it must go through the log to cache its body,
+        // and the op it becomes is the EVAL itself.
+        let first = eval_first(check, "");
+        assert_eq!(state.read(&first, 0), Err(StateError::ScriptWrites));
+        let op = first.clone().into_op().expect("an op");
+        assert!(matches!(&op, Op::Script(ScriptOp::Eval { body, .. }) if body == check));
+        assert_eq!(state.apply(1, 0, &op), Ok(Outcome::Nil));
+        // Cached: a run that only reads is answered as a read.
+        state
+            .apply(2, 0, &eval("redis.call('set', 'k', 'v')"))
+            .expect("sets");
+        let before = state.clone();
+        assert_eq!(state.read(&first, 0), Ok(Outcome::Bulk(Bytes::from("v"))));
+        // A cached body that writes stops at the write, state untouched.
+        assert_eq!(
+            state.apply(3, 0, &eval_first(set, "x").into_op().expect("op")),
+            Ok(Outcome::Status("OK".into()))
+        );
+        let before_write = state.clone();
+        assert_eq!(
+            state.read(&eval_first(set, "y"), 0),
+            Err(StateError::ScriptWrites)
+        );
+        assert_eq!(state, before_write);
+        assert_ne!(state, before);
     }
 
     #[test]
