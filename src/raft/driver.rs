@@ -22,7 +22,7 @@ use super::node::{after, now_ms, Inbox, NodeConfig, Responder, Submit};
 use super::payload;
 use super::{Answer, NodeError, NodeStatus, ReadMode, Role};
 use crate::state::pubsub::{Delivery, PubSubOp};
-use crate::state::{Op, Outcome, Query, State, StateError, Ticket, Wakeup};
+use crate::state::{Op, OpResult, Outcome, Query, State, StateError, Ticket, Wakeup};
 use crate::storage::{Persisted, Record, StorageError, WalJob, WalWriter};
 use crate::transport::Transport;
 
@@ -129,6 +129,16 @@ struct PendingRead {
     min_index: u64,
     deadline: Instant,
     reply: Responder,
+    first_run: Option<FirstRun>,
+}
+
+/// A read-first script's run as the read arrived, and the state it ran
+/// against (known by the applied index: every change to the state is an
+/// applied entry). If the state is still that one once the read barrier is
+/// passed, the run is the read's answer, and the script does not run again.
+struct FirstRun {
+    applied: u64,
+    answer: OpResult,
 }
 
 struct ReadRound {
@@ -706,21 +716,21 @@ impl Driver {
             }
             // A script that writes goes to the log now, without waiting
             // for a read barrier it would not use; one that does not is
-            // run again, as the read it is, once the barrier is passed
-            // (unless the state is still the one this run saw).
-            let first = self.state.read(&query, clock.now_ms());
-            let wrote = first == Err(StateError::ScriptWrites);
+            // answered once the barrier is passed, by this run if the state
+            // is still the one it saw, else by a run then.
+            let answer = self.state.read(&query, clock.now_ms());
+            let wrote = answer == Err(StateError::ScriptWrites);
             self.script_writes.record(&script, wrote);
             if wrote {
                 return self.resubmit_as_write(query, reply);
             }
-            first_run = Some(first);
+            first_run = Some(FirstRun {
+                applied: self.state.applied_index(),
+                answer,
+            });
         }
         if mode == ReadMode::Stale {
-            return match first_run {
-                Some(answer) => self.respond(reply, Ok(answer)),
-                None => self.serve_read(query, reply, clock.now_ms()),
-            };
+            return self.serve_read(query, reply, clock.now_ms(), first_run);
         }
         if self.reads_without_round(mode) {
             // Writes queued before this read must be in the log first, and
@@ -728,17 +738,14 @@ impl Driver {
             self.flush_proposals();
             let min_index = self.raw.raft.raft_log.last_index();
             if min_index <= self.state.applied_index() {
-                // Nothing was applied since the first run, if there was one.
-                match first_run {
-                    Some(answer) => self.respond(reply, Ok(answer)),
-                    None => self.serve_read(query, reply, clock.now_ms()),
-                }
+                self.serve_read(query, reply, clock.now_ms(), first_run);
             } else {
                 let read = PendingRead {
                     query,
                     min_index,
                     deadline: after(self.config.request_timeout),
                     reply,
+                    first_run,
                 };
                 self.readable.push((min_index, read));
             }
@@ -758,13 +765,25 @@ impl Driver {
             min_index: self.raw.raft.raft_log.last_index(),
             deadline: after(self.config.request_timeout),
             reply,
+            first_run,
         });
     }
 
-    /// Answers a read from the applied state; a read-first script that
-    /// reached a write goes to the log instead.
-    fn serve_read(&mut self, query: Query, reply: Responder, now: u64) {
-        match self.state.read(&query, now) {
+    /// Answers a read from the applied state (by a read-first script's
+    /// first run, if nothing was applied since it); a read-first script
+    /// that reached a write goes to the log instead.
+    fn serve_read(
+        &mut self,
+        query: Query,
+        reply: Responder,
+        now: u64,
+        first_run: Option<FirstRun>,
+    ) {
+        let answer = match first_run {
+            Some(run) if run.applied == self.state.applied_index() => run.answer,
+            _ => self.state.read(&query, now),
+        };
+        match answer {
             Err(StateError::ScriptWrites) => self.resubmit_as_write(query, reply),
             answer => self.respond(reply, Ok(answer)),
         }
@@ -1019,7 +1038,7 @@ impl Driver {
         while i < self.readable.len() {
             if self.readable[i].0 <= applied {
                 let (_, read) = self.readable.swap_remove(i);
-                self.serve_read(read.query, read.reply, now);
+                self.serve_read(read.query, read.reply, now, read.first_run);
             } else {
                 i += 1;
             }
