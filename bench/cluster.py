@@ -13,7 +13,9 @@ Each round runs redis-benchmark -c 50 (SET and GET, unpipelined) against the
 concord leader, a concord follower (writes relayed to the leader, reads by
 ReadIndex), and both Redis servers, back to back so noise falls on all alike;
 the table shows medians over rounds, with the CPU time the server processes
-used per request (all three nodes for concord, from /proc), and for SET
+used per request (all three nodes for concord, from /proc), the CPU time
+redis-benchmark itself used per request (the load generator shares the
+cores), the CPU ceiling those two imply, and for SET
 through the leader the same split by node and thread, plus how many SETs
 one log entry and one WAL fdatasync of each node carried (INFO raft and
 persistence). Then it measures failover: kill -9 the
@@ -27,6 +29,7 @@ BENCH_OUT (also write the markdown report there), TMPDIR.
 import csv
 import io
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -208,6 +211,13 @@ def redis_benchmark(port, args, requests=REQUESTS, clients=CLIENTS):
     return results
 
 
+def client_cpu_seconds():
+    """User + system CPU seconds of the children waited for so far: every
+    redis-benchmark run once it has returned."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def stat_cpu_seconds(stat_path):
     """User + system CPU seconds from a /proc .../stat file."""
     with open(stat_path) as f:
@@ -308,10 +318,12 @@ def main():
                         fsyncs = {i: wal_fsyncs(concord.ports[i]) for i in concord.ids}
                         last_index = int(raft_field(concord.ports[leader], "raft_last_index") or 0)
                     before = cpu_seconds(servers[name])
+                    client_before = client_cpu_seconds()
                     per_thread = {i: thread_cpu_seconds(p.pid) for i, p in concord.procs.items()}
                     for label, cols in redis_benchmark(port, ["-t", test]).items():
                         used = cpu_seconds(servers[name]) - before
                         cols["cpu_us"] = used * 1e6 / REQUESTS
+                        cols["client_us"] = (client_cpu_seconds() - client_before) * 1e6 / REQUESTS
                         samples[name][label].append(cols)
                     if (name, test) == ("concord leader", "set"):
                         for i, p in concord.procs.items():
@@ -343,20 +355,28 @@ def main():
         f"concord cluster benchmark — commit {commit}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
         f"{os.cpu_count()} cores, {CLIENTS} clients, {REQUESTS} requests per test, median of {ROUNDS} rounds",
         "",
-        "| test | target | rps | p50 ms | p99 ms | server CPU µs/req | vs redis always | vs redis no-persist |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| test | target | rps | p50 ms | p99 ms | server CPU µs/req | client CPU µs/req | CPU ceiling rps | vs redis always | vs redis no-persist |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    cores = os.cpu_count() or 1
     for test in ("SET", "GET"):
         always = med("redis always", test, "rps")
         nopersist = med("redis no-persist", test, "rps")
         for name in targets:
             rps = med(name, test, "rps")
+            server_us, client_us = med(name, test, "cpu_us"), med(name, test, "client_us")
+            ceiling = cores * 1e6 / (server_us + client_us)
             lines.append(
                 f"| {test} | {name} | {rps:,.0f} | {med(name, test, 'p50_latency_ms'):.3f} | "
-                f"{med(name, test, 'p99_latency_ms'):.3f} | {med(name, test, 'cpu_us'):.1f} | "
-                f"{rps / always:.2f}x | {rps / nopersist:.2f}x |"
+                f"{med(name, test, 'p99_latency_ms'):.3f} | {server_us:.1f} | {client_us:.1f} | "
+                f"{ceiling:,.0f} | {rps / always:.2f}x | {rps / nopersist:.2f}x |"
             )
     lines += [
+        "",
+        "CPU ceiling: the rate at which server and redis-benchmark together would keep "
+        f"all {cores} cores busy at the CPU per request measured, with no waiting at all "
+        "(kernel work run outside both, such as softirq threads, is not counted, so the "
+        "real ceiling is lower). A target above it cannot be met at that CPU cost.",
         "",
         "SET through the leader, CPU per request by node and thread (µs, median):",
         "",

@@ -27,7 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cluster import (  # noqa: E402
-    Concord, build_release, cli, die, ensure_tools, log, redis_benchmark, start_redis,
+    Concord, build_release, cli, client_cpu_seconds, cpu_seconds, die, ensure_tools, log,
+    redis_benchmark, start_redis,
 )
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"
@@ -64,10 +65,15 @@ ROWS = [
 ]
 
 
-def bench(port, command):
-    """The columns of redis-benchmark's one row for `command`."""
+def bench(port, command, pids):
+    """The columns of redis-benchmark's one row for `command`, with the CPU
+    per request of the server processes `pids` and of redis-benchmark."""
+    server_before, client_before = cpu_seconds(pids), client_cpu_seconds()
     rows = redis_benchmark(port, command, requests=REQUESTS, clients=CLIENTS)
-    return next(iter(rows.values()))
+    cols = next(iter(rows.values()))
+    cols["cpu_us"] = (cpu_seconds(pids) - server_before) * 1e6 / REQUESTS
+    cols["client_us"] = (client_cpu_seconds() - client_before) * 1e6 / REQUESTS
+    return cols
 
 
 def compare(rows, title, pattern_of):
@@ -92,11 +98,12 @@ def compare(rows, title, pattern_of):
                 for command in setup:
                     if not cli(port, *command, timeout=10):
                         die(f"setup {command} on {port} got no answer")
+        concord_pids = [p.pid for p in concord.procs.values()]
         for r in range(ROUNDS):
             for name, concord_cmd, redis_cmd, _, _ in rows:
                 log(f"round {r + 1}/{ROUNDS}: {name}")
-                samples[name]["concord"].append(bench(leader, concord_cmd))
-                samples[name]["redis"].append(bench(redis_port, redis_cmd))
+                samples[name]["concord"].append(bench(leader, concord_cmd, concord_pids))
+                samples[name]["redis"].append(bench(redis_port, redis_cmd, [redis_proc.pid]))
     finally:
         concord.stop()
         if redis_proc:
@@ -112,16 +119,28 @@ def compare(rows, title, pattern_of):
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, "
         f"{CLIENTS} clients, {REQUESTS} requests per test, median of {ROUNDS} rounds",
         "",
-        "| test | concord 3 nodes rps | p99 ms | Redis (appendfsync always) | rps | p99 ms | ratio |",
-        "|---|---:|---:|---|---:|---:|---:|",
+        "| test | concord 3 nodes rps | p99 ms | CPU µs/req | CPU ceiling rps | Redis (appendfsync always) | rps | p99 ms | CPU µs/req | ratio |",
+        "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
+    cores = os.cpu_count() or 1
     for name, _, redis_cmd, _, _ in rows:
         c, r = med(name, "concord", "rps"), med(name, "redis", "rps")
+        server_us = med(name, "concord", "cpu_us")
+        ceiling = cores * 1e6 / (server_us + med(name, "concord", "client_us"))
         lines.append(
             f"| {name} | {c:,.0f} | {med(name, 'concord', 'p99_latency_ms'):.2f} | "
-            f"`{pattern_of(redis_cmd)}` | "
-            f"{r:,.0f} | {med(name, 'redis', 'p99_latency_ms'):.2f} | {c / r:.2f}x |"
+            f"{server_us:.1f} | {ceiling:,.0f} | `{pattern_of(redis_cmd)}` | "
+            f"{r:,.0f} | {med(name, 'redis', 'p99_latency_ms'):.2f} | "
+            f"{med(name, 'redis', 'cpu_us'):.1f} | {c / r:.2f}x |"
         )
+    lines += [
+        "",
+        "CPU µs/req: the server processes' CPU per request (all three nodes for "
+        "concord). CPU ceiling: the rate at which concord and redis-benchmark together "
+        f"would keep all {cores} cores busy at the CPU per request measured, with no "
+        "waiting at all; a ratio whose Redis rate lies above it cannot be reached at "
+        "that cost.",
+    ]
     report = "\n".join(lines)
     print(report)
     if os.environ.get("BENCH_OUT"):
