@@ -223,8 +223,9 @@ fn an_evalsha_that_writes_nothing_is_a_read_and_one_that_writes_goes_through_the
         assert_eq!(l.get::<_, Option<String>>("lock").unwrap(), None);
         assert_eq!(f.get::<_, Option<String>>("lock").unwrap(), None);
     }
-    // In a pipeline, what follows a read-first EVALSHA sees what it did,
-    // on the leader and on a follower alike.
+    // In a pipeline, what follows an EVALSHA sees what it did, on the
+    // leader and on a follower alike (scripts with requests behind them go
+    // through the log; see the next test).
     for c in [&mut l, &mut f] {
         let _: () = c.set("held", "me").unwrap();
         let (released, after, set, released_again, exists): (
@@ -303,6 +304,46 @@ fn an_evalsha_that_writes_nothing_is_a_read_and_one_that_writes_goes_through_the
         let mut c = cluster.client(id);
         let _: () = redis::cmd("READMODE").arg("STALE").query(&mut c).unwrap();
         assert_eq!(c.get::<_, String>("caught").unwrap(), "made");
+    }
+}
+
+#[test]
+fn pipelined_scripts_that_write_share_log_entries() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader();
+    let follower = cluster.followers(leader)[0];
+    let counter = load(
+        &mut cluster.client(leader),
+        "return redis.call('incr', KEYS[1])",
+    );
+    for id in [leader, follower] {
+        let mut c = cluster.client(id);
+        let _: () = c.del("count").unwrap();
+        let before = log_position(&cluster, leader);
+        // 32 scripts in one pipeline, then a read of what they did. Tried
+        // as reads, each would wait for the one before it and take a log
+        // entry of its own.
+        let mut pipe = redis::pipe();
+        for _ in 0..32 {
+            pipe.cmd("EVALSHA").arg(&counter).arg(1).arg("count");
+        }
+        pipe.cmd("GET").arg("count");
+        let answers: Vec<redis::Value> = pipe.query(&mut c).unwrap();
+        let counts: Vec<i64> = answers[..32]
+            .iter()
+            .map(|v| redis::from_redis_value(v).unwrap())
+            .collect();
+        assert_eq!(counts, (1..=32).collect::<Vec<i64>>(), "through node {id}");
+        let last: String = redis::from_redis_value(&answers[32]).unwrap();
+        assert_eq!(last, "32");
+        let after = log_position(&cluster, leader);
+        if after.0 == before.0 {
+            assert!(
+                after.1 - before.1 < 16,
+                "32 pipelined scripts took {} log entries through node {id}",
+                after.1 - before.1
+            );
+        }
     }
 }
 
@@ -456,28 +497,22 @@ fn a_single_node_serves_an_evalsha_that_writes_nothing_without_a_log_entry() {
         for _ in 0..5 {
             let _: () = c.set("lock", "mine").unwrap();
             let before: u64 = last_index(&mut c).parse().unwrap();
-            let (not_owner, read, owner, after): (i64, String, i64, Option<String>) = redis::pipe()
-                .cmd("EVALSHA")
-                .arg(&release)
-                .arg(1)
-                .arg("lock")
-                .arg("theirs")
-                .cmd("GET")
-                .arg("lock")
-                .cmd("EVALSHA")
-                .arg(&release)
-                .arg(1)
-                .arg("lock")
-                .arg("mine")
-                .cmd("GET")
-                .arg("lock")
-                .query(&mut c)
-                .unwrap();
-            assert_eq!(
-                (not_owner, read.as_str(), owner, after),
-                (0, "mine", 1, None),
-                "{mode}"
-            );
+            // One request at a time: a script with requests pipelined
+            // behind it goes through the log (see
+            // pipelined_scripts_that_write_share_log_entries).
+            let mut evalsha = |token: &str| -> i64 {
+                redis::cmd("EVALSHA")
+                    .arg(&release)
+                    .arg(1)
+                    .arg("lock")
+                    .arg(token)
+                    .query(&mut c)
+                    .unwrap()
+            };
+            let not_owner = evalsha("theirs");
+            let owner = evalsha("mine");
+            let after: Option<String> = c.get("lock").unwrap();
+            assert_eq!((not_owner, owner, after), (0, 1, None), "{mode}");
             let after_index: u64 = last_index(&mut c).parse().unwrap();
             entries_per_round.push(after_index - before);
             if after_index == before + 1 {

@@ -280,8 +280,20 @@ pub(super) async fn run(
                     } else {
                         transaction::route(&conn, &argv)
                     };
+                    // A script is tried as a read only when nothing is
+                    // pipelined behind it: what follows a read-first script
+                    // waits for its answer, which would cost a pipeline of
+                    // scripts that write one log round each instead of one
+                    // for all.
+                    let pipelined = !rbuf.is_empty();
                     let request = match route {
-                        Route::Normal => Some(command::prepare(&argv).map(read_first)),
+                        Route::Normal => Some(command::prepare(&argv).map(|request| {
+                            if pipelined {
+                                request
+                            } else {
+                                read_first(request)
+                            }
+                        })),
                         Route::Queue | Route::Control(_) => None,
                     };
                     let is_read_first = matches!(
@@ -503,7 +515,8 @@ fn control(
 /// EVALSHA, FCALL and EVAL as reads first ([`ScriptQuery::EvalShaFirst`]):
 /// a run that writes nothing then costs no log entry, no fsync and no run
 /// on every replica; one that writes, or an EVAL of a body not cached yet,
-/// is sent through the log by the node.
+/// is sent through the log by the node. Only for a script that is the last
+/// request the client has sent so far (see the caller).
 fn read_first(request: Request) -> Request {
     match request {
         Request::Write(Op::Script(ScriptOp::Eval { body, run }), spec, reply) => Request::Read(
