@@ -1,5 +1,6 @@
 //! The libraries scripts get beside Lua's own: `redis.*` helpers, a
-//! deterministic `math.random`, `cjson` and `bit` (LuaBitOp).
+//! deterministic `math.random`, `cjson`, `cmsgpack` (in `msgpack`) and
+//! `bit` (LuaBitOp).
 
 use std::fmt::Write as _;
 
@@ -94,6 +95,7 @@ pub(super) fn install(lua: &Lua) -> mlua::Result<()> {
         })?,
     )?;
     globals.set("cjson", cjson_table(lua)?)?;
+    globals.set("cmsgpack", super::msgpack::table(lua)?)?;
     globals.set("bit", bit_table(lua)?)?;
     Ok(())
 }
@@ -390,23 +392,24 @@ fn encode_json(
                     depth + 1
                 ));
             }
-            let mut entries = Vec::new();
-            for pair in table.pairs::<Value, Value>() {
-                entries.push(pair.map_err(|e| e.to_string())?);
-            }
+            // Two walks, keeping no entries: each value held from Rust is
+            // a reference in mlua's auxiliary stack (about 8,000 in all).
+            let mut count = 0usize;
             let mut max_index = 0usize;
-            let is_array = !entries.is_empty()
-                && entries.iter().all(|(k, _)| {
-                    let index = match k {
-                        Value::Integer(i) if *i >= 1 => *i as usize,
-                        Value::Number(n) if *n >= 1.0 && n.fract() == 0.0 => *n as usize,
-                        _ => return false,
-                    };
-                    max_index = max_index.max(index);
-                    true
-                });
-            if is_array {
-                if max_index > entries.len() * 2 && max_index > 10 {
+            let mut is_array = true;
+            for pair in table.pairs::<Value, Value>() {
+                let (key, _) = pair.map_err(|e| e.to_string())?;
+                count += 1;
+                match key {
+                    Value::Integer(i) if i >= 1 => max_index = max_index.max(i as usize),
+                    Value::Number(n) if n >= 1.0 && n.fract() == 0.0 => {
+                        max_index = max_index.max(n as usize)
+                    }
+                    _ => is_array = false,
+                }
+            }
+            if is_array && count > 0 {
+                if max_index > count * 2 && max_index > 10 {
                     return Err("Cannot serialise table: excessively sparse array".into());
                 }
                 out.push('[');
@@ -420,7 +423,8 @@ fn encode_json(
                 out.push(']');
             } else {
                 out.push('{');
-                for (i, (k, v)) in entries.iter().enumerate() {
+                for (i, pair) in table.pairs::<Value, Value>().enumerate() {
+                    let (k, v) = pair.map_err(|e| e.to_string())?;
                     if i > 0 {
                         out.push(',');
                     }
@@ -428,7 +432,7 @@ fn encode_json(
                         Value::String(s) => json_string(&s.as_bytes(), out),
                         Value::Integer(_) | Value::Number(_) => {
                             let mut key = String::new();
-                            encode_json(k, &mut key, depth, max, invalid)?;
+                            encode_json(&k, &mut key, depth, max, invalid)?;
                             json_string(key.as_bytes(), out);
                         }
                         _ => {
@@ -439,7 +443,7 @@ fn encode_json(
                         }
                     }
                     out.push(':');
-                    encode_json(v, out, depth + 1, max, invalid)?;
+                    encode_json(&v, out, depth + 1, max, invalid)?;
                 }
                 out.push('}');
             }

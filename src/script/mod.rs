@@ -18,6 +18,7 @@
 mod call;
 mod convert;
 mod libs;
+mod msgpack;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;

@@ -102,6 +102,13 @@ local function handler(err)
   local raised = internal.raised()
   if raised and string.find(tostring(err), raised, 1, true) then
     err = { err = raised }
+  elseif type(err) == "userdata" then
+    -- An error a host function raised (cjson, cmsgpack, bit, ...): scripts
+    -- cannot make userdata. Its text, without the host's wrapping, as Lua
+    -- reports an error raised by a C function.
+    local text = string.gsub(tostring(err), "^runtime error: ", "")
+    text = string.gsub(text, "\nstack traceback:.*$", "")
+    err = { err = "ERR " .. text }
   elseif type(err) ~= "table" then
     err = { err = "ERR " .. tostring(err) }
   end
