@@ -275,3 +275,38 @@ fn resp3_clients_get_maps() {
     let nil: Value = redis::cmd("GET").arg("missing").query(&mut c).unwrap();
     assert_eq!(nil, Value::Nil);
 }
+
+/// INFO errorstats counts error replies by code, as monitoring scrapes them;
+/// CONFIG RESETSTAT clears them.
+#[test]
+fn error_replies_are_counted_by_code() {
+    let server = Server::start();
+    let mut c = server.client();
+    let errorstats = |c: &mut redis::Connection| -> String {
+        redis::cmd("INFO").arg("errorstats").query(c).unwrap()
+    };
+    let _: () = c.set("s", "x").unwrap();
+    for _ in 0..2 {
+        assert!(c.lpush::<_, _, i64>("s", "y").is_err());
+    }
+    assert!(redis::cmd("NOSUCHCOMMAND").query::<()>(&mut c).is_err());
+    assert!(redis::cmd("EVAL")
+        .arg("return redis.error_reply('MY_CODE custom text')")
+        .arg(0)
+        .query::<()>(&mut c)
+        .is_err());
+    assert!(redis::cmd("EVAL")
+        .arg("return redis.error_reply('')")
+        .arg(0)
+        .query::<()>(&mut c)
+        .is_err());
+    let info = errorstats(&mut c);
+    assert!(info.contains("errorstat_WRONGTYPE:count=2\r\n"), "{info}");
+    assert!(info.contains("errorstat_MY_CODE:count=1\r\n"), "{info}");
+    // The unknown command and the empty error_reply.
+    assert!(info.contains("errorstat_ERR:count=2\r\n"), "{info}");
+    let stats: String = redis::cmd("INFO").arg("stats").query(&mut c).unwrap();
+    assert!(stats.contains("total_error_replies:5\r"), "{stats}");
+    let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query(&mut c).unwrap();
+    assert!(!errorstats(&mut c).contains("errorstat_"));
+}

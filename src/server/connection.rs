@@ -457,8 +457,9 @@ async fn resolve_into(
     let mut errors = 0;
     for (protocol, item) in pending.drain(..) {
         let reply = item.resolve(submissions).await;
-        if reply.is_error() {
+        if let Reply::Error(text) = &reply {
             errors += 1;
+            shared.stats.error_codes.count(text);
         }
         encode(&reply, protocol, out);
     }

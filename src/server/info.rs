@@ -59,14 +59,18 @@ pub(super) fn render(shared: &Shared, args: &[Bytes], _protocol: Protocol) -> Re
             "replication" => replication(shared),
             "cpu" => cpu(),
             "keyspace" => keyspace(shared),
-            // Command stats are written below from the call counters;
-            // concord counts error replies but not by their prefix, and
-            // keeps no latency histograms.
+            // Command and error stats are written below from their
+            // counters; concord keeps no latency histograms.
             "commandstats" | "errorstats" | "latencystats" => Vec::new(),
             _ => raft(shared),
         };
         for (k, v) in body {
             let _ = write!(out, "{k}:{v}\r\n");
+        }
+        if *section == "errorstats" {
+            for (code, count) in shared.stats.error_codes.counts() {
+                let _ = write!(out, "errorstat_{code}:count={count}\r\n");
+            }
         }
         if *section == "commandstats" {
             for (name, calls) in shared.stats.calls.called() {

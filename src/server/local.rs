@@ -133,6 +133,7 @@ fn execute_now(
             ] {
                 counter.store(0, Ordering::Relaxed);
             }
+            shared.stats.error_codes.reset();
             shared.stats.calls.reset();
             Reply::ok()
         }

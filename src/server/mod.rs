@@ -38,8 +38,53 @@ pub struct Stats {
     pub rejected_connections: AtomicU64,
     pub protocol_errors: AtomicU64,
     pub errors_replied: AtomicU64,
+    /// Error replies by code (INFO errorstats).
+    pub error_codes: ErrorCodes,
     /// Calls of each command (INFO commandstats).
     pub calls: CommandCalls,
+}
+
+/// Error replies counted by their code, the first word of the text
+/// (`ERR`, `WRONGTYPE`, a script's own `MY_CODE`), as Redis counts them for
+/// INFO errorstats. Only errors answered to a client count: not the ones
+/// inside an EXEC's or a script's array.
+#[derive(Default)]
+pub struct ErrorCodes(Mutex<BTreeMap<String, u64>>);
+
+impl ErrorCodes {
+    /// Codes tracked at most, as in Redis: scripts can make up codes, and
+    /// each one tracked is a line of INFO. Past this, new codes are not
+    /// tracked (total_error_replies still counts them).
+    const MAX_CODES: usize = 128;
+
+    pub fn count(&self, text: &str) {
+        let code = error_code(text);
+        let mut codes = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = codes.get_mut(code) {
+            *n += 1;
+        } else if codes.len() < Self::MAX_CODES {
+            codes.insert(code.to_owned(), 1);
+        }
+    }
+
+    /// Every code with its count, in code order.
+    pub fn counts(&self) -> Vec<(String, u64)> {
+        let codes = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        codes.iter().map(|(code, n)| (code.clone(), *n)).collect()
+    }
+
+    pub fn reset(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+/// The code of an error text: its first word, if a space ends it within
+/// 32 bytes; `ERR` otherwise (Redis's rule).
+fn error_code(text: &str) -> &str {
+    match text.bytes().take(32).position(|b| b == b' ') {
+        Some(end) if end > 0 => &text[..end],
+        _ => "ERR",
+    }
 }
 
 /// A counter per command of the table, by its name (`config|get` for a
@@ -207,5 +252,36 @@ pub fn split_addr(addr: &str) -> (String, String) {
     match addr.rsplit_once(':') {
         Some((host, port)) => (host.to_owned(), port.to_owned()),
         None => (String::new(), "0".to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{error_code, ErrorCodes};
+
+    #[test]
+    fn an_error_s_code_is_its_first_word_or_err() {
+        assert_eq!(error_code("WRONGTYPE Operation against a key"), "WRONGTYPE");
+        assert_eq!(error_code("MY_CODE x"), "MY_CODE");
+        assert_eq!(error_code("ERR"), "ERR");
+        assert_eq!(error_code(""), "ERR");
+        assert_eq!(error_code(" leading space"), "ERR");
+        // No space within 32 bytes: not a code.
+        assert_eq!(error_code(&format!("{} tail", "X".repeat(40))), "ERR");
+        assert_eq!(error_code("ÉCHEC ünïcode"), "ÉCHEC");
+    }
+
+    #[test]
+    fn codes_past_the_bound_are_not_tracked() {
+        let codes = ErrorCodes::default();
+        for i in 0..200 {
+            codes.count(&format!("CODE{i} text"));
+        }
+        codes.count("CODE0 again");
+        let counts = codes.counts();
+        assert_eq!(counts.len(), ErrorCodes::MAX_CODES);
+        assert!(counts.contains(&("CODE0".to_owned(), 2)));
+        codes.reset();
+        assert!(codes.counts().is_empty());
     }
 }
