@@ -181,11 +181,15 @@ async fn serve(config: Config) -> Result<(), ServeError> {
     if let Some(admin) = admin {
         tokio::spawn(server::serve_admin(admin, shared.clone(), stop_rx.clone()));
     }
-    let server = tokio::spawn(server::serve(listener, shared, stop_rx));
+    let server = tokio::spawn(server::serve(listener, shared.clone(), stop_rx));
     let driver = node.join();
     let outcome = tokio::select! {
         _ = shutdown_signal() => {
             tracing::info!("shutting down: no new connections, finishing replies in flight");
+            Ok(())
+        }
+        _ = shared.shutdown_requested.notified() => {
+            tracing::info!("shutting down on SHUTDOWN: no new connections, finishing replies in flight");
             Ok(())
         }
         _ = driver => Err(ServeError::DriverStopped),

@@ -197,6 +197,12 @@ fn server_and_connection_commands() {
     assert_eq!(name, "tester");
     let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut c).unwrap();
     assert!(list.contains("name=tester"));
+    // Cluster probes get a standalone Redis's answer.
+    let err: RedisResult<Value> = redis::cmd("CLUSTER").arg("SLOTS").query(&mut c);
+    assert_eq!(
+        err.unwrap_err().detail(),
+        Some("This instance has cluster support disabled")
+    );
     let err: RedisResult<()> = redis::cmd("SELECT").arg(1).query(&mut c);
     assert!(err.unwrap_err().to_string().contains("out of range"));
     let _: () = redis::cmd("SELECT").arg(0).query(&mut c).unwrap();

@@ -1,8 +1,10 @@
-//! What survives: a clean restart, a restart after snapshots compacted the
-//! log, and `kill -9` in the middle of concurrent acknowledged writes.
+//! What survives: a clean restart (on SIGTERM or SHUTDOWN), a restart after
+//! snapshots compacted the log (on their own or by SAVE), and `kill -9` in
+//! the middle of concurrent acknowledged writes.
 
 mod common;
 
+use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,6 +39,77 @@ fn sigterm_exits_cleanly_and_a_restart_keeps_everything() {
     assert_eq!(c.hget::<_, _, String>("h", "f").unwrap(), "v");
     let ttl: i64 = c.ttl("ttl").unwrap();
     assert!(ttl > 900 && ttl <= 1000, "the deadline survives: {ttl}");
+}
+
+fn snapshots_taken(c: &mut redis::Connection) -> u64 {
+    let info: String = redis::cmd("INFO").arg("persistence").query(c).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("concord_snapshots:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("INFO persistence reports concord_snapshots")
+}
+
+#[test]
+fn save_snapshots_and_shutdown_stops_the_node_without_a_reply() {
+    let mut server = Server::start();
+    {
+        let mut c = server.client();
+        for i in 0..50 {
+            let _: () = c.set(format!("k{i}"), i).unwrap();
+        }
+        let before = snapshots_taken(&mut c);
+        let ok: String = redis::cmd("SAVE").query(&mut c).unwrap();
+        assert_eq!(ok, "OK");
+        assert_eq!(snapshots_taken(&mut c), before + 1);
+        let _: () = c.set("after_save", 1).unwrap();
+        let started: String = redis::cmd("BGSAVE").query(&mut c).unwrap();
+        assert_eq!(started, "Background saving started");
+        wait_for("BGSAVE's snapshot", Duration::from_secs(10), || {
+            (snapshots_taken(&mut c) > before + 1).then_some(())
+        });
+
+        // Neither may run inside MULTI; trying aborts the transaction.
+        let _: () = redis::cmd("MULTI").query(&mut c).unwrap();
+        let _: () = redis::cmd("SET")
+            .arg("k0")
+            .arg("changed")
+            .query(&mut c)
+            .unwrap();
+        for refused in ["SAVE", "SHUTDOWN"] {
+            let e = redis::cmd(refused).query::<()>(&mut c).unwrap_err();
+            assert_eq!(
+                e.detail(),
+                Some("Command not allowed inside a transaction"),
+                "{refused}"
+            );
+        }
+        let e = redis::cmd("EXEC").query::<()>(&mut c).unwrap_err();
+        assert_eq!(e.code(), Some("EXECABORT"));
+        assert_eq!(c.get::<_, i64>("k0").unwrap(), 0);
+
+        let e = redis::cmd("SHUTDOWN")
+            .arg("ABORT")
+            .query::<()>(&mut c)
+            .unwrap_err();
+        assert_eq!(e.detail(), Some("No shutdown in progress."));
+        let e = redis::cmd("SHUTDOWN")
+            .arg("LATER")
+            .query::<()>(&mut c)
+            .unwrap_err();
+        assert_eq!(e.detail(), Some("syntax error"));
+    }
+    let mut raw = server.raw();
+    raw.write_all(b"SET last write\r\nSHUTDOWN SAVE NOW\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    raw.read_to_end(&mut answer).unwrap();
+    assert_eq!(answer, b"+OK\r\n", "SHUTDOWN itself answers nothing");
+    let status = server.wait_exit();
+    assert!(status.success(), "exit status {status}");
+    server.boot();
+    let mut c = server.client();
+    assert_eq!(c.get::<_, String>("last").unwrap(), "write");
+    assert_eq!(c.get::<_, i64>("k49").unwrap(), 49);
 }
 
 #[test]

@@ -2,8 +2,9 @@
 //! RESP2 shapes of the null replies (the golden scripts cannot tell `*-1`
 //! from `$-1`), and blocking pops in a 3-node cluster: a client blocked on
 //! a follower answered by a push through another node, two blocked clients
-//! served in the order they blocked, and a blocked client that disconnects
-//! losing its place.
+//! served in the order they blocked, a blocked client that disconnects
+//! losing its place, and CLIENT UNBLOCK ending a wait through the log. SORT
+//! ... STORE (which makes lists) through a follower, read back everywhere.
 //!
 //! Whether a client is waiting is seen through DEBUG DIGEST, which covers
 //! the replicated waiters: with nothing else written, a new digest after a
@@ -170,4 +171,114 @@ fn blocked_pops_in_a_cluster_are_served_in_order_and_leavers_lose_their_place() 
             .collect();
         digests.windows(2).all(|w| w[0] == w[1]).then_some(())
     });
+}
+
+/// Reads one RESP line (a simple reply) from a raw connection.
+fn read_line(s: &mut TcpStream) -> String {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with(b"\r\n") {
+        s.read_exact(&mut byte).unwrap();
+        line.push(byte[0]);
+    }
+    String::from_utf8(line).unwrap()
+}
+
+#[test]
+fn client_unblock_ends_a_wait_on_a_follower_through_the_log() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader();
+    let follower = cluster.followers(leader)[0];
+    let mut control = cluster.client(follower);
+    let mut waiter = cluster.raw(follower);
+    waiter
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    waiter.write_all(b"CLIENT ID\r\n").unwrap();
+    let id: i64 = read_line(&mut waiter)[1..].trim().parse().unwrap();
+
+    let unblock = |c: &mut redis::Connection, reason: Option<&str>| -> redis::RedisResult<i64> {
+        let mut cmd = redis::cmd("CLIENT");
+        cmd.arg("UNBLOCK").arg(id);
+        if let Some(reason) = reason {
+            cmd.arg(reason);
+        }
+        cmd.query(c)
+    };
+    assert_eq!(unblock(&mut control, None).unwrap(), 0, "not blocked yet");
+
+    // TIMEOUT (the default): the wait ends with the command's timeout reply.
+    let before = digest(&mut control);
+    waiter.write_all(b"BLPOP ub 0\r\n").unwrap();
+    let before = wait_for_change(&mut control, &before, "the BLPOP to wait");
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut control)
+        .unwrap();
+    let line = list
+        .lines()
+        .find(|l| l.starts_with(&format!("id={id} ")))
+        .expect("the waiter is listed");
+    assert!(line.contains(" flags=b "), "{line}");
+    assert_eq!(unblock(&mut control, None).unwrap(), 1);
+    assert_eq!(read_line(&mut waiter), "*-1\r\n");
+
+    // ERROR: the wait ends with an UNBLOCKED error.
+    waiter.write_all(b"BLMOVE ub dst LEFT LEFT 0\r\n").unwrap();
+    wait_for_change(&mut control, &before, "the BLMOVE to wait");
+    assert_eq!(unblock(&mut control, Some("error")).unwrap(), 1);
+    assert_eq!(
+        read_line(&mut waiter),
+        "-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n"
+    );
+
+    // The unblocked waits took nothing: the element stays for others.
+    assert_eq!(control.rpush::<_, _, i64>("ub", "x").unwrap(), 1);
+    assert_eq!(control.llen::<_, i64>("ub").unwrap(), 1);
+    assert!(!control.exists::<_, bool>("dst").unwrap());
+    assert_eq!(unblock(&mut control, Some("TIMEOUT")).unwrap(), 0);
+    let bad = unblock(&mut control, Some("later")).unwrap_err();
+    assert_eq!(
+        bad.detail(),
+        Some("CLIENT UNBLOCK reason should be TIMEOUT or ERROR")
+    );
+    waiter.write_all(b"PING\r\n").unwrap();
+    assert_eq!(read_line(&mut waiter), "+PONG\r\n");
+}
+
+#[test]
+fn sort_store_through_a_follower_is_replicated_and_sorted_alike_everywhere() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader();
+    let follower = cluster.followers(leader)[0];
+    let mut c = cluster.client(follower);
+    let _: i64 = c.sadd("ids", &[3, 1, 2]).unwrap();
+    let _: () = c
+        .mset(&[("w_1", "30"), ("w_2", "10"), ("w_3", "20")])
+        .unwrap();
+    let _: () = c
+        .mset(&[("name_1", "one"), ("name_2", "two"), ("name_3", "three")])
+        .unwrap();
+    let stored: i64 = redis::cmd("SORT")
+        .arg(&[
+            "ids", "BY", "w_*", "GET", "#", "GET", "name_*", "STORE", "out",
+        ])
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(stored, 6);
+    let expected = ["2", "two", "3", "three", "1", "one"];
+    for id in cluster.running() {
+        let mut node = cluster.client(id);
+        let _: () = redis::cmd("READMODE")
+            .arg("LINEARIZABLE")
+            .query(&mut node)
+            .unwrap();
+        let out: Vec<String> = node.lrange("out", 0, -1).unwrap();
+        assert_eq!(out, expected, "node {id}");
+        let sorted: Vec<String> = redis::cmd("SORT_RO")
+            .arg(&["ids", "BY", "w_*", "DESC", "GET", "name_*"])
+            .query(&mut node)
+            .unwrap();
+        assert_eq!(sorted, ["one", "three", "two"], "node {id}");
+    }
 }

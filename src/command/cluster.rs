@@ -25,4 +25,7 @@ pub const SPECS: &[CommandSpec] = &[
         "Redis Cluster's replica reads: this connection's reads are served from this node's state and may lag (READMODE STALE)."),
     local!("readwrite", 1, CONN, "3.0.0", "",
         "Ends READONLY: reads are linearizable again."),
+    local!("cluster", -2, &[Flag::NoScript, Flag::Loading, Flag::Stale], "3.0.0",
+        "subcommand [argument ...]",
+        "Redis Cluster's sharding commands. concord replicates one keyspace on every node rather than sharding it, so it answers as a standalone Redis does: cluster support disabled. Clients that probe for a cluster fall back to one connection."),
 ];

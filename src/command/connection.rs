@@ -105,6 +105,14 @@ const CLIENT_SUBCOMMANDS: &[CommandSpec] = &[
         "Instructs the server whether to reply to commands: OFF silences every reply, SKIP the next command's; messages of subscriptions still arrive."
     ),
     local!(
+        "client|unblock",
+        -3,
+        &[Flag::Admin, Flag::NoScript, Flag::Loading, Flag::Stale],
+        "5.0.0",
+        "client-id [TIMEOUT | ERROR]",
+        "Ends the wait of a client of this node blocked in a blocking command: it gets its timeout answer, or an UNBLOCKED error. The end goes through the log, so the client is either served or unblocked, never both. Returns 1 if the client was blocked."
+    ),
+    local!(
         "client|help",
         2,
         CLIENT_FLAGS,

@@ -2,8 +2,11 @@
 
 use bytes::Bytes;
 
-use super::{is, standard_reply, Args, CommandError, CommandSpec, Exec, Flag, KeyPositions};
+use super::{
+    is, standard_reply, Args, CommandError, CommandSpec, Exec, Flag, KeyPositions, Parsed,
+};
 use crate::state::keys::{ExpireFlags, KeyOp, KeyQuery, ObjectField, TtlForm};
+use crate::state::sort::Sort;
 use crate::state::{Op, Query};
 
 const W: &[Flag] = &[Flag::Write];
@@ -93,6 +96,14 @@ pub const SPECS: &[CommandSpec] = &[
     spec!("flushall", -1, W, KeyPositions::NONE, Group::Server, "1.0.0", "[ASYNC | SYNC]",
         "Removes all keys from all databases (concord has database 0 only).",
         Exec::Write(parse_flush, standard_reply)),
+    spec!("sort", -2, W_OOM, KeyPositions::FIRST, "1.0.0",
+        "key [BY pattern] [LIMIT offset count] [GET pattern [GET pattern ...]] [ASC | DESC] [ALPHA] [STORE destination]",
+        "Sorts the elements of a list, set or sorted set, by their values or by the keys a pattern names, and returns them or stores them as a list. Without STORE it is a read. A set sorted BY a constant comes back in byte order.",
+        Exec::Either(parse_sort, standard_reply)),
+    spec!("sort_ro", -2, R, KeyPositions::FIRST, "7.0.0",
+        "key [BY pattern] [LIMIT offset count] [GET pattern [GET pattern ...]] [ASC | DESC] [ALPHA]",
+        "Returns the sorted elements of a list, set or sorted set, as SORT without STORE.",
+        Exec::Read(parse_sort_ro, standard_reply)),
     spec!("object", -2, &[], KeyPositions::NONE, "2.2.3", "subcommand [argument ...]",
         "A container for object introspection commands.",
         Exec::Local, OBJECT_SUBCOMMANDS),
@@ -294,6 +305,55 @@ fn parse_renamenx(argv: &[Bytes]) -> Result<Op, CommandError> {
         to: argv[2].clone(),
         nx: true,
     })
+}
+
+fn parse_sort(argv: &[Bytes]) -> Result<Parsed, CommandError> {
+    let (sort, destination) = sort_options(argv, true)?;
+    Ok(match destination {
+        Some(destination) => Parsed::Write(Op::Key(KeyOp::SortStore { sort, destination })),
+        None => Parsed::Read(Query::Key(KeyQuery::Sort(sort))),
+    })
+}
+
+fn parse_sort_ro(argv: &[Bytes]) -> Result<Query, CommandError> {
+    read(KeyQuery::Sort(sort_options(argv, false)?.0))
+}
+
+/// SORT's options in any order, as Redis reads them: the last ASC/DESC,
+/// LIMIT and STORE win, GETs add up. STORE is a syntax error for SORT_RO.
+fn sort_options(argv: &[Bytes], may_store: bool) -> Result<(Sort, Option<Bytes>), CommandError> {
+    let mut args = Args::new(argv);
+    let mut sort = Sort {
+        key: args.bytes()?,
+        by: None,
+        limit: None,
+        get: Vec::new(),
+        desc: false,
+        alpha: false,
+    };
+    let mut destination = None;
+    while !args.is_empty() {
+        let word = args.bytes()?;
+        let left = args.remaining();
+        if is(&word, "ASC") {
+            sort.desc = false;
+        } else if is(&word, "DESC") {
+            sort.desc = true;
+        } else if is(&word, "ALPHA") {
+            sort.alpha = true;
+        } else if is(&word, "LIMIT") && left >= 2 {
+            sort.limit = Some((args.i64()?, args.i64()?));
+        } else if is(&word, "STORE") && may_store && left >= 1 {
+            destination = Some(args.bytes()?);
+        } else if is(&word, "BY") && left >= 1 {
+            sort.by = Some(args.bytes()?);
+        } else if is(&word, "GET") && left >= 1 {
+            sort.get.push(args.bytes()?);
+        } else {
+            return Err(CommandError::Syntax);
+        }
+    }
+    Ok((sort, destination))
 }
 
 fn parse_copy(argv: &[Bytes]) -> Result<Op, CommandError> {

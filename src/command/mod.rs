@@ -91,6 +91,8 @@ pub enum Flag {
     NoAuth,
     MayReplicate,
     AllowBusy,
+    /// Refused inside MULTI (the transaction is then aborted).
+    NoMulti,
 }
 
 impl Flag {
@@ -109,6 +111,7 @@ impl Flag {
             Flag::NoAuth => "no_auth",
             Flag::MayReplicate => "may_replicate",
             Flag::AllowBusy => "allow_busy",
+            Flag::NoMulti => "no_multi",
         }
     }
 }

@@ -54,6 +54,30 @@ pub const SPECS: &[CommandSpec] = &[
         "",
         "Returns the replication role: master on the Raft leader, slave elsewhere."
     ),
+    local!(
+        "save",
+        1,
+        &[Flag::Admin, Flag::NoScript, Flag::NoMulti],
+        "1.0.0",
+        "",
+        "Takes a snapshot of this node's state and compacts its log (RAFT.SNAPSHOT), then answers OK. Every write is already durable in the log: this only shortens a restart's replay."
+    ),
+    local!(
+        "bgsave",
+        -1,
+        &[Flag::Admin, Flag::NoScript],
+        "1.0.0",
+        "[SCHEDULE]",
+        "Starts a snapshot of this node's state in the background (see SAVE)."
+    ),
+    local!(
+        "shutdown",
+        -1,
+        &[Flag::Admin, Flag::NoScript, Flag::Loading, Flag::Stale, Flag::NoMulti, Flag::AllowBusy],
+        "1.0.0",
+        "[NOSAVE | SAVE] [NOW] [FORCE] [ABORT]",
+        "Stops this node cleanly: no new connections, replies in flight finished, the log flushed. SAVE takes a snapshot first. The connection closes without a reply, as in Redis. The rest of the cluster carries on (a leader's departure starts an election)."
+    ),
     CommandSpec {
         name: "debug",
         arity: -2,

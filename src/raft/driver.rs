@@ -241,7 +241,6 @@ pub(crate) struct Driver {
     /// answer saying the request waits (a follower can apply the grant
     /// before the leader's answer arrives).
     early_wakeups: HashMap<Ticket, (Instant, Outcome)>,
-    next_ticket: u64,
     next_held_check: Instant,
     /// When this node may next propose its client address, while the
     /// state does not hold it yet.
@@ -299,10 +298,6 @@ impl Driver {
             grace_due: false,
             held: HashMap::new(),
             early_wakeups: HashMap::new(),
-            // Above every ticket an earlier run of this node handed out
-            // (fewer than a thousand a millisecond), so a waiter of that
-            // run still in the state is never mistaken for one of ours.
-            next_ticket: now_ms().saturating_mul(1000),
             next_held_check: Instant::now() + HELD_CHECK,
             next_advertise: Instant::now(),
             subscribers: HashMap::new(),
@@ -598,14 +593,6 @@ impl Driver {
         }
     }
 
-    fn new_ticket(&mut self) -> Ticket {
-        self.next_ticket += 1;
-        Ticket {
-            node: self.config.id,
-            seq: self.next_ticket,
-        }
-    }
-
     fn is_leader(&self) -> bool {
         self.raw.raft.state == StateRole::Leader
     }
@@ -618,7 +605,7 @@ impl Driver {
     fn accept_write(&mut self, mut op: Op, reply: Responder, deadline: Instant) {
         if !matches!(reply, Responder::Remote { .. }) {
             if let Some(ticket) = op.ticket_mut().filter(|t| !t.is_assigned()) {
-                *ticket = self.new_ticket();
+                *ticket = self.status.new_ticket();
             }
         }
         if self.is_leader() {

@@ -42,7 +42,7 @@ use std::time::Duration;
 pub use log_store::LogStore;
 pub use node::{answer, now_ms, start, BatchReceiver, NodeConfig, NodeHandle, Submit};
 
-use crate::state::OpResult;
+use crate::state::{OpResult, Ticket};
 use crate::storage::{StorageError, WalStats};
 
 /// How a read is served.
@@ -144,6 +144,8 @@ pub struct NodeStatus {
     pub wal: Arc<WalStats>,
     /// Client addresses the nodes advertised through the log.
     client_addrs: std::sync::Mutex<BTreeMap<u64, String>>,
+    /// The last ticket handed to a waiting command of this node.
+    last_ticket: AtomicU64,
 }
 
 impl NodeStatus {
@@ -167,6 +169,20 @@ impl NodeStatus {
             subscribers: AtomicU64::new(0),
             wal,
             client_addrs: std::sync::Mutex::new(BTreeMap::new()),
+            // Above every ticket an earlier run of this node handed out
+            // (fewer than a thousand a millisecond), so a waiter of that
+            // run still in the state is never mistaken for one of ours.
+            last_ticket: AtomicU64::new(now_ms().saturating_mul(1000)),
+        }
+    }
+
+    /// A new ticket for a command of this node that may wait. The
+    /// connection takes it before submitting, so CLIENT UNBLOCK can name
+    /// the wait; the driver fills in any op that arrives without one.
+    pub fn new_ticket(&self) -> Ticket {
+        Ticket {
+            node: self.id,
+            seq: self.last_ticket.fetch_add(1, Ordering::Relaxed) + 1,
         }
     }
 

@@ -228,6 +228,7 @@ pub(super) async fn run(
             created: now,
             last_active: now,
             last_command: "NULL".into(),
+            blocked_on: None,
         },
     );
     let limits = Limits {
@@ -305,7 +306,16 @@ pub(super) async fn run(
                     let is_write = matches!(request, Some(Ok(Request::Write(..))))
                         || matches!(route, Route::Control("exec"))
                         || is_read_first;
+                    let mut request = request;
                     let blocks = matches!(&request, Some(Ok(Request::Write(_, spec, _))) if spec.has(Flag::Blocking));
+                    if let Some(Ok(Request::Write(op, ..))) = request.as_mut().filter(|_| blocks) {
+                        // Named here, so CLIENT UNBLOCK can end the wait.
+                        if let Some(ticket) = op.ticket_mut() {
+                            *ticket = shared.node.status().new_ticket();
+                            let ticket = *ticket;
+                            set_blocked(&shared, id, Some(ticket));
+                        }
+                    }
                     let is_read = matches!(request, Some(Ok(Request::Read(..))))
                         || matches!(route, Route::Control("watch"));
                     let follower = shared.node.status().role() != Role::Leader;
@@ -390,6 +400,7 @@ pub(super) async fn run(
                     _ = shutdown.changed() => break 'connection,
                 }
             }
+            set_blocked(&shared, id, None);
         } else {
             resolve_into(&mut pending, &mut submissions, &mut wbuf, &shared).await;
         }
@@ -470,6 +481,12 @@ async fn resolve_into(
             .fetch_add(errors, Ordering::Relaxed);
     }
     submissions.batches.clear();
+}
+
+fn set_blocked(shared: &Shared, id: u64, ticket: Option<crate::state::Ticket>) {
+    if let Some(info) = shared.clients.lock().expect("clients lock").get_mut(&id) {
+        info.blocked_on = ticket;
+    }
 }
 
 fn touch(shared: &Shared, id: u64, command: &str) {

@@ -14,8 +14,8 @@ use crate::command::{self, is, CommandError, CommandSpec};
 use crate::config::Config;
 use crate::raft::{ReadMode, Role};
 use crate::resp::{Protocol, Reply};
-use crate::state::glob;
 use crate::state::strings::parse_i64;
+use crate::state::{glob, Op};
 
 /// The Redis version concord reports: client libraries gate features on it.
 pub const REDIS_VERSION: &str = "7.2.4";
@@ -53,6 +53,18 @@ pub(super) fn execute(
         }
         "config|get" => config_get(conn, &argv[2..], shared),
         "config|set" => config_set(&argv[2..], shared),
+        "client|unblock" => client_unblock(argv, shared),
+        "save" => {
+            let node = shared.node.clone();
+            Local::Later(Box::pin(async move {
+                match node.snapshot().await {
+                    Ok(_) => Reply::ok(),
+                    Err(e) => Reply::error(e.to_string()),
+                }
+            }))
+        }
+        "bgsave" => bgsave(argv, shared),
+        "shutdown" => shutdown(conn, argv, shared),
         "object|encoding" | "object|idletime" | "object|freq" => {
             object(conn, spec.name, &argv[2], shared)
         }
@@ -91,6 +103,7 @@ fn execute_now(
             _ => err(CommandError::WrongArity("ping".into())),
         },
         "echo" => Reply::Bulk(argv[1].clone()),
+        "cluster" => Reply::error("ERR This instance has cluster support disabled"),
         "hello" => hello(conn, argv, shared),
         "auth" => auth(&argv[1..]),
         "quit" => {
@@ -353,6 +366,91 @@ fn hello(conn: &mut Conn, argv: &[Bytes], shared: &Shared) -> Reply {
     ])
 }
 
+/// BGSAVE [SCHEDULE]: SAVE's snapshot, answered before it is taken.
+fn bgsave(argv: &[Bytes], shared: &Shared) -> Local {
+    match argv {
+        [_] => {}
+        [_, schedule] if is(schedule, "SCHEDULE") => {}
+        _ => return Local::Now(err(CommandError::Syntax)),
+    }
+    let node = shared.node.clone();
+    tokio::spawn(async move {
+        if let Err(e) = node.snapshot().await {
+            tracing::warn!(error = %e, "BGSAVE: the snapshot failed");
+        }
+    });
+    Local::Now(Reply::simple("Background saving started"))
+}
+
+/// SHUTDOWN [NOSAVE | SAVE] [NOW] [FORCE] [ABORT]: stops this node as
+/// SIGTERM does. NOW and FORCE change nothing here: no replica is waited
+/// for, and the log is durable whatever happens. No reply: the connection
+/// closes, as Redis's does.
+fn shutdown(conn: &mut Conn, argv: &[Bytes], shared: &Shared) -> Local {
+    let (mut save, mut nosave, mut abort) = (false, false, false);
+    for option in &argv[1..] {
+        if is(option, "SAVE") {
+            save = true;
+        } else if is(option, "NOSAVE") {
+            nosave = true;
+        } else if is(option, "ABORT") {
+            abort = true;
+        } else if !is(option, "NOW") && !is(option, "FORCE") {
+            return Local::Now(err(CommandError::Syntax));
+        }
+    }
+    if (save && nosave) || (abort && argv.len() > 2) {
+        return Local::Now(err(CommandError::Syntax));
+    }
+    if abort {
+        return Local::Now(Reply::error("ERR No shutdown in progress."));
+    }
+    conn.closing = true;
+    let node = shared.node.clone();
+    let snapshot_first = save;
+    let stop = shared.shutdown_requested.clone();
+    Local::Later(Box::pin(async move {
+        if snapshot_first {
+            // Nothing is lost if it fails: the log holds every write.
+            if let Err(e) = node.snapshot().await {
+                tracing::warn!(error = %e, "SHUTDOWN SAVE: the snapshot failed");
+            }
+        }
+        stop.notify_one();
+        Reply::Frames(Vec::new())
+    }))
+}
+
+/// CLIENT UNBLOCK id [TIMEOUT | ERROR]: a client of this node waiting in
+/// a blocking command gets its timeout answer (or an UNBLOCKED error) now.
+/// The wait is ended through the log, so its answer is exactly one of the
+/// two: served, or unblocked, whichever the log applied first.
+fn client_unblock(argv: &[Bytes], shared: &Shared) -> Local {
+    let Some(id) = parse_i64(&argv[2]) else {
+        return Local::Now(err(CommandError::NotInteger));
+    };
+    let error = match argv.get(3) {
+        None => false,
+        Some(reason) if is(reason, "TIMEOUT") && argv.len() == 4 => false,
+        Some(reason) if is(reason, "ERROR") && argv.len() == 4 => true,
+        Some(_) => {
+            return Local::Now(Reply::error(
+                "ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR",
+            ))
+        }
+    };
+    let waiting = shared
+        .clients
+        .lock()
+        .expect("clients lock")
+        .get(&(id as u64))
+        .and_then(|c| c.blocked_on);
+    match waiting {
+        Some(ticket) => Local::Wait(shared.node.write(Op::Interrupt { ticket, error })),
+        None => Local::Now(Reply::Int(0)),
+    }
+}
+
 fn client_help() -> Reply {
     help(&[
         "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
@@ -372,6 +470,8 @@ fn client_help() -> Reply {
         "    Accepted; concord never evicts clients.",
         "NO-TOUCH (ON|OFF)",
         "    Accepted; concord keeps no access times.",
+        "UNBLOCK <clientid> [TIMEOUT|ERROR]",
+        "    Unblock the specified blocked client.",
         "HELP",
         "    Print this help.",
     ])
@@ -379,7 +479,7 @@ fn client_help() -> Reply {
 
 fn client_line(c: &super::ClientInfo, now: std::time::Instant) -> String {
     format!(
-        "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 \
+        "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db=0 sub=0 psub=0 ssub=0 multi=-1 \
          qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r \
          cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
         c.id,
@@ -388,6 +488,7 @@ fn client_line(c: &super::ClientInfo, now: std::time::Instant) -> String {
         c.name,
         now.duration_since(c.created).as_secs(),
         now.duration_since(c.last_active).as_secs(),
+        if c.blocked_on.is_some() { "b" } else { "N" },
         c.last_command,
         c.resp,
         c.lib_name,

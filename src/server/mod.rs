@@ -139,6 +139,9 @@ pub struct ClientInfo {
     pub created: Instant,
     pub last_active: Instant,
     pub last_command: String,
+    /// The ticket of the blocking command this client waits in, if any
+    /// (CLIENT UNBLOCK ends that wait).
+    pub blocked_on: Option<crate::state::Ticket>,
 }
 
 /// State shared by every connection of this node.
@@ -154,6 +157,8 @@ pub struct Shared {
     pub started_at: SystemTime,
     pub run_id: String,
     pub tcp_port: u16,
+    /// Notified by SHUTDOWN: the process stops as on SIGTERM.
+    pub shutdown_requested: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl Shared {
@@ -169,6 +174,7 @@ impl Shared {
             started_at: SystemTime::now(),
             run_id: random_hex(40),
             tcp_port,
+            shutdown_requested: std::sync::Arc::new(tokio::sync::Notify::new()),
         }
     }
 

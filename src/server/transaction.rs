@@ -21,7 +21,7 @@ use bytes::Bytes;
 use super::connection::Conn;
 use super::local::{self, LaterReply, Local};
 use super::Shared;
-use crate::command::{self, CommandError, ReplyFn, Request};
+use crate::command::{self, CommandError, Flag, ReplyFn, Request};
 use crate::raft::Answer;
 use crate::resp::Reply;
 use crate::state::transactions::{Queued, Transaction};
@@ -82,7 +82,15 @@ pub(super) fn queue(conn: &mut Conn, argv: &[Bytes]) -> Reply {
         Some(spec) if !spec.arity_ok(argv.len()) => {
             Err(CommandError::WrongArity(spec.name.to_owned()))
         }
-        Some(spec) => command::resolve_subcommand(spec, argv).map(|_| ()),
+        Some(spec) => command::resolve_subcommand(spec, argv).and_then(|spec| {
+            if spec.has(Flag::NoMulti) {
+                Err(CommandError::InvalidArgument(
+                    "Command not allowed inside a transaction".to_owned(),
+                ))
+            } else {
+                Ok(())
+            }
+        }),
     };
     match checked {
         Ok(()) => {

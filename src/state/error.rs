@@ -67,4 +67,9 @@ pub enum StateError {
     /// [`ScriptQuery::EvalShaFirst`]: super::scripts::ScriptQuery::EvalShaFirst
     #[error("ERR a script served as a read reached a write command")]
     ScriptWrites,
+    #[error("ERR One or more scores can't be converted into double")]
+    SortNotDouble,
+    /// The answer of a waiting command that CLIENT UNBLOCK ... ERROR ended.
+    #[error("UNBLOCKED client unblocked via CLIENT UNBLOCK")]
+    Unblocked,
 }

@@ -14,6 +14,8 @@
 //! @tick                 apply the leader's timer op (fires due primitives)
 //! @grace 2000           apply a new leader's grace op
 //! @unblock 1            apply the op that drops waiting command 1
+//! @interrupt 1 error 1  apply CLIENT UNBLOCK's op to waiting command 1
+//!                       (timeout or error); it must answer 1 (or 0)
 //! > SET k "a b" PX 100  a command; the next line is its exact reply
 //! OK
 //! ~> KEYS *             the same, with every array sorted (order-free)
@@ -325,6 +327,18 @@ pub(crate) fn run_script(name: &str, script: &str) -> (usize, Vec<String>) {
                         .apply(&Op::Unblock(Ticket { node: 1, seq }))
                         .expect("unblock applies");
                 }
+                Some("interrupt") => {
+                    let seq = number(words.next());
+                    let error = match words.next() {
+                        Some("timeout") => false,
+                        Some("error") => true,
+                        other => panic!("{at}: interrupt with timeout or error, not {other:?}"),
+                    };
+                    let expected = number(words.next()) as i64;
+                    let ticket = Ticket { node: 1, seq };
+                    let outcome = harness.apply(&Op::Interrupt { ticket, error });
+                    assert_eq!(outcome, Ok(Outcome::Int(expected)), "{at}: {line}");
+                }
                 _ => panic!("{at}: unknown directive {line:?}"),
             }
             continue;
@@ -399,6 +413,11 @@ fn golden_strings() {
 #[test]
 fn golden_keys() {
     check("keys.txt", include_str!("../../tests/golden/keys.txt"));
+}
+
+#[test]
+fn golden_sort() {
+    check("sort.txt", include_str!("../../tests/golden/sort.txt"));
 }
 
 #[test]

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::db::{Db, Value};
+use super::sort::{self, Sort};
 use super::{glob, OpResult, Outcome, StateError};
 
 /// The NX / XX / GT / LT options of the EXPIRE family. The command layer
@@ -52,6 +53,8 @@ pub enum KeyOp {
     Persist { key: Bytes },
     /// FLUSHDB and FLUSHALL. Outcome: OK.
     FlushAll,
+    /// SORT ... STORE destination: see [`super::sort::store`].
+    SortStore { sort: Sort, destination: Bytes },
 }
 
 /// How TTL-style queries report the deadline.
@@ -89,6 +92,8 @@ pub enum KeyQuery {
     /// MEMORY USAGE: an estimate of the bytes the key and its value take,
     /// nil when absent.
     MemoryUsage { key: Bytes },
+    /// SORT without STORE, and SORT_RO: see [`super::sort::read`].
+    Sort(Sort),
 }
 
 /// What OBJECT reports of a value.
@@ -290,6 +295,7 @@ pub fn apply(db: &mut Db, now: u64, op: &KeyOp) -> OpResult {
             db.clear();
             Ok(Outcome::Ok)
         }
+        KeyOp::SortStore { sort, destination } => sort::store(db, now, sort, destination),
     }
 }
 
@@ -373,6 +379,7 @@ pub fn read(db: &Db, now: u64, query: &KeyQuery) -> OpResult {
             Some(entry) => Outcome::Int(memory_usage(key, &entry.value) as i64),
             None => Outcome::Nil,
         }),
+        KeyQuery::Sort(query) => sort::read(db, now, query),
     }
 }
 

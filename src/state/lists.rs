@@ -667,9 +667,15 @@ pub(super) fn serve_waiters(state: &mut State, now: u64) {
     }
 }
 
-/// After RENAME or COPY: the key written may now hold a list with waiters.
+/// After RENAME, COPY or SORT ... STORE: the key written may now hold a
+/// list with waiters.
 pub(super) fn after_key_op(state: &mut State, op: &KeyOp) {
-    if let KeyOp::Rename { to, .. } | KeyOp::Copy { to, .. } = op {
+    if let KeyOp::Rename { to, .. }
+    | KeyOp::Copy { to, .. }
+    | KeyOp::SortStore {
+        destination: to, ..
+    } = op
+    {
         mark_ready(state, to);
     }
 }

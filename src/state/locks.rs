@@ -417,25 +417,24 @@ pub(super) fn release_for_session(state: &mut State, now: u64, name: &Bytes, id:
 }
 
 pub(super) fn is_waiting(state: &State, ticket: Ticket) -> bool {
-    state
-        .coord
-        .locks
-        .by_name
-        .values()
-        .any(|l| l.waiters.iter().any(|w| w.ticket == ticket))
+    waiting_on(state, ticket).is_some()
 }
 
-/// The client behind `ticket` left: drop its wait without an answer.
-/// True if it was waiting for a lock.
-pub(super) fn unblock(state: &mut State, ticket: Ticket) -> bool {
-    let name = state
+/// The lock `ticket` waits for, if it waits.
+pub(super) fn waiting_on(state: &State, ticket: Ticket) -> Option<Bytes> {
+    state
         .coord
         .locks
         .by_name
         .iter()
         .find(|(_, l)| l.waiters.iter().any(|w| w.ticket == ticket))
-        .map(|(name, _)| name.clone());
-    let Some(name) = name else {
+        .map(|(name, _)| name.clone())
+}
+
+/// The client behind `ticket` left: drop its wait without an answer.
+/// True if it was waiting for a lock.
+pub(super) fn unblock(state: &mut State, ticket: Ticket) -> bool {
+    let Some(name) = waiting_on(state, ticket) else {
         return false;
     };
     if let Some(waiter) = take_waiter(state, &name, ticket) {

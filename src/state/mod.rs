@@ -27,6 +27,7 @@ pub mod scripts;
 pub mod sessions;
 pub mod sets;
 mod snapshot;
+pub mod sort;
 pub mod streams;
 pub mod strings;
 pub mod timers;
@@ -91,6 +92,13 @@ pub enum Op {
     /// EVAL, EVALSHA, SCRIPT LOAD/FLUSH.
     Script(scripts::ScriptOp),
     Stream(streams::StreamOp),
+    /// CLIENT UNBLOCK: the waiting command behind `ticket` is answered now,
+    /// as if its timeout had passed, or with an UNBLOCKED error. Outcome:
+    /// 1 if it was still waiting, else 0 (it was served or gave up first).
+    Interrupt {
+        ticket: Ticket,
+        error: bool,
+    },
 }
 
 impl Op {
@@ -369,7 +377,38 @@ impl State {
             Op::Exec(tx) => transactions::apply(self, now, tx),
             Op::Script(op) => scripts::apply(self, now, op),
             Op::Stream(op) => streams::apply(self, now, op),
+            Op::Interrupt { ticket, error } => Ok(Outcome::bool(self.interrupt(*ticket, *error))),
         }
+    }
+
+    /// Ends the wait of `ticket` (see [`Op::Interrupt`]); false if it was
+    /// not waiting.
+    fn interrupt(&mut self, ticket: Ticket, error: bool) -> bool {
+        if error {
+            let waited = locks::unblock(self, ticket)
+                || queues::unblock(self, ticket)
+                || lists::unblock(self, ticket)
+                || zsets::unblock(self, ticket)
+                || streams::unblock(self, ticket);
+            if waited {
+                self.wake(ticket, Outcome::Error(StateError::Unblocked));
+            }
+            return waited;
+        }
+        if lists::is_waiting(self, ticket) {
+            lists::give_up(self, ticket);
+        } else if zsets::is_waiting(self, ticket) {
+            zsets::give_up(self, ticket);
+        } else if streams::is_waiting(self, ticket) {
+            streams::give_up(self, ticket);
+        } else if let Some(lock) = locks::waiting_on(self, ticket) {
+            locks::give_up(self, &lock, ticket);
+        } else if let Some(queue) = queues::waiting_on(self, ticket) {
+            queues::give_up(self, &queue, ticket);
+        } else {
+            return false;
+        }
+        true
     }
 
     /// Fires every primitive timer due at `now`, earliest first.

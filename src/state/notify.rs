@@ -156,6 +156,7 @@ fn keys_of(op: &Op) -> Vec<&Bytes> {
             KeyOp::Del { keys } => keys.iter().collect(),
             KeyOp::Rename { from, to, .. } | KeyOp::Copy { from, to, .. } => vec![from, to],
             KeyOp::Expire { key, .. } | KeyOp::Persist { key } => vec![key],
+            KeyOp::SortStore { destination, .. } => vec![destination],
             KeyOp::FlushAll => Vec::new(),
         },
         Op::Hash(op) => match op {
@@ -435,6 +436,7 @@ fn command_events(
             KeyOp::Copy { to, .. } if positive => one(GENERIC, "copy_to", to),
             KeyOp::Expire { key, .. } if positive && is_live(key) => one(GENERIC, "expire", key),
             KeyOp::Persist { key } if positive => one(GENERIC, "persist", key),
+            KeyOp::SortStore { destination, .. } if positive => one(LIST, "sortstore", destination),
             _ => Vec::new(),
         },
         Op::Hash(op) => match op {
@@ -707,6 +709,28 @@ mod tests {
                 &["SET foo bar", "EXPIRE foo 10", "DEL foo", "DEL foo"]
             ),
             ["__keyspace@0__:foo expire", "__keyspace@0__:foo del"]
+        );
+    }
+
+    #[test]
+    fn sort_store_sends_sortstore_or_del_for_its_destination() {
+        let mut h = listening("Kgl");
+        assert_eq!(
+            run(
+                &mut h,
+                &[
+                    "RPUSH l 2 1",
+                    "SORT l STORE d",
+                    "SORT l",
+                    "SORT nothing STORE d",
+                    "SORT nothing STORE d",
+                ]
+            ),
+            [
+                "__keyspace@0__:l rpush",
+                "__keyspace@0__:d sortstore",
+                "__keyspace@0__:d del",
+            ]
         );
     }
 

@@ -515,27 +515,27 @@ fn take_waiter(coord: &mut Coord, name: &Bytes, ticket: Ticket) -> Option<Waiter
 
 /// True while `ticket` is a blocked claimer of some queue.
 pub(super) fn is_waiting(state: &State, ticket: Ticket) -> bool {
+    waiting_on(state, ticket).is_some()
+}
+
+/// The queue `ticket` waits on, if it waits.
+pub(super) fn waiting_on(state: &State, ticket: Ticket) -> Option<Bytes> {
     state
         .coord
         .queues
         .by_name
-        .values()
-        .any(|q| q.waiters.iter().any(|w| w.ticket == ticket))
+        .iter()
+        .find(|(_, q)| q.waiters.iter().any(|w| w.ticket == ticket))
+        .map(|(name, _)| name.clone())
 }
 
 /// The client behind `ticket` left: drop its blocked claim without an
 /// answer. True if it was waiting on a queue.
 pub(super) fn unblock(state: &mut State, ticket: Ticket) -> bool {
-    let coord = &mut state.coord;
-    let name = coord
-        .queues
-        .by_name
-        .iter()
-        .find(|(_, q)| q.waiters.iter().any(|w| w.ticket == ticket))
-        .map(|(name, _)| name.clone());
-    let Some(name) = name else {
+    let Some(name) = waiting_on(state, ticket) else {
         return false;
     };
+    let coord = &mut state.coord;
     if let Some(at) = take_waiter(coord, &name, ticket).and_then(|w| w.gives_up) {
         coord.timers.cancel(Timer::ClaimWait(name, ticket), at);
     }

@@ -188,6 +188,14 @@ impl Server {
         )
     }
 
+    /// Waits for the process to exit by itself (SHUTDOWN).
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        wait_for("concord to exit", Duration::from_secs(20), || {
+            child.try_wait().expect("wait")
+        })
+    }
+
     pub fn data_dir(&self) -> &Path {
         &self.dir
     }
