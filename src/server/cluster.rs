@@ -33,12 +33,7 @@ pub(super) fn execute(conn: &mut Conn, name: &str, argv: &[Bytes], shared: &Shar
                 Err(e) => Reply::error(e.to_string()),
             }
         })),
-        "raft.snapshot" => Local::Later(Box::pin(async move {
-            match node.snapshot().await {
-                Ok(index) => Reply::Int(index as i64),
-                Err(e) => Reply::error(e.to_string()),
-            }
-        })),
+        "raft.snapshot" => snapshot(shared, |index| Reply::Int(index as i64)),
         "raft.transfer" => match node_id(&argv[1]) {
             Ok(id) => Local::Wait(node.admin(AdminOp::TransferLeader { id })),
             Err(e) => Local::Now(e),
@@ -48,6 +43,18 @@ pub(super) fn execute(conn: &mut Conn, name: &str, argv: &[Bytes], shared: &Shar
             "ERR command '{other}' is not served by this node"
         ))),
     }
+}
+
+/// Takes a snapshot of this node now (RAFT.SNAPSHOT, SAVE); `done` turns
+/// its index into the reply.
+pub(super) fn snapshot(shared: &Shared, done: fn(u64) -> Reply) -> Local {
+    let node = shared.node.clone();
+    Local::Later(Box::pin(async move {
+        match node.snapshot().await {
+            Ok(index) => done(index),
+            Err(e) => Reply::error(e.to_string()),
+        }
+    }))
 }
 
 fn member(argv: &[Bytes], shared: &Shared) -> Local {

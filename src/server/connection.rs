@@ -313,7 +313,7 @@ pub(super) async fn run(
                         if let Some(ticket) = op.ticket_mut() {
                             *ticket = shared.node.status().new_ticket();
                             let ticket = *ticket;
-                            set_blocked(&shared, id, Some(ticket));
+                            local::set_client(&shared, id, |c| c.blocked_on = Some(ticket));
                         }
                     }
                     let is_read = matches!(request, Some(Ok(Request::Read(..))))
@@ -400,7 +400,7 @@ pub(super) async fn run(
                     _ = shutdown.changed() => break 'connection,
                 }
             }
-            set_blocked(&shared, id, None);
+            local::set_client(&shared, id, |c| c.blocked_on = None);
         } else {
             resolve_into(&mut pending, &mut submissions, &mut wbuf, &shared).await;
         }
@@ -481,12 +481,6 @@ async fn resolve_into(
             .fetch_add(errors, Ordering::Relaxed);
     }
     submissions.batches.clear();
-}
-
-fn set_blocked(shared: &Shared, id: u64, ticket: Option<crate::state::Ticket>) {
-    if let Some(info) = shared.clients.lock().expect("clients lock").get_mut(&id) {
-        info.blocked_on = ticket;
-    }
 }
 
 fn touch(shared: &Shared, id: u64, command: &str) {

@@ -54,15 +54,7 @@ pub(super) fn execute(
         "config|get" => config_get(conn, &argv[2..], shared),
         "config|set" => config_set(&argv[2..], shared),
         "client|unblock" => client_unblock(argv, shared),
-        "save" => {
-            let node = shared.node.clone();
-            Local::Later(Box::pin(async move {
-                match node.snapshot().await {
-                    Ok(_) => Reply::ok(),
-                    Err(e) => Reply::error(e.to_string()),
-                }
-            }))
-        }
+        "save" => super::cluster::snapshot(shared, |_| Reply::ok()),
         "bgsave" => bgsave(argv, shared),
         "shutdown" => shutdown(conn, argv, shared),
         "object|encoding" | "object|idletime" | "object|freq" => {
@@ -285,7 +277,7 @@ fn help(lines: &[&str]) -> Reply {
     )
 }
 
-fn set_client(shared: &Shared, id: u64, f: impl FnOnce(&mut super::ClientInfo)) {
+pub(super) fn set_client(shared: &Shared, id: u64, f: impl FnOnce(&mut super::ClientInfo)) {
     if let Some(info) = shared.clients.lock().expect("clients lock").get_mut(&id) {
         f(info);
     }
@@ -407,10 +399,9 @@ fn shutdown(conn: &mut Conn, argv: &[Bytes], shared: &Shared) -> Local {
     }
     conn.closing = true;
     let node = shared.node.clone();
-    let snapshot_first = save;
     let stop = shared.shutdown_requested.clone();
     Local::Later(Box::pin(async move {
-        if snapshot_first {
+        if save {
             // Nothing is lost if it fails: the log holds every write.
             if let Err(e) = node.snapshot().await {
                 tracing::warn!(error = %e, "SHUTDOWN SAVE: the snapshot failed");
