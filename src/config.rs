@@ -105,6 +105,61 @@ pub struct Settings {
     /// Largest bulk string a client may send, in bytes.
     #[arg(long, env = "CONCORD_PROTO_MAX_BULK_LEN")]
     pub proto_max_bulk_len: Option<u64>,
+    /// The `default` user's password, as Redis's requirepass: clients must
+    /// AUTH. Seeds a new cluster's ACL; on a running cluster this node
+    /// makes it the default user's only password when it starts.
+    #[arg(long, env = "CONCORD_REQUIREPASS", hide_env_values = true)]
+    pub requirepass: Option<String>,
+    /// An ACL file (`user <name> <rules>` lines, as Redis's aclfile) that
+    /// seeds a new cluster's users; ACL LOAD and ACL SAVE read and write it.
+    #[arg(long, env = "CONCORD_ACLFILE")]
+    pub aclfile: Option<PathBuf>,
+    /// Refuse clients from other hosts while no password is set (Redis's
+    /// protected mode); `no` to serve them anyway.
+    #[arg(long, env = "CONCORD_PROTECTED_MODE", value_parser = parse_yes_no)]
+    pub protected_mode: Option<bool>,
+    /// Address for Redis clients over TLS (beside or instead of --listen).
+    #[arg(long, env = "CONCORD_TLS_LISTEN")]
+    pub tls_listen: Option<String>,
+    /// This node's certificate (PEM, with its chain) for clients, peers and
+    /// the admin port.
+    #[arg(long, env = "CONCORD_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "CONCORD_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// The CA (PEM) that signs client certificates and every peer's.
+    #[arg(long, env = "CONCORD_TLS_CA_CERT_FILE")]
+    pub tls_ca_cert_file: Option<PathBuf>,
+    /// Whether TLS clients must present a certificate signed by the CA.
+    #[arg(long, env = "CONCORD_TLS_AUTH_CLIENTS", value_enum)]
+    pub tls_auth_clients: Option<crate::tls::AuthClients>,
+    /// Mutual TLS on every peer link (certificate, key and CA as above).
+    #[arg(long, env = "CONCORD_PEER_TLS", num_args = 0..=1, default_missing_value = "true")]
+    pub peer_tls: Option<bool>,
+    /// A file holding the secret the nodes prove to each other (HMAC
+    /// challenge-response) when a peer link opens; at least 16 bytes.
+    #[arg(long, env = "CONCORD_PEER_SECRET_FILE")]
+    pub peer_secret_file: Option<PathBuf>,
+    /// Listen for peers on a non-loopback address without TLS or a secret.
+    #[arg(long, env = "CONCORD_INSECURE_PEERS", num_args = 0..=1, default_missing_value = "true")]
+    pub insecure_peers: Option<bool>,
+    /// Serve the admin port over TLS (with --tls-cert-file/--tls-key-file).
+    #[arg(long, env = "CONCORD_ADMIN_TLS", num_args = 0..=1, default_missing_value = "true")]
+    pub admin_tls: Option<bool>,
+    /// A file holding a bearer token the admin port asks for on everything
+    /// but /health.
+    #[arg(long, env = "CONCORD_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+}
+
+/// `yes`/`no` as Redis writes booleans (also `true`/`false`).
+pub fn parse_yes_no(text: &str) -> Result<bool, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "yes" | "true" | "1" => Ok(true),
+        "no" | "false" | "0" => Ok(false),
+        _ => Err(format!("'{text}' is not yes or no")),
+    }
 }
 
 impl Settings {
@@ -130,6 +185,19 @@ impl Settings {
             wal_segment_bytes: self.wal_segment_bytes.or(other.wal_segment_bytes),
             max_clients: self.max_clients.or(other.max_clients),
             proto_max_bulk_len: self.proto_max_bulk_len.or(other.proto_max_bulk_len),
+            requirepass: self.requirepass.or(other.requirepass),
+            aclfile: self.aclfile.or(other.aclfile),
+            protected_mode: self.protected_mode.or(other.protected_mode),
+            tls_listen: self.tls_listen.or(other.tls_listen),
+            tls_cert_file: self.tls_cert_file.or(other.tls_cert_file),
+            tls_key_file: self.tls_key_file.or(other.tls_key_file),
+            tls_ca_cert_file: self.tls_ca_cert_file.or(other.tls_ca_cert_file),
+            tls_auth_clients: self.tls_auth_clients.or(other.tls_auth_clients),
+            peer_tls: self.peer_tls.or(other.peer_tls),
+            peer_secret_file: self.peer_secret_file.or(other.peer_secret_file),
+            insecure_peers: self.insecure_peers.or(other.insecure_peers),
+            admin_tls: self.admin_tls.or(other.admin_tls),
+            admin_token_file: self.admin_token_file.or(other.admin_token_file),
         }
     }
 
@@ -174,6 +242,18 @@ pub struct Config {
     pub wal_segment_bytes: u64,
     pub max_clients: u64,
     pub proto_max_bulk_len: u64,
+    pub requirepass: Option<String>,
+    pub aclfile: Option<PathBuf>,
+    pub protected_mode: bool,
+    pub tls_listen: Option<String>,
+    /// Certificate, key, CA and client-certificate policy, when any TLS is on.
+    pub tls: Option<crate::tls::TlsPaths>,
+    pub peer_tls: bool,
+    /// The peer secret, read from --peer-secret-file.
+    pub peer_secret: Option<Vec<u8>>,
+    pub insecure_peers: bool,
+    pub admin_tls: bool,
+    pub admin_token: Option<String>,
 }
 
 impl Config {
@@ -218,6 +298,40 @@ impl Config {
             ));
         }
         let listen = s.listen.unwrap_or_else(|| "127.0.0.1:6379".into());
+        let peer_tls = s.peer_tls.unwrap_or(false);
+        let admin_tls = s.admin_tls.unwrap_or(false);
+        let tls = match (s.tls_cert_file, s.tls_key_file) {
+            (Some(cert), Some(key)) => Some(crate::tls::TlsPaths {
+                cert,
+                key,
+                ca: s.tls_ca_cert_file,
+                auth_clients: s.tls_auth_clients.unwrap_or_default(),
+            }),
+            (None, None) if s.tls_listen.is_none() && !peer_tls && !admin_tls => None,
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "--tls-listen, --peer-tls and --admin-tls need both --tls-cert-file and --tls-key-file".into(),
+                ))
+            }
+        };
+        if peer_tls && tls.as_ref().is_some_and(|t| t.ca.is_none()) {
+            return Err(ConfigError::Invalid(
+                "--peer-tls needs --tls-ca-cert-file: the CA that signs every node's certificate"
+                    .into(),
+            ));
+        }
+        let peer_secret = match &s.peer_secret_file {
+            Some(path) => Some(read_secret(path, "--peer-secret-file")?),
+            None => None,
+        };
+        let admin_token = match &s.admin_token_file {
+            Some(path) => Some(
+                String::from_utf8(read_secret(path, "--admin-token-file")?).map_err(|_| {
+                    ConfigError::Invalid("--admin-token-file is not UTF-8 text".into())
+                })?,
+            ),
+            None => None,
+        };
         Ok(Config {
             node_id,
             advertise: s.advertise.unwrap_or_else(|| listen.clone()),
@@ -238,8 +352,50 @@ impl Config {
             wal_segment_bytes: s.wal_segment_bytes.unwrap_or(64 * 1024 * 1024),
             max_clients: s.max_clients.unwrap_or(10_000),
             proto_max_bulk_len: s.proto_max_bulk_len.unwrap_or(512 * 1024 * 1024),
+            requirepass: s.requirepass.filter(|p| !p.is_empty()),
+            aclfile: s.aclfile,
+            protected_mode: s.protected_mode.unwrap_or(true),
+            tls_listen: s.tls_listen,
+            tls,
+            peer_tls,
+            peer_secret,
+            insecure_peers: s.insecure_peers.unwrap_or(false),
+            admin_tls,
+            admin_token,
         })
     }
+
+    /// Whether `addr` (host:port) listens beyond this host: anything but a
+    /// loopback address or `localhost`.
+    pub fn is_public(addr: &str) -> bool {
+        let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+        let host = host.trim_matches(['[', ']']);
+        if host.eq_ignore_ascii_case("localhost") {
+            return false;
+        }
+        match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => !ip.is_loopback(),
+            Err(_) => true,
+        }
+    }
+}
+
+/// A secret from a file, without its trailing newline; at least 16 bytes.
+fn read_secret(path: &Path, flag: &str) -> Result<Vec<u8>, ConfigError> {
+    let mut bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        bytes.pop();
+    }
+    if bytes.len() < 16 {
+        return Err(ConfigError::Invalid(format!(
+            "{flag} {}: the secret must be at least 16 bytes",
+            path.display()
+        )));
+    }
+    Ok(bytes)
 }
 
 /// Parses `1=host:port,2=host:port`.

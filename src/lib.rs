@@ -8,7 +8,7 @@
 //!    │          │
 //!    └──► raft (node driver) ──► storage (WAL, snapshots)
 //!                 └──► transport (peer links)
-//! resp: framing only, used by server.   error, config: leaves.
+//! resp: framing only, used by server.   error, config, tls: leaves.
 //! ```
 
 pub mod command;
@@ -20,4 +20,5 @@ pub mod script;
 pub mod server;
 pub mod state;
 pub mod storage;
+pub mod tls;
 pub mod transport;

@@ -113,6 +113,10 @@ enum ServeError {
     Node(#[from] raft::NodeError),
     #[error("the raft driver stopped unexpectedly")]
     DriverStopped,
+    #[error("{0}")]
+    Tls(#[from] concord::tls::TlsError),
+    #[error("--peer-listen {0} is reachable from other hosts, but peers are not authenticated: give --peer-tls or --peer-secret-file (or --insecure-peers on a network nobody else reaches)")]
+    InsecurePeers(String),
 }
 
 async fn listen(addr: &str) -> Result<TcpListener, ServeError> {
@@ -125,6 +129,26 @@ async fn listen(addr: &str) -> Result<TcpListener, ServeError> {
 }
 
 async fn serve(config: Config) -> Result<(), ServeError> {
+    if Config::is_public(&config.peer_listen) && !config.peer_tls && config.peer_secret.is_none() {
+        if !config.insecure_peers {
+            return Err(ServeError::InsecurePeers(config.peer_listen.clone()));
+        }
+        tracing::warn!(peer_listen = %config.peer_listen,
+            "--insecure-peers: anyone who reaches the peer port can act as a member of this cluster");
+    }
+    let tls = config
+        .tls
+        .clone()
+        .map(concord::tls::TlsFiles::load)
+        .transpose()?
+        .map(Arc::new);
+    let peer_auth = concord::transport::tcp::PeerAuth {
+        key: config
+            .peer_secret
+            .clone()
+            .unwrap_or_else(|| config.cluster_id.as_bytes().to_vec()),
+        tls: tls.clone().filter(|_| config.peer_tls),
+    };
     let listener = listen(&config.listen).await?;
     let peer_listener = listen(&config.peer_listen).await?;
     let admin = match &config.admin_listen {
@@ -132,6 +156,7 @@ async fn serve(config: Config) -> Result<(), ServeError> {
         None => None,
     };
     let mut node_config = NodeConfig::new(config.node_id, config.data_dir.clone());
+    node_config.cluster_id = config.cluster_id.clone();
     node_config.initial_voters = if config.join {
         Vec::new()
     } else {
@@ -159,6 +184,7 @@ async fn serve(config: Config) -> Result<(), ServeError> {
     let transport = TcpTransport::new(
         config.node_id,
         config.cluster_hash(),
+        peer_auth,
         tokio::runtime::Handle::current(),
         &peers,
     );

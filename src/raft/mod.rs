@@ -78,6 +78,9 @@ pub enum NodeError {
     Raft(#[from] raft::Error),
     #[error("ERR data directory cannot be used: {0}")]
     Recovery(String),
+    /// The data directory belongs to another node or cluster.
+    #[error("{0}")]
+    Identity(#[from] crate::storage::IdentityError),
     /// An admin request the leader refused.
     #[error("ERR {0}")]
     Rejected(String),

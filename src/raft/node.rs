@@ -34,6 +34,9 @@ pub struct NodeConfig {
     /// over addresses learned through membership changes.
     pub peers: BTreeMap<u64, String>,
     pub data_dir: PathBuf,
+    /// The cluster's name; the data directory records it (with the node
+    /// id) at its first start and refuses to start under another.
+    pub cluster_id: String,
     /// Where clients reach this node; replicated so every node can name
     /// the leader's client address (ROLE, INFO). Empty: not advertised.
     pub client_addr: String,
@@ -67,6 +70,7 @@ impl NodeConfig {
             initial_voters: vec![id],
             peers: BTreeMap::new(),
             data_dir,
+            cluster_id: "concord".into(),
             client_addr: String::new(),
             tick: Duration::from_millis(100),
             election_ticks: 10,
@@ -450,6 +454,10 @@ pub fn start(
     config: NodeConfig,
     mut transport: Box<dyn Transport>,
 ) -> Result<NodeHandle, NodeError> {
+    let identity =
+        crate::storage::identity::check_or_create(&config.data_dir, config.id, &config.cluster_id)?;
+    tracing::info!(node = identity.node_id, cluster = %identity.cluster_id, uuid = %identity.uuid,
+        "data directory identity checked");
     let snaps = SnapshotStore::open(&config.data_dir.join("snap"))?;
     let (wal, recovered) = Wal::open(
         &config.data_dir.join("wal"),

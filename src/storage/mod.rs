@@ -82,10 +82,12 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+pub mod identity;
 pub mod snapshot;
 pub mod wal;
 pub mod writer;
 
+pub use identity::{Identity, IdentityError};
 pub use snapshot::SnapshotStore;
 pub use wal::{Record, Recovered, TornTail, Wal, WalOptions};
 pub use writer::{Persisted, WalJob, WalStats, WalWriter};

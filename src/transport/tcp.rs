@@ -16,12 +16,12 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
-use super::wire::{message_frames, Frame, Reassembly, WireError};
+use super::wire::{message_frames, Frame, Reassembly, WireError, NONCE, PROOF};
 use super::{Inbound, Transport};
 
 /// Messages queued per peer before new ones are dropped.
@@ -55,6 +55,7 @@ struct Link {
 struct Shared {
     id: u64,
     cluster: u64,
+    auth: PeerAuth,
     runtime: Handle,
     inbound: OnceLock<Arc<dyn Inbound>>,
     rejected: AtomicU64,
@@ -76,11 +77,18 @@ pub struct TcpTransport {
 
 impl TcpTransport {
     /// `peers` are the other members and their peer addresses.
-    pub fn new(id: u64, cluster: u64, runtime: Handle, peers: &[(u64, String)]) -> TcpTransport {
+    pub fn new(
+        id: u64,
+        cluster: u64,
+        auth: PeerAuth,
+        runtime: Handle,
+        peers: &[(u64, String)],
+    ) -> TcpTransport {
         let mut transport = TcpTransport {
             shared: Arc::new(Shared {
                 id,
                 cluster,
+                auth,
                 runtime,
                 inbound: OnceLock::new(),
                 rejected: AtomicU64::new(0),
@@ -285,30 +293,214 @@ enum LinkError {
     Wire(#[from] WireError),
     #[error("timed out")]
     Timeout,
-    #[error("first frame was not a hello")]
-    NoHello,
+    #[error("the handshake did not follow the protocol (expected {0})")]
+    NoHello(&'static str),
     #[error("peer belongs to cluster {0:#x}")]
     WrongCluster(u64),
     #[error("peer addressed node {0}, this is node {1}")]
     WrongNode(u64, u64),
+    #[error(
+        "the proof of the cluster key does not verify (wrong --peer-secret-file, or not a member)"
+    )]
+    BadProof,
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("link authenticated as node {link} carried a message from node {claimed}")]
+    ForgedSender { link: u64, claimed: u64 },
     #[error("undecodable raft message: {0}")]
     Decode(#[from] protobuf::ProtobufError),
 }
 
-async fn connect(shared: &Shared, peer: u64, addr: &str) -> Result<TcpStream, LinkError> {
-    let mut stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-        .await
-        .map_err(|_| LinkError::Timeout)??;
-    stream.set_nodelay(true)?;
-    let mut hello = BytesMut::new();
-    Frame::Hello {
-        cluster: shared.cluster,
-        from: shared.id,
-        to: peer,
+impl LinkError {
+    /// The other side is not who it should be (as opposed to unreachable).
+    fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            LinkError::BadProof
+                | LinkError::Tls(_)
+                | LinkError::WrongCluster(_)
+                | LinkError::NoHello(_)
+        )
     }
-    .encode(&mut hello);
-    stream.write_all(&hello).await?;
-    Ok(stream)
+}
+
+/// Anything a peer link runs over: a TCP stream, or TLS on one.
+trait PeerIo: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> PeerIo for T {}
+type PeerStream = Box<dyn PeerIo>;
+
+/// How the nodes of a cluster prove themselves to each other.
+#[derive(Clone, Default)]
+pub struct PeerAuth {
+    /// The HMAC key of the handshake: the shared secret of
+    /// `--peer-secret-file`; without one, the cluster id (which proves
+    /// nothing to someone who knows it: then TLS, or a network nobody
+    /// else reaches, is what keeps strangers out).
+    pub key: Vec<u8>,
+    /// Mutual TLS on every link, with the cluster CA.
+    pub tls: Option<Arc<crate::tls::TlsFiles>>,
+}
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+/// The handshake's proof: an HMAC of everything both sides said, under the
+/// cluster key, labelled by the side that makes it so that neither side's
+/// proof can be replayed as the other's.
+fn proof(key: &[u8], label: &[u8], hello: &Frame, acceptor_nonce: &[u8; NONCE]) -> [u8; PROOF] {
+    use hmac::Mac;
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes a key of any length");
+    mac.update(label);
+    let mut transcript = BytesMut::new();
+    hello.encode(&mut transcript);
+    mac.update(&transcript);
+    mac.update(acceptor_nonce);
+    mac.finalize().into_bytes().into()
+}
+
+fn verify(
+    key: &[u8],
+    label: &[u8],
+    hello: &Frame,
+    acceptor_nonce: &[u8; NONCE],
+    got: &[u8; PROOF],
+) -> bool {
+    use hmac::Mac;
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes a key of any length");
+    mac.update(label);
+    let mut transcript = BytesMut::new();
+    hello.encode(&mut transcript);
+    mac.update(&transcript);
+    mac.update(acceptor_nonce);
+    mac.verify_slice(got).is_ok()
+}
+
+const ACCEPTOR: &[u8] = b"concord peer acceptor";
+const CONNECTOR: &[u8] = b"concord peer connector";
+
+/// Reads one frame during the handshake.
+async fn read_frame(stream: &mut PeerStream, buf: &mut BytesMut) -> Result<Frame, LinkError> {
+    loop {
+        if let Some(frame) = Frame::decode(buf)? {
+            return Ok(frame);
+        }
+        if stream.read_buf(buf).await? == 0 {
+            return Err(LinkError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+    }
+}
+
+/// Connects to `peer`, with TLS if the cluster uses it, and proves this
+/// node's identity (and checks the peer's) before anything else is sent.
+async fn connect(shared: &Shared, peer: u64, addr: &str) -> Result<PeerStream, LinkError> {
+    tokio::time::timeout(HELLO_TIMEOUT, async {
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| LinkError::Timeout)??;
+        tcp.set_nodelay(true)?;
+        let mut stream: PeerStream = match shared.auth.tls.as_ref().and_then(|t| t.peer_connector())
+        {
+            Some(connector) => {
+                let host = addr
+                    .rsplit_once(':')
+                    .map_or(addr, |(h, _)| h)
+                    .trim_matches(['[', ']']);
+                let name =
+                    rustls::pki_types::ServerName::try_from(host.to_owned()).unwrap_or_else(|_| {
+                        rustls::pki_types::ServerName::try_from("concord.invalid")
+                            .expect("a valid name")
+                    });
+                let tls = connector
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| LinkError::Tls(e.to_string()))?;
+                crate::tls::may_be_node(tls.get_ref().1.peer_certificates(), peer)
+                    .map_err(LinkError::Tls)?;
+                Box::new(tls)
+            }
+            None => Box::new(tcp),
+        };
+        let hello = Frame::Hello {
+            cluster: shared.cluster,
+            from: shared.id,
+            to: peer,
+            nonce: rand::random(),
+        };
+        let mut buf = BytesMut::new();
+        hello.encode(&mut buf);
+        stream.write_all(&buf).await?;
+        buf.clear();
+        let Frame::Challenge {
+            nonce,
+            proof: theirs,
+        } = read_frame(&mut stream, &mut buf).await?
+        else {
+            return Err(LinkError::NoHello("a challenge"));
+        };
+        if !verify(&shared.auth.key, ACCEPTOR, &hello, &nonce, &theirs) {
+            return Err(LinkError::BadProof);
+        }
+        buf.clear();
+        Frame::Proof(proof(&shared.auth.key, CONNECTOR, &hello, &nonce)).encode(&mut buf);
+        stream.write_all(&buf).await?;
+        Ok(stream)
+    })
+    .await
+    .map_err(|_| LinkError::Timeout)?
+}
+
+/// The accepting side of the handshake: who the peer is, proven; the
+/// link is bound to that id from here on.
+async fn accept(
+    shared: &Shared,
+    socket: TcpStream,
+    buf: &mut BytesMut,
+) -> Result<(PeerStream, u64), LinkError> {
+    let _ = socket.set_nodelay(true);
+    let (mut stream, certs): (PeerStream, _) = match shared.auth.tls.as_ref() {
+        Some(files) => {
+            let acceptor = files
+                .peer_acceptor()
+                .ok_or_else(|| LinkError::Tls("peer TLS needs --tls-ca-cert-file".into()))?;
+            let tls = acceptor
+                .accept(socket)
+                .await
+                .map_err(|e| LinkError::Tls(e.to_string()))?;
+            let certs = tls.get_ref().1.peer_certificates().map(|c| c.to_vec());
+            (Box::new(tls), Some(certs))
+        }
+        None => (Box::new(socket), None),
+    };
+    let hello = read_frame(&mut stream, buf).await?;
+    let Frame::Hello {
+        cluster, from, to, ..
+    } = hello
+    else {
+        return Err(LinkError::NoHello("a hello"));
+    };
+    if cluster != shared.cluster {
+        return Err(LinkError::WrongCluster(cluster));
+    }
+    if to != shared.id {
+        return Err(LinkError::WrongNode(to, shared.id));
+    }
+    if let Some(certs) = certs {
+        crate::tls::may_be_node(certs.as_deref(), from).map_err(LinkError::Tls)?;
+    }
+    let nonce: [u8; NONCE] = rand::random();
+    let mut out = BytesMut::new();
+    Frame::Challenge {
+        nonce,
+        proof: proof(&shared.auth.key, ACCEPTOR, &hello, &nonce),
+    }
+    .encode(&mut out);
+    stream.write_all(&out).await?;
+    let Frame::Proof(theirs) = read_frame(&mut stream, buf).await? else {
+        return Err(LinkError::NoHello("a proof"));
+    };
+    if !verify(&shared.auth.key, CONNECTOR, &hello, &nonce, &theirs) {
+        return Err(LinkError::BadProof);
+    }
+    Ok((stream, from))
 }
 
 fn encode_message(m: &Message, out: &mut BytesMut) {
@@ -347,7 +539,11 @@ async fn run_link(
                 }
             }
             Err(e) => {
-                tracing::debug!(peer, %target, error = %e, "cannot reach peer");
+                if e.is_refusal() && !reported {
+                    tracing::warn!(peer, %target, error = %e, "peer link refused");
+                } else {
+                    tracing::debug!(peer, %target, error = %e, "cannot reach peer");
+                }
                 let mut discarded = 0u64;
                 loop {
                     match queue.try_recv() {
@@ -376,7 +572,7 @@ async fn run_link(
 /// Writes queued items in batches until the queue closes (Ok) or the
 /// connection fails (Err).
 async fn pump(
-    stream: &mut TcpStream,
+    stream: &mut PeerStream,
     queue: &mut mpsc::Receiver<Outgoing>,
     stats: &PeerStats,
 ) -> Result<(), LinkError> {
@@ -438,32 +634,11 @@ async fn send_snapshot(
 }
 
 /// The receiving side of one incoming connection.
-async fn receive(shared: &Shared, mut socket: TcpStream) -> Result<(), LinkError> {
-    let _ = socket.set_nodelay(true);
+async fn receive(shared: &Shared, socket: TcpStream) -> Result<(), LinkError> {
     let mut buf = BytesMut::with_capacity(64 * 1024);
-    let from = tokio::time::timeout(HELLO_TIMEOUT, async {
-        loop {
-            if let Some(frame) = Frame::decode(&mut buf)? {
-                return match frame {
-                    Frame::Hello { cluster, from, to } => {
-                        if cluster != shared.cluster {
-                            Err(LinkError::WrongCluster(cluster))
-                        } else if to != shared.id {
-                            Err(LinkError::WrongNode(to, shared.id))
-                        } else {
-                            Ok(from)
-                        }
-                    }
-                    _ => Err(LinkError::NoHello),
-                };
-            }
-            if socket.read_buf(&mut buf).await? == 0 {
-                return Err(LinkError::NoHello);
-            }
-        }
-    })
-    .await
-    .map_err(|_| LinkError::Timeout)??;
+    let (mut stream, from) = tokio::time::timeout(HELLO_TIMEOUT, accept(shared, socket, &mut buf))
+        .await
+        .map_err(|_| LinkError::Timeout)??;
     let mut chunks = Reassembly::default();
     loop {
         while let Some(frame) = Frame::decode(&mut buf)? {
@@ -483,10 +658,12 @@ async fn receive(shared: &Shared, mut socket: TcpStream) -> Result<(), LinkError
                 }
                 Frame::Forward { id, body } => inbound.forward(from, id, body),
                 Frame::ForwardReply { id, body } => inbound.forward_reply(from, id, body),
-                Frame::Hello { .. } => return Err(LinkError::NoHello),
+                Frame::Hello { .. } | Frame::Challenge { .. } | Frame::Proof(_) => {
+                    return Err(LinkError::NoHello("no more handshake"))
+                }
             }
         }
-        if socket.read_buf(&mut buf).await? == 0 {
+        if stream.read_buf(&mut buf).await? == 0 {
             return Ok(());
         }
     }
@@ -499,7 +676,13 @@ fn deliver(
     body: &[u8],
 ) -> Result<(), LinkError> {
     let message = Message::parse_from_bytes(body)?;
-    if message.to != shared.id || message.from != from {
+    if message.from != from {
+        return Err(LinkError::ForgedSender {
+            link: from,
+            claimed: message.from,
+        });
+    }
+    if message.to != shared.id {
         return Err(LinkError::WrongNode(message.to, shared.id));
     }
     inbound.raft(message);

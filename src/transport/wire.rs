@@ -1,8 +1,11 @@
 //! The peer wire format: length-prefixed frames.
 //!
 //! `[len u32 BE][kind u8][payload]`, `len` counting kind and payload. A
-//! connection opens with a `Hello` naming the cluster and both node ids, so a
-//! node never steps a message meant for another node or another cluster.
+//! connection opens with a handshake that names the cluster and both node
+//! ids and proves, both ways, that each side holds the cluster's key (see
+//! `tcp.rs`): `Hello` (connector: who it is, who it wants, a nonce),
+//! `Challenge` (acceptor: its nonce and its proof), `Proof` (connector).
+//! Until it completes, a receiver accepts nothing else.
 //! Messages larger than [`CHUNK`] travel as `Chunk` frames and are
 //! reassembled by the receiver up to [`MAX_MESSAGE`]: one big entry or a
 //! snapshot never needs one giant frame, and a frame header can never make
@@ -11,7 +14,11 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 pub const MAGIC: [u8; 4] = *b"CNCD";
-pub const VERSION: u8 = 1;
+/// 2: the hello carries a nonce and is answered by a challenge.
+pub const VERSION: u8 = 2;
+/// Nonce and proof sizes of the handshake.
+pub const NONCE: usize = 16;
+pub const PROOF: usize = 32;
 /// Largest frame accepted.
 pub const MAX_FRAME: usize = 2 * 1024 * 1024;
 /// Messages above this size are sent in chunks of this size.
@@ -24,6 +31,8 @@ const RAFT: u8 = 2;
 const CHUNKED: u8 = 3;
 const FORWARD: u8 = 4;
 const FORWARD_REPLY: u8 = 5;
+const CHALLENGE: u8 = 6;
+const PROOF_KIND: u8 = 7;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Frame {
@@ -31,7 +40,16 @@ pub enum Frame {
         cluster: u64,
         from: u64,
         to: u64,
+        nonce: [u8; NONCE],
     },
+    /// The acceptor's answer to a hello: its nonce, and its proof that it
+    /// holds the cluster key.
+    Challenge {
+        nonce: [u8; NONCE],
+        proof: [u8; PROOF],
+    },
+    /// The connector's proof that it holds the cluster key.
+    Proof([u8; PROOF]),
     /// One protobuf-encoded raft `Message`.
     Raft(Bytes),
     /// Part of a message of `total` bytes, starting at `offset`.
@@ -41,15 +59,9 @@ pub enum Frame {
         data: Bytes,
     },
     /// A client request relayed to the leader.
-    Forward {
-        id: u64,
-        body: Bytes,
-    },
+    Forward { id: u64, body: Bytes },
     /// The leader's answer to a relayed request.
-    ForwardReply {
-        id: u64,
-        body: Bytes,
-    },
+    ForwardReply { id: u64, body: Bytes },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -75,13 +87,28 @@ impl Frame {
         let start = out.len();
         out.put_u32(0);
         match self {
-            Frame::Hello { cluster, from, to } => {
+            Frame::Hello {
+                cluster,
+                from,
+                to,
+                nonce,
+            } => {
                 out.put_u8(HELLO);
                 out.put_slice(&MAGIC);
                 out.put_u8(VERSION);
                 out.put_u64(*cluster);
                 out.put_u64(*from);
                 out.put_u64(*to);
+                out.put_slice(nonce);
+            }
+            Frame::Challenge { nonce, proof } => {
+                out.put_u8(CHALLENGE);
+                out.put_slice(nonce);
+                out.put_slice(proof);
+            }
+            Frame::Proof(proof) => {
+                out.put_u8(PROOF_KIND);
+                out.put_slice(proof);
             }
             Frame::Raft(body) => {
                 out.put_u8(RAFT);
@@ -133,10 +160,7 @@ impl Frame {
         let kind = body.get_u8();
         let frame = match kind {
             HELLO => {
-                if body.len() != 4 + 1 + 24 {
-                    return Err(WireError::Malformed("hello"));
-                }
-                if body[..4] != MAGIC {
+                if body.len() < 5 || body[..4] != MAGIC {
                     return Err(WireError::BadMagic);
                 }
                 body.advance(4);
@@ -144,11 +168,36 @@ impl Frame {
                 if version != VERSION {
                     return Err(WireError::Version(version));
                 }
-                Frame::Hello {
-                    cluster: body.get_u64(),
-                    from: body.get_u64(),
-                    to: body.get_u64(),
+                if body.len() != 24 + NONCE {
+                    return Err(WireError::Malformed("hello"));
                 }
+                let (cluster, from, to) = (body.get_u64(), body.get_u64(), body.get_u64());
+                let mut nonce = [0u8; NONCE];
+                body.copy_to_slice(&mut nonce);
+                Frame::Hello {
+                    cluster,
+                    from,
+                    to,
+                    nonce,
+                }
+            }
+            CHALLENGE => {
+                if body.len() != NONCE + PROOF {
+                    return Err(WireError::Malformed("challenge"));
+                }
+                let mut nonce = [0u8; NONCE];
+                let mut proof = [0u8; PROOF];
+                body.copy_to_slice(&mut nonce);
+                body.copy_to_slice(&mut proof);
+                Frame::Challenge { nonce, proof }
+            }
+            PROOF_KIND => {
+                if body.len() != PROOF {
+                    return Err(WireError::Malformed("proof"));
+                }
+                let mut proof = [0u8; PROOF];
+                body.copy_to_slice(&mut proof);
+                Frame::Proof(proof)
             }
             RAFT => Frame::Raft(body),
             CHUNKED => {
@@ -247,7 +296,13 @@ mod tests {
                 cluster: 7,
                 from: 1,
                 to: 2,
+                nonce: [3; NONCE],
             },
+            Frame::Challenge {
+                nonce: [4; NONCE],
+                proof: [5; PROOF],
+            },
+            Frame::Proof([6; PROOF]),
             Frame::Raft(Bytes::from_static(b"raft")),
             Frame::Chunk {
                 total: 10,
@@ -293,6 +348,7 @@ mod tests {
             cluster: 1,
             from: 1,
             to: 2,
+            nonce: [0; NONCE],
         }
         .encode(&mut hello);
         hello[5] = b'X';

@@ -23,6 +23,8 @@ pub struct Node {
     child: Option<Child>,
     initial_cluster: String,
     join: bool,
+    /// Arguments of this node alone (its own certificate, say).
+    pub args: Vec<String>,
 }
 
 pub struct Cluster {
@@ -43,7 +45,21 @@ impl Cluster {
         Cluster::build(n, extra, true)
     }
 
+    /// `n` nodes, node `id` given `per_node(id)` besides `extra`.
+    pub fn start_each(n: u64, extra: &[&str], per_node: impl Fn(u64) -> Vec<String>) -> Cluster {
+        Cluster::build_with(n, extra, false, &per_node)
+    }
+
     fn build(n: u64, extra: &[&str], with_proxies: bool) -> Cluster {
+        Cluster::build_with(n, extra, with_proxies, &|_| Vec::new())
+    }
+
+    fn build_with(
+        n: u64,
+        extra: &[&str],
+        with_proxies: bool,
+        per_node: &dyn Fn(u64) -> Vec<String>,
+    ) -> Cluster {
         let tmp = tempfile::tempdir().expect("temp dir");
         let ports: BTreeMap<u64, (u16, u16)> =
             (1..=n).map(|id| (id, (free_port(), free_port()))).collect();
@@ -76,6 +92,7 @@ impl Cluster {
                 child: None,
                 initial_cluster: view.join(","),
                 join: false,
+                args: per_node(id),
             };
             cluster.nodes.insert(id, node);
         }
@@ -121,6 +138,7 @@ impl Cluster {
             .arg(&node.dir)
             .args(["--initial-cluster", &node.initial_cluster])
             .args(&self.extra)
+            .args(&node.args)
             .env("CONCORD_LOG", "info,slog=warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -305,6 +323,7 @@ impl Cluster {
             child: None,
             initial_cluster: members.join(","),
             join: true,
+            args: Vec::new(),
         };
         self.nodes.insert(id, node);
         self.spawn(id);
