@@ -9,6 +9,7 @@
 //! Commands are grouped in families, one file each, each with its own op and
 //! query enums; [`Op`] and [`Query`] are the sums of those.
 
+pub mod acl;
 pub mod breakers;
 pub mod db;
 mod error;
