@@ -654,3 +654,5 @@ fn build_users(
     Ok(table)
 }
 
+#[cfg(test)]
+mod tests;
