@@ -72,4 +72,7 @@ pub enum StateError {
     /// The answer of a waiting command that CLIENT UNBLOCK ... ERROR ended.
     #[error("UNBLOCKED client unblocked via CLIENT UNBLOCK")]
     Unblocked,
+    /// An ACL write refused (ACL SETUSER's rules, ACL DELUSER default...).
+    #[error(transparent)]
+    Acl(#[from] super::acl::AclError),
 }

@@ -9,6 +9,7 @@
 //! Commands are grouped in families, one file each, each with its own op and
 //! query enums; [`Op`] and [`Query`] are the sums of those.
 
+pub mod acl;
 pub mod breakers;
 pub mod db;
 mod error;
@@ -99,6 +100,8 @@ pub enum Op {
         ticket: Ticket,
         error: bool,
     },
+    /// ACL SETUSER, DELUSER, LOAD, and the seeding of a new cluster.
+    Acl(acl::AclOp),
 }
 
 impl Op {
@@ -159,6 +162,8 @@ pub enum Query {
     Fingerprints(Vec<Bytes>),
     Script(scripts::ScriptQuery),
     Stream(streams::StreamQuery),
+    /// ACL GETUSER, LIST, USERS.
+    Acl(acl::AclQuery),
 }
 
 impl Query {
@@ -245,6 +250,8 @@ pub struct State {
     scripts: scripts::ScriptCache,
     /// Runs scripts at apply time; installed by whoever applies entries.
     script_host: scripts::HostSlot,
+    /// The users and their permissions, replicated.
+    acl: acl::Acl,
 }
 
 /// The native primitives' state: replicated and snapshotted like the
@@ -378,6 +385,7 @@ impl State {
             Op::Script(op) => scripts::apply(self, now, op),
             Op::Stream(op) => streams::apply(self, now, op),
             Op::Interrupt { ticket, error } => Ok(Outcome::bool(self.interrupt(*ticket, *error))),
+            Op::Acl(op) => self.acl.apply(op).map_err(StateError::from),
         }
     }
 
@@ -509,6 +517,7 @@ impl State {
             )),
             Query::Script(q) => scripts::read(self, now, q),
             Query::Stream(q) => streams::read(&self.db, now, q),
+            Query::Acl(q) => Ok(self.acl.read(q)),
         }
     }
 
@@ -563,6 +572,11 @@ impl State {
         if !self.coord.stream_waiters.is_empty() {
             mix(&postcard::to_stdvec(&self.coord.stream_waiters).expect("waiters serialize"));
         }
+        // Only a changed user table counts, so digests of states that never
+        // touched the ACL stay what they were.
+        if self.acl.generation != 0 {
+            mix(&postcard::to_stdvec(&self.acl).expect("users serialize"));
+        }
         h
     }
 
@@ -584,6 +598,12 @@ impl State {
     /// The replicated script cache.
     pub fn scripts(&self) -> &scripts::ScriptCache {
         &self.scripts
+    }
+
+    /// The user table, for the server to check clients against (a clone
+    /// after each change; [`acl::Acl::generation`] tells which).
+    pub fn acl(&self) -> &acl::Acl {
+        &self.acl
     }
 
     /// Up to `limit` keys whose deadline is at or before `now_ms`.

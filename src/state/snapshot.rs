@@ -10,6 +10,7 @@ use bytes::Bytes;
 use serde::ser::SerializeSeq;
 use serde::{Deserialize, Serialize, Serializer};
 
+use super::acl::Acl;
 use super::db::{Db, ScanMap, Value};
 use super::lists::List;
 use super::scripts::ScriptCache;
@@ -25,7 +26,10 @@ use super::{Coord, State};
 /// the later primitives' state (keyspace notification flags, BZMPOP counts)
 /// after the primitives; formats 1 and 2 restore with none of them. (Format 2
 /// also reads stream values: their variant comes last in the value enum.)
-pub const SNAPSHOT_FORMAT: u8 = 3;
+/// Format 4 appends the ACL user table after format 3's body; formats 1 to
+/// 3 restore with the first user table (`default` alone, `on nopass ~* &*
+/// +@all`, never seeded).
+pub const SNAPSHOT_FORMAT: u8 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -129,6 +133,7 @@ impl State {
         out.extend(postcard::to_stdvec(&self.scripts).expect("scripts serialize"));
         out.extend(postcard::to_stdvec(&self.coord.stream_waiters).expect("waiters serialize"));
         out.extend(postcard::to_stdvec(&self.coord.ext).expect("primitives serialize"));
+        out.extend(postcard::to_stdvec(&self.acl).expect("users serialize"));
         out
     }
 
@@ -139,16 +144,25 @@ impl State {
             return Err(SnapshotError::UnknownFormat(format));
         }
         let (stored, rest): (StoredState, _) = postcard::take_from_bytes(body)?;
-        let (coord, scripts) = match format {
-            1 => (Coord::default(), ScriptCache::default()),
-            2 => (postcard::from_bytes(rest)?, ScriptCache::default()),
+        let (coord, scripts, acl) = match format {
+            1 => (Coord::default(), ScriptCache::default(), Acl::default()),
+            2 => (
+                postcard::from_bytes(rest)?,
+                ScriptCache::default(),
+                Acl::default(),
+            ),
             _ => {
                 let (mut coord, rest): (Coord, _) = postcard::take_from_bytes(rest)?;
                 let (scripts, rest) = postcard::take_from_bytes(rest)?;
                 let (waiters, rest) = postcard::take_from_bytes(rest)?;
                 coord.stream_waiters = waiters;
-                coord.ext = postcard::from_bytes(rest)?;
-                (coord, scripts)
+                let (ext, rest) = postcard::take_from_bytes(rest)?;
+                coord.ext = ext;
+                let acl = match format {
+                    3 => Acl::default(),
+                    _ => postcard::from_bytes(rest)?,
+                };
+                (coord, scripts, acl)
             }
         };
         let mut db = Db::new();
@@ -192,6 +206,7 @@ impl State {
             ready_lists: Vec::new(),
             scripts,
             script_host: Default::default(),
+            acl,
         })
     }
 }
