@@ -115,6 +115,8 @@ enum ServeError {
     DriverStopped,
     #[error("{0}")]
     Tls(#[from] concord::tls::TlsError),
+    #[error("{0}")]
+    Acl(String),
     #[error("--peer-listen {0} is reachable from other hosts, but peers are not authenticated: give --peer-tls or --peer-secret-file (or --insecure-peers on a network nobody else reaches)")]
     InsecurePeers(String),
 }
@@ -149,7 +151,12 @@ async fn serve(config: Config) -> Result<(), ServeError> {
             .unwrap_or_else(|| config.cluster_id.as_bytes().to_vec()),
         tls: tls.clone().filter(|_| config.peer_tls),
     };
+    let seed = server::acl::seed(&config).map_err(ServeError::Acl)?;
     let listener = listen(&config.listen).await?;
+    let tls_listener = match &config.tls_listen {
+        Some(addr) => Some(listen(addr).await?),
+        None => None,
+    };
     let peer_listener = listen(&config.peer_listen).await?;
     let admin = match &config.admin_listen {
         Some(addr) => Some(listen(addr).await?),
@@ -202,12 +209,27 @@ async fn serve(config: Config) -> Result<(), ServeError> {
         data_dir = %config.data_dir.display(),
         "concord is ready to accept connections"
     );
-    let shared = Arc::new(Shared::new(node.clone(), config, port));
+    let shared = Arc::new(Shared::new(node.clone(), config, port, tls.clone()));
+    tokio::spawn(server::acl::close_revoked(shared.clone()));
+    if let Some(op) = seed {
+        tokio::spawn(server::acl::propose_seed(shared.clone(), op));
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     if let Some(admin) = admin {
         tokio::spawn(server::serve_admin(admin, shared.clone(), stop_rx.clone()));
     }
-    let server = tokio::spawn(server::serve(listener, shared.clone(), stop_rx));
+    let tls_server = tls_listener.map(|l| {
+        tokio::spawn(server::serve(
+            l,
+            shared.clone(),
+            stop_rx.clone(),
+            tls.clone(),
+        ))
+    });
+    if let Some(files) = tls.clone() {
+        tokio::spawn(reload_on_sighup(files));
+    }
+    let server = tokio::spawn(server::serve(listener, shared.clone(), stop_rx, None));
     let driver = node.join();
     let outcome = tokio::select! {
         _ = shutdown_signal() => {
@@ -222,9 +244,26 @@ async fn serve(config: Config) -> Result<(), ServeError> {
     };
     let _ = stop_tx.send(true);
     let _ = server.await;
+    if let Some(tls_server) = tls_server {
+        let _ = tls_server.await;
+    }
     node.shutdown().await;
     tracing::info!("bye");
     outcome
+}
+
+/// SIGHUP reads the TLS files again: new connections and peer links get
+/// the new certificate, open ones keep theirs.
+async fn reload_on_sighup(files: Arc<concord::tls::TlsFiles>) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match files.reload(|_| {}) {
+            Ok(()) => tracing::info!("SIGHUP: TLS certificates reloaded"),
+            Err(e) => tracing::warn!(error = %e, "SIGHUP: TLS certificates not reloaded; the old ones stay in force"),
+        }
+    }
 }
 
 async fn shutdown_signal() {

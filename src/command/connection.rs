@@ -18,7 +18,7 @@ pub const SPECS: &[CommandSpec] = &[
         "Handshakes with the server: switches the protocol (2 or 3) and returns server information."),
     local!("auth", -2, &[Flag::NoScript, Flag::Loading, Flag::Stale, Flag::Fast, Flag::NoAuth], "1.0.0",
         "[username] password",
-        "Authenticates the connection. concord has no passwords yet, so this answers as Redis does without one."),
+        "Authenticates the connection as an ACL user (the default user when no username is given)."),
     local!("quit", -1, &[Flag::NoScript, Flag::Loading, Flag::Stale, Flag::Fast, Flag::NoAuth], "1.0.0", "",
         "Closes the connection after replying OK."),
     local!("reset", 1, CONN, "6.2.0", "",
@@ -32,6 +32,14 @@ pub const SPECS: &[CommandSpec] = &[
 const CLIENT_FLAGS: &[Flag] = &[Flag::NoScript, Flag::Loading, Flag::Stale];
 
 const CLIENT_SUBCOMMANDS: &[CommandSpec] = &[
+    local!(
+        "client|kill",
+        -3,
+        &[Flag::Admin, Flag::NoScript, Flag::Loading, Flag::Stale],
+        "2.4.0",
+        "ip:port | [ID client-id] [TYPE NORMAL|MASTER|SLAVE|REPLICA|PUBSUB] [USER username] [ADDR ip:port] [LADDR ip:port] [SKIPME yes|no]",
+        "Closes client connections of this node."
+    ),
     local!(
         "client|id",
         2,

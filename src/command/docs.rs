@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 
-use super::{all, families, CommandSpec, Exec, Flag};
+use super::{all, families, CommandSpec};
 use crate::resp::Reply;
 
 fn bulk(s: &str) -> Reply {
@@ -15,30 +15,12 @@ fn status(s: &str) -> Reply {
     Reply::Simple(s.to_owned().into())
 }
 
-/// ACL categories derived from the spec, as Redis reports them.
+/// ACL categories of the spec, as Redis reports them (`@write`).
 pub fn acl_categories(spec: &CommandSpec) -> Vec<String> {
-    let mut cats = vec![format!("@{}", spec.group.as_str())];
-    if spec.has(Flag::Write) {
-        cats.push("@write".into());
-    } else if matches!(spec.exec, Exec::Read(..)) || spec.has(Flag::ReadOnly) {
-        cats.push("@read".into());
-    }
-    if spec.has(Flag::Admin) {
-        cats.push("@admin".into());
-        cats.push("@dangerous".into());
-    }
-    cats.push(
-        if spec.has(Flag::Fast) {
-            "@fast"
-        } else {
-            "@slow"
-        }
-        .into(),
-    );
-    if spec.keys.first > 0 {
-        cats.push("@keyspace".into());
-    }
-    cats
+    super::acl::categories(spec)
+        .into_iter()
+        .map(|c| format!("@{c}"))
+        .collect()
 }
 
 /// One element of `COMMAND INFO`: name, arity, flags, first key, last key,

@@ -40,6 +40,7 @@ macro_rules! local_spec {
     };
 }
 
+pub mod acl;
 mod args;
 pub mod breakers;
 pub mod cluster;

@@ -78,6 +78,15 @@ pub const SPECS: &[CommandSpec] = &[
         "[NOSAVE | SAVE] [NOW] [FORCE] [ABORT]",
         "Stops this node cleanly: no new connections, replies in flight finished, the log flushed. SAVE takes a snapshot first. The connection closes without a reply, as in Redis. The rest of the cluster carries on (a leader's departure starts an election)."
     ),
+    local!(
+        "acl",
+        -2,
+        &[],
+        "6.0.0",
+        "subcommand [argument ...]",
+        "A container for Access List Control commands. Users are replicated state: one ACL for the whole cluster.",
+        ACL_SUBCOMMANDS
+    ),
     CommandSpec {
         name: "debug",
         arity: -2,
@@ -118,6 +127,31 @@ const CONFIG_SUBCOMMANDS: &[CommandSpec] = &[
     local!("config|rewrite", 2, ADMIN, "2.8.0", "",
         "Accepted for compatibility: concord's configuration file is never rewritten."),
     local!("config|help", 2, STALE, "5.0.0", "", "Returns helpful text about the different subcommands."),
+];
+
+const ACL_INFO: &[Flag] = &[Flag::NoScript, Flag::Loading, Flag::Stale];
+
+const ACL_SUBCOMMANDS: &[CommandSpec] = &[
+    local!("acl|setuser", -3, ADMIN, "6.0.0", "username [rule [rule ...]]",
+        "Creates or modifies a user, through the log: in force on every node once applied. Passwords are hashed (SHA-256) before they are proposed."),
+    local!("acl|deluser", -3, ADMIN, "6.0.0", "username [username ...]",
+        "Deletes users, through the log; their connections on every node are closed."),
+    local!("acl|getuser", 3, ADMIN, "6.0.0", "username", "Lists the ACL rules of a user."),
+    local!("acl|list", 2, ADMIN, "6.0.0", "", "Dumps the effective rules in ACL file format."),
+    local!("acl|users", 2, ADMIN, "6.0.0", "", "Lists all ACL users."),
+    local!("acl|whoami", 2, ACL_INFO, "6.0.0", "", "Returns the authenticated username of the current connection."),
+    local!("acl|cat", -2, ACL_INFO, "6.0.0", "[category]",
+        "Lists the ACL categories, or the commands inside a category (concord adds raft, lock, session, registry, ratelimit, breaker, queue)."),
+    local!("acl|genpass", -2, ACL_INFO, "6.0.0", "[bits]",
+        "Generates a pseudorandom, secure password that can be used to identify ACL users."),
+    local!("acl|log", -2, ADMIN, "6.0.0", "[count | RESET]",
+        "Lists this node's recent security events: refused commands, keys and channels, failed logins."),
+    local!("acl|dryrun", -4, ADMIN, "7.0.0", "username command [arg [arg ...]]",
+        "Simulates the execution of a command by a user, without executing the command."),
+    local!("acl|load", 2, ADMIN, "6.0.0", "",
+        "Replaces every user with those of the --aclfile, through the log."),
+    local!("acl|save", 2, ADMIN, "6.0.0", "", "Writes the cluster's users to this node's --aclfile."),
+    local!("acl|help", 2, ACL_INFO, "6.0.0", "", "Returns helpful text about the different subcommands."),
 ];
 
 const COMMAND_SUBCOMMANDS: &[CommandSpec] = &[

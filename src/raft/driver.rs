@@ -1473,6 +1473,10 @@ impl Driver {
         };
         for (op, reply) in ops.iter().zip(replies) {
             let result = self.state.apply(index, time_ms, op);
+            if self.state.acl().generation != self.status.acl_generation() {
+                // In force on this node before the writer hears OK.
+                self.status.set_acl(self.state.acl());
+            }
             if let Some(reply) = reply {
                 self.respond(reply, Ok(result));
             }
@@ -1512,6 +1516,7 @@ impl Driver {
         self.state = state;
         self.state.observe(meta.index, 0);
         self.publish_client_addrs();
+        self.status.set_acl(self.state.acl());
         self.conf_state = meta.get_conf_state().clone();
         let members: Vec<(u64, String)> = self
             .state

@@ -149,6 +149,14 @@ pub struct NodeStatus {
     client_addrs: std::sync::Mutex<BTreeMap<u64, String>>,
     /// The last ticket handed to a waiting command of this node.
     last_ticket: AtomicU64,
+    /// The user table as this node last applied it; replaced (never
+    /// changed in place) by the driver after every entry that changed it,
+    /// before that entry's client is answered.
+    acl: std::sync::RwLock<Arc<crate::state::acl::Acl>>,
+    acl_generation: AtomicU64,
+    /// Tells the server the table changed (its generation), so it can
+    /// close the connections of users deleted or disabled.
+    acl_changed: tokio::sync::watch::Sender<u64>,
 }
 
 impl NodeStatus {
@@ -176,7 +184,32 @@ impl NodeStatus {
             // (fewer than a thousand a millisecond), so a waiter of that
             // run still in the state is never mistaken for one of ours.
             last_ticket: AtomicU64::new(now_ms().saturating_mul(1000)),
+            acl: std::sync::RwLock::new(Arc::default()),
+            acl_generation: AtomicU64::new(0),
+            acl_changed: tokio::sync::watch::channel(0).0,
         }
+    }
+
+    /// The user table this node applied last.
+    pub fn acl(&self) -> Arc<crate::state::acl::Acl> {
+        self.acl.read().expect("acl lock").clone()
+    }
+
+    /// The generation of [`NodeStatus::acl`]: one atomic load, for the
+    /// check every command makes.
+    pub fn acl_generation(&self) -> u64 {
+        self.acl_generation.load(Ordering::Acquire)
+    }
+
+    /// Changes of the user table, by generation.
+    pub fn acl_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.acl_changed.subscribe()
+    }
+
+    pub(crate) fn set_acl(&self, acl: &crate::state::acl::Acl) {
+        *self.acl.write().expect("acl lock") = Arc::new(acl.clone());
+        self.acl_generation.store(acl.generation, Ordering::Release);
+        self.acl_changed.send_replace(acl.generation);
     }
 
     /// A new ticket for a command of this node that may wait. The

@@ -561,6 +561,7 @@ pub fn start(
     // earlier run's (the clock moves on between runs).
     let boot = now_ms().saturating_mul(1000);
     let status = Arc::new(NodeStatus::new(config.id, boot, wal_stats));
+    status.set_acl(state.acl());
     let driver = Driver::new(
         raw,
         state,

@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{oneshot, watch};
 
 use super::transaction::{self, Control, Route};
@@ -42,6 +41,8 @@ pub(super) struct Conn {
     pub watches: transaction::Watches,
     /// CLIENT REPLY: whether replies are written.
     pub replies: Replies,
+    /// The ACL user, and whether the connection authenticated.
+    pub principal: super::acl::Principal,
 }
 
 /// CLIENT REPLY's modes.
@@ -196,25 +197,24 @@ impl Submissions {
 }
 
 /// Tells a client it cannot be served, then hangs up.
-pub(super) async fn reject(mut socket: TcpStream, text: &'static str) {
+pub(super) async fn reject<S: AsyncWrite + Unpin>(mut socket: S, text: &str) {
     let mut out = BytesMut::new();
     encode(&Reply::error(text), Protocol::Resp2, &mut out);
     let _ = socket.write_all(&out).await;
 }
 
-pub(super) async fn run(
-    mut socket: TcpStream,
+/// Serves one client over `socket` (TCP, or TLS on TCP); `laddr` is the
+/// local address it was accepted on.
+pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+    mut socket: S,
     peer: SocketAddr,
+    laddr: String,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let _ = socket.set_nodelay(true);
     let id = shared.next_client_id();
     let now = Instant::now();
-    let laddr = socket
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
+    let kill = Arc::new(tokio::sync::Notify::new());
     shared.clients.lock().expect("clients lock").insert(
         id,
         ClientInfo {
@@ -229,6 +229,8 @@ pub(super) async fn run(
             last_active: now,
             last_command: "NULL".into(),
             blocked_on: None,
+            user: crate::state::acl::DEFAULT_USER.to_owned(),
+            kill: kill.clone(),
         },
     );
     let limits = Limits {
@@ -246,6 +248,7 @@ pub(super) async fn run(
         subs: None,
         tx: None,
         watches: transaction::Watches::default(),
+        principal: super::acl::Principal::new(&shared),
     };
     let mut rbuf = BytesMut::with_capacity(16 * 1024);
     let mut wbuf = BytesMut::with_capacity(16 * 1024);
@@ -276,6 +279,15 @@ pub(super) async fn run(
             }
             match parser.next_request_into(&mut rbuf, &mut argv) {
                 Ok(true) => {
+                    // Authentication and permissions, before the command
+                    // is proposed, relayed or answered.
+                    if let Err(refusal) = super::acl::gate(&mut conn, &argv, &shared) {
+                        pending.push((conn.protocol, Pending::Ready(refusal)));
+                        if conn.closing {
+                            break;
+                        }
+                        continue;
+                    }
                     let route = if listening(&conn) {
                         Route::Normal
                     } else {
@@ -398,6 +410,7 @@ pub(super) async fn run(
                         }
                     }
                     _ = shutdown.changed() => break 'connection,
+                    _ = kill.notified() => break 'connection,
                 }
             }
             local::set_client(&shared, id, |c| c.blocked_on = None);
@@ -442,6 +455,7 @@ pub(super) async fn run(
                 }
             }
             _ = shutdown.changed() => break,
+            _ = kill.notified() => break,
         }
     }
     super::pubsub::leave(&mut conn, &shared);

@@ -51,6 +51,7 @@ pub(super) fn execute(
         "readmode" | "readonly" | "readwrite" => {
             Local::Now(super::cluster::read_mode(conn, spec.name, argv))
         }
+        name if name.starts_with("acl|") => super::acl::execute(conn, name, argv, shared),
         "config|get" => config_get(conn, &argv[2..], shared),
         "config|set" => config_set(&argv[2..], shared),
         "client|unblock" => client_unblock(argv, shared),
@@ -97,7 +98,11 @@ fn execute_now(
         "echo" => Reply::Bulk(argv[1].clone()),
         "cluster" => Reply::error("ERR This instance has cluster support disabled"),
         "hello" => hello(conn, argv, shared),
-        "auth" => auth(&argv[1..]),
+        "auth" => match &argv[1..] {
+            [pass] => super::acl::auth(conn, None, pass, shared),
+            [user, pass] => super::acl::auth(conn, Some(user), pass, shared),
+            _ => err(CommandError::Syntax),
+        },
         "quit" => {
             conn.closing = true;
             Reply::ok()
@@ -120,6 +125,7 @@ fn execute_now(
             Some(_) => Reply::error("ERR DB index is out of range (concord has database 0 only)"),
         },
         "client" => client_help(),
+        "acl" => super::acl::help(),
         name if name.starts_with("client|") => client(conn, name, argv, shared),
         "info" => info::render(shared, &argv[1..], conn.protocol),
         "config" => config_help(),
@@ -268,7 +274,7 @@ fn object(conn: &Conn, name: &str, key: &Bytes, shared: &Shared) -> Local {
     Local::Wait(shared.node.read(query, conn.read_mode))
 }
 
-fn help(lines: &[&str]) -> Reply {
+pub(super) fn help(lines: &[&str]) -> Reply {
     Reply::Array(
         lines
             .iter()
@@ -283,18 +289,6 @@ pub(super) fn set_client(shared: &Shared, id: u64, f: impl FnOnce(&mut super::Cl
     }
 }
 
-fn auth(args: &[Bytes]) -> Reply {
-    match args {
-        [_password] => Reply::error(
-            "ERR AUTH <password> called without any password configured for the default user. \
-             Are you sure your configuration is correct?",
-        ),
-        [user, _password] if is(user, "default") => Reply::ok(),
-        [_, _] => Reply::error("WRONGPASS invalid username-password pair or user is disabled."),
-        _ => err(CommandError::Syntax),
-    }
-}
-
 fn valid_client_name(name: &[u8]) -> bool {
     name.iter().all(|&c| (b'!'..=b'~').contains(&c))
 }
@@ -302,6 +296,7 @@ fn valid_client_name(name: &[u8]) -> bool {
 fn hello(conn: &mut Conn, argv: &[Bytes], shared: &Shared) -> Reply {
     let mut protocol = conn.protocol;
     let mut name = None;
+    let mut auth = None;
     let mut i = 1;
     if let Some(ver) = argv.get(1) {
         protocol = match parse_i64(ver) {
@@ -315,9 +310,7 @@ fn hello(conn: &mut Conn, argv: &[Bytes], shared: &Shared) -> Reply {
     while i < argv.len() {
         let more = argv.len() - i - 1;
         if is(&argv[i], "AUTH") && more >= 2 {
-            if let Reply::Error(e) = auth(&argv[i + 1..i + 3]) {
-                return Reply::Error(e);
-            }
+            auth = Some((argv[i + 1].clone(), argv[i + 2].clone()));
             i += 3;
         } else if is(&argv[i], "SETNAME") && more >= 1 {
             if !valid_client_name(&argv[i + 1]) {
@@ -333,6 +326,15 @@ fn hello(conn: &mut Conn, argv: &[Bytes], shared: &Shared) -> Reply {
                 String::from_utf8_lossy(&argv[i])
             ));
         }
+    }
+    if let Some((user, pass)) = auth {
+        if let Reply::Error(e) = super::acl::auth(conn, Some(&user), &pass, shared) {
+            return Reply::Error(e);
+        }
+    } else if !conn.principal.authenticated {
+        return Reply::error(
+            "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
+        );
     }
     conn.protocol = protocol;
     let resp = if protocol == Protocol::Resp3 { 3 } else { 2 };
@@ -442,6 +444,84 @@ fn client_unblock(argv: &[Bytes], shared: &Shared) -> Local {
     }
 }
 
+/// CLIENT KILL addr, or by filters (all must match). The old form answers
+/// OK or an error; the filter form the number of connections closed.
+fn client_kill(conn: &Conn, argv: &[Bytes], shared: &Shared) -> Reply {
+    let old_form = argv.len() == 3;
+    let mut id = None;
+    let mut user = None;
+    let mut addr = if old_form {
+        Some(String::from_utf8_lossy(&argv[2]).into_owned())
+    } else {
+        None
+    };
+    let mut laddr = None;
+    let mut skipme = true;
+    let mut kind = None;
+    if !old_form {
+        if argv.len() % 2 != 0 {
+            return err(CommandError::Syntax);
+        }
+        for pair in argv[2..].chunks_exact(2) {
+            let value = String::from_utf8_lossy(&pair[1]).into_owned();
+            if is(&pair[0], "ID") {
+                match value.parse::<u64>() {
+                    Ok(v) if v > 0 => id = Some(v),
+                    _ => return Reply::error("ERR client-id should be greater than 0"),
+                }
+            } else if is(&pair[0], "USER") {
+                user = Some(value);
+            } else if is(&pair[0], "ADDR") {
+                addr = Some(value);
+            } else if is(&pair[0], "LADDR") {
+                laddr = Some(value);
+            } else if is(&pair[0], "TYPE") {
+                let v = value.to_ascii_lowercase();
+                if !["normal", "master", "slave", "replica", "pubsub"].contains(&v.as_str()) {
+                    return Reply::error(format!("ERR Unknown client type '{value}'"));
+                }
+                kind = Some(v);
+            } else if is(&pair[0], "SKIPME") {
+                skipme = match value.to_ascii_lowercase().as_str() {
+                    "yes" => true,
+                    "no" => false,
+                    _ => return err(CommandError::Syntax),
+                };
+            } else {
+                return err(CommandError::Syntax);
+            }
+        }
+    }
+    let killed = kill_clients(shared, |c| {
+        id.is_none_or(|i| c.id == i)
+            && user.as_ref().is_none_or(|u| &c.user == u)
+            && addr.as_ref().is_none_or(|a| &c.addr == a)
+            && laddr.as_ref().is_none_or(|a| &c.laddr == a)
+            && kind.as_deref().is_none_or(|k| k == "normal")
+            && !(skipme && c.id == conn.id && !old_form)
+    });
+    if old_form {
+        if killed == 0 {
+            Reply::error("ERR No such client")
+        } else {
+            Reply::ok()
+        }
+    } else {
+        Reply::Int(killed as i64)
+    }
+}
+
+/// Closes every connection of this node that `matches`; returns how many.
+pub(super) fn kill_clients(shared: &Shared, matches: impl Fn(&super::ClientInfo) -> bool) -> usize {
+    let clients = shared.clients.lock().expect("clients lock");
+    let mut n = 0;
+    for c in clients.values().filter(|c| matches(c)) {
+        c.kill.notify_one();
+        n += 1;
+    }
+    n
+}
+
 fn client_help() -> Reply {
     help(&[
         "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
@@ -461,6 +541,10 @@ fn client_help() -> Reply {
         "    Accepted; concord never evicts clients.",
         "NO-TOUCH (ON|OFF)",
         "    Accepted; concord keeps no access times.",
+        "KILL <ip:port>",
+        "    Kill connection made from <ip:port>.",
+        "KILL <option> <value> [<option> <value> [...]]",
+        "    Kill connections. Options are: ID, TYPE, USER, ADDR, LADDR, SKIPME.",
         "UNBLOCK <clientid> [TIMEOUT|ERROR]",
         "    Unblock the specified blocked client.",
         "HELP",
@@ -468,11 +552,11 @@ fn client_help() -> Reply {
     ])
 }
 
-fn client_line(c: &super::ClientInfo, now: std::time::Instant) -> String {
+pub(super) fn client_line(c: &super::ClientInfo, now: std::time::Instant) -> String {
     format!(
         "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db=0 sub=0 psub=0 ssub=0 multi=-1 \
          qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r \
-         cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
+         cmd={} user={} redir=-1 resp={} lib-name={} lib-ver={}",
         c.id,
         c.addr,
         c.laddr,
@@ -481,6 +565,7 @@ fn client_line(c: &super::ClientInfo, now: std::time::Instant) -> String {
         now.duration_since(c.last_active).as_secs(),
         if c.blocked_on.is_some() { "b" } else { "N" },
         c.last_command,
+        c.user,
         c.resp,
         c.lib_name,
         c.lib_ver,
@@ -612,6 +697,7 @@ fn client(conn: &mut Conn, name: &str, argv: &[Bytes], shared: &Shared) -> Reply
             }
         }
         "client|help" => client_help(),
+        "client|kill" => client_kill(conn, argv, shared),
         other => Reply::error(format!(
             "ERR command '{other}' is declared but not served by this node"
         )),

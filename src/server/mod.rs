@@ -9,6 +9,7 @@
 //! Connection-level commands (HELLO, CLIENT, INFO, CONFIG, ...) are answered
 //! here from [`Shared`] without touching raft.
 
+pub mod acl;
 mod admin;
 mod cluster;
 mod connection;
@@ -142,6 +143,11 @@ pub struct ClientInfo {
     /// The ticket of the blocking command this client waits in, if any
     /// (CLIENT UNBLOCK ends that wait).
     pub blocked_on: Option<crate::state::Ticket>,
+    /// The ACL user the connection is authenticated as.
+    pub user: String,
+    /// CLIENT KILL, or the connection's user deleted or disabled: the
+    /// connection closes at once.
+    pub kill: Arc<tokio::sync::Notify>,
 }
 
 /// State shared by every connection of this node.
@@ -159,11 +165,23 @@ pub struct Shared {
     pub tcp_port: u16,
     /// Notified by SHUTDOWN: the process stops as on SIGTERM.
     pub shutdown_requested: std::sync::Arc<tokio::sync::Notify>,
+    /// The TLS material of the client port, peer links and admin port,
+    /// reloaded by SIGHUP and `CONFIG SET tls-*`.
+    pub tls: Option<Arc<crate::tls::TlsFiles>>,
+    /// ACL refusals and failed logins on this node (ACL LOG).
+    pub acl_log: acl::AclLog,
 }
 
 impl Shared {
-    pub fn new(node: NodeHandle, config: Config, tcp_port: u16) -> Shared {
+    pub fn new(
+        node: NodeHandle,
+        config: Config,
+        tcp_port: u16,
+        tls: Option<Arc<crate::tls::TlsFiles>>,
+    ) -> Shared {
         Shared {
+            tls,
+            acl_log: acl::AclLog::default(),
             node,
             params: RwLock::new(local::default_params(&config)),
             config,
@@ -176,6 +194,25 @@ impl Shared {
             tcp_port,
             shutdown_requested: std::sync::Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// Protected mode is in force: on, and no password anywhere (the
+    /// default user needs none and this node was started without
+    /// --requirepass).
+    pub fn protected(&self) -> bool {
+        let on = self
+            .params
+            .read()
+            .expect("params lock")
+            .get("protected-mode")
+            .map_or(self.config.protected_mode, |v| v == "yes");
+        on && self.config.requirepass.is_none()
+            && self
+                .node
+                .status()
+                .acl()
+                .user(crate::state::acl::DEFAULT_USER)
+                .is_some_and(|u| u.enabled && u.nopass)
     }
 
     fn next_client_id(&self) -> u64 {
@@ -212,12 +249,17 @@ fn random_hex(len: usize) -> String {
         .collect()
 }
 
+/// How long a TLS client may take to finish its handshake.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Accepts clients until `shutdown` turns true, then waits for every
-/// connection to finish the replies it owes.
+/// connection to finish the replies it owes. With `tls`, every connection
+/// is a TLS server session with the certificate current at its accept.
 pub async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
+    tls: Option<Arc<crate::tls::TlsFiles>>,
 ) {
     let mut tasks = tokio::task::JoinSet::new();
     loop {
@@ -233,17 +275,50 @@ pub async fn serve(
                         continue;
                     }
                 };
+                let _ = socket.set_nodelay(true);
+                let laddr = socket.local_addr().map(|a| a.to_string()).unwrap_or_default();
                 shared.stats.connections_received.fetch_add(1, Ordering::Relaxed);
                 let open = shared.clients.lock().expect("clients lock").len() as u64;
                 let max = shared.param_u64("maxclients", shared.config.max_clients);
                 let shared = shared.clone();
                 let shutdown = shutdown.clone();
-                if open >= max {
+                let refusal = if open >= max {
                     shared.stats.rejected_connections.fetch_add(1, Ordering::Relaxed);
-                    tasks.spawn(connection::reject(socket, "ERR max number of clients reached"));
-                    continue;
+                    Some("ERR max number of clients reached")
+                } else if !peer.ip().is_loopback() && shared.protected() {
+                    shared.stats.rejected_connections.fetch_add(1, Ordering::Relaxed);
+                    Some(acl::DENIED)
+                } else {
+                    None
+                };
+                match tls.as_ref().map(|t| t.client_acceptor()) {
+                    None => {
+                        match refusal {
+                            Some(text) => tasks.spawn(connection::reject(socket, text)),
+                            None => tasks.spawn(connection::run(socket, peer, laddr, shared, shutdown)),
+                        };
+                    }
+                    Some(acceptor) => {
+                        tasks.spawn(async move {
+                            let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await;
+                            let stream = match handshake {
+                                Ok(Ok(stream)) => stream,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::debug!(%peer, "TLS handshake timed out");
+                                    return;
+                                }
+                            };
+                            match refusal {
+                                Some(text) => connection::reject(stream, text).await,
+                                None => connection::run(stream, peer, laddr, shared, shutdown).await,
+                            }
+                        });
+                    }
                 }
-                tasks.spawn(connection::run(socket, peer, shared, shutdown));
             }
             _ = shutdown.changed() => break,
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}

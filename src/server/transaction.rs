@@ -32,7 +32,7 @@ use crate::state::{Op, Outcome, Query};
 pub(super) struct Queue {
     commands: Vec<Vec<Bytes>>,
     /// A command was refused while queueing: EXEC will answer EXECABORT.
-    failed: bool,
+    pub(super) failed: bool,
 }
 
 /// The fingerprints one WATCH read, once its answer arrived; `Err` if the

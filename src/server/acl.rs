@@ -1,0 +1,677 @@
+//! Who a connection is, and what it may do: AUTH, the permission check
+//! every command passes before it is proposed, relayed or answered, the
+//! ACL command, and the ACL LOG.
+//!
+//! The users are replicated state (`state::acl`): the driver publishes the
+//! table to [`crate::raft::NodeStatus`] whenever an entry changed it, so a
+//! check here reads the table this node applied, never a copy that a
+//! command on another node could leave stale. A connection keeps the user
+//! it authenticated as and the generation of the table it last looked at;
+//! when the table moves on, the next command looks again, and a connection
+//! whose user was deleted or disabled is closed (as Redis closes them).
+//!
+//! The default user with every permission (`on nopass ~* &* +@all`, the
+//! table of a new cluster) takes a path that checks nothing: a cluster
+//! without ACL users pays one atomic load per command.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::connection::Conn;
+use super::local::Local;
+use super::Shared;
+use crate::command::{self, acl as catalog, CommandSpec, Exec, Flag};
+use crate::resp::Reply;
+use crate::state::acl::{self as users, Acl, AclOp, AclQuery, Denied, User, DEFAULT_USER};
+use crate::state::{Op, Query};
+
+pub const NOAUTH: &str = "NOAUTH Authentication required.";
+pub const DENIED: &str = "DENIED concord is running in protected mode because protected mode is enabled and no password is set for the default user. In this mode connections are only accepted from the loopback interface. If you want to connect from external computers to concord you may adopt one of the following solutions: 1) Disable protected mode by sending the command 'CONFIG SET protected-mode no' from the loopback interface, but MAKE SURE concord is not reachable from the internet if you do so. 2) Restart the node with the '--protected-mode no' option. 3) Set up a password for the default user (--requirepass, CONFIG SET requirepass or ACL SETUSER default). NOTE: You only need to do one of the above things in order for the node to start accepting connections from the outside.";
+pub const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+
+/// The user behind a connection.
+pub(super) struct Principal {
+    pub name: String,
+    pub authenticated: bool,
+    /// The table generation `user` was read at.
+    generation: u64,
+    user: Option<Arc<User>>,
+    /// The user may run anything on anything: no check at all.
+    unrestricted: bool,
+}
+
+impl Principal {
+    /// A new connection: the default user, authenticated if it needs no
+    /// password and this node was not started with `--requirepass`.
+    pub fn new(shared: &Shared) -> Principal {
+        let table = shared.node.status().acl();
+        let default = table.user(DEFAULT_USER);
+        let authenticated = shared.config.requirepass.is_none()
+            && default.is_some_and(|u| u.enabled && u.nopass);
+        let mut p = Principal {
+            name: DEFAULT_USER.to_owned(),
+            authenticated,
+            generation: 0,
+            user: None,
+            unrestricted: false,
+        };
+        p.load(&table);
+        p
+    }
+
+    fn load(&mut self, table: &Acl) {
+        self.generation = table.generation;
+        self.user = table.user(&self.name).cloned().map(Arc::new);
+        self.unrestricted = self.user.as_deref().is_some_and(unrestricted);
+    }
+
+    /// Looks at the table again if it changed; false when this
+    /// connection's user no longer may be connected.
+    fn refresh(&mut self, shared: &Shared) -> bool {
+        let status = shared.node.status();
+        if status.acl_generation() != self.generation {
+            self.load(&status.acl());
+            if self.authenticated && !self.user.as_ref().is_some_and(|u| u.enabled) {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn login(&mut self, name: &str, table: &Acl) {
+        self.name = name.to_owned();
+        self.authenticated = true;
+        self.load(table);
+    }
+}
+
+fn unrestricted(user: &User) -> bool {
+    let s = &user.root;
+    s.all_commands && s.commands.is_empty() && s.allkeys && s.allchannels
+}
+
+/// The categories a rule may name for `spec`: its own, and for a
+/// subcommand its container's too.
+fn categories_of(spec: &CommandSpec) -> Vec<&'static str> {
+    let mut cats = catalog::categories(spec);
+    if let Some((parent, _)) = spec.name.split_once('|') {
+        if let Some(parent) = command::lookup(parent.as_bytes()) {
+            for c in catalog::categories(parent) {
+                if !cats.contains(&c) {
+                    cats.push(c);
+                }
+            }
+        }
+    }
+    cats
+}
+
+/// What the check found wrong, for the reply and the ACL LOG.
+pub(super) struct Refusal {
+    pub reason: &'static str,
+    pub object: String,
+}
+
+impl Refusal {
+    pub fn text(&self) -> String {
+        match self.reason {
+            "command" => format!(
+                "NOPERM this user has no permissions to run the '{}' command",
+                self.object
+            ),
+            "key" => "NOPERM this user has no permissions to access one of the keys used as arguments".into(),
+            _ => "NOPERM this user has no permissions to access one of the channels used as arguments".into(),
+        }
+    }
+}
+
+/// Checks `user` may run `argv` (whose spec is `spec`), the command a
+/// wrapper such as LOCK.GUARD wraps included.
+pub(super) fn check_user(
+    user: &User,
+    spec: &'static CommandSpec,
+    argv: &[Bytes],
+) -> Result<(), Refusal> {
+    let (read, write) = catalog::key_access(spec);
+    let keys: Vec<(&[u8], bool, bool)> = spec
+        .keys
+        .keys(argv)
+        .into_iter()
+        .map(|k| (&k[..], read, write))
+        .collect();
+    let channels: Vec<(&[u8], bool)> = catalog::channels(spec, argv)
+        .into_iter()
+        .map(|(c, literal)| (&c[..], literal))
+        .collect();
+    user.check(spec.name, &categories_of(spec), &keys, &channels)
+        .map_err(|denied| match denied {
+            Denied::Command => Refusal {
+                reason: "command",
+                object: spec.name.to_owned(),
+            },
+            Denied::Key(i) => Refusal {
+                reason: "key",
+                object: String::from_utf8_lossy(keys[i].0).into_owned(),
+            },
+            Denied::Channel(i) => Refusal {
+                reason: "channel",
+                object: String::from_utf8_lossy(channels[i].0).into_owned(),
+            },
+        })?;
+    if let Exec::Wrap { inner_at, .. } = spec.exec {
+        let inner = &argv[inner_at.min(argv.len())..];
+        if let Some(inner_spec) = resolve(inner) {
+            check_user(user, inner_spec, inner)?;
+        }
+    }
+    Ok(())
+}
+
+/// The (sub)command spec of `argv`, if it names one with a valid arity.
+pub(super) fn resolve(argv: &[Bytes]) -> Option<&'static CommandSpec> {
+    let spec = command::lookup(argv.first()?)?;
+    if !spec.arity_ok(argv.len()) {
+        return None;
+    }
+    command::resolve_subcommand(spec, argv).ok()
+}
+
+/// The check before a command goes anywhere: authentication, then the
+/// user's permissions. Unknown commands and bad arity pass here, to get
+/// their own errors from the table. A refused command inside MULTI
+/// fails the transaction, as in Redis.
+pub(super) fn gate(conn: &mut Conn, argv: &[Bytes], shared: &Shared) -> Result<(), Reply> {
+    if !conn.principal.refresh(shared) {
+        conn.closing = true;
+        return Err(Reply::error(NOAUTH));
+    }
+    if conn.principal.authenticated && conn.principal.unrestricted {
+        return Ok(());
+    }
+    let Some(spec) = resolve(argv) else {
+        return Ok(());
+    };
+    if !conn.principal.authenticated {
+        return if spec.has(Flag::NoAuth) {
+            Ok(())
+        } else {
+            Err(Reply::error(NOAUTH))
+        };
+    }
+    let Some(user) = conn.principal.user.clone() else {
+        conn.closing = true;
+        return Err(Reply::error(NOAUTH));
+    };
+    if spec.has(Flag::NoAuth) && matches!(spec.name, "auth" | "hello" | "quit") {
+        return Ok(());
+    }
+    match check_user(&user, spec, argv) {
+        Ok(()) => Ok(()),
+        Err(refusal) => {
+            let in_multi = conn.tx.is_some();
+            if let Some(tx) = conn.tx.as_mut() {
+                if !matches!(spec.name, "exec" | "discard" | "multi" | "watch") {
+                    tx.failed = true;
+                }
+            }
+            shared.acl_log.record(
+                &refusal,
+                if in_multi { "multi" } else { "toplevel" },
+                &conn.principal.name,
+                client_info(shared, conn.id),
+            );
+            Err(Reply::error(refusal.text()))
+        }
+    }
+}
+
+fn client_info(shared: &Shared, id: u64) -> String {
+    let clients = shared.clients.lock().expect("clients lock");
+    clients
+        .get(&id)
+        .map(|c| super::local::client_line(c, Instant::now()))
+        .unwrap_or_default()
+}
+
+/// AUTH and HELLO's AUTH: logs the connection in as `user`, or says why
+/// not. A failure is written to the ACL LOG.
+pub(super) fn auth(conn: &mut Conn, user: Option<&[u8]>, pass: &[u8], shared: &Shared) -> Reply {
+    let table = shared.node.status().acl();
+    let name = String::from_utf8_lossy(user.unwrap_or(DEFAULT_USER.as_bytes())).into_owned();
+    if user.is_none() {
+        let default = table.user(DEFAULT_USER);
+        if default.is_some_and(|u| u.nopass) && shared.config.requirepass.is_none() {
+            return Reply::error(
+                "ERR AUTH <password> called without any password configured for the default user. \
+                 Are you sure your configuration is correct?",
+            );
+        }
+    }
+    let ok = match table.authenticate(&name, pass) {
+        // A node started with --requirepass asks for it until the cluster's
+        // default user has a password of its own (see `seed`).
+        Some(u) if name == DEFAULT_USER && u.nopass => shared
+            .config
+            .requirepass
+            .as_deref()
+            .is_none_or(|p| p.as_bytes() == pass),
+        Some(_) => true,
+        None => false,
+    };
+    if ok {
+        conn.principal.login(&name, &table);
+        super::local::set_client(shared, conn.id, |c| c.user = name.clone());
+        Reply::ok()
+    } else {
+        shared.acl_log.record(
+            &Refusal {
+                reason: "auth",
+                object: "AUTH".into(),
+            },
+            "toplevel",
+            &name,
+            client_info(shared, conn.id),
+        );
+        Reply::error(WRONGPASS)
+    }
+}
+
+/// The command table as the ACL rules may name it.
+pub(super) struct TableCatalog;
+
+impl users::Catalog for TableCatalog {
+    fn is_command(&self, name: &str) -> bool {
+        command::lookup(name.as_bytes()).is_some()
+    }
+    fn has_subcommands(&self, name: &str) -> bool {
+        command::lookup(name.as_bytes()).is_some_and(|s| !s.subcommands.is_empty())
+    }
+    fn is_subcommand(&self, parent: &str, sub: &str) -> bool {
+        command::lookup(parent.as_bytes()).is_some_and(|s| s.subcommand(sub.as_bytes()).is_some())
+    }
+    fn is_category(&self, name: &str) -> bool {
+        catalog::is_category(name)
+    }
+}
+
+fn text(b: &Bytes) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// `ACL SETUSER`: checked here against this node's table and the command
+/// table, passwords hashed, then proposed.
+fn setuser(argv: &[Bytes], shared: &Shared) -> Local {
+    let name = text(&argv[2]);
+    let rules = users::normalize_rules(&argv[3..]);
+    let table = shared.node.status().acl();
+    if let Err(e) = table.validate_setuser(&name, &rules, &TableCatalog) {
+        return Local::Now(Reply::error(e.to_string()));
+    }
+    Local::Wait(shared.node.write(Op::Acl(AclOp::SetUser { name, rules })))
+}
+
+/// The ACL command's subcommands.
+pub(super) fn execute(conn: &mut Conn, name: &str, argv: &[Bytes], shared: &Shared) -> Local {
+    let read = |q: AclQuery| Local::Wait(shared.node.read(Query::Acl(q), conn.read_mode));
+    match name {
+        "acl|setuser" => setuser(argv, shared),
+        "acl|deluser" => Local::Wait(shared.node.write(Op::Acl(AclOp::DelUser {
+            names: argv[2..].iter().map(text).collect(),
+        }))),
+        "acl|getuser" => read(AclQuery::GetUser(text(&argv[2]))),
+        "acl|list" => read(AclQuery::List),
+        "acl|users" => read(AclQuery::Users),
+        "acl|whoami" => Local::Now(Reply::Bulk(Bytes::from(conn.principal.name.clone()))),
+        "acl|cat" => Local::Now(cat(argv.get(2))),
+        "acl|genpass" => Local::Now(genpass(argv.get(2))),
+        "acl|log" => Local::Now(log(argv.get(2), shared)),
+        "acl|dryrun" => Local::Now(dryrun(argv, shared)),
+        "acl|load" => load(shared),
+        "acl|save" => save(shared),
+        _ => Local::Now(help()),
+    }
+}
+
+fn cat(category: Option<&Bytes>) -> Reply {
+    match category {
+        None => Reply::Array(catalog::CATEGORIES.iter().map(|c| Reply::bulk(*c)).collect()),
+        Some(c) => {
+            let c = text(c).to_ascii_lowercase();
+            if !catalog::is_category(&c) || c == "all" {
+                return Reply::error(format!("ERR Unknown category '{c}'"));
+            }
+            Reply::Array(
+                catalog::commands_in(&c)
+                    .into_iter()
+                    .map(Reply::bulk)
+                    .collect(),
+            )
+        }
+    }
+}
+
+fn genpass(bits: Option<&Bytes>) -> Reply {
+    let bits = match bits.map(|b| text(b).parse::<i64>()) {
+        None => 256,
+        Some(Ok(n)) if (1..=4096).contains(&n) => n as usize,
+        Some(_) => {
+            return Reply::error(
+                "ERR ACL GENPASS argument must be the number of bits for the output password, a positive number up to 4096",
+            )
+        }
+    };
+    let bytes: Vec<u8> = (0..bits.div_ceil(8)).map(|_| rand::random::<u8>()).collect();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    Reply::Bulk(Bytes::from(hex[..bits.div_ceil(4)].to_owned()))
+}
+
+fn dryrun(argv: &[Bytes], shared: &Shared) -> Reply {
+    let name = text(&argv[2]);
+    let table = shared.node.status().acl();
+    let Some(user) = table.user(&name) else {
+        return Reply::error(format!("ERR User '{name}' not found"));
+    };
+    let cmd = &argv[3..];
+    let Some(spec) = command::lookup(&cmd[0]) else {
+        return Reply::error(format!("ERR Command '{}' not found", text(&cmd[0])));
+    };
+    if !spec.arity_ok(cmd.len()) {
+        return Reply::error(format!(
+            "ERR wrong number of arguments for '{}' command",
+            spec.name
+        ));
+    }
+    let spec = match command::resolve_subcommand(spec, cmd) {
+        Ok(s) => s,
+        Err(e) => return Reply::error(e.to_string()),
+    };
+    match check_user(user, spec, cmd) {
+        Ok(()) => Reply::ok(),
+        Err(r) => Reply::Bulk(Bytes::from(format!(
+            "This user has no permissions to {}",
+            match r.reason {
+                "command" => format!("run the '{}' command", r.object),
+                "key" => format!("access the '{}' key", r.object),
+                _ => format!("access the '{}' channel", r.object),
+            }
+        ))),
+    }
+}
+
+/// ACL LOAD: the file's users replace the cluster's, through the log.
+fn load(shared: &Shared) -> Local {
+    let Some(path) = shared.config.aclfile.clone() else {
+        return Local::Now(Reply::error(
+            "ERR This Redis instance is not configured to use an ACL file. You may want to specify users via the ACL SETUSER command and then issue a CONFIG REWRITE (assuming you have a Redis configuration file set) in order to store users in the Redis configuration.",
+        ));
+    };
+    let parsed = std::fs::read_to_string(&path)
+        .map_err(|e| format!("ERR Error loading ACLs, opening file '{}': {e}", path.display()))
+        .and_then(|t| users::parse_acl_file(&t).map_err(|e| format!("ERR {e}")));
+    match parsed {
+        Ok(list) => {
+            let list = list
+                .into_iter()
+                .map(|(n, r)| (n, users::normalize_rules(&r)))
+                .collect();
+            Local::Wait(shared.node.write(Op::Acl(AclOp::Load { users: list })))
+        }
+        Err(e) => Local::Now(Reply::error(e)),
+    }
+}
+
+/// ACL SAVE: this node's table written to the ACL file (temp file, fsync,
+/// rename), after a read barrier so that it is the cluster's latest.
+fn save(shared: &Shared) -> Local {
+    let Some(path) = shared.config.aclfile.clone() else {
+        return Local::Now(Reply::error(
+            "ERR This Redis instance is not configured to use an ACL file. You may want to specify users via the ACL SETUSER command and then issue a CONFIG REWRITE (assuming you have a Redis configuration file set) in order to store users in the Redis configuration.",
+        ));
+    };
+    let node = shared.node.clone();
+    Local::Later(Box::pin(async move {
+        let rx = node.read(Query::Acl(AclQuery::Users), crate::raft::ReadMode::Linearizable);
+        if let Err(e) = crate::raft::answer(rx).await {
+            return Reply::error(e.to_string());
+        }
+        let text = node.status().acl().to_acl_file();
+        match write_file(&path, text.as_bytes()) {
+            Ok(()) => Reply::ok(),
+            Err(e) => Reply::error(format!("ERR There was an error trying to save the ACLs. Please check the server logs for more information ({e})")),
+        }
+    }))
+}
+
+fn write_file(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+pub(super) fn help() -> Reply {
+    super::local::help(&[
+        "ACL <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+        "CAT [<category>]",
+        "    List all commands that belong to <category>, or all command categories",
+        "    when no category is specified.",
+        "DELUSER <username> [<username> ...]",
+        "    Delete a list of users.",
+        "DRYRUN <username> <command> [<arg> ...]",
+        "    Returns whether the user can execute the given command without executing the command.",
+        "GETUSER <username>",
+        "    Get the user's details.",
+        "GENPASS [<bits>]",
+        "    Generate a secure 256-bit user password. The optional `bits` argument can",
+        "    be used to specify a different size.",
+        "LIST",
+        "    Show users details in config file format.",
+        "LOAD",
+        "    Reload users from the ACL file.",
+        "LOG [<count> | RESET]",
+        "    Show the ACL log entries.",
+        "SAVE",
+        "    Save the current config to the ACL file.",
+        "SETUSER <username> <attribute> [<attribute> ...]",
+        "    Create or modify a user with the specified attributes.",
+        "USERS",
+        "    List all the registered usernames.",
+        "WHOAMI",
+        "    Return the current connection username.",
+    ])
+}
+
+/// The seed of a new cluster's users: the ACL file's, and the default
+/// user's password from `--requirepass`. None when neither is given.
+pub fn seed(config: &crate::config::Config) -> Result<Option<AclOp>, String> {
+    let mut list = match &config.aclfile {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("--aclfile {}: {e}", path.display()))?;
+            users::parse_acl_file(&text).map_err(|e| format!("--aclfile {}: {e}", path.display()))?
+        }
+        None => Vec::new(),
+    };
+    if let Some(pass) = &config.requirepass {
+        let hashed = format!("#{}", users::hash_password(pass.as_bytes()));
+        match list.iter_mut().find(|(n, _)| n == DEFAULT_USER) {
+            Some((_, rules)) => rules.extend(["resetpass".to_owned(), hashed]),
+            None => list.push((
+                DEFAULT_USER.to_owned(),
+                ["on", "~*", "&*", "+@all"]
+                    .into_iter()
+                    .map(String::from)
+                    .chain([hashed])
+                    .collect(),
+            )),
+        }
+    }
+    if config.aclfile.is_none() && config.requirepass.is_none() {
+        return Ok(None);
+    }
+    let users = list
+        .into_iter()
+        .map(|(n, r)| (n, users::normalize_rules(&r)))
+        .collect();
+    Ok(Some(AclOp::Seed { users }))
+}
+
+/// One ACL LOG entry.
+struct LogEntry {
+    count: u64,
+    reason: &'static str,
+    context: &'static str,
+    object: String,
+    username: String,
+    created: Instant,
+    updated: Instant,
+    client_info: String,
+    entry_id: u64,
+}
+
+/// The ACL LOG of this node: refusals and failed logins, newest first,
+/// at most `MAX` entries; a refusal like a recent one counts there.
+#[derive(Default)]
+pub struct AclLog {
+    entries: Mutex<(VecDeque<LogEntry>, u64)>,
+}
+
+impl AclLog {
+    const MAX: usize = 128;
+    /// Entries this close in time and alike are one entry counted twice.
+    const GROUP_SECS: u64 = 60;
+
+    fn record(&self, refusal: &Refusal, context: &'static str, username: &str, client_info: String) {
+        let now = Instant::now();
+        let mut guard = self.entries.lock().expect("acl log");
+        let (entries, next_id) = &mut *guard;
+        if let Some(e) = entries.iter_mut().find(|e| {
+            e.reason == refusal.reason
+                && e.context == context
+                && e.object == refusal.object
+                && e.username == username
+                && now.duration_since(e.updated).as_secs() < Self::GROUP_SECS
+        }) {
+            e.count += 1;
+            e.updated = now;
+            e.client_info = client_info;
+            return;
+        }
+        entries.push_front(LogEntry {
+            count: 1,
+            reason: refusal.reason,
+            context,
+            object: refusal.object.clone(),
+            username: username.to_owned(),
+            created: now,
+            updated: now,
+            client_info,
+            entry_id: *next_id,
+        });
+        *next_id += 1;
+        entries.truncate(Self::MAX);
+    }
+}
+
+fn log(arg: Option<&Bytes>, shared: &Shared) -> Reply {
+    let mut guard = shared.acl_log.entries.lock().expect("acl log");
+    let count = match arg {
+        None => usize::MAX,
+        Some(a) if command::is(a, "RESET") => {
+            guard.0.clear();
+            return Reply::ok();
+        }
+        Some(a) => match text(a).parse::<i64>() {
+            Ok(n) if n >= 0 => n as usize,
+            _ => return Reply::error("ERR value is out of range, must be positive"),
+        },
+    };
+    let now = Instant::now();
+    let entries = guard
+        .0
+        .iter()
+        .take(count)
+        .map(|e| {
+            let age = now.duration_since(e.created).as_secs_f64();
+            let field = |k: &'static str, v: Reply| (Reply::bulk(k), v);
+            Reply::Map(vec![
+                field("count", Reply::Int(e.count as i64)),
+                field("reason", Reply::bulk(e.reason)),
+                field("context", Reply::bulk(e.context)),
+                field("object", Reply::bulk(e.object.clone())),
+                field("username", Reply::bulk(e.username.clone())),
+                field("age-seconds", Reply::Double(age)),
+                field("client-info", Reply::bulk(e.client_info.clone())),
+                field("entry-id", Reply::Int(e.entry_id as i64)),
+                field(
+                    "timestamp-created",
+                    Reply::Int(millis_ago(e.created, now) as i64),
+                ),
+                field(
+                    "timestamp-last-updated",
+                    Reply::Int(millis_ago(e.updated, now) as i64),
+                ),
+            ])
+        })
+        .collect();
+    Reply::Array(entries)
+}
+
+/// Wall-clock milliseconds of an instant in the past.
+fn millis_ago(at: Instant, now: Instant) -> u128 {
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    wall.saturating_sub(now.duration_since(at)).as_millis()
+}
+
+/// Closes the connections of users deleted or disabled, on every change
+/// of the table, as Redis does: a connection must not outlive the
+/// permission to open it.
+pub async fn close_revoked(shared: Arc<Shared>) {
+    let mut changes = shared.node.status().acl_changes();
+    while changes.changed().await.is_ok() {
+        let table = shared.node.status().acl();
+        let killed = super::local::kill_clients(&shared, |c| {
+            !table.user(&c.user).is_some_and(|u| u.enabled)
+        });
+        if killed > 0 {
+            tracing::info!(connections = killed, "closed connections of users deleted or disabled");
+        }
+    }
+}
+
+/// Proposes the seed of the user table (`--aclfile`, `--requirepass`)
+/// once a leader is known; it applies only to a table never changed, so
+/// every node of a new cluster may propose it and the first one wins.
+pub async fn propose_seed(shared: Arc<Shared>, op: AclOp) {
+    loop {
+        match crate::raft::answer(shared.node.write(Op::Acl(op.clone()))).await {
+            Ok(Ok(crate::state::Outcome::Int(1))) => {
+                tracing::info!("seeded the cluster's users from --aclfile/--requirepass");
+                return;
+            }
+            Ok(Ok(_)) => {
+                tracing::info!("the cluster's users were set before: --aclfile/--requirepass seed nothing (change users with ACL SETUSER, ACL LOAD or CONFIG SET requirepass)");
+                return;
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "the --aclfile/--requirepass seed was refused");
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "seeding users: no leader yet, trying again");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
