@@ -279,7 +279,8 @@ pub(crate) struct Coord {
     /// (format 3), so format 2 snapshots still decode.
     #[serde(skip)]
     stream_waiters: streams::Waiters,
-    /// Encoded last in a snapshot (format 3), for the same reason.
+    /// Encoded after the stream waiters in a snapshot (format 3), for the
+    /// same reason; format 4 puts the ACL after it.
     #[serde(skip)]
     ext: CoordExt,
 }

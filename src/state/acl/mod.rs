@@ -70,6 +70,22 @@ pub fn hash_password(pass: &[u8]) -> String {
     hex
 }
 
+/// The users to seed a new cluster with from `--requirepass`: `default`
+/// as first made, with this password (hashed here) or, for an empty one,
+/// `nopass`, as Redis's `requirepass` sets it.
+pub fn requirepass_seed(pass: &[u8]) -> Vec<(String, Vec<String>)> {
+    let password = if pass.is_empty() {
+        "nopass".to_owned()
+    } else {
+        format!("#{}", hash_password(pass))
+    };
+    let rules = ["on", &password, "~*", "&*", "+@all"];
+    vec![(
+        DEFAULT_USER.to_owned(),
+        rules.iter().map(|r| r.to_string()).collect(),
+    )]
+}
+
 /// Compares two byte strings in time that depends on their length only.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
@@ -78,7 +94,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
-/// A writes on the user table.
+/// A write on the user table.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum AclOp {
     /// ACL SETUSER: creates the user if needed and applies `rules` in
@@ -214,6 +230,17 @@ impl Selector {
                     glob::matches(p.as_bytes(), channel)
                 }
             })
+    }
+
+    /// May every key be accessed this way? `allkeys`, or a pattern that
+    /// is exactly `*` with the access asked (Redis's unrestricted key
+    /// access, which SORT's BY and GET need).
+    pub fn allows_all_keys(&self, read: bool, write: bool) -> bool {
+        self.allkeys
+            || self
+                .keys
+                .iter()
+                .any(|p| p.pattern == "*" && (!read || p.read) && (!write || p.write))
     }
 
     /// The command, then every key, then every channel, as Redis checks
@@ -406,6 +433,23 @@ impl User {
             }
         }
         Err(worst)
+    }
+
+    /// Like [`User::check`], but the selector that allows the command must
+    /// also allow every key with this access ([`Selector::allows_all_keys`]):
+    /// Redis's check for SORT ... BY/GET, which read keys named by patterns.
+    pub fn check_with_all_keys(
+        &self,
+        full_name: &str,
+        categories: &[&str],
+        keys: &[(&[u8], bool, bool)],
+        channels: &[(&[u8], bool)],
+        read: bool,
+        write: bool,
+    ) -> bool {
+        std::iter::once(&self.root).chain(&self.selectors).any(|s| {
+            s.check(full_name, categories, keys, channels).is_ok() && s.allows_all_keys(read, write)
+        })
     }
 
     /// Any selector allows the command itself (keys and channels aside).

@@ -933,6 +933,36 @@ fn key_patterns_grant_read_write_or_both() {
     assert!(!acl.user("newuser").unwrap().allows_key(b"x", false, false));
 }
 
+#[test]
+fn unrestricted_key_access_needs_allkeys_or_a_star_pattern() {
+    let mut acl = Acl::default();
+    setuser(
+        &mut acl,
+        "u",
+        "on nopass +@all %R~* ~k (+@all ~*) (+get %W~*)",
+    )
+    .unwrap();
+    let user = acl.user("u").unwrap();
+    assert!(user.root.allows_all_keys(true, false));
+    assert!(!user.root.allows_all_keys(false, true));
+    assert!(user.selectors[0].allows_all_keys(true, true));
+    assert!(!Selector::default().allows_all_keys(false, false));
+    let sort = ["write", "set", "sortedset", "list", "slow", "dangerous"];
+    assert!(user.check_with_all_keys("sort", &sort, &[(b"k", true, true)], &[], true, false));
+    // Only the selector with +get and %W~* allows GET: no read access.
+    setuser(&mut acl, "v", "on nopass ~x (+get %W~*)").unwrap();
+    let user = acl.user("v").unwrap();
+    let get = categories_of("get");
+    assert!(!user.check_with_all_keys("get", &get, &[], &[], true, false));
+    assert!(user.check_with_all_keys("get", &get, &[], &[], false, true));
+    // A pattern that matches every key is not enough: it must be `*`.
+    setuser(&mut acl, "w", "on nopass +@all ~**").unwrap();
+    assert!(!acl
+        .user("w")
+        .unwrap()
+        .check_with_all_keys("get", &get, &[], &[], true, false));
+}
+
 // --------------------------------------------------------- channels
 
 #[test]
@@ -1237,6 +1267,31 @@ fn seed_applies_only_to_a_table_never_changed() {
         Ok(Outcome::Int(0))
     );
     assert_eq!(acl.list().len(), 2);
+}
+
+#[test]
+fn requirepass_seeds_the_default_user() {
+    let mut acl = Acl::default();
+    acl.apply(&AclOp::Seed {
+        users: requirepass_seed(b"foobared"),
+    })
+    .unwrap();
+    assert_eq!(
+        acl.list(),
+        vec![format!(
+            "user default on #{} ~* &* +@all",
+            hash_password(b"foobared")
+        )]
+    );
+    assert!(acl.authenticate("default", b"foobared").is_some());
+    assert!(acl.authenticate("default", b"").is_none());
+    assert!(!format!("{:?}", requirepass_seed(b"foobared")).contains("foobared"));
+    let mut acl = Acl::default();
+    acl.apply(&AclOp::Seed {
+        users: requirepass_seed(b""),
+    })
+    .unwrap();
+    assert_eq!(acl.list(), vec!["user default on nopass ~* &* +@all"]);
 }
 
 #[test]
