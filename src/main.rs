@@ -261,7 +261,9 @@ async fn reload_on_sighup(files: Arc<concord::tls::TlsFiles>) {
     while hup.recv().await.is_some() {
         match files.reload(|_| {}) {
             Ok(()) => tracing::info!("SIGHUP: TLS certificates reloaded"),
-            Err(e) => tracing::warn!(error = %e, "SIGHUP: TLS certificates not reloaded; the old ones stay in force"),
+            Err(e) => {
+                tracing::warn!(error = %e, "SIGHUP: TLS certificates not reloaded; the old ones stay in force")
+            }
         }
     }
 }

@@ -212,10 +212,22 @@ fn server_and_connection_commands() {
         .query(&mut c)
         .unwrap();
     assert_eq!(cfg["appendfsync"], "always");
-    let _: () = redis::cmd("CONFIG")
+    // A setting concord does not honour is refused by name, never
+    // accepted and ignored; its true value is accepted.
+    let err: RedisResult<()> = redis::cmd("CONFIG")
         .arg("SET")
         .arg("maxmemory-policy")
         .arg("allkeys-lru")
+        .query(&mut c);
+    let text = err.unwrap_err().to_string();
+    assert!(
+        text.contains("'maxmemory-policy'") && text.contains("does not support"),
+        "{text}"
+    );
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("appendfsync")
+        .arg("always")
         .query(&mut c)
         .unwrap();
     let err: RedisResult<()> = redis::cmd("CONFIG")
@@ -227,16 +239,16 @@ fn server_and_connection_commands() {
     // Memory values take Redis's units and read back in bytes.
     let _: () = redis::cmd("CONFIG")
         .arg("SET")
-        .arg("maxmemory")
+        .arg("proto-max-bulk-len")
         .arg("100mb")
         .query(&mut c)
         .unwrap();
     let cfg: HashMap<String, String> = redis::cmd("CONFIG")
         .arg("GET")
-        .arg("maxmemory")
+        .arg("proto-max-bulk-len")
         .query(&mut c)
         .unwrap();
-    assert_eq!(cfg["maxmemory"], "104857600");
+    assert_eq!(cfg["proto-max-bulk-len"], "104857600");
     let err: RedisResult<()> = redis::cmd("CONFIG")
         .arg("SET")
         .arg("maxmemory")

@@ -189,7 +189,13 @@ mod tests {
         assert!(cats("keys").contains(&"dangerous"));
         assert!(cats("blpop").contains(&"blocking"));
         assert!(cats("publish").contains(&"pubsub"));
-        for admin in ["shutdown", "config|set", "debug", "raft.member", "raft.transfer"] {
+        for admin in [
+            "shutdown",
+            "config|set",
+            "debug",
+            "raft.member",
+            "raft.transfer",
+        ] {
             let c = cats(admin);
             assert!(
                 c.contains(&"admin") && c.contains(&"dangerous"),
@@ -207,7 +213,15 @@ mod tests {
                 assert!(is_category(cat), "{}: {cat}", spec.name);
             }
         }
-        for family in ["lock", "session", "registry", "ratelimit", "breaker", "queue", "raft"] {
+        for family in [
+            "lock",
+            "session",
+            "registry",
+            "ratelimit",
+            "breaker",
+            "queue",
+            "raft",
+        ] {
             assert!(!commands_in(family).is_empty(), "@{family} is empty");
         }
     }

@@ -49,8 +49,8 @@ impl Principal {
     pub fn new(shared: &Shared) -> Principal {
         let table = shared.node.status().acl();
         let default = table.user(DEFAULT_USER);
-        let authenticated = shared.config.requirepass.is_none()
-            && default.is_some_and(|u| u.enabled && u.nopass);
+        let authenticated =
+            shared.requirepass().is_none() && default.is_some_and(|u| u.enabled && u.nopass);
         let mut p = Principal {
             name: DEFAULT_USER.to_owned(),
             authenticated,
@@ -81,10 +81,36 @@ impl Principal {
         true
     }
 
+    pub fn fence(&self) -> Fence {
+        Fence {
+            user: self.authenticated.then(|| Arc::from(self.name.as_str())),
+            generation: self.generation,
+        }
+    }
+
     fn login(&mut self, name: &str, table: &Acl) {
         self.name = name.to_owned();
         self.authenticated = true;
         self.load(table);
+    }
+}
+
+/// What a read's answer is checked against once its barrier passed: the
+/// user and the table generation the command was let through at.
+pub(super) struct Fence {
+    user: Option<Arc<str>>,
+    generation: u64,
+}
+
+impl Fence {
+    /// True when the table moved on and the user is gone or disabled.
+    pub fn revoked(&self, shared: &Shared) -> bool {
+        let Some(user) = &self.user else {
+            return false;
+        };
+        let status = shared.node.status();
+        status.acl_generation() != self.generation
+            && !status.acl().user(user).is_some_and(|u| u.enabled)
     }
 }
 
@@ -243,7 +269,7 @@ pub(super) fn auth(conn: &mut Conn, user: Option<&[u8]>, pass: &[u8], shared: &S
     let name = String::from_utf8_lossy(user.unwrap_or(DEFAULT_USER.as_bytes())).into_owned();
     if user.is_none() {
         let default = table.user(DEFAULT_USER);
-        if default.is_some_and(|u| u.nopass) && shared.config.requirepass.is_none() {
+        if default.is_some_and(|u| u.nopass) && shared.requirepass().is_none() {
             return Reply::error(
                 "ERR AUTH <password> called without any password configured for the default user. \
                  Are you sure your configuration is correct?",
@@ -253,11 +279,9 @@ pub(super) fn auth(conn: &mut Conn, user: Option<&[u8]>, pass: &[u8], shared: &S
     let ok = match table.authenticate(&name, pass) {
         // A node started with --requirepass asks for it until the cluster's
         // default user has a password of its own (see `seed`).
-        Some(u) if name == DEFAULT_USER && u.nopass => shared
-            .config
-            .requirepass
-            .as_deref()
-            .is_none_or(|p| p.as_bytes() == pass),
+        Some(u) if name == DEFAULT_USER && u.nopass => {
+            shared.requirepass().is_none_or(|p| p.as_bytes() == pass)
+        }
         Some(_) => true,
         None => false,
     };
@@ -337,7 +361,12 @@ pub(super) fn execute(conn: &mut Conn, name: &str, argv: &[Bytes], shared: &Shar
 
 fn cat(category: Option<&Bytes>) -> Reply {
     match category {
-        None => Reply::Array(catalog::CATEGORIES.iter().map(|c| Reply::bulk(*c)).collect()),
+        None => Reply::Array(
+            catalog::CATEGORIES
+                .iter()
+                .map(|c| Reply::bulk(*c))
+                .collect(),
+        ),
         Some(c) => {
             let c = text(c).to_ascii_lowercase();
             if !catalog::is_category(&c) || c == "all" {
@@ -363,7 +392,9 @@ fn genpass(bits: Option<&Bytes>) -> Reply {
             )
         }
     };
-    let bytes: Vec<u8> = (0..bits.div_ceil(8)).map(|_| rand::random::<u8>()).collect();
+    let bytes: Vec<u8> = (0..bits.div_ceil(8))
+        .map(|_| rand::random::<u8>())
+        .collect();
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     Reply::Bulk(Bytes::from(hex[..bits.div_ceil(4)].to_owned()))
 }
@@ -409,7 +440,12 @@ fn load(shared: &Shared) -> Local {
         ));
     };
     let parsed = std::fs::read_to_string(&path)
-        .map_err(|e| format!("ERR Error loading ACLs, opening file '{}': {e}", path.display()))
+        .map_err(|e| {
+            format!(
+                "ERR Error loading ACLs, opening file '{}': {e}",
+                path.display()
+            )
+        })
         .and_then(|t| users::parse_acl_file(&t).map_err(|e| format!("ERR {e}")));
     match parsed {
         Ok(list) => {
@@ -433,7 +469,10 @@ fn save(shared: &Shared) -> Local {
     };
     let node = shared.node.clone();
     Local::Later(Box::pin(async move {
-        let rx = node.read(Query::Acl(AclQuery::Users), crate::raft::ReadMode::Linearizable);
+        let rx = node.read(
+            Query::Acl(AclQuery::Users),
+            crate::raft::ReadMode::Linearizable,
+        );
         if let Err(e) = crate::raft::answer(rx).await {
             return Reply::error(e.to_string());
         }
@@ -490,6 +529,23 @@ pub(super) fn help() -> Reply {
     ])
 }
 
+/// CONFIG SET requirepass: the default user's only password, or none
+/// (`nopass`) for the empty string, as in Redis.
+pub(super) fn requirepass_op(pass: &str) -> Op {
+    let rules = if pass.is_empty() {
+        vec!["nopass".to_owned()]
+    } else {
+        vec![
+            "resetpass".to_owned(),
+            format!("#{}", users::hash_password(pass.as_bytes())),
+        ]
+    };
+    Op::Acl(AclOp::SetUser {
+        name: DEFAULT_USER.to_owned(),
+        rules,
+    })
+}
+
 /// The seed of a new cluster's users: the ACL file's, and the default
 /// user's password from `--requirepass`. None when neither is given.
 pub fn seed(config: &crate::config::Config) -> Result<Option<AclOp>, String> {
@@ -497,7 +553,8 @@ pub fn seed(config: &crate::config::Config) -> Result<Option<AclOp>, String> {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("--aclfile {}: {e}", path.display()))?;
-            users::parse_acl_file(&text).map_err(|e| format!("--aclfile {}: {e}", path.display()))?
+            users::parse_acl_file(&text)
+                .map_err(|e| format!("--aclfile {}: {e}", path.display()))?
         }
         None => Vec::new(),
     };
@@ -550,7 +607,13 @@ impl AclLog {
     /// Entries this close in time and alike are one entry counted twice.
     const GROUP_SECS: u64 = 60;
 
-    fn record(&self, refusal: &Refusal, context: &'static str, username: &str, client_info: String) {
+    fn record(
+        &self,
+        refusal: &Refusal,
+        context: &'static str,
+        username: &str,
+        client_info: String,
+    ) {
         let now = Instant::now();
         let mut guard = self.entries.lock().expect("acl log");
         let (entries, next_id) = &mut *guard;
@@ -645,7 +708,10 @@ pub async fn close_revoked(shared: Arc<Shared>) {
             !table.user(&c.user).is_some_and(|u| u.enabled)
         });
         if killed > 0 {
-            tracing::info!(connections = killed, "closed connections of users deleted or disabled");
+            tracing::info!(
+                connections = killed,
+                "closed connections of users deleted or disabled"
+            );
         }
     }
 }

@@ -340,7 +340,14 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                         || (unanswered_writes && is_read && follower)
                         || (unanswered_read_first && (is_read || is_write))
                     {
-                        resolve_into(&mut pending, &mut submissions, &mut wbuf, &shared).await;
+                        resolve_into(
+                            &mut pending,
+                            &mut submissions,
+                            &mut wbuf,
+                            &shared,
+                            conn.principal.fence(),
+                        )
+                        .await;
                         unanswered_reads = false;
                         unanswered_writes = false;
                         unanswered_read_first = false;
@@ -399,7 +406,13 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         if blocked {
             // Waiting may take long: watch the socket meanwhile, so a client
             // that leaves gives up its place (its answer's receiver drops).
-            let resolve = resolve_into(&mut pending, &mut submissions, &mut wbuf, &shared);
+            let resolve = resolve_into(
+                &mut pending,
+                &mut submissions,
+                &mut wbuf,
+                &shared,
+                conn.principal.fence(),
+            );
             tokio::pin!(resolve);
             loop {
                 tokio::select! {
@@ -415,7 +428,14 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             }
             local::set_client(&shared, id, |c| c.blocked_on = None);
         } else {
-            resolve_into(&mut pending, &mut submissions, &mut wbuf, &shared).await;
+            resolve_into(
+                &mut pending,
+                &mut submissions,
+                &mut wbuf,
+                &shared,
+                conn.principal.fence(),
+            )
+            .await;
         }
         if !wbuf.is_empty() {
             if socket.write_all(&wbuf).await.is_err() {
@@ -470,6 +490,7 @@ async fn resolve_into(
     submissions: &mut Submissions,
     out: &mut BytesMut,
     shared: &Shared,
+    fence: super::acl::Fence,
 ) {
     submissions.flush(shared);
     if pending.is_empty() {
@@ -481,7 +502,15 @@ async fn resolve_into(
         .fetch_add(pending.len() as u64, Ordering::Relaxed);
     let mut errors = 0;
     for (protocol, item) in pending.drain(..) {
-        let reply = item.resolve(submissions).await;
+        let read = matches!(&item, Pending::Submitted { name, .. }
+            if command::lookup(name.as_bytes()).is_some_and(|s| matches!(s.exec, command::Exec::Read(..))));
+        let mut reply = item.resolve(submissions).await;
+        // A read is answered after its read barrier: if the user was
+        // deleted or disabled by an entry the barrier covers, the read
+        // must not be answered (see server::acl).
+        if read && fence.revoked(shared) {
+            reply = Reply::error(super::acl::NOAUTH);
+        }
         if let Reply::Error(text) = &reply {
             errors += 1;
             shared.stats.error_codes.count(text);

@@ -15,6 +15,7 @@ mod cluster;
 mod connection;
 mod info;
 mod local;
+pub mod params;
 mod pubsub;
 mod transaction;
 
@@ -183,7 +184,7 @@ impl Shared {
             tls,
             acl_log: acl::AclLog::default(),
             node,
-            params: RwLock::new(local::default_params(&config)),
+            params: RwLock::new(params::defaults(&config)),
             config,
             stats: Stats::default(),
             clients: Mutex::new(BTreeMap::new()),
@@ -206,13 +207,25 @@ impl Shared {
             .expect("params lock")
             .get("protected-mode")
             .map_or(self.config.protected_mode, |v| v == "yes");
-        on && self.config.requirepass.is_none()
+        on && self.requirepass().is_none()
             && self
                 .node
                 .status()
                 .acl()
                 .user(crate::state::acl::DEFAULT_USER)
                 .is_some_and(|u| u.enabled && u.nopass)
+    }
+
+    /// The password this node asks of the default user while the
+    /// cluster's default user has none (`--requirepass`, or CONFIG SET
+    /// requirepass on this node); None when empty.
+    pub fn requirepass(&self) -> Option<String> {
+        self.params
+            .read()
+            .expect("params lock")
+            .get("requirepass")
+            .filter(|v| !v.is_empty())
+            .cloned()
     }
 
     fn next_client_id(&self) -> u64 {

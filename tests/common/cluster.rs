@@ -32,6 +32,8 @@ pub struct Cluster {
     proxies: HashMap<(u64, u64), Proxy>,
     extra: Vec<String>,
     tmp: tempfile::TempDir,
+    /// The default user's password, when the nodes were given one.
+    pub password: Option<String>,
 }
 
 impl Cluster {
@@ -79,6 +81,10 @@ impl Cluster {
             proxies,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             tmp,
+            password: extra
+                .windows(2)
+                .find(|w| w[0] == "--requirepass")
+                .map(|w| w[1].to_owned()),
         };
         for id in 1..=n {
             let view: Vec<String> = (1..=n)
@@ -190,7 +196,10 @@ impl Cluster {
     }
 
     pub fn url(&self, id: u64) -> String {
-        format!("redis://127.0.0.1:{}/", self.nodes[&id].port)
+        match &self.password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}/", self.nodes[&id].port),
+            None => format!("redis://127.0.0.1:{}/", self.nodes[&id].port),
+        }
     }
 
     pub fn client(&self, id: u64) -> redis::Connection {

@@ -1,0 +1,197 @@
+//! One ACL for the whole cluster, on real processes: users made through
+//! any node are in force on every node, permissions are checked on the
+//! node a client is connected to (inside MULTI and LOCK.GUARD too), and
+//! passwords survive restarts without ever being stored in clear.
+
+mod common;
+
+use std::time::Duration;
+
+use common::cluster::Cluster;
+use common::wait_for;
+use redis::{Connection, RedisResult, Value};
+
+fn as_user(cluster: &Cluster, id: u64, user: &str, pass: &str) -> RedisResult<Connection> {
+    let port = cluster.nodes[&id].port;
+    let client = redis::Client::open(format!("redis://{user}:{pass}@127.0.0.1:{port}/"))?;
+    let con = client.get_connection_with_timeout(Duration::from_secs(10))?;
+    con.set_read_timeout(Some(Duration::from_secs(10)))?;
+    Ok(con)
+}
+
+fn err_text<T: std::fmt::Debug>(r: RedisResult<T>) -> String {
+    let e = r.expect_err("an error");
+    format!("{} {}", e.code().unwrap_or(""), e.detail().unwrap_or(""))
+}
+
+#[test]
+fn users_are_one_acl_for_the_whole_cluster() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader();
+    let followers = cluster.followers(leader);
+    let mut admin_f = cluster.client(followers[0]);
+
+    // Created through a follower: in force on the leader at once.
+    let _: () = redis::cmd("ACL")
+        .arg(&[
+            "SETUSER",
+            "alice",
+            "on",
+            ">s3cret",
+            "~app:*",
+            "+@read",
+            "+@write",
+            "+@transaction",
+            "-flushall",
+        ])
+        .query(&mut admin_f)
+        .unwrap();
+    let mut alice =
+        as_user(&cluster, leader, "alice", "s3cret").expect("alice logs in on the leader");
+    let _: () = redis::cmd("SET")
+        .arg("app:1")
+        .arg("v")
+        .query(&mut alice)
+        .unwrap();
+    let text = err_text(
+        redis::cmd("SET")
+            .arg("other")
+            .arg("v")
+            .query::<()>(&mut alice),
+    );
+    assert!(text.contains("NOPERM") && text.contains("keys"), "{text}");
+    let text = err_text(redis::cmd("FLUSHALL").query::<()>(&mut alice));
+    assert!(
+        text.contains("NOPERM") && text.contains("'flushall'"),
+        "{text}"
+    );
+    assert!(as_user(&cluster, leader, "alice", "wrong").is_err());
+
+    // The stored user holds the hash, never the password.
+    let list: Vec<String> = redis::cmd("ACL").arg("LIST").query(&mut admin_f).unwrap();
+    let line = list.iter().find(|l| l.starts_with("user alice")).unwrap();
+    assert!(!line.contains("s3cret") && line.contains('#'), "{line}");
+
+    // NOPERM inside MULTI fails the transaction; nothing of it applies.
+    let _: () = redis::cmd("MULTI").query(&mut alice).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("app:2")
+        .arg("x")
+        .query(&mut alice)
+        .unwrap();
+    let text = err_text(
+        redis::cmd("SET")
+            .arg("forbidden")
+            .arg("x")
+            .query::<()>(&mut alice),
+    );
+    assert!(text.contains("NOPERM"), "{text}");
+    let text = err_text(redis::cmd("EXEC").query::<Value>(&mut alice));
+    assert!(text.contains("EXECABORT"), "{text}");
+    let two: Option<String> = redis::cmd("GET").arg("app:2").query(&mut alice).unwrap();
+    assert_eq!(two, None);
+
+    // LOCK.GUARD's inner command is checked as a command of its own.
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "alice", "+@lock"])
+        .query(&mut admin_f)
+        .unwrap();
+    let token: i64 = redis::cmd("LOCK.ACQUIRE")
+        .arg("app:lock")
+        .arg("alice")
+        .arg(30_000)
+        .query(&mut alice)
+        .unwrap();
+    let text = err_text(
+        redis::cmd("LOCK.GUARD")
+            .arg("app:lock")
+            .arg(token)
+            .arg("SET")
+            .arg("outside")
+            .arg("x")
+            .query::<()>(&mut alice),
+    );
+    assert!(text.contains("NOPERM"), "{text}");
+    let _: () = redis::cmd("LOCK.GUARD")
+        .arg("app:lock")
+        .arg(token)
+        .arg("SET")
+        .arg("app:guarded")
+        .arg("x")
+        .query(&mut alice)
+        .unwrap();
+
+    // Disabled through the leader: refused on the other follower at the
+    // next command (a read waits for its barrier, which covers the change).
+    let mut alice_f = as_user(&cluster, followers[1], "alice", "s3cret").unwrap();
+    let got: Option<String> = redis::cmd("GET").arg("app:1").query(&mut alice_f).unwrap();
+    assert_eq!(got.as_deref(), Some("v"));
+    let mut admin_l = cluster.client(leader);
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "alice", "off"])
+        .query(&mut admin_l)
+        .unwrap();
+    let next: RedisResult<Option<String>> = redis::cmd("GET").arg("app:1").query(&mut alice_f);
+    assert!(next.is_err(), "a disabled user was served: {next:?}");
+    assert!(as_user(&cluster, followers[1], "alice", "s3cret").is_err());
+
+    // Deleted: gone on every node.
+    let n: i64 = redis::cmd("ACL")
+        .arg("DELUSER")
+        .arg("alice")
+        .query(&mut admin_l)
+        .unwrap();
+    assert_eq!(n, 1);
+    for id in cluster.running() {
+        wait_for("the deletion everywhere", Duration::from_secs(10), || {
+            let mut c = cluster.client(id);
+            let users: Vec<String> = redis::cmd("ACL").arg("USERS").query(&mut c).ok()?;
+            (!users.contains(&"alice".to_owned())).then_some(())
+        });
+    }
+}
+
+#[test]
+fn requirepass_is_the_default_user_s_password_everywhere_and_survives_restarts() {
+    let mut cluster = Cluster::start(3, &["--requirepass", "hunter22"]);
+    let port = cluster.nodes[&1].port;
+    let anonymous = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+    let mut con = anonymous.get_connection().unwrap();
+    let text = err_text(redis::cmd("GET").arg("k").query::<Option<String>>(&mut con));
+    assert!(text.contains("NOAUTH"), "{text}");
+    let text = err_text(redis::cmd("AUTH").arg("nope").query::<()>(&mut con));
+    assert!(text.contains("WRONGPASS"), "{text}");
+    let _: () = redis::cmd("AUTH").arg("hunter22").query(&mut con).unwrap();
+    let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut con).unwrap();
+    // HELLO 3 AUTH, as RESP3 clients log in.
+    let mut raw = as_user(&cluster, 2, "default", "hunter22").unwrap();
+    let hello: Value = redis::cmd("HELLO")
+        .arg(3)
+        .arg("AUTH")
+        .arg("default")
+        .arg("hunter22")
+        .query(&mut raw)
+        .unwrap();
+    assert!(matches!(hello, Value::Map(_)), "{hello:?}");
+
+    // The seed reached the replicated table: a new password through one
+    // node is the password of every node.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("correct-horse")
+        .query(&mut con)
+        .unwrap();
+    cluster.password = Some("correct-horse".into());
+    let leader = cluster.leader_among(&[1, 2, 3]);
+    cluster.kill9(leader);
+    cluster.restart(leader);
+    for id in [1, 2, 3] {
+        wait_for(
+            "the new password on every node",
+            Duration::from_secs(20),
+            || as_user(&cluster, id, "default", "correct-horse").ok(),
+        );
+        assert!(as_user(&cluster, id, "default", "hunter22").is_err());
+    }
+}
