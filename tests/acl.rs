@@ -195,3 +195,61 @@ fn requirepass_is_the_default_user_s_password_everywhere_and_survives_restarts()
         assert!(as_user(&cluster, id, "default", "hunter22").is_err());
     }
 }
+
+#[test]
+fn scripts_run_with_their_caller_s_permissions_on_every_replica() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader();
+    let follower = cluster.followers(leader)[0];
+    let mut admin = cluster.client(leader);
+    let _: () = redis::cmd("ACL")
+        .arg(&[
+            "SETUSER",
+            "bob",
+            "on",
+            ">pw",
+            "~b:*",
+            "+@scripting",
+            "+set",
+            "+get",
+        ])
+        .query(&mut admin)
+        .unwrap();
+    let mut bob = as_user(&cluster, follower, "bob", "pw").unwrap();
+    // Allowed: a key of his, a command of his.
+    let ok: String = redis::cmd("EVAL")
+        .arg("return redis.call('SET', KEYS[1], 'x')")
+        .arg(1)
+        .arg("b:1")
+        .query(&mut bob)
+        .unwrap();
+    assert_eq!(ok, "OK");
+    // A key outside his pattern, and a command outside his rules.
+    let text = err_text(
+        redis::cmd("EVAL")
+            .arg("return redis.call('SET', KEYS[1], 'x')")
+            .arg(1)
+            .arg("other")
+            .query::<String>(&mut bob),
+    );
+    assert!(text.contains("NOPERM"), "{text}");
+    let text = err_text(
+        redis::cmd("EVAL")
+            .arg("return redis.call('DEL', 'b:1')")
+            .arg(0)
+            .query::<i64>(&mut bob),
+    );
+    assert!(text.contains("NOPERM") && text.contains("'del'"), "{text}");
+    // acl_check_cmd answers for the caller without running anything.
+    let checks: Vec<Option<i64>> = redis::cmd("EVAL")
+        .arg("return {redis.acl_check_cmd('set','b:2','v') and 1 or 0, redis.acl_check_cmd('del','b:1') and 1 or 0}")
+        .arg(0)
+        .query(&mut bob)
+        .unwrap();
+    assert_eq!(checks, vec![Some(1), Some(0)]);
+    // The refused write left nothing anywhere; the allowed one is everywhere.
+    let digest = cluster.converged(&cluster.running());
+    assert!(!digest.is_empty());
+    let other: Option<String> = redis::cmd("GET").arg("other").query(&mut admin).unwrap();
+    assert_eq!(other, None);
+}

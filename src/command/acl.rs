@@ -10,7 +10,8 @@
 
 use bytes::Bytes;
 
-use super::{all, CommandSpec, Exec, Flag, Group};
+use super::{all, lookup, resolve_subcommand, CommandSpec, Exec, Flag, Group};
+use crate::state::acl::{Denied, User};
 
 /// Every category, Redis 7.0's then concord's own families.
 pub const CATEGORIES: &[&str] = &[
@@ -162,6 +163,88 @@ pub fn channels<'a>(spec: &CommandSpec, argv: &'a [Bytes]) -> Vec<(&'a Bytes, bo
         "psubscribe" => argv.iter().skip(1).map(|c| (c, true)).collect(),
         _ => Vec::new(),
     }
+}
+
+/// The categories a rule may name for `spec`: its own, and for a
+/// subcommand its container's too.
+fn categories_of(spec: &CommandSpec) -> Vec<&'static str> {
+    let mut cats = categories(spec);
+    if let Some((parent, _)) = spec.name.split_once('|') {
+        if let Some(parent) = lookup(parent.as_bytes()) {
+            for c in categories(parent) {
+                if !cats.contains(&c) {
+                    cats.push(c);
+                }
+            }
+        }
+    }
+    cats
+}
+
+/// What the check found wrong, for the reply and the ACL LOG.
+pub struct Refusal {
+    pub reason: &'static str,
+    pub object: String,
+}
+
+impl Refusal {
+    pub fn text(&self) -> String {
+        match self.reason {
+            "command" => format!(
+                "NOPERM this user has no permissions to run the '{}' command",
+                self.object
+            ),
+            "key" => "NOPERM this user has no permissions to access one of the keys used as arguments".into(),
+            _ => "NOPERM this user has no permissions to access one of the channels used as arguments".into(),
+        }
+    }
+}
+
+/// Checks `user` may run `argv` (whose spec is `spec`), the command a
+/// wrapper such as LOCK.GUARD wraps included.
+pub fn check_user(user: &User, spec: &'static CommandSpec, argv: &[Bytes]) -> Result<(), Refusal> {
+    let (read, write) = key_access(spec);
+    let keys: Vec<(&[u8], bool, bool)> = spec
+        .keys
+        .keys(argv)
+        .into_iter()
+        .map(|k| (&k[..], read, write))
+        .collect();
+    let channels: Vec<(&[u8], bool)> = channels(spec, argv)
+        .into_iter()
+        .map(|(c, literal)| (&c[..], literal))
+        .collect();
+    user.check(spec.name, &categories_of(spec), &keys, &channels)
+        .map_err(|denied| match denied {
+            Denied::Command => Refusal {
+                reason: "command",
+                object: spec.name.to_owned(),
+            },
+            Denied::Key(i) => Refusal {
+                reason: "key",
+                object: String::from_utf8_lossy(keys[i].0).into_owned(),
+            },
+            Denied::Channel(i) => Refusal {
+                reason: "channel",
+                object: String::from_utf8_lossy(channels[i].0).into_owned(),
+            },
+        })?;
+    if let Exec::Wrap { inner_at, .. } = spec.exec {
+        let inner = &argv[inner_at.min(argv.len())..];
+        if let Some(inner_spec) = resolve(inner) {
+            check_user(user, inner_spec, inner)?;
+        }
+    }
+    Ok(())
+}
+
+/// The (sub)command spec of `argv`, if it names one with a valid arity.
+pub fn resolve(argv: &[Bytes]) -> Option<&'static CommandSpec> {
+    let spec = lookup(argv.first()?)?;
+    if !spec.arity_ok(argv.len()) {
+        return None;
+    }
+    resolve_subcommand(spec, argv).ok()
 }
 
 #[cfg(test)]

@@ -84,6 +84,8 @@ pub(super) struct Ctx<'a> {
     /// A run tried as a read ([`Access::ReadFirst`]) reached a write
     /// command: it must go through the log, and what it answers is moot.
     pub reached_write: bool,
+    /// The restricted ACL user the script runs for ([`Op::AsUser`]).
+    pub caller: Option<String>,
 }
 
 impl Ctx<'_> {
@@ -116,6 +118,7 @@ impl Ctx<'_> {
         if spec.has(Flag::NoScript) {
             return Err(NOT_ALLOWED.into());
         }
+        self.acl_check(spec, &argv)?;
         let writes = spec.has(Flag::Write) || spec.has(Flag::MayReplicate);
         if writes && self.read_only {
             return Err(READ_ONLY.into());
@@ -159,6 +162,23 @@ impl Ctx<'_> {
         }
     }
 
+    /// The script's user may run `argv` (spec `spec`): checked against the
+    /// replicated user table as the entry applies, so every replica
+    /// decides alike. `Err` is the NOPERM text.
+    pub fn acl_check(
+        &self,
+        spec: &'static command::CommandSpec,
+        argv: &[Bytes],
+    ) -> Result<(), String> {
+        let Some(name) = &self.caller else {
+            return Ok(());
+        };
+        let Some(user) = self.state.state().acl().user(name) else {
+            return Err(format!("NOPERM the user '{name}' no longer exists"));
+        };
+        command::acl::check_user(user, spec, argv).map_err(|refusal| refusal.text())
+    }
+
     /// The few server-answered commands that make sense in a script.
     fn local(&self, name: &str, argv: &[Bytes]) -> Result<Reply, String> {
         match name {
@@ -190,7 +210,7 @@ pub(super) enum Dispatched {
 
 /// The arguments of a redis.call: strings as they are, numbers as `%.17g`
 /// (as Redis formats them), anything else refused.
-fn to_argv(args: &MultiValue) -> Result<Vec<Bytes>, String> {
+pub(super) fn to_argv(args: &MultiValue) -> Result<Vec<Bytes>, String> {
     if args.is_empty() {
         return Err("ERR Please specify at least one argument for this redis lib call".into());
     }

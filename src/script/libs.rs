@@ -232,22 +232,6 @@ fn redis_table(lua: &Lua) -> mlua::Result<Table> {
         lua.create_function(|_, _: MultiValue| Ok(false))?,
     )?;
     redis.set("debug", lua.create_function(|_, _: MultiValue| Ok(()))?)?;
-    redis.set(
-        "acl_check_cmd",
-        lua.create_function(|lua, args: MultiValue| {
-            let known = match args.front() {
-                Some(Value::String(name)) => crate::command::lookup(&name.as_bytes()).is_some(),
-                _ => false,
-            };
-            if !known {
-                return Err(mlua::Error::runtime(
-                    "Invalid command passed to redis.acl_check_cmd()",
-                ));
-            }
-            let _ = lua;
-            Ok(true)
-        })?,
-    )?;
     Ok(redis)
 }
 

@@ -130,10 +130,11 @@ impl ScriptHost for LuaHost {
         library: &Library,
         function: &str,
         run: &Run,
+        caller: Option<&str>,
     ) -> OpResult {
         self.vm()?
             .get()
-            .call_function(state, now, library, function, run)
+            .call_function(state, now, library, function, run, caller)
     }
 }
 
@@ -339,6 +340,24 @@ impl Vm {
         })?;
         redis.raw_set("call", call)?;
         redis.raw_set("pcall", pcall)?;
+        // Whether the script's user may run a command, as redis.call would
+        // decide it (true for a user with every permission).
+        let slot = current.clone();
+        let acl_check = lua.create_function(move |_, args: MultiValue| {
+            let invalid =
+                || mlua::Error::runtime("Invalid command passed to redis.acl_check_cmd()");
+            let argv = call::to_argv(&args).map_err(mlua::Error::runtime)?;
+            let spec = argv
+                .first()
+                .and_then(|name| crate::command::lookup(name))
+                .filter(|spec| spec.arity_ok(argv.len()))
+                .and_then(|spec| crate::command::resolve_subcommand(spec, &argv).ok())
+                .ok_or_else(invalid)?;
+            Ok(slot
+                .with(|ctx| ctx.acl_check(spec, &argv).is_ok())
+                .unwrap_or(true))
+        })?;
+        redis.raw_set("acl_check_cmd", acl_check)?;
         Ok(Vm {
             globals: internal.get("globals")?,
             run: internal.get("run")?,
@@ -387,7 +406,7 @@ impl Vm {
             args: MultiValue::from_iter([Value::Function(script.function.clone())]),
             label: call.sha,
         };
-        self.execute(state, now, target, read_only, call.run.seed)
+        self.execute(state, now, target, read_only, call.run.seed, call.caller)
     }
 
     /// KEYS and ARGV as Lua tables.
@@ -444,6 +463,7 @@ impl Vm {
         target: Target<'_>,
         read_only: bool,
         seed: u64,
+        caller: Option<&str>,
     ) -> OpResult {
         // A read may not write, whatever the script declares.
         let read_only = read_only || matches!(state, Access::Read(_));
@@ -457,6 +477,7 @@ impl Vm {
             seed,
             calls: 0,
             reached_write: false,
+            caller: caller.map(str::to_owned),
         };
         let label = target.label;
         let ran = {
@@ -552,6 +573,7 @@ impl Vm {
         library: &Library,
         function: &str,
         run: &Run,
+        caller: Option<&str>,
     ) -> OpResult {
         let (name, _) = library_name(&library.code)?;
         let loaded = self
@@ -585,7 +607,14 @@ impl Vm {
             ]),
             label: function,
         };
-        self.execute(state, now, target, run.read_only || no_writes, run.seed)
+        self.execute(
+            state,
+            now,
+            target,
+            run.read_only || no_writes,
+            run.seed,
+            caller,
+        )
     }
 }
 

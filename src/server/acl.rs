@@ -23,9 +23,11 @@ use bytes::Bytes;
 use super::connection::Conn;
 use super::local::Local;
 use super::Shared;
-use crate::command::{self, acl as catalog, CommandSpec, Exec, Flag};
+use crate::command::acl::{check_user, Refusal};
+use crate::command::{self, acl as catalog, Flag};
 use crate::resp::Reply;
-use crate::state::acl::{self as users, Acl, AclOp, AclQuery, Denied, User, DEFAULT_USER};
+use crate::state::acl::{self as users, Acl, AclOp, AclQuery, User, DEFAULT_USER};
+use crate::state::scripts::{ScriptOp, ScriptQuery};
 use crate::state::{Op, Query};
 
 pub const NOAUTH: &str = "NOAUTH Authentication required.";
@@ -81,6 +83,41 @@ impl Principal {
         true
     }
 
+    /// Whether the user's permissions are checked at all.
+    pub fn restricted(&self) -> bool {
+        !self.unrestricted
+    }
+
+    /// A script op of a restricted user carries the user, so the commands
+    /// the script calls are checked as the entry applies.
+    pub fn wrap_op(&self, op: Op) -> Op {
+        match op {
+            Op::Script(
+                ScriptOp::Eval { .. } | ScriptOp::EvalSha { .. } | ScriptOp::FCall { .. },
+            ) if self.restricted() => Op::AsUser {
+                user: self.name.clone(),
+                op: Box::new(op),
+            },
+            other => other,
+        }
+    }
+
+    /// [`Principal::wrap_op`] for the read-only scripts (EVALSHA_RO,
+    /// FCALL_RO).
+    pub fn wrap_query(&self, query: Query) -> Query {
+        match query {
+            Query::Script(ScriptQuery::EvalSha { .. } | ScriptQuery::FCall { .. })
+                if self.restricted() =>
+            {
+                Query::AsUser {
+                    user: self.name.clone(),
+                    query: Box::new(query),
+                }
+            }
+            other => other,
+        }
+    }
+
     pub fn fence(&self) -> Fence {
         Fence {
             user: self.authenticated.then(|| Arc::from(self.name.as_str())),
@@ -119,91 +156,7 @@ fn unrestricted(user: &User) -> bool {
     s.all_commands && s.commands.is_empty() && s.allkeys && s.allchannels
 }
 
-/// The categories a rule may name for `spec`: its own, and for a
-/// subcommand its container's too.
-fn categories_of(spec: &CommandSpec) -> Vec<&'static str> {
-    let mut cats = catalog::categories(spec);
-    if let Some((parent, _)) = spec.name.split_once('|') {
-        if let Some(parent) = command::lookup(parent.as_bytes()) {
-            for c in catalog::categories(parent) {
-                if !cats.contains(&c) {
-                    cats.push(c);
-                }
-            }
-        }
-    }
-    cats
-}
-
-/// What the check found wrong, for the reply and the ACL LOG.
-pub(super) struct Refusal {
-    pub reason: &'static str,
-    pub object: String,
-}
-
-impl Refusal {
-    pub fn text(&self) -> String {
-        match self.reason {
-            "command" => format!(
-                "NOPERM this user has no permissions to run the '{}' command",
-                self.object
-            ),
-            "key" => "NOPERM this user has no permissions to access one of the keys used as arguments".into(),
-            _ => "NOPERM this user has no permissions to access one of the channels used as arguments".into(),
-        }
-    }
-}
-
-/// Checks `user` may run `argv` (whose spec is `spec`), the command a
-/// wrapper such as LOCK.GUARD wraps included.
-pub(super) fn check_user(
-    user: &User,
-    spec: &'static CommandSpec,
-    argv: &[Bytes],
-) -> Result<(), Refusal> {
-    let (read, write) = catalog::key_access(spec);
-    let keys: Vec<(&[u8], bool, bool)> = spec
-        .keys
-        .keys(argv)
-        .into_iter()
-        .map(|k| (&k[..], read, write))
-        .collect();
-    let channels: Vec<(&[u8], bool)> = catalog::channels(spec, argv)
-        .into_iter()
-        .map(|(c, literal)| (&c[..], literal))
-        .collect();
-    user.check(spec.name, &categories_of(spec), &keys, &channels)
-        .map_err(|denied| match denied {
-            Denied::Command => Refusal {
-                reason: "command",
-                object: spec.name.to_owned(),
-            },
-            Denied::Key(i) => Refusal {
-                reason: "key",
-                object: String::from_utf8_lossy(keys[i].0).into_owned(),
-            },
-            Denied::Channel(i) => Refusal {
-                reason: "channel",
-                object: String::from_utf8_lossy(channels[i].0).into_owned(),
-            },
-        })?;
-    if let Exec::Wrap { inner_at, .. } = spec.exec {
-        let inner = &argv[inner_at.min(argv.len())..];
-        if let Some(inner_spec) = resolve(inner) {
-            check_user(user, inner_spec, inner)?;
-        }
-    }
-    Ok(())
-}
-
-/// The (sub)command spec of `argv`, if it names one with a valid arity.
-pub(super) fn resolve(argv: &[Bytes]) -> Option<&'static CommandSpec> {
-    let spec = command::lookup(argv.first()?)?;
-    if !spec.arity_ok(argv.len()) {
-        return None;
-    }
-    command::resolve_subcommand(spec, argv).ok()
-}
+pub(super) use crate::command::acl::resolve;
 
 /// The check before a command goes anywhere: authentication, then the
 /// user's permissions. Unknown commands and bad arity pass here, to get

@@ -301,7 +301,9 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     let pipelined = !rbuf.is_empty();
                     let request = match route {
                         Route::Normal => Some(command::prepare(&argv).map(|request| {
-                            if pipelined {
+                            // A restricted user's script goes through the
+                            // log, where its calls are checked.
+                            if pipelined || conn.principal.restricted() {
                                 request
                             } else {
                                 read_first(request)
@@ -623,7 +625,7 @@ fn dispatch(
         Err(e) => (Pending::Ready(Reply::error(e.to_string())), "NULL"),
         Ok(Request::Write(op, spec, reply)) => (
             Pending::Submitted {
-                batch: submissions.queue(Submit::Write(op)),
+                batch: submissions.queue(Submit::Write(conn.principal.wrap_op(op))),
                 name: spec.name,
                 reply,
             },
@@ -631,7 +633,10 @@ fn dispatch(
         ),
         Ok(Request::Read(query, spec, reply)) => (
             Pending::Submitted {
-                batch: submissions.queue(Submit::Read(query, conn.read_mode)),
+                batch: submissions.queue(Submit::Read(
+                    conn.principal.wrap_query(query),
+                    conn.read_mode,
+                )),
                 name: spec.name,
                 reply,
             },

@@ -203,12 +203,14 @@ fn exec(conn: &mut Conn, shared: &Shared) -> Control {
     let mut replies = Vec::with_capacity(tx.commands.len());
     for argv in &tx.commands {
         let (queued, reply) = match command::prepare(argv) {
-            Ok(Request::Write(op, spec, reply)) => {
-                (Queued::Write(op), TxReply::Command(spec.name, reply))
-            }
-            Ok(Request::Read(query, spec, reply)) => {
-                (Queued::Read(query), TxReply::Command(spec.name, reply))
-            }
+            Ok(Request::Write(op, spec, reply)) => (
+                Queued::Write(conn.principal.wrap_op(op)),
+                TxReply::Command(spec.name, reply),
+            ),
+            Ok(Request::Read(query, spec, reply)) => (
+                Queued::Read(conn.principal.wrap_query(query)),
+                TxReply::Command(spec.name, reply),
+            ),
             Ok(Request::Local(spec)) => (
                 Queued::Local,
                 TxReply::Local(later(local::execute(conn, spec, argv, shared))),

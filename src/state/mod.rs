@@ -102,6 +102,13 @@ pub enum Op {
     },
     /// ACL SETUSER, DELUSER, LOAD, and the seeding of a new cluster.
     Acl(acl::AclOp),
+    /// A script op (EVAL, EVALSHA, FCALL) of a client whose ACL user is
+    /// restricted: the commands the script calls are checked against that
+    /// user's permissions as the entry applies, the same on every replica.
+    AsUser {
+        user: String,
+        op: Box<Op>,
+    },
 }
 
 impl Op {
@@ -164,6 +171,12 @@ pub enum Query {
     Stream(streams::StreamQuery),
     /// ACL GETUSER, LIST, USERS.
     Acl(acl::AclQuery),
+    /// A read-only script (EVALSHA_RO, FCALL_RO) of a restricted user; see
+    /// [`Op::AsUser`].
+    AsUser {
+        user: String,
+        query: Box<Query>,
+    },
 }
 
 impl Query {
@@ -252,6 +265,10 @@ pub struct State {
     script_host: scripts::HostSlot,
     /// The users and their permissions, replicated.
     acl: acl::Acl,
+    /// The restricted user whose script op is being applied
+    /// ([`Op::AsUser`]); None otherwise. Not replicated: it lives for
+    /// the length of one op.
+    caller: Option<String>,
 }
 
 /// The native primitives' state: replicated and snapshotted like the
@@ -329,6 +346,12 @@ impl State {
     /// Applies `op` at `now`, timers already fired (LOCK.GUARD applies its
     /// inner op through here), with its keyspace notifications.
     fn apply_at(&mut self, now: u64, op: &Op) -> OpResult {
+        if let Op::AsUser { user, op } = op {
+            let outer = self.caller.replace(user.clone());
+            let result = self.apply_at(now, op);
+            self.caller = outer;
+            return result;
+        }
         let Some(before) = notify::before(self, now, op) else {
             return self.apply_op(now, op);
         };
@@ -387,6 +410,13 @@ impl State {
             Op::Stream(op) => streams::apply(self, now, op),
             Op::Interrupt { ticket, error } => Ok(Outcome::bool(self.interrupt(*ticket, *error))),
             Op::Acl(op) => self.acl.apply(op).map_err(StateError::from),
+            // Reached here inside a transaction (apply_at unwraps the rest).
+            Op::AsUser { user, op } => {
+                let outer = self.caller.replace(user.clone());
+                let result = self.apply_op(now, op);
+                self.caller = outer;
+                result
+            }
         }
     }
 
@@ -516,7 +546,11 @@ impl State {
                     .map(|key| Outcome::Int(transactions::fingerprint(self, key, now) as i64))
                     .collect(),
             )),
-            Query::Script(q) => scripts::read(self, now, q),
+            Query::Script(q) => scripts::read(self, now, q, None),
+            Query::AsUser { user, query } => match &**query {
+                Query::Script(q) => scripts::read(self, now, q, Some(user)),
+                other => self.read(other, now_ms),
+            },
             Query::Stream(q) => streams::read(&self.db, now, q),
             Query::Acl(q) => Ok(self.acl.read(q)),
         }
@@ -603,6 +637,11 @@ impl State {
 
     /// The user table, for the server to check clients against (a clone
     /// after each change; [`acl::Acl::generation`] tells which).
+    /// The restricted user a script runs for, while its op applies.
+    pub fn caller(&self) -> Option<&str> {
+        self.caller.as_deref()
+    }
+
     pub fn acl(&self) -> &acl::Acl {
         &self.acl
     }

@@ -142,6 +142,9 @@ pub struct Call<'a> {
     pub sha: &'a str,
     pub body: &'a Bytes,
     pub run: &'a Run,
+    /// The restricted ACL user the script runs for: each command it calls
+    /// must be allowed to that user. None: anything may be called.
+    pub caller: Option<&'a str>,
 }
 
 /// The state a script runs against: an entry being applied, which the
@@ -191,6 +194,7 @@ pub trait ScriptHost: Send + Sync {
         library: &Library,
         function: &str,
         run: &Run,
+        caller: Option<&str>,
     ) -> OpResult;
 }
 
@@ -245,9 +249,13 @@ pub(super) fn apply(state: &mut State, now: u64, op: &ScriptOp) -> OpResult {
         }
         ScriptOp::Eval { body, run } => {
             let sha = cache(state, body)?;
-            run_cached(Access::Write(state), now, &sha, run)
+            let caller = state.caller.clone();
+            run_cached(Access::Write(state), now, &sha, run, caller.as_deref())
         }
-        ScriptOp::EvalSha { sha, run } => run_cached(Access::Write(state), now, sha, run),
+        ScriptOp::EvalSha { sha, run } => {
+            let caller = state.caller.clone();
+            run_cached(Access::Write(state), now, sha, run, caller.as_deref())
+        }
         ScriptOp::LoadLibrary { code, replace } => {
             let (name, library) = state.script_host.get()?.load_library(code)?;
             if !replace && state.scripts.libraries.contains_key(&name) {
@@ -284,7 +292,15 @@ pub(super) fn apply(state: &mut State, now: u64, op: &ScriptOp) -> OpResult {
         ScriptOp::FCall { function, run } => {
             let (function, library) = library_of(state, function)?;
             let host = state.script_host.get()?;
-            host.call_function(Access::Write(state), now, &library, &function, run)
+            let caller = state.caller.clone();
+            host.call_function(
+                Access::Write(state),
+                now,
+                &library,
+                &function,
+                run,
+                caller.as_deref(),
+            )
         }
     }
 }
@@ -312,7 +328,13 @@ fn cache(state: &mut State, body: &Bytes) -> Result<String, StateError> {
     Ok(sha)
 }
 
-fn run_cached(access: Access<'_>, now: u64, sha: &str, run: &Run) -> OpResult {
+fn run_cached(
+    access: Access<'_>,
+    now: u64,
+    sha: &str,
+    run: &Run,
+    caller: Option<&str>,
+) -> OpResult {
     let state = access.state();
     let body = state
         .scripts
@@ -328,31 +350,39 @@ fn run_cached(access: Access<'_>, now: u64, sha: &str, run: &Run) -> OpResult {
             sha,
             body: &body,
             run,
+            caller,
         },
     )
 }
 
-pub(super) fn read(state: &State, now: u64, query: &ScriptQuery) -> OpResult {
+pub(super) fn read(state: &State, now: u64, query: &ScriptQuery, caller: Option<&str>) -> OpResult {
     match query {
-        ScriptQuery::EvalSha { sha, run } => run_cached(Access::Read(state), now, sha, run),
+        ScriptQuery::EvalSha { sha, run } => run_cached(Access::Read(state), now, sha, run, caller),
         ScriptQuery::EvalShaFirst { sha, run } => {
-            run_cached(Access::ReadFirst(state), now, sha, run)
+            run_cached(Access::ReadFirst(state), now, sha, run, caller)
         }
         ScriptQuery::EvalFirst { sha, run, .. } => {
             if !state.scripts.bodies.contains_key(sha) {
                 return Err(StateError::ScriptWrites);
             }
-            run_cached(Access::ReadFirst(state), now, sha, run)
+            run_cached(Access::ReadFirst(state), now, sha, run, caller)
         }
         ScriptQuery::FCall { function, run } => {
             let (function, library) = library_of(state, function)?;
             let host = state.script_host.get()?;
-            host.call_function(Access::Read(state), now, &library, &function, run)
+            host.call_function(Access::Read(state), now, &library, &function, run, caller)
         }
         ScriptQuery::FCallFirst { function, run } => {
             let (function, library) = library_of(state, function)?;
             let host = state.script_host.get()?;
-            host.call_function(Access::ReadFirst(state), now, &library, &function, run)
+            host.call_function(
+                Access::ReadFirst(state),
+                now,
+                &library,
+                &function,
+                run,
+                caller,
+            )
         }
         ScriptQuery::Exists(shas) => Ok(Outcome::Array(
             shas.iter()
