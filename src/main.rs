@@ -209,6 +209,7 @@ async fn serve(config: Config) -> Result<(), ServeError> {
         data_dir = %config.data_dir.display(),
         "concord is ready to accept connections"
     );
+    let config_admin_tls = config.admin_tls;
     let shared = Arc::new(Shared::new(node.clone(), config, port, tls.clone()));
     tokio::spawn(server::acl::close_revoked(shared.clone()));
     if let Some(op) = seed {
@@ -216,7 +217,13 @@ async fn serve(config: Config) -> Result<(), ServeError> {
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     if let Some(admin) = admin {
-        tokio::spawn(server::serve_admin(admin, shared.clone(), stop_rx.clone()));
+        let admin_tls = tls.clone().filter(|_| config_admin_tls);
+        tokio::spawn(server::serve_admin(
+            admin,
+            shared.clone(),
+            stop_rx.clone(),
+            admin_tls,
+        ));
     }
     let tls_server = tls_listener.map(|l| {
         tokio::spawn(server::serve(

@@ -96,6 +96,8 @@ pub struct TlsPaths {
 /// The configurations built from one reading of the files.
 struct Built {
     client_facing: Arc<ServerConfig>,
+    /// The admin port: the node's certificate, no client certificate.
+    admin: Arc<ServerConfig>,
     /// For peer links (mutual TLS), when a CA is given.
     peer_accept: Option<Arc<ServerConfig>>,
     peer_connect: Option<Arc<ClientConfig>>,
@@ -147,6 +149,11 @@ impl TlsFiles {
     /// The acceptor for a client connection, with the current certificate.
     pub fn client_acceptor(&self) -> tokio_rustls::TlsAcceptor {
         tokio_rustls::TlsAcceptor::from(self.current().client_facing.clone())
+    }
+
+    /// The acceptor for the admin port (no client certificate asked).
+    pub fn admin_acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(self.current().admin.clone())
     }
 
     /// The acceptor for an incoming peer link (client certificate required).
@@ -265,14 +272,20 @@ fn build(paths: &TlsPaths) -> Result<Built, TlsError> {
                     roots: roots.clone(),
                     provider: provider(),
                 }))
-                .with_client_auth_cert(certs, key)
+                .with_client_auth_cert(certs.clone(), key.clone_key())
                 .map_err(config)?;
             (Some(Arc::new(accept)), Some(Arc::new(connect)))
         }
         None => (None, None),
     };
+    let admin = server()
+        .map_err(config)?
+        .with_no_client_auth()
+        .with_single_cert(certs.clone(), key.clone_key())
+        .map_err(config)?;
     Ok(Built {
         client_facing: Arc::new(client_facing),
+        admin: Arc::new(admin),
         peer_accept,
         peer_connect,
     })

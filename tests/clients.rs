@@ -25,9 +25,19 @@ fn scripts() -> PathBuf {
 }
 
 fn spawn(packages: &[(&str, &str)], script: &str, args: &[String]) -> Child {
+    spawn_with(packages, script, args, &[])
+}
+
+fn spawn_with(
+    packages: &[(&str, &str)],
+    script: &str,
+    args: &[String],
+    env: &[(&str, String)],
+) -> Child {
     Command::new(python_with(packages))
         .arg(scripts().join(script))
         .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.clone())))
         .env("PYTHONPATH", scripts())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -62,14 +72,78 @@ fn urls(cluster: &Cluster, ids: &[u64]) -> Vec<String> {
 
 #[test]
 fn redis_py_lock_is_held_across_a_leader_kill() {
-    let mut cluster = Cluster::start(3, &[]);
+    let cluster = Cluster::start(3, &[]);
     let leader = cluster.leader();
     let followers = cluster.followers(leader);
-    let mut child = spawn(&[REDIS_PY], "redis_py.py", &{
-        let mut args = vec!["lock".to_owned()];
-        args.extend(urls(&cluster, &followers));
-        args
+    let urls = urls(&cluster, &followers);
+    lock_across_a_leader_kill(cluster, leader, urls, &[]);
+}
+
+/// The same, over TLS (client certificates required) as an ACL user whose
+/// permissions are restricted: redis-py's Lock scripts run with them.
+#[test]
+fn redis_py_with_a_user_over_tls_holds_a_lock_across_a_leader_kill() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = common::certs::Ca::new(tmp.path(), "clients");
+    let server = ca.issue("server", None);
+    let client = ca.issue("client", None);
+    let tls_ports: std::collections::BTreeMap<u64, u16> =
+        (1..=3).map(|id| (id, common::free_port())).collect();
+    let cluster = Cluster::start_each(3, &[], |id| {
+        vec![
+            "--tls-listen".into(),
+            format!("127.0.0.1:{}", tls_ports[&id]),
+            "--tls-cert-file".into(),
+            server.cert.display().to_string(),
+            "--tls-key-file".into(),
+            server.key.display().to_string(),
+            "--tls-ca-cert-file".into(),
+            ca.pem.display().to_string(),
+        ]
     });
+    let leader = cluster.leader();
+    let mut admin = cluster.client(leader);
+    let _: () = redis::cmd("ACL")
+        .arg(&[
+            "SETUSER",
+            "app",
+            "on",
+            ">app-pass",
+            "~orders*",
+            "+@all",
+            "-@dangerous",
+        ])
+        .query(&mut admin)
+        .unwrap();
+    let followers = cluster.followers(leader);
+    let urls = followers
+        .iter()
+        .map(|id| format!("rediss://app:app-pass@127.0.0.1:{}/", tls_ports[id]))
+        .collect();
+    let env = [
+        ("CONCORD_TEST_CA", ca.pem.display().to_string()),
+        ("CONCORD_TEST_CERT", client.cert.display().to_string()),
+        ("CONCORD_TEST_KEY", client.key.display().to_string()),
+    ];
+    lock_across_a_leader_kill(cluster, leader, urls, &env);
+}
+
+fn lock_across_a_leader_kill(
+    mut cluster: Cluster,
+    leader: u64,
+    urls: Vec<String>,
+    env: &[(&str, String)],
+) {
+    let mut child = spawn_with(
+        &[REDIS_PY],
+        "redis_py.py",
+        &{
+            let mut args = vec!["lock".to_owned()];
+            args.extend(urls);
+            args
+        },
+        env,
+    );
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
     let mut line = String::new();
     stdout.read_line(&mut line).expect("read the script");

@@ -1,4 +1,5 @@
-//! The admin port: `/health`, `/ready` and `/metrics` over plain HTTP/1.1.
+//! The admin port: `/health`, `/ready` and `/metrics` over HTTP/1.1, in
+//! the clear or over TLS (`--admin-tls`), with an optional bearer token.
 //!
 //! Three read-only endpoints do not justify an HTTP stack: this answers one
 //! request per connection and closes. Metrics are rendered in Prometheus
@@ -8,42 +9,106 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::Shared;
 use crate::raft::Role;
 
+/// Serves the admin port until shutdown; over TLS when `tls` is given
+/// (the node's certificate, no client certificate asked: probes and
+/// scrapers rarely have one), and asking for the bearer token of
+/// `--admin-token-file` on everything but `/health`.
 pub async fn serve_admin(
     listener: TcpListener,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
+    tls: Option<Arc<crate::tls::TlsFiles>>,
 ) {
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((mut socket, _)) = accepted else { continue };
+                let Ok((socket, _)) = accepted else { continue };
                 let shared = shared.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let mut buf = vec![0u8; 4096];
-                    let n = match tokio::time::timeout(std::time::Duration::from_secs(5), socket.read(&mut buf)).await {
-                        Ok(Ok(n)) => n,
-                        _ => return,
-                    };
-                    let request = String::from_utf8_lossy(&buf[..n]);
-                    let path = request.split_whitespace().nth(1).unwrap_or("/");
-                    let (status, body) = respond(&shared, path);
-                    let response = format!(
-                        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = socket.write_all(response.as_bytes()).await;
+                    let timeout = std::time::Duration::from_secs(5);
+                    match tls {
+                        None => answer(socket, &shared).await,
+                        Some(files) => {
+                            if let Ok(Ok(stream)) = tokio::time::timeout(timeout, files.admin_acceptor().accept(socket)).await {
+                                answer(stream, &shared).await;
+                            }
+                        }
+                    }
                 });
             }
             _ = shutdown.changed() => return,
         }
     }
+}
+
+/// Reads one request, answers it, closes.
+async fn answer<S: AsyncRead + AsyncWrite + Unpin>(mut socket: S, shared: &Shared) {
+    let mut buf = vec![0u8; 8192];
+    let mut n = 0;
+    // Until the end of the headers (or the buffer is full).
+    while !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") && n < buf.len() {
+        match tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            socket.read(&mut buf[n..]),
+        )
+        .await
+        {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(read)) => n += read,
+        }
+    }
+    let request = String::from_utf8_lossy(&buf[..n]);
+    let path = request.split_whitespace().nth(1).unwrap_or("/");
+    let (status, body) = if path != "/health" && !authorized(shared, &request) {
+        (
+            "401 Unauthorized",
+            "a bearer token is required (--admin-token-file)\n".to_owned(),
+        )
+    } else {
+        respond(shared, path)
+    };
+    let challenge = if status.starts_with("401") {
+        "WWW-Authenticate: Bearer realm=\"concord\"\r\n"
+    } else {
+        ""
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\n{challenge}Content-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = socket.write_all(response.as_bytes()).await;
+    let _ = socket.shutdown().await;
+}
+
+/// The request carries `Authorization: Bearer <token>` with the node's
+/// token (compared in constant time), or the node has none.
+fn authorized(shared: &Shared, request: &str) -> bool {
+    let Some(token) = shared.config.admin_token.as_deref() else {
+        return true;
+    };
+    let given = request
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("authorization"))
+        .and_then(|(_, value)| value.trim().strip_prefix("Bearer "))
+        .map(str::trim)
+        .unwrap_or("");
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
 }
 
 fn respond(shared: &Shared, path: &str) -> (&'static str, String) {

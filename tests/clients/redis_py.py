@@ -5,6 +5,7 @@ Run by tests/clients.rs as `python redis_py.py SCENARIO URL...`; exits
 non-zero (an AssertionError's traceback) when concord misbehaves.
 """
 
+import os
 import sys
 import threading
 import time
@@ -13,7 +14,17 @@ import redis
 
 
 def connect(url):
-    return redis.Redis.from_url(url, protocol=3, socket_timeout=30)
+    # rediss:// URLs: the CA and this client's certificate come from the
+    # environment the test sets.
+    tls = {}
+    if url.startswith("rediss://"):
+        tls = dict(
+            ssl_ca_certs=os.environ["CONCORD_TEST_CA"],
+            ssl_certfile=os.environ["CONCORD_TEST_CERT"],
+            ssl_keyfile=os.environ["CONCORD_TEST_KEY"],
+            ssl_check_hostname=False,
+        )
+    return redis.Redis.from_url(url, protocol=3, socket_timeout=30, **tls)
 
 
 def until(what, fn, timeout=30.0):
