@@ -15,10 +15,16 @@
 #                            (to compare builds; the report names it instead of a commit)
 #   TMPDIR                   where the servers' data directories go (the disk fsync hits)
 #
-# Three servers run side by side for the whole benchmark:
+# Six servers run side by side for the whole benchmark:
 #   concord           one node; acknowledges a write only after its WAL is fsynced
 #   redis-nopersist   redis-server --save '' --appendonly no (an in-memory ceiling)
 #   redis-always      redis-server --appendonly yes --appendfsync always (the durable equivalent)
+#   concord-tls       concord, clients over TLS (--tls-listen; certificates from
+#                     scripts/make-certs.sh, no client certificate)
+#   redis-tls         redis-always, clients over TLS (--tls-port), the same certificates
+#   concord-acl       concord, the load run as an ACL user with key patterns and
+#                     category rules (~key:* ~counter:* +@string ...), so every
+#                     command pays the permission check
 # Each round runs every workload against the three back to back, so that noise from
 # the (shared) machine falls on all three alike; the report takes medians over rounds.
 set -euo pipefail
@@ -113,8 +119,9 @@ wait_ready() {
     local deadline=$((SECONDS + START_DEADLINE))
     while ((SECONDS < deadline)); do
         kill -0 "$pid" 2>/dev/null || return 1
-        if [[ $(timeout 2 redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null) == PONG ]] &&
-            [[ $(timeout 5 redis-cli -h 127.0.0.1 -p "$port" set load.sh:ready 1 2>/dev/null) == OK ]]; then
+        # shellcheck disable=SC2086
+        if [[ $(timeout 2 redis-cli -h 127.0.0.1 -p "$port" ${TLS_ARGS[$name]:-} ping 2>/dev/null) == PONG ]] &&
+            [[ $(timeout 5 redis-cli -h 127.0.0.1 -p "$port" ${TLS_ARGS[$name]:-} set load.sh:ready 1 2>/dev/null) == OK ]]; then
             return 0
         fi
         sleep 0.1
@@ -124,6 +131,11 @@ wait_ready() {
 }
 
 declare -A PORT PID
+# Certificates for the TLS servers, and what a client passes to reach each server.
+CERTS=$WORK/certs
+"$ROOT/scripts/make-certs.sh" "$CERTS" 1 2>/dev/null
+declare -A TLS_ARGS=([concord-tls]="--tls --cacert $CERTS/ca.pem" [redis-tls]="--tls --cacert $CERTS/ca.pem")
+declare -A AUTH_ARGS=([concord-acl]="--user bench -a bench-pass")
 # start NAME: starts the named server on fresh ports (retrying if a port was taken
 # in the meantime), records PORT[NAME] and PID[NAME].
 start() {
@@ -145,6 +157,24 @@ start() {
             redis-server --port "$port" --bind 127.0.0.1 --daemonize no --dir "$dir" \
                 --save '' --appendonly yes --appendfsync always </dev/null >>"$logf" 2>&1 &
             ;;
+        concord-tls)
+            CONCORD_LOG=${CONCORD_LOG:-warn} "$CONCORD" serve \
+                --listen "127.0.0.1:$(free_port)" --tls-listen "127.0.0.1:$port" \
+                --peer-listen "127.0.0.1:$(free_port)" --data-dir "$dir" \
+                --tls-cert-file "$CERTS/node-1.pem" --tls-key-file "$CERTS/node-1.key" \
+                --tls-ca-cert-file "$CERTS/ca.pem" --tls-auth-clients no </dev/null >>"$logf" 2>&1 &
+            ;;
+        redis-tls)
+            redis-server --port 0 --tls-port "$port" --bind 127.0.0.1 --daemonize no --dir "$dir" \
+                --tls-cert-file "$CERTS/node-1.pem" --tls-key-file "$CERTS/node-1.key" \
+                --tls-ca-cert-file "$CERTS/ca.pem" --tls-auth-clients no \
+                --save '' --appendonly yes --appendfsync always </dev/null >>"$logf" 2>&1 &
+            ;;
+        concord-acl)
+            CONCORD_LOG=${CONCORD_LOG:-warn} "$CONCORD" serve \
+                --listen "127.0.0.1:$port" --peer-listen "127.0.0.1:$(free_port)" \
+                --data-dir "$dir" </dev/null >>"$logf" 2>&1 &
+            ;;
         *) die "unknown server $name" ;;
         esac
         pid=$!
@@ -164,10 +194,14 @@ start() {
 }
 
 # --- 3. servers ----------------------------------------------------------------
-SERVERS=(concord redis-nopersist redis-always)
+SERVERS=(concord redis-nopersist redis-always concord-tls redis-tls concord-acl)
 for s in "${SERVERS[@]}"; do
     start "$s"
 done
+# The ACL row's user: its keys by pattern, its commands by category.
+[[ $(redis-cli -h 127.0.0.1 -p "${PORT[concord-acl]}" ACL SETUSER bench on '>bench-pass' \
+    '~key:*' '~counter:*' '~load.sh:*' +@string +@connection +config\|get) == OK ]] ||
+    die "cannot create the ACL benchmark user"
 REDIS_VERSION=$(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p')
 BENCH_VERSION=$(redis-benchmark --version | awk '{print $2}')
 
@@ -200,7 +234,9 @@ for ((round = 1; round <= ROUNDS; round++)); do
             t0=$(date +%s.%N)
             rc=0
             # In the background and waited for, so that a signal reaches the trap at once.
+            # shellcheck disable=SC2086
             timeout --kill-after=10 "$BENCH_TIMEOUT" redis-benchmark -h 127.0.0.1 -p "${PORT[$s]}" \
+                ${TLS_ARGS[$s]:-} ${AUTH_ARGS[$s]:-} \
                 -c "$CLIENTS" -n "$n" -r 100000 -t set,get,incr --csv "${extra[@]}" \
                 </dev/null >"$out" 2>"$err" &
             BENCH_PID=$!

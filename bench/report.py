@@ -12,7 +12,7 @@ import statistics
 import sys
 from pathlib import Path
 
-SERVERS = ("concord", "redis-nopersist", "redis-always")
+SERVERS = ("concord", "redis-nopersist", "redis-always", "concord-tls", "redis-tls", "concord-acl")
 TESTS = ("SET", "GET", "INCR")
 COLUMNS = (
     "test", "rps", "avg_latency_ms", "min_latency_ms", "p50_latency_ms",
@@ -102,7 +102,7 @@ def main():
         f"- load: redis-benchmark -c {a.clients} -r 100000 -t set,get,incr; "
         f"-n {a.requests} unpipelined (P1), -n {a.pipeline_requests} with "
         f"-P {a.pipeline} (P{a.pipeline}); median of {a.rounds} round(s), "
-        f"the three servers alternating within each round"
+        f"the servers alternating within each round"
     )
     lines.append("")
     header = (
@@ -123,6 +123,26 @@ def main():
                 f"| {fmt_ms(med(w, 'concord', t, 'p99_latency_ms'))} "
                 f"| {fmt_rps(n_rps)} | {fmt_rps(a_rps)} "
                 f"| {fmt_ratio(c_rps, a_rps)} | {fmt_ratio(c_rps, n_rps)} |"
+            )
+
+    # TLS and ACL rows: concord over TLS against Redis over TLS (appendfsync
+    # always), and the cost of the ACL check (a restricted user against the
+    # default user of another concord in the same round).
+    lines.append("")
+    lines.append(
+        "| test | pipeline | concord TLS rps | redis TLS rps | concord TLS / redis TLS "
+        "| concord ACL-user rps | ACL user / default user |"
+    )
+    lines.append("|" + "---|" * 2 + "---:|" * 5)
+    for t in TESTS:
+        for w in workloads:
+            ct = med(w, "concord-tls", t, "rps")
+            rt = med(w, "redis-tls", t, "rps")
+            ca = med(w, "concord-acl", t, "rps")
+            c = med(w, "concord", t, "rps")
+            lines.append(
+                f"| {t} | {w} | {fmt_rps(ct)} | {fmt_rps(rt)} | {fmt_ratio(ct, rt)} "
+                f"| {fmt_rps(ca)} | {fmt_ratio(ca, c)} |"
             )
 
     # Server CPU while it was under test: CPU seconds / wall seconds of each
