@@ -44,11 +44,36 @@ enum Command {
     },
     /// Runs a local cluster (3 nodes on 127.0.0.1:6379-6381 by default) until Ctrl-C.
     Dev(concord::dev::DevArgs),
+    /// Asks a node's admin port for /health (or /ready): exit 0 when it
+    /// answers 200, 1 otherwise. For container health checks, where the
+    /// image has no shell or curl.
+    Health(HealthArgs),
+}
+
+#[derive(clap::Args)]
+struct HealthArgs {
+    /// The node's --admin-listen address.
+    #[arg(long, env = "CONCORD_HEALTH_ADMIN", default_value = "127.0.0.1:8080")]
+    admin: String,
+    /// Ask /ready instead of /health.
+    #[arg(long)]
+    ready: bool,
+    /// The admin port speaks TLS (--admin-tls); its certificate is not
+    /// verified (the probe runs beside the node).
+    #[arg(long, env = "CONCORD_HEALTH_TLS")]
+    tls: bool,
+    /// A file with the bearer token (--admin-token-file), for --ready.
+    #[arg(long, env = "CONCORD_ADMIN_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 5)]
+    timeout: u64,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Health(args) => health(args),
         Command::Dev(args) => match concord::dev::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
@@ -81,6 +106,46 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+fn health(args: HealthArgs) -> ExitCode {
+    let path = if args.ready { "/ready" } else { "/health" };
+    let token = match args
+        .token_file
+        .as_deref()
+        .map(std::fs::read_to_string)
+        .transpose()
+    {
+        Ok(t) => t.map(|t| t.trim().to_owned()),
+        Err(e) => return fail(&e),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&e),
+    };
+    let timeout = std::time::Duration::from_secs(args.timeout);
+    let answer = runtime.block_on(async {
+        tokio::time::timeout(
+            timeout,
+            concord::server::probe(&args.admin, path, args.tls, token.as_deref()),
+        )
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")))
+    });
+    match answer {
+        Ok((200, body)) => {
+            print!("{body}");
+            ExitCode::SUCCESS
+        }
+        Ok((status, body)) => {
+            eprint!("concord: {path} answered {status}: {body}");
+            ExitCode::FAILURE
+        }
+        Err(e) => fail(&format!("{path} on {}: {e}", args.admin)),
     }
 }
 

@@ -253,3 +253,131 @@ fn scripts_run_with_their_caller_s_permissions_on_every_replica() {
     let other: Option<String> = redis::cmd("GET").arg("other").query(&mut admin).unwrap();
     assert_eq!(other, None);
 }
+
+#[test]
+fn an_acl_file_seeds_a_new_cluster_and_acl_save_and_load_use_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("users.acl");
+    std::fs::write(
+        &file,
+        "user default on nopass ~* &* +@all\nuser alice on >alice-pw ~a:* +@string\n",
+    )
+    .unwrap();
+    let server = common::Server::start_with(&["--aclfile", file.to_str().unwrap()]);
+    let port = server.port;
+    let login = |user: &str, pass: &str| {
+        let client =
+            redis::Client::open(format!("redis://{user}:{pass}@127.0.0.1:{port}/")).unwrap();
+        client.get_connection_with_timeout(Duration::from_secs(10))
+    };
+    let mut alice = wait_for("the seed to apply", Duration::from_secs(20), || {
+        login("alice", "alice-pw").ok()
+    });
+    let _: () = redis::cmd("SET")
+        .arg("a:1")
+        .arg("x")
+        .query(&mut alice)
+        .unwrap();
+    // The file holds the clear password; the cluster only its hash.
+    let mut admin = server.client();
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "bob", "on", ">bob-pw", "+@read", "~*"])
+        .query(&mut admin)
+        .unwrap();
+    let _: () = redis::cmd("ACL").arg("SAVE").query(&mut admin).unwrap();
+    let saved = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        saved.contains("user bob on #") && !saved.contains("bob-pw"),
+        "{saved}"
+    );
+    // ACL LOAD replaces every user with the file's.
+    std::fs::write(
+        &file,
+        "user default on nopass ~* &* +@all\nuser carol on >carol-pw +@all ~*\n",
+    )
+    .unwrap();
+    let _: () = redis::cmd("ACL").arg("LOAD").query(&mut admin).unwrap();
+    let users: Vec<String> = redis::cmd("ACL").arg("USERS").query(&mut admin).unwrap();
+    assert_eq!(users, vec!["carol".to_owned(), "default".to_owned()]);
+    assert!(login("carol", "carol-pw").is_ok());
+    assert!(login("alice", "alice-pw").is_err());
+    // A bad file changes nothing and says which line.
+    std::fs::write(&file, "user dave on +nosuchcommand\n").unwrap();
+    let text = err_text(redis::cmd("ACL").arg("LOAD").query::<()>(&mut admin));
+    assert!(
+        text.contains("nosuchcommand") || text.contains("line 1"),
+        "{text}"
+    );
+    let users: Vec<String> = redis::cmd("ACL").arg("USERS").query(&mut admin).unwrap();
+    assert_eq!(users, vec!["carol".to_owned(), "default".to_owned()]);
+}
+
+/// The address of this host on its first non-loopback interface, if any.
+fn outside_address() -> std::net::IpAddr {
+    // Connecting a UDP socket sends nothing; it picks the route's source.
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    s.connect("192.0.2.1:9")
+        .expect("a route off this host (protected-mode test)");
+    let ip = s.local_addr().unwrap().ip();
+    assert!(
+        !ip.is_loopback(),
+        "no non-loopback address to test protected mode from"
+    );
+    ip
+}
+
+#[test]
+fn protected_mode_refuses_other_hosts_until_a_password_is_set() {
+    let ip = outside_address();
+    let port = common::free_port();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_concord"))
+        .arg("serve")
+        .args(["--listen", &format!("0.0.0.0:{port}")])
+        .args([
+            "--peer-listen",
+            &format!("127.0.0.1:{}", common::free_port()),
+        ])
+        .arg("--data-dir")
+        .arg(tmp.path().join("d"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _guard = Kill(&mut child);
+    wait_for("the node to answer", Duration::from_secs(20), || {
+        common::ping(port).then_some(())
+    });
+    let talk = |line: &str| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect((ip, port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(line.as_bytes()).unwrap();
+        let mut buf = vec![0u8; 64];
+        let n = s.read(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert!(
+        talk("PING\r\n").starts_with("-DENIED"),
+        "protected mode is off"
+    );
+    // Loopback clients are served, and can set a password.
+    let local = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+    let mut con = local.get_connection().unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("pw-for-outside")
+        .query(&mut con)
+        .unwrap();
+    assert!(talk("PING\r\n").starts_with("-NOAUTH"));
+    assert!(talk("AUTH pw-for-outside\r\n").starts_with("+OK"));
+}

@@ -128,6 +128,26 @@ fn clients_need_a_certificate_of_the_ca_when_asked() {
         "{}",
         String::from_utf8_lossy(&reply)
     );
+    // `concord health`, the probe containers run, speaks it too.
+    let probe = std::process::Command::new(env!("CARGO_BIN_EXE_concord"))
+        .args(["health", "--admin", &format!("127.0.0.1:{admin}"), "--tls"])
+        .output()
+        .unwrap();
+    assert!(probe.status.success(), "{probe:?}");
+    let plain = std::process::Command::new(env!("CARGO_BIN_EXE_concord"))
+        .args([
+            "health",
+            "--admin",
+            &format!("127.0.0.1:{admin}"),
+            "--timeout",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !plain.status.success(),
+        "plain HTTP against a TLS admin port answered"
+    );
 }
 
 #[test]

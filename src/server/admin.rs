@@ -232,3 +232,55 @@ fn metrics(shared: &Shared) -> String {
     );
     out
 }
+
+/// GETs `path` from an admin port (`concord health`): the status code and
+/// body. With `tls`, the certificate is not verified: the probe runs on the
+/// node's own host, against an address it was given.
+pub async fn probe(
+    addr: &str,
+    path: &str,
+    tls: bool,
+    token: Option<&str>,
+) -> Result<(u16, String), String> {
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
+    let mut response = Vec::new();
+    if tls {
+        let connector = crate::tls::insecure_connector();
+        let name =
+            rustls::pki_types::ServerName::try_from("concord.invalid").expect("a valid name");
+        let mut stream = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = stream.read_to_end(&mut response).await;
+    } else {
+        let mut stream = tcp;
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        stream
+            .read_to_end(&mut response)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let text = String::from_utf8_lossy(&response);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("not an HTTP answer: {text:?}"))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    Ok((status, body))
+}

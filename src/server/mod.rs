@@ -27,7 +27,7 @@ use std::time::{Instant, SystemTime};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-pub use admin::serve_admin;
+pub use admin::{probe, serve_admin};
 
 use crate::config::Config;
 use crate::raft::NodeHandle;

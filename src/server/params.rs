@@ -623,9 +623,62 @@ pub(super) fn config_set(args: &[Bytes], shared: &Shared) -> Local {
     }
 }
 
+/// docs/configuration.md, from the table: what CONFIG SET does with each
+/// parameter and its value on a node started with default flags.
+pub fn render_markdown() -> String {
+    let config = Config::resolve(Default::default()).expect("default configuration");
+    let mut out = String::from(DOC_HEAD);
+    for (apply, title, meaning) in [
+        (Apply::Live, "Live", "CONFIG SET changes what this node does from the next connection or command on."),
+        (Apply::Replicated, "Replicated", "CONFIG SET goes through the log: in force on every node once applied. `requirepass` sets the default user's password (`ACL SETUSER default resetpass >pass`, or `nopass` for the empty string)."),
+        (Apply::Reload, "TLS files", "CONFIG SET reads the TLS files again (as SIGHUP does); a file that does not load changes nothing."),
+        (Apply::Immutable, "Immutable", "Set by a flag at startup (`concord serve --help`); CONFIG SET refuses them, as Redis refuses its immutable parameters."),
+        (Apply::Fixed, "Fixed", "Redis parameters for behaviour concord has in one form only: every write is in the fsync'd raft log before it is acknowledged (so `appendonly yes`, `appendfsync always`, no RDB `save`), there is one database, no eviction and no idle timeout yet. CONFIG GET reports the truth; CONFIG SET accepts that value alone and refuses any other with an error naming the parameter."),
+        (Apply::Encoding, "Encoding thresholds", "Redis's thresholds for its compact encodings. concord keeps every collection in one layout, so they change no memory use; they are stored, and OBJECT ENCODING answers the encoding Redis would use under them (clients and tests that read it see Redis's answer)."),
+    ] {
+        out.push_str(&format!("\n## {title}\n\n{meaning}\n\n| parameter | value |\n|---|---|\n"));
+        for p in PARAMS.iter().filter(|p| p.apply == apply) {
+            let name = match p.alias {
+                Some(alias) => format!("`{}` (alias `{alias}`)", p.name),
+                None => format!("`{}`", p.name),
+            };
+            let value = (p.default)(&config);
+            let value = if value.is_empty() { "(empty)".to_owned() } else { format!("`{value}`") };
+            out.push_str(&format!("| {name} | {value} |\n"));
+        }
+    }
+    out
+}
+
+const DOC_HEAD: &str = "# Configuration parameters
+
+<!-- Generated from src/server/params.rs: CONCORD_UPDATE_DOCS=1 cargo test --lib server::params -->
+
+A node is configured by flags, `CONCORD_*` environment variables or a TOML
+file (`concord serve --help` lists them; the README has the main ones).
+`CONFIG GET` and `CONFIG SET` see the parameters below, each declared once
+in `src/server/params.rs`. Nothing is accepted and ignored: a parameter is
+honoured, or CONFIG SET refuses it with an error that names it. Values shown
+are those of a node started with default flags.
+";
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn docs_configuration_md_matches_the_table() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md");
+        let rendered = render_markdown();
+        if std::env::var_os("CONCORD_UPDATE_DOCS").is_some() {
+            std::fs::write(path, &rendered).expect("write docs/configuration.md");
+        }
+        let on_disk = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            on_disk == rendered,
+            "docs/configuration.md is stale: run `CONCORD_UPDATE_DOCS=1 cargo test --lib server::params`"
+        );
+    }
 
     #[test]
     fn every_parameter_is_declared_once() {
