@@ -167,7 +167,7 @@ pub fn channels<'a>(spec: &CommandSpec, argv: &'a [Bytes]) -> Vec<(&'a Bytes, bo
 
 /// The categories a rule may name for `spec`: its own, and for a
 /// subcommand its container's too.
-fn categories_of(spec: &CommandSpec) -> Vec<&'static str> {
+pub fn categories_of(spec: &CommandSpec) -> Vec<&'static str> {
     let mut cats = categories(spec);
     if let Some((parent, _)) = spec.name.split_once('|') {
         if let Some(parent) = lookup(parent.as_bytes()) {

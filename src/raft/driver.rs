@@ -10,7 +10,7 @@ use bytes::Bytes;
 use protobuf::Message as _;
 use raft::eraftpb::{
     ConfChange, ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType,
-    Message, Snapshot,
+    Message, MessageType, Snapshot,
 };
 use raft::{RawNode, ReadState, Ready, SnapshotStatus, StateRole};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
@@ -385,6 +385,15 @@ impl Driver {
                 self.accept_admin(op, reply, after(self.config.request_timeout))
             }
             Inbox::Peer(m) => {
+                // A leader's heartbeat carries min(what this node
+                // acknowledged, the commit index): above our last entry, it
+                // means this node lost entries it acknowledged (its data
+                // directory was wiped or replaced). raft-rs would panic on
+                // it; voting or serving as the member it was would be worse.
+                let last = self.raw.raft.raft_log.last_index();
+                if m.get_msg_type() == MessageType::MsgHeartbeat && m.commit > last {
+                    self.lost_data(m.from, m.commit, last);
+                }
                 if let Err(e) = self.raw.step(*m) {
                     tracing::debug!(error = %e, "raft rejected a peer message");
                 }
@@ -1434,6 +1443,19 @@ impl Driver {
             }
             _ => {}
         }
+    }
+
+    /// This node lost acknowledged entries: say how to bring it back,
+    /// mark the data directory so it never starts as that member again,
+    /// and stop.
+    fn lost_data(&mut self, leader: u64, acknowledged: u64, last: u64) {
+        let text = super::node::lost_data_text(self.config.id, leader, acknowledged, last);
+        tracing::error!("{text}");
+        if let Err(e) = std::fs::write(self.config.data_dir.join(super::node::LOST_MARKER), &text) {
+            tracing::error!(error = %e, "could not mark the data directory as lost");
+        }
+        self.fail_everything(|| NodeError::ShuttingDown);
+        std::process::exit(78);
     }
 
     fn apply_normal(&mut self, entry: Entry) {

@@ -450,10 +450,23 @@ pub fn now_ms() -> u64 {
 /// and answers then pass between tasks of one thread, without waking
 /// another. The driver never blocks that thread: fsyncs (WAL and snapshot
 /// files) happen on the WAL thread.
+/// The file that marks a data directory whose node lost acknowledged
+/// entries; its content says how to bring the node back.
+pub(crate) const LOST_MARKER: &str = "DATA-LOST";
+
+pub(crate) fn lost_data_text(id: u64, leader: u64, acknowledged: u64, last: u64) -> String {
+    format!(
+        "node {id} lost raft entries it had acknowledged: leader {leader} counts entries up to {acknowledged} as stored here, this data directory's log ends at {last} (it was wiped or replaced). It must not rejoin as the member it was. To bring it back as a new incarnation: on a healthy node run RAFT.MEMBER REMOVE {id}; empty this data directory; start this node with --join; then on a healthy node run RAFT.MEMBER ADD {id} <this node's peer address> (docs/operations.md, \"Lose a disk\")."
+    )
+}
+
 pub fn start(
     config: NodeConfig,
     mut transport: Box<dyn Transport>,
 ) -> Result<NodeHandle, NodeError> {
+    if let Ok(text) = std::fs::read_to_string(config.data_dir.join(LOST_MARKER)) {
+        return Err(NodeError::Recovery(text.trim().to_owned()));
+    }
     let identity =
         crate::storage::identity::check_or_create(&config.data_dir, config.id, &config.cluster_id)?;
     tracing::info!(node = identity.node_id, cluster = %identity.cluster_id, uuid = %identity.uuid,

@@ -14,7 +14,7 @@
 //! table of a new cluster) takes a path that checks nothing: a cluster
 //! without ACL users pays one atomic load per command.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -37,12 +37,52 @@ pub const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is
 /// The user behind a connection.
 pub(super) struct Principal {
     pub name: String,
+    /// `name`, shared with the fences of in-flight reads.
+    shared_name: Arc<str>,
     pub authenticated: bool,
     /// The table generation `user` was read at.
     generation: u64,
     user: Option<Arc<User>>,
     /// The user may run anything on anything: no check at all.
     unrestricted: bool,
+    /// For a user without selectors, the commands its rules allow: one
+    /// lookup per command instead of a walk of its rules.
+    commands: Option<CommandSet>,
+    /// An AUTH waiting for its read barrier: the user it logged in as,
+    /// once it did.
+    pending: Option<Arc<Mutex<Option<String>>>>,
+}
+
+/// The commands each user's rules allow, per table generation, shared by
+/// the connections of this node (computed once, not per connection).
+#[derive(Default)]
+pub struct CommandCache {
+    users: Mutex<HashMap<String, (u64, CommandSet)>>,
+}
+
+/// The names of the commands a user may run.
+type CommandSet = Arc<HashSet<&'static str>>;
+
+impl CommandCache {
+    fn commands(&self, name: &str, generation: u64, user: &User) -> CommandSet {
+        let mut users = self.users.lock().expect("acl cache");
+        if let Some((g, set)) = users.get(name) {
+            if *g == generation {
+                return set.clone();
+            }
+        }
+        let set: CommandSet = Arc::new(
+            catalog::every_command()
+                .filter(|spec| {
+                    user.root
+                        .allows_command(spec.name, &catalog::categories_of(spec))
+                })
+                .map(|spec| spec.name)
+                .collect(),
+        );
+        users.insert(name.to_owned(), (generation, set.clone()));
+        set
+    }
 }
 
 impl Principal {
@@ -55,19 +95,30 @@ impl Principal {
             shared.requirepass().is_none() && default.is_some_and(|u| u.enabled && u.nopass);
         let mut p = Principal {
             name: DEFAULT_USER.to_owned(),
+            shared_name: Arc::from(DEFAULT_USER),
             authenticated,
             generation: 0,
             user: None,
             unrestricted: false,
+            commands: None,
+            pending: None,
         };
-        p.load(&table);
+        p.load(&table, shared);
         p
     }
 
-    fn load(&mut self, table: &Acl) {
+    fn load(&mut self, table: &Acl, shared: &Shared) {
         self.generation = table.generation;
         self.user = table.user(&self.name).cloned().map(Arc::new);
         self.unrestricted = self.user.as_deref().is_some_and(unrestricted);
+        self.commands = match self.user.as_deref() {
+            Some(user) if !self.unrestricted && user.selectors.is_empty() => Some(
+                shared
+                    .acl_commands
+                    .commands(&self.name, table.generation, user),
+            ),
+            _ => None,
+        };
     }
 
     /// Looks at the table again if it changed; false when this
@@ -75,12 +126,29 @@ impl Principal {
     fn refresh(&mut self, shared: &Shared) -> bool {
         let status = shared.node.status();
         if status.acl_generation() != self.generation {
-            self.load(&status.acl());
+            self.load(&status.acl(), shared);
             if self.authenticated && !self.user.as_ref().is_some_and(|u| u.enabled) {
                 return false;
             }
         }
         true
+    }
+
+    /// An AUTH is waiting for its barrier: nothing after it may be parsed.
+    pub fn awaiting(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Takes in the login of an AUTH that waited for its barrier.
+    fn settle(&mut self, id: u64, shared: &Shared) {
+        let Some(slot) = self.pending.take() else {
+            return;
+        };
+        let name = slot.lock().expect("login slot").take();
+        if let Some(name) = name {
+            self.login(&name, &shared.node.status().acl(), shared);
+            super::local::set_client(shared, id, |c| c.user = name.clone());
+        }
     }
 
     /// Whether the user's permissions are checked at all.
@@ -120,15 +188,16 @@ impl Principal {
 
     pub fn fence(&self) -> Fence {
         Fence {
-            user: self.authenticated.then(|| Arc::from(self.name.as_str())),
+            user: self.authenticated.then(|| self.shared_name.clone()),
             generation: self.generation,
         }
     }
 
-    fn login(&mut self, name: &str, table: &Acl) {
+    fn login(&mut self, name: &str, table: &Acl, shared: &Shared) {
         self.name = name.to_owned();
+        self.shared_name = Arc::from(name);
         self.authenticated = true;
-        self.load(table);
+        self.load(table, shared);
     }
 }
 
@@ -163,6 +232,7 @@ pub(super) use crate::command::acl::resolve;
 /// their own errors from the table. A refused command inside MULTI
 /// fails the transaction, as in Redis.
 pub(super) fn gate(conn: &mut Conn, argv: &[Bytes], shared: &Shared) -> Result<(), Reply> {
+    conn.principal.settle(conn.id, shared);
     if !conn.principal.refresh(shared) {
         conn.closing = true;
         return Err(Reply::error(NOAUTH));
@@ -187,7 +257,11 @@ pub(super) fn gate(conn: &mut Conn, argv: &[Bytes], shared: &Shared) -> Result<(
     if spec.has(Flag::NoAuth) && matches!(spec.name, "auth" | "hello" | "quit") {
         return Ok(());
     }
-    match check_user(&user, spec, argv) {
+    let checked = match &conn.principal.commands {
+        Some(commands) => check_root(&user, commands, spec, argv),
+        None => check_user(&user, spec, argv),
+    };
+    match checked {
         Ok(()) => Ok(()),
         Err(refusal) => {
             let in_multi = conn.tx.is_some();
@@ -207,6 +281,55 @@ pub(super) fn gate(conn: &mut Conn, argv: &[Bytes], shared: &Shared) -> Result<(
     }
 }
 
+/// [`check_user`] for a user without selectors, with the commands its
+/// rules allow already known: the same answer, without walking the rules.
+fn check_root(
+    user: &User,
+    commands: &HashSet<&'static str>,
+    spec: &'static command::CommandSpec,
+    argv: &[Bytes],
+) -> Result<(), Refusal> {
+    if !commands.contains(spec.name) {
+        return Err(Refusal {
+            reason: "command",
+            object: spec.name.to_owned(),
+        });
+    }
+    let root = &user.root;
+    if !root.allkeys {
+        let (read, write) = catalog::key_access(spec);
+        if let Some(key) = spec
+            .keys
+            .keys(argv)
+            .into_iter()
+            .find(|k| !root.allows_key(k, read, write))
+        {
+            return Err(Refusal {
+                reason: "key",
+                object: String::from_utf8_lossy(key).into_owned(),
+            });
+        }
+    }
+    if !root.allchannels {
+        if let Some((channel, _)) = catalog::channels(spec, argv)
+            .into_iter()
+            .find(|(c, literal)| !root.allows_channel(c, *literal))
+        {
+            return Err(Refusal {
+                reason: "channel",
+                object: String::from_utf8_lossy(channel).into_owned(),
+            });
+        }
+    }
+    if let command::Exec::Wrap { inner_at, .. } = spec.exec {
+        let inner = &argv[inner_at.min(argv.len())..];
+        if let Some(inner_spec) = resolve(inner) {
+            check_root(user, commands, inner_spec, inner)?;
+        }
+    }
+    Ok(())
+}
+
 fn client_info(shared: &Shared, id: u64) -> String {
     let clients = shared.clients.lock().expect("clients lock");
     clients
@@ -217,42 +340,73 @@ fn client_info(shared: &Shared, id: u64) -> String {
 
 /// AUTH and HELLO's AUTH: logs the connection in as `user`, or says why
 /// not. A failure is written to the ACL LOG.
-pub(super) fn auth(conn: &mut Conn, user: Option<&[u8]>, pass: &[u8], shared: &Shared) -> Reply {
+pub(super) fn auth(conn: &mut Conn, user: Option<&[u8]>, pass: &[u8], shared: &Shared) -> Local {
     let table = shared.node.status().acl();
     let name = String::from_utf8_lossy(user.unwrap_or(DEFAULT_USER.as_bytes())).into_owned();
-    if user.is_none() {
-        let default = table.user(DEFAULT_USER);
-        if default.is_some_and(|u| u.nopass) && shared.requirepass().is_none() {
-            return Reply::error(
-                "ERR AUTH <password> called without any password configured for the default user. \
-                 Are you sure your configuration is correct?",
-            );
-        }
+    let requirepass = shared.requirepass();
+    if user.is_none() && table.user(DEFAULT_USER).is_some_and(|u| u.nopass) && requirepass.is_none()
+    {
+        return Local::Now(Reply::error(
+            "ERR AUTH <password> called without any password configured for the default user. \
+             Are you sure your configuration is correct?",
+        ));
     }
-    let ok = match table.authenticate(&name, pass) {
-        // A node started with --requirepass asks for it until the cluster's
-        // default user has a password of its own (see `seed`).
+    if authenticates(&table, requirepass.as_deref(), &name, pass) {
+        conn.principal.login(&name, &table, shared);
+        super::local::set_client(shared, conn.id, |c| c.user = name.clone());
+        return Local::Now(Reply::ok());
+    }
+    let client = client_info(shared, conn.id);
+    if shared.node.status().role() == crate::raft::Role::Leader {
+        shared
+            .acl_log
+            .record(&auth_refusal(), "toplevel", &name, client);
+        return Local::Now(Reply::error(WRONGPASS));
+    }
+    // A follower may not have applied a user just made through another
+    // node: wait for a read barrier (every change committed before this
+    // AUTH) and look again. The connection parses nothing more until this
+    // answers; the login takes effect at its next command.
+    let slot = Arc::new(Mutex::new(None));
+    conn.principal.pending = Some(slot.clone());
+    let node = shared.node.clone();
+    let log = shared.acl_log.clone();
+    let pass = pass.to_vec();
+    Local::Later(Box::pin(async move {
+        let barrier = node.read(
+            Query::Acl(AclQuery::Users),
+            crate::raft::ReadMode::Linearizable,
+        );
+        if let Err(e) = crate::raft::answer(barrier).await {
+            return Reply::error(e.to_string());
+        }
+        let table = node.status().acl();
+        if authenticates(&table, requirepass.as_deref(), &name, &pass) {
+            *slot.lock().expect("login slot") = Some(name);
+            Reply::ok()
+        } else {
+            log.record(&auth_refusal(), "toplevel", &name, client);
+            Reply::error(WRONGPASS)
+        }
+    }))
+}
+
+fn auth_refusal() -> Refusal {
+    Refusal {
+        reason: "auth",
+        object: "AUTH".into(),
+    }
+}
+
+/// Whether `pass` logs `name` in. A node started with --requirepass asks
+/// for that password too while the cluster's default user has none.
+fn authenticates(table: &Acl, requirepass: Option<&str>, name: &str, pass: &[u8]) -> bool {
+    match table.authenticate(name, pass) {
         Some(u) if name == DEFAULT_USER && u.nopass => {
-            shared.requirepass().is_none_or(|p| p.as_bytes() == pass)
+            requirepass.is_none_or(|p| p.as_bytes() == pass)
         }
         Some(_) => true,
         None => false,
-    };
-    if ok {
-        conn.principal.login(&name, &table);
-        super::local::set_client(shared, conn.id, |c| c.user = name.clone());
-        Reply::ok()
-    } else {
-        shared.acl_log.record(
-            &Refusal {
-                reason: "auth",
-                object: "AUTH".into(),
-            },
-            "toplevel",
-            &name,
-            client_info(shared, conn.id),
-        );
-        Reply::error(WRONGPASS)
     }
 }
 
@@ -399,7 +553,10 @@ fn load(shared: &Shared) -> Local {
                 path.display()
             )
         })
-        .and_then(|t| users::parse_acl_file(&t).map_err(|e| format!("ERR {e}")));
+        .and_then(|t| {
+            users::parse_acl_file_with(&t, &path.display().to_string(), Some(&TableCatalog))
+                .map_err(|e| format!("ERR {e}"))
+        });
     match parsed {
         Ok(list) => {
             let list = list
@@ -506,8 +663,8 @@ pub fn seed(config: &crate::config::Config) -> Result<Option<AclOp>, String> {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("--aclfile {}: {e}", path.display()))?;
-            users::parse_acl_file(&text)
-                .map_err(|e| format!("--aclfile {}: {e}", path.display()))?
+            users::parse_acl_file_with(&text, &path.display().to_string(), Some(&TableCatalog))
+                .map_err(|e| format!("--aclfile: {e}"))?
         }
         None => Vec::new(),
     };

@@ -384,6 +384,13 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     if conn.closing {
                         break;
                     }
+                    if conn.principal.awaiting() {
+                        // An AUTH waits for its read barrier: what follows
+                        // runs as the user it logs in, once answered.
+                        blocked = true;
+                        more_buffered = true;
+                        break;
+                    }
                     if blocks {
                         // As in Redis, nothing after a blocking command
                         // runs before it is answered.

@@ -54,6 +54,12 @@ pub(super) fn execute(
         "config|set" => super::params::config_set(&argv[2..], shared),
         "client|unblock" => client_unblock(argv, shared),
         "save" => super::cluster::snapshot(shared, |_| Reply::ok()),
+        "auth" => match &argv[1..] {
+            [pass] => super::acl::auth(conn, None, pass, shared),
+            [user, pass] => super::acl::auth(conn, Some(user), pass, shared),
+            _ => Local::Now(err(CommandError::Syntax)),
+        },
+        "hello" => hello(conn, argv, shared),
         "bgsave" => bgsave(argv, shared),
         "shutdown" => shutdown(conn, argv, shared),
         "object|encoding" | "object|idletime" | "object|freq" => {
@@ -95,12 +101,7 @@ fn execute_now(
         },
         "echo" => Reply::Bulk(argv[1].clone()),
         "cluster" => Reply::error("ERR This instance has cluster support disabled"),
-        "hello" => hello(conn, argv, shared),
-        "auth" => match &argv[1..] {
-            [pass] => super::acl::auth(conn, None, pass, shared),
-            [user, pass] => super::acl::auth(conn, Some(user), pass, shared),
-            _ => err(CommandError::Syntax),
-        },
+
         "quit" => {
             conn.closing = true;
             Reply::ok()
@@ -291,7 +292,17 @@ fn valid_client_name(name: &[u8]) -> bool {
     name.iter().all(|&c| (b'!'..=b'~').contains(&c))
 }
 
-fn hello(conn: &mut Conn, argv: &[Bytes], shared: &Shared) -> Reply {
+/// HELLO [protover [AUTH user pass] [SETNAME name]]. With AUTH, the
+/// login may wait for a read barrier (see `acl::auth`); the reply follows it.
+fn hello(conn: &mut Conn, argv: &[Bytes], shared: &Shared) -> Local {
+    match hello_now(conn, argv, shared) {
+        Ok(reply) => Local::Now(reply),
+        Err(local) => local,
+    }
+}
+
+/// HELLO's reply, or (`Err`) the login it must wait for, then its reply.
+fn hello_now(conn: &mut Conn, argv: &[Bytes], shared: &Shared) -> Result<Reply, Local> {
     let mut protocol = conn.protocol;
     let mut name = None;
     let mut auth = None;
@@ -300,8 +311,12 @@ fn hello(conn: &mut Conn, argv: &[Bytes], shared: &Shared) -> Reply {
         protocol = match parse_i64(ver) {
             Some(2) => Protocol::Resp2,
             Some(3) => Protocol::Resp3,
-            Some(_) => return Reply::error("NOPROTO unsupported protocol version"),
-            None => return Reply::error("ERR Protocol version is not an integer or out of range"),
+            Some(_) => return Ok(Reply::error("NOPROTO unsupported protocol version")),
+            None => {
+                return Ok(Reply::error(
+                    "ERR Protocol version is not an integer or out of range",
+                ))
+            }
         };
         i = 2;
     }
@@ -312,27 +327,30 @@ fn hello(conn: &mut Conn, argv: &[Bytes], shared: &Shared) -> Reply {
             i += 3;
         } else if is(&argv[i], "SETNAME") && more >= 1 {
             if !valid_client_name(&argv[i + 1]) {
-                return Reply::error(
+                return Ok(Reply::error(
                     "ERR Client names cannot contain spaces, newlines or special characters.",
-                );
+                ));
             }
             name = Some(String::from_utf8_lossy(&argv[i + 1]).into_owned());
             i += 2;
         } else {
-            return Reply::error(format!(
+            return Ok(Reply::error(format!(
                 "ERR Syntax error in HELLO option '{}'",
                 String::from_utf8_lossy(&argv[i])
-            ));
+            )));
         }
     }
+    let mut login = None;
     if let Some((user, pass)) = auth {
-        if let Reply::Error(e) = super::acl::auth(conn, Some(&user), &pass, shared) {
-            return Reply::Error(e);
+        match super::acl::auth(conn, Some(&user), &pass, shared) {
+            Local::Now(Reply::Error(e)) => return Ok(Reply::Error(e)),
+            Local::Now(_) => {}
+            waiting => login = Some(waiting),
         }
     } else if !conn.principal.authenticated {
-        return Reply::error(
+        return Ok(Reply::error(
             "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
-        );
+        ));
     }
     conn.protocol = protocol;
     let resp = if protocol == Protocol::Resp3 { 3 } else { 2 };
@@ -347,7 +365,7 @@ fn hello(conn: &mut Conn, argv: &[Bytes], shared: &Shared) -> Reply {
     } else {
         "replica"
     };
-    Reply::Map(vec![
+    let reply = Reply::Map(vec![
         (bulk("server"), bulk("redis")),
         (bulk("version"), bulk(REDIS_VERSION)),
         (bulk("proto"), Reply::Int(resp as i64)),
@@ -355,7 +373,17 @@ fn hello(conn: &mut Conn, argv: &[Bytes], shared: &Shared) -> Reply {
         (bulk("mode"), bulk("standalone")),
         (bulk("role"), bulk(role)),
         (bulk("modules"), Reply::Array(Vec::new())),
-    ])
+    ]);
+    match login {
+        None => Ok(reply),
+        Some(Local::Later(waiting)) => Err(Local::Later(Box::pin(async move {
+            match waiting.await {
+                Reply::Error(e) => Reply::Error(e),
+                _ => reply,
+            }
+        }))),
+        Some(other) => Err(other),
+    }
 }
 
 /// BGSAVE [SCHEDULE]: SAVE's snapshot, answered before it is taken.

@@ -170,7 +170,9 @@ pub struct Shared {
     /// reloaded by SIGHUP and `CONFIG SET tls-*`.
     pub tls: Option<Arc<crate::tls::TlsFiles>>,
     /// ACL refusals and failed logins on this node (ACL LOG).
-    pub acl_log: acl::AclLog,
+    pub acl_log: Arc<acl::AclLog>,
+    /// The commands each restricted user may run, per table generation.
+    pub acl_commands: acl::CommandCache,
 }
 
 impl Shared {
@@ -182,7 +184,8 @@ impl Shared {
     ) -> Shared {
         Shared {
             tls,
-            acl_log: acl::AclLog::default(),
+            acl_log: Arc::default(),
+            acl_commands: acl::CommandCache::default(),
             node,
             params: RwLock::new(params::defaults(&config)),
             config,

@@ -254,6 +254,27 @@ impl Cluster {
         }
     }
 
+    /// Starts node `id`'s process without waiting for it to serve.
+    pub fn spawn_only(&mut self, id: u64) {
+        self.spawn(id);
+    }
+
+    /// Waits for node `id`'s process to exit by itself.
+    pub fn wait_exit(&mut self, id: u64) -> std::process::ExitStatus {
+        let node = self.nodes.get_mut(&id).expect("node");
+        let mut child = node.child.take().expect("running");
+        wait_for(
+            &format!("node {id} to exit"),
+            Duration::from_secs(30),
+            || child.try_wait().expect("wait"),
+        )
+    }
+
+    /// Whether node `id` starts with `--join` from now on.
+    pub fn set_join(&mut self, id: u64, join: bool) {
+        self.nodes.get_mut(&id).expect("node").join = join;
+    }
+
     pub fn restart(&mut self, id: u64) {
         self.spawn(id);
         self.wait_up(id);
