@@ -14,12 +14,15 @@
 #  6. starts it again and waits until the three nodes converge: equal
 #     raft_applied_index (INFO raft) and equal DEBUG DIGEST (READMODE STALE,
 #     each node's own state), and the restarted node holds every write
+#  7. stops the (new) leader cleanly (docker-compose stop: SIGTERM to the
+#     node, PID 1 in its container): it must exit 0 well within the grace
+#     period, another node must lead, and after a restart all converge
 # Every wait has a deadline; nothing relies on a fixed sleep. Tears the
 # project down (docker-compose down -v) on exit, pass or fail. Exits 0 and
 # says so when Docker is not available (no daemon, or no compose); any
 # failure exits 1.
 #
-# CONCORD_COMPOSE_GROW=1 adds a 7th step: start node-4 (--join), add it with
+# CONCORD_COMPOSE_GROW=1 adds an 8th step: start node-4 (--join), add it with
 # RAFT.MEMBER ADD 4 node-4:7379 on the leader, and check that all four nodes
 # count four voters and converge (README.md, "Growing").
 set -euo pipefail
@@ -215,7 +218,26 @@ wait_for 30 "one leader named by all three nodes" one_leader 1 2 3
     || fail "node-$victim's own state lacks the writes made while it was down"
 expect "$victim" written-while-down "node-$victim"
 
-# -- 7. (optional) grow to four -----------------------------------------------------
+# -- 7. a clean stop of the leader ------------------------------------------------
+victim=$LEADER
+mapfile -t others < <(printf '%s\n' 1 2 3 | grep -vx "$victim")
+step "docker-compose stop node-$victim (the leader; SIGTERM as PID 1)"
+stop_start=$(date +%s)
+compose stop -t 30 "node-$victim" >/dev/null 2>&1 || fail "docker-compose stop node-$victim"
+took=$(($(date +%s) - stop_start))
+code=$(docker inspect --format '{{.State.ExitCode}}' "$(container "$victim")")
+[[ $code == 0 ]] || fail "node-$victim exited with $code on SIGTERM, expected 0"
+[[ $took -lt 30 ]] || fail "node-$victim took ${took}s to stop: killed at the grace period?"
+wait_for 30 "a new leader among node-${others[0]} and node-${others[1]}" one_leader "${others[@]}"
+step "stopped in ${took}s with exit 0; node-$LEADER leads"
+incr "${others[0]}" counter 10
+compose start "node-$victim" >/dev/null 2>&1 || fail "docker-compose start node-$victim"
+wait_for 90 "node-$victim healthy again" healthy "$victim"
+wait_for 60 "the three nodes converged" converged 1 2 3
+step "converged: $CONVERGED"
+expect "$victim" counter 410
+
+# -- 8. (optional) grow to four -----------------------------------------------------
 if [[ ${CONCORD_COMPOSE_GROW:-0} == 1 ]]; then
     step "growing: node-4 with --join, RAFT.MEMBER ADD 4 node-4:7379 on node-$LEADER"
     compose up -d node-4 >/dev/null 2>&1 || fail "docker-compose up -d node-4"
