@@ -37,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -124,7 +125,13 @@ class Concord:
         self.ports = {i: free_port() for i in self.ids}
         self.peers = {i: free_port() for i in self.ids}
         self.procs = {}
+        self.tls_ports = {i: free_port() for i in self.ids}
         self.cluster = ",".join(f"{i}=127.0.0.1:{self.peers[i]}" for i in self.ids)
+        # Clients may also come over TLS (the TLS rows); no client certificate.
+        self.certs = workdir / "certs"
+        subprocess.run([str(Path(__file__).resolve().parent.parent / "scripts/make-certs.sh"),
+                        str(self.certs), *map(str, self.ids)], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def start(self, i):
         log_file = open(self.workdir / f"node-{i}.log", "ab")
@@ -136,6 +143,10 @@ class Concord:
                 "--peer-listen", f"127.0.0.1:{self.peers[i]}",
                 "--data-dir", str(self.workdir / f"node-{i}"),
                 "--initial-cluster", self.cluster,
+                "--tls-listen", f"127.0.0.1:{self.tls_ports[i]}",
+                "--tls-cert-file", str(self.certs / f"node-{i}.pem"),
+                "--tls-key-file", str(self.certs / f"node-{i}.key"),
+                "--tls-auth-clients", "no",
             ],
             stdout=subprocess.DEVNULL,
             stderr=log_file,
@@ -155,6 +166,15 @@ class Concord:
             return None
 
         return wait_until("a leader", agreed)
+
+    def terminate(self, i):
+        """SIGTERM, as an orchestrator stops a node: a leader hands over first."""
+        proc = self.procs.pop(i)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            die(f"node {i} did not stop within 30 s of SIGTERM")
 
     def kill9(self, i):
         proc = self.procs.pop(i)
@@ -203,7 +223,7 @@ def redis_benchmark(port, args, requests=REQUESTS, clients=CLIENTS):
         timeout=900,
     )
     if out.returncode != 0 or "ERR" in out.stderr:
-        die(f"redis-benchmark {args[0]} against {port} failed: {out.stderr.strip()[:300]}")
+        die(f"redis-benchmark {' '.join(args)} against {port} failed: {out.stderr.strip()[:300]}")
     rows = list(csv.reader(io.StringIO(out.stdout)))
     header, results = rows[0], {}
     for row in rows[1:]:
@@ -272,6 +292,66 @@ def failover_ms(concord):
     return elapsed
 
 
+class SteadyWriter(threading.Thread):
+    """SETs one after another through the nodes, moving to the next node when
+    one fails or closes the connection (as a client with a node list does);
+    records when each write was acknowledged."""
+
+    def __init__(self, ports):
+        super().__init__(daemon=True)
+        self.ports = list(ports)
+        self.acks = []
+        self.errors = 0
+        self.stopping = threading.Event()
+
+    def run(self):
+        sock, at, n = None, 0, 0
+        while not self.stopping.is_set():
+            try:
+                if sock is None:
+                    sock = socket.create_connection(("127.0.0.1", self.ports[at]), timeout=2)
+                    reader = sock.makefile("rb")
+                n += 1
+                key, value = b"rolling", str(n).encode()
+                sock.sendall(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"
+                             % (len(key), key, len(value), value))
+                line = reader.readline()
+                if line != b"+OK\r\n":
+                    raise OSError(line.decode(errors="replace").strip() or "closed")
+                self.acks.append(time.monotonic())
+            except OSError:
+                self.errors += 1
+                if sock is not None:
+                    sock.close()
+                sock = None
+                at = (at + 1) % len(self.ports)
+                time.sleep(0.005)
+        if sock is not None:
+            sock.close()
+
+    def longest_gap_ms(self, since):
+        times = [since] + self.acks
+        return max((b - a) * 1000 for a, b in zip(times, times[1:]))
+
+
+def rolling_restart_gap(concord):
+    """Restarts every node in turn (SIGTERM, start, wait until it caught up)
+    under a steady writer; the longest time without an acknowledged write."""
+    concord.leader()
+    writer = SteadyWriter(concord.ports[i] for i in concord.ids)
+    started = time.monotonic()
+    writer.start()
+    wait_until("the first acknowledged write", lambda: writer.acks or None)
+    for i in concord.ids:
+        concord.terminate(i)
+        concord.start(i)
+        concord.leader()
+        concord.converged()
+    writer.stopping.set()
+    writer.join()
+    return writer.longest_gap_ms(started), len(writer.acks), writer.errors
+
+
 def main():
     ensure_tools()
     binary, commit = build_release()
@@ -285,12 +365,31 @@ def main():
         follower = next(i for i in concord.ids if i != leader)
         nopersist_port, p1 = start_redis(workdir, "redis-nopersist", ["--appendonly", "no"])
         always_port, p2 = start_redis(workdir, "redis-always", ["--appendonly", "yes", "--appendfsync", "always"])
-        redis_procs = [p1, p2]
+        certs = concord.certs
+        tls_port, p3 = start_redis(workdir, "redis-always-tls", [
+            "--appendonly", "yes", "--appendfsync", "always", "--tls-port", "0",
+            "--tls-cert-file", str(certs / "node-1.pem"), "--tls-key-file", str(certs / "node-1.key"),
+            "--tls-auth-clients", "no"])
+        redis_procs = [p1, p2, p3]
+        # The ACL row's user: key patterns and category rules, so every
+        # command pays the permission check.
+        if cli(concord.ports[leader], "ACL", "SETUSER", "bench", "on", ">bench-pass", "~key:*",
+               "~counter:*", "+@string", "+@connection", "+config|get") != "OK":
+            die("cannot create the ACL benchmark user")
+        tls = ["--tls", "--cacert", str(certs / "ca.pem")]
         targets = {
             "concord leader": concord.ports[leader],
             "concord follower": concord.ports[follower],
             "redis no-persist": nopersist_port,
             "redis always": always_port,
+            "concord leader TLS": concord.tls_ports[leader],
+            "redis always TLS": tls_port,
+            "concord leader ACL user": concord.ports[leader],
+        }
+        bench_args = {
+            "concord leader TLS": tls,
+            "redis always TLS": tls,
+            "concord leader ACL user": ["--user", "bench", "-a", "bench-pass"],
         }
         # Whose CPU a target's requests cost: all three nodes for concord.
         servers = {
@@ -298,6 +397,9 @@ def main():
             "concord follower": [p.pid for p in concord.procs.values()],
             "redis no-persist": [p1.pid],
             "redis always": [p2.pid],
+            "concord leader TLS": [p.pid for p in concord.procs.values()],
+            "redis always TLS": [p3.pid],
+            "concord leader ACL user": [p.pid for p in concord.procs.values()],
         }
         samples = {name: {"SET": [], "GET": []} for name in targets}
         # SET through the leader, per node and thread: where the cluster's
@@ -320,7 +422,7 @@ def main():
                     before = cpu_seconds(servers[name])
                     client_before = client_cpu_seconds()
                     per_thread = {i: thread_cpu_seconds(p.pid) for i, p in concord.procs.items()}
-                    for label, cols in redis_benchmark(port, ["-t", test]).items():
+                    for label, cols in redis_benchmark(port, [*bench_args.get(name, []), "-t", test]).items():
                         used = cpu_seconds(servers[name]) - before
                         cols["cpu_us"] = used * 1e6 / REQUESTS
                         cols["client_us"] = (client_cpu_seconds() - client_before) * 1e6 / REQUESTS
@@ -337,6 +439,10 @@ def main():
                             per_fsync.setdefault(roles[i], []).append(REQUESTS / max(synced, 1))
                         entries = int(raft_field(concord.ports[leader], "raft_last_index") or 0) - last_index
                         per_entry.append(REQUESTS / max(entries, 1))
+        rolling = []
+        for n in range(FAILOVERS):
+            log(f"rolling restart {n + 1}/{FAILOVERS}")
+            rolling.append(rolling_restart_gap(concord))
         failovers = []
         for n in range(FAILOVERS):
             log(f"failover {n + 1}/{FAILOVERS}")
@@ -397,6 +503,23 @@ def main():
         "Failover (leader killed with SIGKILL → first acknowledged SET through a survivor): "
         + ", ".join(f"{ms:.0f} ms" for ms in failovers)
         + f" (median {statistics.median(failovers):.0f} ms)",
+    ]
+    lines += [
+        "",
+        "TLS and ACL, from the rows above: "
+        + "; ".join(
+            f"{test} concord leader TLS / redis always TLS "
+            f"{med('concord leader TLS', test, 'rps') / med('redis always TLS', test, 'rps'):.2f}×, "
+            f"ACL user / default user {med('concord leader ACL user', test, 'rps') / med('concord leader', test, 'rps'):.2f}×"
+            for test in ("SET", "GET")
+        ),
+    ]
+    lines += [
+        "",
+        "Rolling restart (each node in turn: SIGTERM, start, caught up) under one steady writer "
+        "that moves to the next node on an error: longest gap between acknowledged writes "
+        + ", ".join(f"{gap:.0f} ms ({acks} writes, {errors} errors)" for gap, acks, errors in rolling)
+        + f" (median {statistics.median(g for g, _, _ in rolling):.0f} ms)",
     ]
     report = "\n".join(lines)
     print(report)

@@ -166,6 +166,32 @@ def main():
             "Server CPU while under load (% of one core, median over rounds): "
             + "; ".join(parts) + "."
         )
+        # CPU per request: less sensitive than rps to what else the machine
+        # runs, and what the ACL row is about (its check costs CPU, not I/O).
+        per_req = {}
+        for line in cpu_path.read_text().splitlines():
+            r, w, s_, cpu_s, _ = line.split("\t")
+            n = a.requests if w == "P1" else a.pipeline_requests
+            per_req.setdefault((w, s_), []).append(1e6 * float(cpu_s) / (n * len(TESTS)))
+        parts = []
+        for w in workloads:
+            vals = ", ".join(
+                f"{s} {statistics.median(per_req[(w, s)]):.2f}"
+                for s in SERVERS if (w, s) in per_req
+            )
+            parts.append(f"{w}: {vals}")
+        lines.append("")
+        lines.append(
+            "Server CPU per request (µs, SET, GET and INCR together, median over rounds): "
+            + "; ".join(parts) + "."
+        )
+        if ("P16", "concord") in per_req and ("P16", "concord-acl") in per_req:
+            base = statistics.median(per_req[("P16", "concord")])
+            acl = statistics.median(per_req[("P16", "concord-acl")])
+            lines.append(
+                f"ACL check cost with -P {a.pipeline}: {100 * (acl - base) / base:+.1f}% CPU per request "
+                "(the restricted user against the default user)."
+            )
 
     text = "\n".join(lines) + "\n"
     sys.stdout.write(text)

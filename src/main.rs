@@ -314,6 +314,11 @@ async fn serve(config: Config) -> Result<(), ServeError> {
         }
         _ = driver => Err(ServeError::DriverStopped),
     };
+    if outcome.is_ok() {
+        if let Some(new_leader) = node.hand_off().await {
+            tracing::info!(new_leader, "handed leadership over before stopping");
+        }
+    }
     let _ = stop_tx.send(true);
     let _ = server.await;
     if let Some(tls_server) = tls_server {

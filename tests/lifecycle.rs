@@ -83,3 +83,32 @@ fn a_node_that_lost_its_disk_stops_and_comes_back_as_a_new_incarnation() {
         || (cluster.raft_field(leader, "raft_voters")? == "3").then_some(()),
     );
 }
+
+/// SIGTERM on the leader hands leadership to a follower before the node
+/// stops: the survivors agree on the node it named.
+#[test]
+fn a_leader_stopped_by_sigterm_hands_over_first() {
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader();
+    let mut con = cluster.client(leader);
+    let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut con).unwrap();
+    drop(con);
+    assert!(cluster.terminate(leader).success());
+    let log = cluster.log(leader);
+    let line = log
+        .lines()
+        .find(|l| l.contains("handed leadership over before stopping"))
+        .unwrap_or_else(|| panic!("no hand-over logged:\n{log}"));
+    let named: u64 = line
+        .split("new_leader=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("no new_leader in {line}"));
+    let survivors = cluster.running();
+    assert!(survivors.contains(&named));
+    assert_eq!(cluster.leader_among(&survivors), named);
+    let mut con = cluster.client(named);
+    let v: String = redis::cmd("GET").arg("k").query(&mut con).unwrap();
+    assert_eq!(v, "v");
+}

@@ -15,7 +15,7 @@ use tokio::sync::{oneshot, watch};
 use super::cluster::{AdminOp, RaftInfo};
 use super::driver::Driver;
 use super::log_store::LogStore;
-use super::{Answer, NodeError, NodeStatus, ReadMode};
+use super::{Answer, NodeError, NodeStatus, ReadMode, Role};
 use crate::state::pubsub::Delivery;
 use crate::state::{Op, Query, State};
 use crate::storage::{
@@ -380,6 +380,35 @@ impl NodeHandle {
         let (tx, rx) = oneshot::channel();
         let _ = self.inbox.send(Inbox::Snapshot(tx));
         rx.await.unwrap_or(Err(NodeError::ShuttingDown))
+    }
+
+    /// Before this node stops: if it leads, hands leadership to the voter
+    /// that holds the most of the log (and answered recently), and waits
+    /// until that one took over, so a rolling restart costs no election
+    /// timeout. Answers the new leader, or None when this node did not lead
+    /// or the transfer did not complete (the cluster then elects one itself).
+    pub async fn hand_off(&self) -> Option<u64> {
+        if self.status.role() != Role::Leader {
+            return None;
+        }
+        let info = self.info().await.ok()?;
+        let target = info
+            .peers
+            .iter()
+            .filter(|p| p.voter && p.recent_active && p.id != self.status.id)
+            .max_by_key(|p| p.matched)?
+            .id;
+        match answer(self.admin(AdminOp::TransferLeader { id: target })).await {
+            Ok(Ok(_)) => Some(target),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, target, "leadership transfer before stopping failed");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, target, "leadership transfer before stopping failed");
+                None
+            }
+        }
     }
 
     /// The node's raft view, with per-peer progress on the leader.

@@ -111,6 +111,11 @@ fn authorized(shared: &Shared, request: &str) -> bool {
             == 0
 }
 
+/// Entries a node may have left to apply and still be ready: what one busy
+/// second of batched applies can leave behind, far less than a node that
+/// restarts or catches up from a snapshot lags by.
+const READY_LAG: u64 = 1000;
+
 fn respond(shared: &Shared, path: &str) -> (&'static str, String) {
     let status = shared.node.status();
     match path {
@@ -122,10 +127,23 @@ fn respond(shared: &Shared, path: &str) -> (&'static str, String) {
             }
         }
         "/ready" => {
-            if status.leader() != 0 {
-                ("200 OK", format!("ready: leader {}\n", status.leader()))
-            } else {
+            let (leader, commit, applied) = (
+                status.leader(),
+                status.commit_index(),
+                status.applied_index(),
+            );
+            if leader == 0 {
                 ("503 Service Unavailable", "no leader\n".into())
+            } else if applied + READY_LAG < commit {
+                (
+                    "503 Service Unavailable",
+                    format!("catching up: applied {applied} of {commit} committed\n"),
+                )
+            } else {
+                (
+                    "200 OK",
+                    format!("ready: leader {leader}, applied {applied} of {commit} committed\n"),
+                )
             }
         }
         "/metrics" => ("200 OK", metrics(shared)),

@@ -254,6 +254,21 @@ impl Cluster {
         }
     }
 
+    /// SIGTERM, then waits for the exit.
+    pub fn terminate(&mut self, id: u64) -> std::process::ExitStatus {
+        let node = self.nodes.get_mut(&id).expect("node");
+        let mut child = node.child.take().expect("running");
+        // SAFETY: kill(2) with a pid we own and a valid signal number.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        wait_for(
+            &format!("node {id} to exit after SIGTERM"),
+            Duration::from_secs(30),
+            || child.try_wait().expect("wait"),
+        )
+    }
+
     /// Starts node `id`'s process without waiting for it to serve.
     pub fn spawn_only(&mut self, id: u64) {
         self.spawn(id);
