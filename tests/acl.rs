@@ -381,3 +381,57 @@ fn protected_mode_refuses_other_hosts_until_a_password_is_set() {
     assert!(talk("PING\r\n").starts_with("-NOAUTH"));
     assert!(talk("AUTH pw-for-outside\r\n").starts_with("+OK"));
 }
+
+/// INFO commandstats measures: time until the answer, refusals before a
+/// command ran (ACL) apart from errors it answered.
+#[test]
+fn commandstats_count_time_refusals_and_failures() {
+    let server = common::Server::start();
+    let mut admin = server.client();
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "eve", "on", ">pw", "~e:*", "+@all"])
+        .query(&mut admin)
+        .unwrap();
+    let port = server.port;
+    let client = redis::Client::open(format!("redis://eve:pw@127.0.0.1:{port}/")).unwrap();
+    let mut eve = client.get_connection().unwrap();
+    for i in 0..5 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("e:{i}"))
+            .arg(i)
+            .query(&mut eve)
+            .unwrap();
+    }
+    assert!(redis::cmd("SET")
+        .arg("x")
+        .arg(1)
+        .query::<()>(&mut eve)
+        .is_err());
+    assert!(redis::cmd("LPUSH")
+        .arg("e:1")
+        .arg(1)
+        .query::<()>(&mut eve)
+        .is_err());
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut admin)
+        .unwrap();
+    let line = |name: &str| {
+        info.lines()
+            .find(|l| l.starts_with(&format!("cmdstat_{name}:")))
+            .unwrap_or_else(|| panic!("no {name} in {info}"))
+            .to_owned()
+    };
+    let field = |line: &str, key: &str| -> f64 {
+        line.split([':', ','])
+            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {line}"))
+    };
+    let set = line("set");
+    assert_eq!(field(&set, "calls"), 5.0, "{set}");
+    assert!(field(&set, "usec") > 0.0, "{set}");
+    assert_eq!(field(&set, "rejected_calls"), 1.0, "{set}");
+    let lpush = line("lpush");
+    assert_eq!(field(&lpush, "failed_calls"), 1.0, "{lpush}");
+}

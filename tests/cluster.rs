@@ -240,6 +240,15 @@ fn members_join_and_leave_while_writes_run() {
         };
         ids.contains(&Value::Int(4)).then_some(())
     });
+    // Every member, the new one included, counts the same four voters: a
+    // joiner that never learned the founders would count itself alone.
+    for id in [1, 2, 3, 4] {
+        wait_for(
+            &format!("node {id} to count four voters"),
+            Duration::from_secs(30),
+            || (cluster.raft_field(id, "raft_voters")? == "4").then_some(()),
+        );
+    }
     let removed = (1..=3u64)
         .find(|id| *id != leader && *id != follower)
         .unwrap();

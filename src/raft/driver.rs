@@ -1594,6 +1594,16 @@ impl Driver {
         if self.own_snapshot.is_some() {
             return;
         }
+        // The founding membership is only in each founder's bootstrap
+        // snapshot (index 0), not in the log. A member added later must
+        // therefore start from a snapshot, never from entry 1, or it would
+        // apply the membership changes without the voters they change (and
+        // count itself the only voter). Leaving index 0 behind as soon as
+        // an entry applied makes every leader send new members a snapshot.
+        if self.raw.store().snapshot_index() == 0 && self.state.applied_index() > 0 {
+            self.take_snapshot(None);
+            return;
+        }
         let entries = self.raw.store().len() as u64;
         if entries >= self.config.snapshot_entries
             || self.log_bytes_since_snapshot >= self.config.snapshot_log_bytes

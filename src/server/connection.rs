@@ -252,7 +252,7 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let mut rbuf = BytesMut::with_capacity(16 * 1024);
     let mut wbuf = BytesMut::with_capacity(16 * 1024);
-    let mut pending: Vec<(Protocol, Pending)> = Vec::new();
+    let mut pending: Vec<(Protocol, Pending, Called)> = Vec::new();
     // One argument vector for every request (swapped with the parser's).
     let mut argv: Vec<Bytes> = Vec::new();
     let mut submissions = Submissions::default();
@@ -282,7 +282,12 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     // Authentication and permissions, before the command
                     // is proposed, relayed or answered.
                     if let Err(refusal) = super::acl::gate(&mut conn, &argv, &shared) {
-                        pending.push((conn.protocol, Pending::Ready(refusal)));
+                        let name = super::acl::resolve(&argv).map_or("", |s| s.name);
+                        pending.push((
+                            conn.protocol,
+                            Pending::Ready(refusal),
+                            Called::rejected(name),
+                        ));
                         if conn.closing {
                             break;
                         }
@@ -372,7 +377,6 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                         (Route::Normal, None) => unreachable!("a normal route is prepared"),
                     };
                     last_command = name;
-                    shared.stats.calls.count(name);
                     // Subscription confirmations are pushes: never silenced.
                     let push = name.ends_with("subscribe");
                     let item = if conn.replies.silence_next() && !push {
@@ -380,7 +384,7 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     } else {
                         item
                     };
-                    pending.push((conn.protocol, item));
+                    pending.push((conn.protocol, item, Called::run(name)));
                     if conn.closing {
                         break;
                     }
@@ -406,6 +410,7 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     pending.push((
                         conn.protocol,
                         Pending::Ready(Reply::error(format!("ERR {e}"))),
+                        Called::rejected(""),
                     ));
                     conn.closing = true;
                     break;
@@ -494,8 +499,32 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// Hands over what is queued, awaits every pending reply, in order, and
 /// encodes it into `out`.
+/// What INFO commandstats counts of one request: the command, and whether
+/// it was refused before it ran (arity, ACL) or ran.
+#[derive(Clone, Copy)]
+struct Called {
+    name: &'static str,
+    rejected: bool,
+}
+
+impl Called {
+    fn run(name: &'static str) -> Called {
+        Called {
+            name,
+            rejected: false,
+        }
+    }
+
+    fn rejected(name: &'static str) -> Called {
+        Called {
+            name,
+            rejected: true,
+        }
+    }
+}
+
 async fn resolve_into(
-    pending: &mut Vec<(Protocol, Pending)>,
+    pending: &mut Vec<(Protocol, Pending, Called)>,
     submissions: &mut Submissions,
     out: &mut BytesMut,
     shared: &Shared,
@@ -510,21 +539,37 @@ async fn resolve_into(
         .commands_processed
         .fetch_add(pending.len() as u64, Ordering::Relaxed);
     let mut errors = 0;
-    for (protocol, item) in pending.drain(..) {
-        let read = matches!(&item, Pending::Submitted { name, .. }
-            if command::lookup(name.as_bytes()).is_some_and(|s| matches!(s.exec, command::Exec::Read(..))));
+    // The time a command took is the time until its batch was answered:
+    // what a client waiting on it (or on its pipeline) saw.
+    let started = Instant::now();
+    let mut outcomes: Vec<(Called, bool)> = Vec::with_capacity(pending.len());
+    for (protocol, item, called) in pending.drain(..) {
+        let submitted = matches!(item, Pending::Submitted { .. });
         let mut reply = item.resolve(submissions).await;
         // A read is answered after its read barrier: if the user was
         // deleted or disabled by an entry the barrier covers, the read
         // must not be answered (see server::acl).
-        if read && fence.revoked(shared) {
+        if submitted
+            && fence.revoked(shared)
+            && command::lookup(called.name.as_bytes())
+                .is_some_and(|s| matches!(s.exec, command::Exec::Read(..)))
+        {
             reply = Reply::error(super::acl::NOAUTH);
         }
+        let failed = matches!(reply, Reply::Error(_));
         if let Reply::Error(text) = &reply {
             errors += 1;
             shared.stats.error_codes.count(text);
         }
+        outcomes.push((called, failed));
         encode(&reply, protocol, out);
+    }
+    let micros = started.elapsed().as_micros() as u64;
+    for (called, failed) in outcomes {
+        shared
+            .stats
+            .calls
+            .record(called.name, micros, called.rejected, failed);
     }
     if errors > 0 {
         shared

@@ -73,10 +73,15 @@ pub(super) fn render(shared: &Shared, args: &[Bytes], _protocol: Protocol) -> Re
             }
         }
         if *section == "commandstats" {
-            for (name, calls) in shared.stats.calls.called() {
+            for (name, calls, usec, rejected, failed) in shared.stats.calls.called() {
+                let per_call = if calls > 0 {
+                    usec as f64 / calls as f64
+                } else {
+                    0.0
+                };
                 let _ = write!(
                     out,
-                    "cmdstat_{name}:calls={calls},usec=0,usec_per_call=0.00,rejected_calls=0,failed_calls=0\r\n"
+                    "cmdstat_{name}:calls={calls},usec={usec},usec_per_call={per_call:.2},rejected_calls={rejected},failed_calls={failed}\r\n"
                 );
             }
         }

@@ -89,41 +89,73 @@ fn error_code(text: &str) -> &str {
     }
 }
 
-/// A counter per command of the table, by its name (`config|get` for a
-/// subcommand): built once, so counting is one atomic add.
-pub struct CommandCalls(std::collections::HashMap<&'static str, AtomicU64>);
+/// INFO commandstats: per command of the table, by its name (`config|get`
+/// for a subcommand): built once, so recording is a few atomic adds.
+pub struct CommandCalls(std::collections::HashMap<&'static str, CommandStat>);
+
+/// One command's counters.
+#[derive(Default)]
+pub struct CommandStat {
+    pub calls: AtomicU64,
+    /// Microseconds from the request's read to its answer, summed.
+    pub usec: AtomicU64,
+    /// Refused before running (arity, NOAUTH, NOPERM).
+    pub rejected: AtomicU64,
+    /// Ran and answered an error.
+    pub failed: AtomicU64,
+}
 
 impl Default for CommandCalls {
     fn default() -> Self {
         let names = crate::command::all()
             .flat_map(|spec| std::iter::once(spec).chain(spec.subcommands.iter()))
-            .map(|spec| (spec.name, AtomicU64::new(0)));
+            .map(|spec| (spec.name, CommandStat::default()));
         CommandCalls(names.collect())
     }
 }
 
 impl CommandCalls {
-    pub fn count(&self, name: &str) {
-        if let Some(calls) = self.0.get(name) {
-            calls.fetch_add(1, Ordering::Relaxed);
+    /// One answered request of `name`, `micros` after it was read.
+    pub fn record(&self, name: &str, micros: u64, rejected: bool, failed: bool) {
+        if let Some(stat) = self.0.get(name) {
+            if rejected {
+                stat.rejected.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            stat.calls.fetch_add(1, Ordering::Relaxed);
+            stat.usec.fetch_add(micros, Ordering::Relaxed);
+            if failed {
+                stat.failed.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
-    /// The commands called at least once, by name.
-    pub fn called(&self) -> Vec<(&'static str, u64)> {
-        let mut out: Vec<(&'static str, u64)> = self
+    /// The commands called or refused at least once, by name: (name,
+    /// calls, usec, rejected, failed).
+    pub fn called(&self) -> Vec<(&'static str, u64, u64, u64, u64)> {
+        let mut out: Vec<_> = self
             .0
             .iter()
-            .map(|(name, calls)| (*name, calls.load(Ordering::Relaxed)))
-            .filter(|(_, calls)| *calls > 0)
+            .map(|(name, s)| {
+                (
+                    *name,
+                    s.calls.load(Ordering::Relaxed),
+                    s.usec.load(Ordering::Relaxed),
+                    s.rejected.load(Ordering::Relaxed),
+                    s.failed.load(Ordering::Relaxed),
+                )
+            })
+            .filter(|(_, calls, _, rejected, _)| *calls > 0 || *rejected > 0)
             .collect();
         out.sort_unstable();
         out
     }
 
     pub fn reset(&self) {
-        for calls in self.0.values() {
-            calls.store(0, Ordering::Relaxed);
+        for s in self.0.values() {
+            for counter in [&s.calls, &s.usec, &s.rejected, &s.failed] {
+                counter.store(0, Ordering::Relaxed);
+            }
         }
     }
 }
