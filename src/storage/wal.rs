@@ -484,17 +484,14 @@ impl Replay {
                     ));
                 }
             }
-            _ => {
-                if let Some(m) = mark_index {
-                    if e.index != m + 1 {
-                        return Err(corrupt(
-                            path,
-                            offset,
-                            format!("entry index {} does not follow snapshot mark {m}", e.index),
-                        ));
-                    }
-                }
-            }
+            // The first entry kept. It may lie above a mark read so far:
+            // a snapshot mark is written after the entries the log already
+            // held beyond it, so the segment with those entries can come
+            // before the mark's and be compacted away by a later snapshot,
+            // whose mark comes later in the log. Whether the entries resume
+            // right after the newest mark is checked once every segment was
+            // read (`finish`).
+            _ => {}
         }
         self.entries.push(e);
         Ok(())
@@ -1080,6 +1077,49 @@ pub(crate) mod tests {
         assert_eq!(indexes(&r), vec![1, 2, 3]);
         let terms: Vec<u64> = r.entries.iter().map(|e| e.term).collect();
         assert_eq!(terms, vec![1, 3, 3]);
+    }
+
+    #[test]
+    fn an_old_mark_in_a_kept_segment_before_a_compacted_gap_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), appending(120)).unwrap();
+        for i in 1..=9 {
+            wal.append(&entries(i..=i, 1)).unwrap();
+        }
+        // A snapshot at 2, taken while the log already ran to 9: its mark
+        // lands in a later segment than entries 3..=9.
+        wal.append(&[Record::SnapshotMark { index: 2, term: 1 }])
+            .unwrap();
+        for i in 10..=12 {
+            wal.append(&entries(i..=i, 1)).unwrap();
+        }
+        wal.append(&[Record::SnapshotMark { index: 10, term: 1 }])
+            .unwrap();
+        wal.sync().unwrap();
+        // Compacting to 10 removes the segments of 1..=9, not mark 2's.
+        wal.compact(10).unwrap();
+        drop(wal);
+        let r = reopen(dir.path());
+        assert_eq!(r.snapshot_mark, Some((10, 1)));
+        assert_eq!(indexes(&r), vec![11, 12]);
+    }
+
+    #[test]
+    fn entries_that_skip_past_the_last_mark_are_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            1 << 20,
+            &[
+                vec![Record::SnapshotMark { index: 2, term: 1 }],
+                entries(5..=6, 1),
+            ],
+        );
+        let err = Wal::open(dir.path(), appending(64 * 1024 * 1024)).unwrap_err();
+        assert!(
+            matches!(&err, StorageError::Corrupt { reason, .. } if reason.contains("after snapshot mark 2")),
+            "{err}"
+        );
     }
 
     #[test]
