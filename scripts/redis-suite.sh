@@ -39,7 +39,11 @@
 # the server. SPAWN_NODES=1 (default) execs one `concord serve`, a one-node
 # cluster; SPAWN_NODES=3 makes the wrapper supervise a three-node cluster
 # whose node 1 takes the harness's port, and runs each unit twice, node 1
-# made leader then follower (RAFT.TRANSFER) before "Ready". Spawn mode does
+# made leader then follower (RAFT.TRANSFER) before "Ready". The suite's
+# client reads without a timeout, so a test whose reply never comes would
+# stop the unit: after SPAWN_HANG_TIMEOUT seconds without progress
+# (default 60) the test in progress is counted as failed, listed as
+# [hang], and the unit runs again with it skipped. Spawn mode does
 # not build: it uses target/debug/concord (`cargo build` first) or
 # CONCORD_BIN. It needs redis-server, redis-cli and redis-benchmark
 # (packages redis-server and redis-tools, installed as root if missing).
@@ -48,8 +52,8 @@
 # BSD-licensed at this version). Needs root the first time, to add a deb-src
 # entry and install tcl if missing. Environment: SUITE_TIMEOUT (seconds per
 # unit, default 600). Each unit's full output stays in target/redis-suite/logs;
-# in spawn mode each server's stdout/stderr stays in the tree's tests/tmp
-# until the next run.
+# in spawn mode each server's stdout, stderr and data directory stay in
+# target/redis-suite/spawn/*/tests/tmp until the next run.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -230,11 +234,16 @@ def main():
             say("# bind: optional address %s not bound" % b[1:])
     data = os.path.abspath((last.pop("dir", ["."]) or ["."])[0])
     flags = []
+    # Only the configuration given here reaches concord: no CONCORD_*
+    # setting is inherited (CONCORD_LOG aside).
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("CONCORD_") or k == "CONCORD_LOG"}
+    env.setdefault("CONCORD_LOG", "info,slog=warn")
+    password = None
     if "requirepass" in last:
+        # Through the environment, to keep it out of ps and the log.
         password = " ".join(last.pop("requirepass"))
-        flags += ["--requirepass", password]
-    else:
-        password = None
+        env["CONCORD_REQUIREPASS"] = password
     if "aclfile" in last:
         if users:
             raise SystemExit("Configuring Redis with users defined in redis.conf "
@@ -276,8 +285,6 @@ def main():
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
                 lst.append(s.getsockname()[1])
-    env = dict(os.environ)
-    env.setdefault("CONCORD_LOG", "info,slog=warn")
 
     def argv(i):
         a = [CONCORD, "serve", "--node-id", str(i + 1),
@@ -449,6 +456,7 @@ run_spawn_mode() {
     [[ -x $CONCORD_BIN ]] || die "no $CONCORD_BIN: run cargo build first, or set CONCORD_BIN"
     CONCORD_BIN=$(cd "$(dirname "$CONCORD_BIN")" && pwd)/$(basename "$CONCORD_BIN")
     local nodes=${SPAWN_NODES:-1} baseline=${SPAWN_BASELINE:-1}
+    HANG_TIMEOUT=${SPAWN_HANG_TIMEOUT:-60}
     [[ $nodes == 1 || $nodes == 3 ]] || die "SPAWN_NODES is 1 or 3"
     if ! command -v redis-benchmark >/dev/null ||
         { [[ $baseline == 1 && -z ${REDIS_SERVER:-} ]] && ! command -v redis-server >/dev/null; }; then
@@ -485,18 +493,39 @@ run_spawn_mode() {
         for i in "${!runs[@]}"; do
             local kind=${runs[i]%%:*} through=${runs[i]#*:}
             local out=$SUITE_DIR/logs/spawn.$(echo "$unit" | tr / _).$kind${through:+-$nodes-$through}.log
-            (cd "$SUITE_DIR/spawn/$kind" && SPAWN_NODES=$nodes SPAWN_THROUGH=${through:-leader} \
-                timeout "$TIMEOUT" ./runtest --clients 1 --singledb --durable --ignore-encoding \
-                --ignore-digest --no-latency --tags "$TAGS" --single "$unit" >"$out" 2>&1) || true
-            local plain ok err
-            plain=$(sed 's/\x1b\[[0-9;]*m//g' "$out")
+            # A test that waits forever for a reply (the suite's client has
+            # no read timeout) would end the unit there. The suite's own
+            # --timeout reports which test was in progress; it is counted
+            # as failed ([hang]) and the unit runs again without it.
+            local hangs=() skip=() plain ok err
+            while :; do
+                (cd "$SUITE_DIR/spawn/$kind" && SPAWN_NODES=$nodes SPAWN_THROUGH=${through:-leader} \
+                    timeout "$TIMEOUT" ./runtest --clients 1 --singledb --durable --ignore-encoding \
+                    --ignore-digest --no-latency --tags "$TAGS" --timeout "$HANG_TIMEOUT" --dont-clean \
+                    "${skip[@]}" --single "$unit" >"$out" 2>&1) || true
+                plain=$(sed 's/\x1b\[[0-9;]*m//g' "$out")
+                grep -q '^\[TIMEOUT\]' <<<"$plain" || break
+                local name
+                name=$(sed -n 's/^.* => (IN PROGRESS) //p' <<<"$plain" | head -n 1)
+                if [[ -z $name ]] || printf '%s\n' "${hangs[@]}" | grep -qxF -- "$name"; then
+                    hangs+=("stalled outside a test: $(grep ' => ' <<<"$plain" | head -n 1)")
+                    break
+                fi
+                hangs+=("$name")
+                skip+=(--skiptest "$name")
+                cp "$out" "$out.hang${#hangs[@]}"
+            done
             ok=$(grep -c '^\[ok\]' <<<"$plain" || true)
             err=$(grep -cE '^\[(err|exception)\]' <<<"$plain" || true)
+            err=$((err + ${#hangs[@]}))
             total_ok[i]=$((${total_ok[i]:-0} + ok))
             total_err[i]=$((${total_err[i]:-0} + err))
             row="$row | $ok | $err"
-            if [[ $kind == concord ]] && ((err > 0)); then
-                failures+=$(grep -E '^\[(err|exception)\]' <<<"$plain" | sed "s|^|  $unit ($through): |")$'\n'
+            if ((err > 0)); then
+                failures+=$({
+                    grep -E '^\[(err|exception)\]' <<<"$plain" || true
+                    if ((${#hangs[@]} > 0)); then printf '[hang]: %s\n' "${hangs[@]}"; fi
+                } | sed "s|^|  $unit (${labels[i]}): |")$'\n'
             fi
         done
         printf '%s |\n' "$row"
@@ -507,7 +536,7 @@ run_spawn_mode() {
     done
     printf '%s |\n' "$row"
     if [[ -n $failures ]]; then
-        log "concord's failures (full output in $SUITE_DIR/logs/spawn.*):"
+        log "failures (full output in $SUITE_DIR/logs/spawn.*):"
         printf '%s' "$failures" >&2
     fi
 }
