@@ -1359,7 +1359,7 @@ impl Driver {
                         entry.index,
                         result,
                         &[(cc.node_id, cc.get_change_type())],
-                        &cc.context,
+                        proposal_context(&entry, &cc.context),
                     );
                 }
                 EntryType::EntryConfChangeV2 => {
@@ -1371,7 +1371,12 @@ impl Driver {
                         .iter()
                         .map(|c| (c.node_id, c.get_change_type()))
                         .collect();
-                    self.after_conf_change(entry.index, result, &changes, &cc.context);
+                    self.after_conf_change(
+                        entry.index,
+                        result,
+                        &changes,
+                        proposal_context(&entry, &cc.context),
+                    );
                 }
             }
         }
@@ -1844,6 +1849,18 @@ impl Driver {
             }
         }
         tracing::info!(applied = self.state.applied_index(), "raft driver stopped");
+    }
+}
+
+/// The peer address a membership change was proposed with. raft-rs's
+/// `propose_conf_change(context, cc)` puts `context` on the log entry, not
+/// in the change's own context field, which stays empty; entries of other
+/// origins may carry it there.
+fn proposal_context<'a>(entry: &'a Entry, cc_context: &'a Bytes) -> &'a Bytes {
+    if entry.context.is_empty() {
+        cc_context
+    } else {
+        &entry.context
     }
 }
 
