@@ -1609,6 +1609,27 @@ impl Driver {
             self.take_snapshot(None);
             return;
         }
+        // For the same reason a member must be named in the snapshot it
+        // starts from: raft-rs ignores one whose ConfState leaves it out
+        // ("not in the ConfState"). A learner added since the last
+        // snapshot would otherwise be sent that one again and again until
+        // enough entries made a new one (never, in an idle cluster).
+        let snap = self.raw.store().conf_state();
+        let named = |id: &u64| {
+            snap.voters.contains(id)
+                || snap.learners.contains(id)
+                || snap.voters_outgoing.contains(id)
+        };
+        let unnamed = self
+            .conf_state
+            .voters
+            .iter()
+            .chain(&self.conf_state.learners)
+            .any(|id| !named(id));
+        if unnamed && self.state.applied_index() > self.raw.store().snapshot_index() {
+            self.take_snapshot(None);
+            return;
+        }
         let entries = self.raw.store().len() as u64;
         if entries >= self.config.snapshot_entries
             || self.log_bytes_since_snapshot >= self.config.snapshot_log_bytes
@@ -1695,6 +1716,9 @@ impl Driver {
                 for waiter in own.waiters {
                     let _ = waiter.send(Ok(index));
                 }
+                // A membership change may have applied while this one was
+                // being saved: it may need a newer one (see maybe_snapshot).
+                self.maybe_snapshot();
             }
             Err(e) if own.automatic => {
                 tracing::error!(error = %e, "snapshot failed; stopping");
