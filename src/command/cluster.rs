@@ -19,6 +19,8 @@ pub const SPECS: &[CommandSpec] = &[
         "Hands leadership to a voting member and waits until it has taken over."),
     local!("raft.snapshot", 1, ADMIN, "concord", "",
         "Takes a snapshot of this node's state now and compacts its log; returns the snapshot's index."),
+    local!("raft.backup", 1, ADMIN, "concord", "",
+        "Takes a snapshot after a read barrier (it holds every write acknowledged before the call) and returns the snapshot file as one bulk string: a backup for `concord ctl snapshot save`, restored with `concord ctl snapshot restore`. The whole state travels in one reply: bounded by proto-max-bulk-len (a larger one is refused) and by the client's memory. It holds ACL users and their password hashes: keep it as secret as the data."),
     local!("readmode", -1, CONN, "concord", "[LINEARIZABLE | LEASE | STALE]",
         "Sets how this connection's reads are served: linearizable (ReadIndex, the default), lease (leader-local, relies on the leader lease) or stale (this node's state, may lag). Without an argument, returns the current mode."),
     local!("readonly", 1, CONN, "3.0.0", "",

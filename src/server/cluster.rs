@@ -34,6 +34,7 @@ pub(super) fn execute(conn: &mut Conn, name: &str, argv: &[Bytes], shared: &Shar
             }
         })),
         "raft.snapshot" => snapshot(shared, |index| Reply::Int(index as i64)),
+        "raft.backup" => backup(shared),
         "raft.transfer" => match node_id(&argv[1]) {
             Ok(id) => Local::Wait(node.admin(AdminOp::TransferLeader { id })),
             Err(e) => Local::Now(e),
@@ -54,6 +55,56 @@ pub(super) fn snapshot(shared: &Shared, done: fn(u64) -> Reply) -> Local {
             Ok(index) => done(index),
             Err(e) => Reply::error(e.to_string()),
         }
+    }))
+}
+
+/// RAFT.BACKUP: a read barrier (so the backup holds every write
+/// acknowledged before it, whichever node took it), a snapshot of this
+/// node's state, and that snapshot file's bytes as one bulk string, for
+/// `concord ctl snapshot save`. The file is what the node itself would
+/// start from; `concord ctl snapshot restore` turns it into a new data
+/// directory. Bounded by proto-max-bulk-len: a larger state is refused
+/// rather than sent.
+fn backup(shared: &Shared) -> Local {
+    let node = shared.node.clone();
+    let dir = shared.config.data_dir.join("snap");
+    let limit = shared.param_u64("proto-max-bulk-len", shared.config.proto_max_bulk_len);
+    Local::Later(Box::pin(async move {
+        let barrier = node.read(
+            crate::state::Query::Fingerprints(Vec::new()),
+            ReadMode::Linearizable,
+        );
+        if let Err(e) = crate::raft::answer(barrier).await {
+            return Reply::error(e.to_string());
+        }
+        // The snapshot file can be replaced under us (a newer snapshot
+        // removes the oldest of three) or, right after a leader's snapshot
+        // was installed here, not be written yet: ask again.
+        let mut last_error = String::new();
+        for _ in 0..20 {
+            let index = match node.snapshot().await {
+                Ok(index) => index,
+                Err(e) => return Reply::error(e.to_string()),
+            };
+            let path = crate::storage::snapshot::file_path(&dir, index);
+            let read = tokio::task::spawn_blocking(move || std::fs::read(&path)).await;
+            match read {
+                Ok(Ok(bytes)) if bytes.len() as u64 > limit => {
+                    return Reply::error(format!(
+                        "ERR the snapshot is {} bytes, more than proto-max-bulk-len ({limit}): raise it with CONFIG SET proto-max-bulk-len, or copy a stopped node's data directory",
+                        bytes.len()
+                    ));
+                }
+                Ok(Ok(bytes)) => return Reply::Bulk(Bytes::from(bytes)),
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                    last_error = format!("snapshot file at index {index} is gone");
+                }
+                Ok(Err(e)) => return Reply::error(format!("ERR reading the snapshot: {e}")),
+                Err(e) => return Reply::error(format!("ERR reading the snapshot: {e}")),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Reply::error(format!("ERR no snapshot file to send: {last_error}"))
     }))
 }
 

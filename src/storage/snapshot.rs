@@ -153,6 +153,17 @@ fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
     Ok(snapshot)
 }
 
+/// Where the snapshot file at `index` lives in the snapshot directory `dir`.
+pub fn file_path(dir: &Path, index: u64) -> PathBuf {
+    dir.join(file_name(index))
+}
+
+/// Decodes a snapshot file's bytes and checks them (magic, version,
+/// checksum): for a backup taken with RAFT.BACKUP.
+pub fn from_bytes(bytes: &[u8]) -> Result<Snapshot, String> {
+    decode(bytes)
+}
+
 impl SnapshotStore {
     /// Opens (creating if missing) the snapshot directory and removes temp
     /// files left by a crash during a save.
