@@ -397,53 +397,56 @@ pub fn may_be_node(certs: Option<&[CertificateDer<'_>]>, claimed: u64) -> Result
     }
 }
 
+/// A server certificate verifier that accepts any certificate (the
+/// signatures are still checked against the certificate presented).
+#[derive(Debug)]
+struct AnyCert(Arc<CryptoProvider>);
+impl ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
 /// A client that accepts any certificate: for `concord health`, which asks
 /// the admin port of the node beside it. Never used for client or peer
 /// traffic.
 pub fn insecure_connector() -> tokio_rustls::TlsConnector {
-    #[derive(Debug)]
-    struct AnyCert(Arc<CryptoProvider>);
-    impl ServerCertVerifier for AnyCert {
-        fn verify_server_cert(
-            &self,
-            _: &CertificateDer<'_>,
-            _: &[CertificateDer<'_>],
-            _: &ServerName<'_>,
-            _: &[u8],
-            _: UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            Ok(ServerCertVerified::assertion())
-        }
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.0.signature_verification_algorithms.supported_schemes()
-        }
-    }
     let config = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(VERSIONS)
         .expect("TLS 1.2 and 1.3 are supported")
@@ -451,4 +454,36 @@ pub fn insecure_connector() -> tokio_rustls::TlsConnector {
         .with_custom_certificate_verifier(Arc::new(AnyCert(provider())))
         .with_no_client_auth();
     tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+/// A client of the Redis port (`concord ctl`): trusts the CA in `ca` (or
+/// any certificate with `skip_verify`) and presents `identity` (certificate
+/// and key files) when given, for `tls-auth-clients yes`.
+pub fn client_connector(
+    ca: Option<&Path>,
+    identity: Option<(&Path, &Path)>,
+    skip_verify: bool,
+) -> Result<tokio_rustls::TlsConnector, TlsError> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(VERSIONS)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let builder = if skip_verify {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCert(provider())))
+    } else {
+        let ca = ca.ok_or_else(|| {
+            TlsError::Config(
+                "give the CA that signed the server's certificate (--cacert), or --insecure-skip-verify".into(),
+            )
+        })?;
+        builder.with_root_certificates(read_roots(ca)?)
+    };
+    let config = match identity {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(read_certs(cert)?, read_key(key)?)
+            .map_err(|e| TlsError::Config(e.to_string()))?,
+        None => builder.with_no_client_auth(),
+    };
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
