@@ -13,6 +13,7 @@
 
 pub mod command;
 pub mod config;
+pub mod ctl;
 pub mod dev;
 pub mod raft;
 pub mod resp;

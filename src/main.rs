@@ -44,6 +44,9 @@ enum Command {
     },
     /// Runs a local cluster (3 nodes on 127.0.0.1:6379-6381 by default) until Ctrl-C.
     Dev(concord::dev::DevArgs),
+    /// Administers a running cluster over its client ports: status, health,
+    /// members, leader transfer, snapshot save and restore (etcdctl-like).
+    Ctl(concord::ctl::CtlArgs),
     /// Asks a node's admin port for /health (or /ready): exit 0 when it
     /// answers 200, 1 otherwise. For container health checks, where the
     /// image has no shell or curl.
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Health(args) => health(args),
+        Command::Ctl(args) => concord::ctl::run(args),
         Command::Dev(args) => match concord::dev::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),

@@ -578,6 +578,14 @@ impl State {
         self.members.remove(&id);
     }
 
+    /// Forgets every peer and client address learned through the log: for
+    /// a backup restored into a new cluster, whose members come from its
+    /// `--initial-cluster` and advertise their client addresses again.
+    pub fn forget_members(&mut self) {
+        self.members.clear();
+        self.coord.client_addrs.clear();
+    }
+
     /// Client addresses advertised through the log, by node id.
     pub fn client_addrs(&self) -> &BTreeMap<u64, String> {
         &self.coord.client_addrs
