@@ -435,3 +435,35 @@ fn commandstats_count_time_refusals_and_failures() {
     let lpush = line("lpush");
     assert_eq!(field(&lpush, "failed_calls"), 1.0, "{lpush}");
 }
+
+/// Before it authenticates, a connection may send only small requests: a
+/// stranger cannot make a node buffer a large one (Redis's limits).
+#[test]
+fn unauthenticated_requests_are_held_to_small_limits() {
+    use std::io::{Read, Write};
+    let server = common::Server::start_with(&["--requirepass", "pw"]);
+    for request in [&b"*100\r\n"[..], &b"*1\r\n$100000000\r\n"[..]] {
+        let mut s = server.raw();
+        s.write_all(request).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        assert!(
+            out.starts_with("-ERR Protocol error: unauthenticated"),
+            "{out:?}"
+        );
+    }
+    // After AUTH the usual limits apply.
+    let mut s = server.raw();
+    let mut request = b"AUTH pw\r\n*12\r\n$3\r\nDEL\r\n".to_vec();
+    for i in 0..11 {
+        request.extend_from_slice(format!("$3\r\nk{i:02}\r\n").as_bytes());
+    }
+    s.write_all(&request).unwrap();
+    let mut buf = [0u8; 64];
+    let mut got = Vec::new();
+    while !got.ends_with(b"+OK\r\n:0\r\n") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+}

@@ -144,14 +144,102 @@ pub fn commands_in(category: &str) -> Vec<&'static str> {
         .collect()
 }
 
-/// How a command uses its keys: (reads, writes). A write command needs
-/// write permission on every key it names, a read command read permission.
-pub fn key_access(spec: &CommandSpec) -> (bool, bool) {
-    if spec.has(Flag::Write) {
+/// Commands that look at a key's existence, type, size or metadata but
+/// never its value: any key pattern admits them (Redis's key specs have no
+/// ACCESS flag for them).
+const METADATA: &[&str] = &[
+    "exists",
+    "touch",
+    "type",
+    "strlen",
+    "hlen",
+    "llen",
+    "scard",
+    "zcard",
+    "xlen",
+    "hexists",
+    "hstrlen",
+    "sismember",
+    "smismember",
+    "memory|usage",
+    "object|encoding",
+    "object|freq",
+    "object|idletime",
+    "object|refcount",
+];
+
+/// Write commands that also read the value they replace or return it
+/// (Redis's RW ACCESS key specs): they need read and write permission.
+const READ_WRITE: &[&str] = &[
+    "getset",
+    "getdel",
+    "getex",
+    "eval",
+    "evalsha",
+    "eval_ro",
+    "evalsha_ro",
+    "fcall",
+    "fcall_ro",
+];
+
+/// The keys a command names, each with whether it reads (the value) and
+/// whether it writes: what the ACL's key patterns must admit. A read
+/// command reads its keys, a write command writes them; the commands above
+/// and a few with keys of different roles (SORT's STORE, COPY's source and
+/// destination, SET ... GET) are spelled out.
+pub fn key_checks<'a>(spec: &CommandSpec, argv: &'a [Bytes]) -> Vec<(&'a [u8], bool, bool)> {
+    let name = spec.name;
+    match name {
+        // Shard channels, not keys (checked as channels).
+        "spublish" | "ssubscribe" | "sunsubscribe" => return Vec::new(),
+        "sort" | "sort_ro" => {
+            let mut keys: Vec<(&[u8], bool, bool)> = argv
+                .get(1)
+                .map(|k| (&k[..], true, false))
+                .into_iter()
+                .collect();
+            if let Some(at) = argv.iter().position(|a| crate::command::is(a, "STORE")) {
+                keys.extend(argv.get(at + 1).map(|k| (&k[..], false, true)));
+            }
+            return keys;
+        }
+        "copy" => {
+            return argv
+                .get(1)
+                .map(|k| (&k[..], true, false))
+                .into_iter()
+                .chain(argv.get(2).map(|k| (&k[..], false, true)))
+                .collect()
+        }
+        _ => {}
+    }
+    let (read, write) = if METADATA.contains(&name) {
+        (false, false)
+    } else if READ_WRITE.contains(&name)
+        || (name == "set" && argv.iter().skip(3).any(|a| crate::command::is(a, "GET")))
+    {
+        (true, true)
+    } else if spec.has(Flag::Write) {
         (false, true)
     } else {
         (true, false)
-    }
+    };
+    spec.keys
+        .keys(argv)
+        .into_iter()
+        .map(|k| (&k[..], read, write))
+        .collect()
+}
+
+/// SORT's BY and GET read keys named by patterns: Redis allows them only to
+/// a user who may read every key.
+pub fn sort_reads_patterns(spec: &CommandSpec, argv: &[Bytes]) -> bool {
+    matches!(spec.name, "sort" | "sort_ro")
+        && argv.windows(2).skip(2).any(|w| {
+            (crate::command::is(&w[0], "BY") || crate::command::is(&w[0], "GET"))
+                && !(crate::command::is(&w[0], "GET") && &w[1][..] == b"#")
+                && !(crate::command::is(&w[0], "BY") && crate::command::is(&w[1], "nosort"))
+        })
 }
 
 /// The channels a command names, each with whether it is a pattern to be
@@ -159,6 +247,7 @@ pub fn key_access(spec: &CommandSpec) -> (bool, bool) {
 pub fn channels<'a>(spec: &CommandSpec, argv: &'a [Bytes]) -> Vec<(&'a Bytes, bool)> {
     match spec.name {
         "publish" | "spublish" => argv.get(1).map(|c| (c, false)).into_iter().collect(),
+        "sunsubscribe" => Vec::new(),
         "subscribe" | "ssubscribe" => argv.iter().skip(1).map(|c| (c, false)).collect(),
         "psubscribe" => argv.iter().skip(1).map(|c| (c, true)).collect(),
         _ => Vec::new(),
@@ -195,6 +284,7 @@ impl Refusal {
                 self.object
             ),
             "key" => "NOPERM this user has no permissions to access one of the keys used as arguments".into(),
+            "sort" => "ERR BY/GET option of SORT denied due to insufficient ACL permissions.".into(),
             _ => "NOPERM this user has no permissions to access one of the channels used as arguments".into(),
         }
     }
@@ -203,13 +293,7 @@ impl Refusal {
 /// Checks `user` may run `argv` (whose spec is `spec`), the command a
 /// wrapper such as LOCK.GUARD wraps included.
 pub fn check_user(user: &User, spec: &'static CommandSpec, argv: &[Bytes]) -> Result<(), Refusal> {
-    let (read, write) = key_access(spec);
-    let keys: Vec<(&[u8], bool, bool)> = spec
-        .keys
-        .keys(argv)
-        .into_iter()
-        .map(|k| (&k[..], read, write))
-        .collect();
+    let keys = key_checks(spec, argv);
     let channels: Vec<(&[u8], bool)> = channels(spec, argv)
         .into_iter()
         .map(|(c, literal)| (&c[..], literal))
@@ -229,6 +313,16 @@ pub fn check_user(user: &User, spec: &'static CommandSpec, argv: &[Bytes]) -> Re
                 object: String::from_utf8_lossy(channels[i].0).into_owned(),
             },
         })?;
+    if sort_reads_patterns(spec, argv)
+        && !std::iter::once(&user.root)
+            .chain(&user.selectors)
+            .any(|s| s.allows_all_keys(true, false))
+    {
+        return Err(Refusal {
+            reason: "sort",
+            object: spec.name.to_owned(),
+        });
+    }
     if let Exec::Wrap { inner_at, .. } = spec.exec {
         let inner = &argv[inner_at.min(argv.len())..];
         if let Some(inner_spec) = resolve(inner) {

@@ -73,6 +73,9 @@ pub struct Limits {
     /// Longest accepted line, in bytes: an inline request, or the count line of a
     /// multibulk request or of one of its bulks (Redis's `PROTO_INLINE_MAX_SIZE`, 64 KiB).
     pub max_inline_len: usize,
+    /// The connection has not authenticated: at most 10 arguments of at
+    /// most 16 KiB each (Redis's limits for unauthenticated clients).
+    pub unauthenticated: bool,
 }
 
 impl Default for Limits {
@@ -81,6 +84,7 @@ impl Default for Limits {
             max_bulk_len: 512 * 1024 * 1024,
             max_multibulk_len: 1024 * 1024,
             max_inline_len: 64 * 1024,
+            unauthenticated: false,
         }
     }
 }
@@ -112,6 +116,12 @@ pub enum ProtocolError {
     /// The `$<len>` is not an integer, is negative, or is over [`Limits::max_bulk_len`].
     #[error("Protocol error: invalid bulk length")]
     InvalidBulkLength,
+    /// More than 10 arguments before the connection authenticated.
+    #[error("Protocol error: unauthenticated multibulk length")]
+    UnauthenticatedMultibulkLength,
+    /// A bulk over 16 KiB before the connection authenticated.
+    #[error("Protocol error: unauthenticated bulk length")]
+    UnauthenticatedBulkLength,
 }
 
 impl ProtocolError {

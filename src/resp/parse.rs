@@ -27,6 +27,10 @@ pub struct RequestParser {
     scanned: usize,
 }
 
+/// Arguments and bulk bytes an unauthenticated request may have (Redis's).
+const UNAUTHENTICATED_MULTIBULK: i64 = 10;
+const UNAUTHENTICATED_BULK: usize = 16 * 1024;
+
 impl RequestParser {
     /// A parser for a new connection.
     pub fn new(limits: Limits) -> Self {
@@ -42,6 +46,13 @@ impl RequestParser {
     /// The limits this parser enforces.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// Whether the connection has not authenticated yet: then requests are
+    /// held to Redis's small limits, so a stranger cannot make the node
+    /// buffer a large request before it is refused.
+    pub fn set_unauthenticated(&mut self, on: bool) {
+        self.limits.unauthenticated = on;
     }
 
     /// Whether part of a multibulk request has been taken from the buffer and the rest is
@@ -155,6 +166,9 @@ impl RequestParser {
         if count > 0 && count as u64 > self.limits.max_multibulk_len as u64 {
             return Err(ProtocolError::InvalidMultibulkLength);
         }
+        if self.limits.unauthenticated && count > UNAUTHENTICATED_MULTIBULK {
+            return Err(ProtocolError::UnauthenticatedMultibulkLength);
+        }
         buf.advance(cr + 2);
         self.scanned = 0;
         if count > 0 {
@@ -183,6 +197,9 @@ impl RequestParser {
                         .filter(|&len| len >= 0 && len as u64 <= self.limits.max_bulk_len as u64)
                         .ok_or(ProtocolError::InvalidBulkLength)?
                         as usize;
+                    if self.limits.unauthenticated && len > UNAUTHENTICATED_BULK {
+                        return Err(ProtocolError::UnauthenticatedBulkLength);
+                    }
                     buf.advance(cr + 2);
                     self.scanned = 0;
                     self.bulk_len = Some(len);

@@ -55,6 +55,7 @@ fn small_limits() -> Limits {
         max_bulk_len: 8,
         max_multibulk_len: 4,
         max_inline_len: 16,
+        unauthenticated: false,
     }
 }
 

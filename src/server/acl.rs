@@ -271,6 +271,7 @@ pub(super) fn gate(conn: &mut Conn, argv: &[Bytes], shared: &Shared) -> Result<(
                 }
             }
             shared.acl_log.record(
+                log_max(shared),
                 &refusal,
                 if in_multi { "multi" } else { "toplevel" },
                 &conn.principal.name,
@@ -297,16 +298,19 @@ fn check_root(
     }
     let root = &user.root;
     if !root.allkeys {
-        let (read, write) = catalog::key_access(spec);
-        if let Some(key) = spec
-            .keys
-            .keys(argv)
+        if let Some((key, _, _)) = catalog::key_checks(spec, argv)
             .into_iter()
-            .find(|k| !root.allows_key(k, read, write))
+            .find(|(k, read, write)| !root.allows_key(k, *read, *write))
         {
             return Err(Refusal {
                 reason: "key",
                 object: String::from_utf8_lossy(key).into_owned(),
+            });
+        }
+        if catalog::sort_reads_patterns(spec, argv) && !root.allows_all_keys(true, false) {
+            return Err(Refusal {
+                reason: "sort",
+                object: spec.name.to_owned(),
             });
         }
     }
@@ -360,7 +364,7 @@ pub(super) fn auth(conn: &mut Conn, user: Option<&[u8]>, pass: &[u8], shared: &S
     if shared.node.status().role() == crate::raft::Role::Leader {
         shared
             .acl_log
-            .record(&auth_refusal(), "toplevel", &name, client);
+            .record(log_max(shared), &auth_refusal(), "toplevel", &name, client);
         return Local::Now(Reply::error(WRONGPASS));
     }
     // A follower may not have applied a user just made through another
@@ -371,6 +375,7 @@ pub(super) fn auth(conn: &mut Conn, user: Option<&[u8]>, pass: &[u8], shared: &S
     conn.principal.pending = Some(slot.clone());
     let node = shared.node.clone();
     let log = shared.acl_log.clone();
+    let max = log_max(shared);
     let pass = pass.to_vec();
     Local::Later(Box::pin(async move {
         let barrier = node.read(
@@ -385,10 +390,15 @@ pub(super) fn auth(conn: &mut Conn, user: Option<&[u8]>, pass: &[u8], shared: &S
             *slot.lock().expect("login slot") = Some(name);
             Reply::ok()
         } else {
-            log.record(&auth_refusal(), "toplevel", &name, client);
+            log.record(max, &auth_refusal(), "toplevel", &name, client);
             Reply::error(WRONGPASS)
         }
     }))
+}
+
+/// ACL LOG entries kept (`acllog-max-len`).
+fn log_max(shared: &Shared) -> usize {
+    shared.param_u64("acllog-max-len", 128) as usize
 }
 
 fn auth_refusal() -> Refusal {
@@ -441,7 +451,36 @@ fn setuser(argv: &[Bytes], shared: &Shared) -> Local {
     if let Err(e) = table.validate_setuser(&name, &rules, &TableCatalog) {
         return Local::Now(Reply::error(e.to_string()));
     }
-    Local::Wait(shared.node.write(Op::Acl(AclOp::SetUser { name, rules })))
+    applied_here(
+        shared,
+        Op::Acl(AclOp::SetUser { name, rules }),
+        "acl|setuser",
+    )
+}
+
+/// Proposes an ACL change and answers once this node applied it too: a
+/// follower relays the write and hears the leader's answer before its own
+/// log caught up, and the client's next command here must already see
+/// the change. A read barrier after the answer covers it.
+pub(super) fn applied_here(shared: &Shared, op: Op, name: &'static str) -> Local {
+    let node = shared.node.clone();
+    let rx = node.write(op);
+    Local::Later(Box::pin(async move {
+        let answer = crate::raft::answer(rx).await;
+        if matches!(answer, Ok(Ok(_))) && node.status().role() != crate::raft::Role::Leader {
+            let barrier = node.read(
+                Query::Acl(AclQuery::Users),
+                crate::raft::ReadMode::Linearizable,
+            );
+            if let Err(e) = crate::raft::answer(barrier).await {
+                return Reply::error(e.to_string());
+            }
+        }
+        match answer {
+            Ok(result) => command::standard_reply(name, result),
+            Err(e) => Reply::error(e.to_string()),
+        }
+    }))
 }
 
 /// The ACL command's subcommands.
@@ -449,14 +488,18 @@ pub(super) fn execute(conn: &mut Conn, name: &str, argv: &[Bytes], shared: &Shar
     let read = |q: AclQuery| Local::Wait(shared.node.read(Query::Acl(q), conn.read_mode));
     match name {
         "acl|setuser" => setuser(argv, shared),
-        "acl|deluser" => Local::Wait(shared.node.write(Op::Acl(AclOp::DelUser {
-            names: argv[2..].iter().map(text).collect(),
-        }))),
+        "acl|deluser" => applied_here(
+            shared,
+            Op::Acl(AclOp::DelUser {
+                names: argv[2..].iter().map(text).collect(),
+            }),
+            "acl|deluser",
+        ),
         "acl|getuser" => read(AclQuery::GetUser(text(&argv[2]))),
         "acl|list" => read(AclQuery::List),
         "acl|users" => read(AclQuery::Users),
         "acl|whoami" => Local::Now(Reply::Bulk(Bytes::from(conn.principal.name.clone()))),
-        "acl|cat" => Local::Now(cat(argv.get(2))),
+        "acl|cat" => Local::Now(cat(argv)),
         "acl|genpass" => Local::Now(genpass(argv.get(2))),
         "acl|log" => Local::Now(log(argv.get(2), shared)),
         "acl|dryrun" => Local::Now(dryrun(argv, shared)),
@@ -466,18 +509,23 @@ pub(super) fn execute(conn: &mut Conn, name: &str, argv: &[Bytes], shared: &Shar
     }
 }
 
-fn cat(category: Option<&Bytes>) -> Reply {
-    match category {
+fn cat(argv: &[Bytes]) -> Reply {
+    if argv.len() > 3 {
+        return Reply::error(
+            "ERR unknown subcommand or wrong number of arguments for 'CAT'. Try ACL HELP.",
+        );
+    }
+    match argv.get(2) {
         None => Reply::Array(
             catalog::CATEGORIES
                 .iter()
                 .map(|c| Reply::bulk(*c))
                 .collect(),
         ),
-        Some(c) => {
-            let c = text(c).to_ascii_lowercase();
+        Some(given) => {
+            let c = text(given).to_ascii_lowercase();
             if !catalog::is_category(&c) || c == "all" {
-                return Reply::error(format!("ERR Unknown category '{c}'"));
+                return Reply::error(format!("ERR Unknown category '{}'", text(given)));
             }
             Reply::Array(
                 catalog::commands_in(&c)
@@ -563,7 +611,7 @@ fn load(shared: &Shared) -> Local {
                 .into_iter()
                 .map(|(n, r)| (n, users::normalize_rules(&r)))
                 .collect();
-            Local::Wait(shared.node.write(Op::Acl(AclOp::Load { users: list })))
+            applied_here(shared, Op::Acl(AclOp::Load { users: list }), "acl|load")
         }
         Err(e) => Local::Now(Reply::error(e)),
     }
@@ -713,12 +761,12 @@ pub struct AclLog {
 }
 
 impl AclLog {
-    const MAX: usize = 128;
     /// Entries this close in time and alike are one entry counted twice.
     const GROUP_SECS: u64 = 60;
 
     fn record(
         &self,
+        max: usize,
         refusal: &Refusal,
         context: &'static str,
         username: &str,
@@ -751,7 +799,7 @@ impl AclLog {
             entry_id: *next_id,
         });
         *next_id += 1;
-        entries.truncate(Self::MAX);
+        entries.truncate(max);
     }
 }
 

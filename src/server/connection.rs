@@ -277,6 +277,7 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 more_buffered = true;
                 break;
             }
+            parser.set_unauthenticated(!conn.principal.authenticated);
             match parser.next_request_into(&mut rbuf, &mut argv) {
                 Ok(true) => {
                     // Authentication and permissions, before the command

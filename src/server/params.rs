@@ -283,7 +283,6 @@ pub const PARAMS: &[Param] = &[
     param!("slowlog-max-len", INT, Fixed, ZERO),
     param!("latency-tracking", Kind::Bool, Fixed, NO),
     param!("latency-monitor-threshold", INT, Fixed, ZERO),
-    param!("acllog-max-len", INT, Fixed, |_| "128".into()),
     param!("replica-read-only", Kind::Bool, Fixed, YES),
     param!("replica-serve-stale-data", Kind::Bool, Fixed, YES),
     param!("repl-backlog-size", Kind::Memory { min: 0 }, Fixed, ZERO),
@@ -315,6 +314,13 @@ pub const PARAMS: &[Param] = &[
     param!("crash-log-enabled", Kind::Bool, Fixed, NO),
     param!("set-proc-title", Kind::Bool, Fixed, NO),
     param!("lua-replicate-commands", Kind::Bool, Fixed, YES),
+    // New ACL users start without channels, as Redis 7's default.
+    param!(
+        "acl-pubsub-default",
+        Kind::Enum(&["resetchannels", "allchannels"]),
+        Fixed,
+        |_| "resetchannels".into()
+    ),
     param!(
         "sanitize-dump-payload",
         Kind::Enum(&["no", "yes", "clients"]),
@@ -606,21 +612,32 @@ pub(super) fn config_set(args: &[Bytes], shared: &Shared) -> Local {
             values.insert(param.name.to_owned(), value);
         }
     }
-    let mut pending: Vec<_> = ops.into_iter().map(|op| shared.node.write(op)).collect();
-    match pending.len() {
-        0 => Local::Now(Reply::ok()),
-        1 => Local::Wait(pending.pop().expect("one")),
-        _ => Local::Later(Box::pin(async move {
-            for rx in pending {
-                match crate::raft::answer(rx).await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => return Reply::error(e.to_string()),
-                    Err(e) => return Reply::error(e.to_string()),
-                }
-            }
-            Reply::ok()
-        })),
+    if ops.is_empty() {
+        return Local::Now(Reply::ok());
     }
+    let node = shared.node.clone();
+    let pending: Vec<_> = ops.into_iter().map(|op| node.write(op)).collect();
+    Local::Later(Box::pin(async move {
+        for rx in pending {
+            match crate::raft::answer(rx).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Reply::error(e.to_string()),
+                Err(e) => return Reply::error(e.to_string()),
+            }
+        }
+        // In force here before the client's next command, as on the
+        // leader (see acl::applied_here).
+        if node.status().role() != crate::raft::Role::Leader {
+            let barrier = node.read(
+                crate::state::Query::Acl(crate::state::acl::AclQuery::Users),
+                crate::raft::ReadMode::Linearizable,
+            );
+            if let Err(e) = crate::raft::answer(barrier).await {
+                return Reply::error(e.to_string());
+            }
+        }
+        Reply::ok()
+    }))
 }
 
 /// docs/configuration.md, from the table: what CONFIG SET does with each

@@ -467,31 +467,28 @@ impl Replay {
         if mark_index.is_some_and(|m| e.index <= m) {
             return Ok(()); // already in a snapshot
         }
-        match (self.entries.first(), self.entries.last()) {
-            (Some(first), Some(last)) => {
-                if e.index <= last.index {
-                    // Raft replaced a conflicting suffix: drop it from e.index on.
-                    let keep = e.index.saturating_sub(first.index) as usize;
-                    self.entries.truncate(keep);
-                } else if e.index != last.index + 1 {
-                    return Err(corrupt(
-                        path,
-                        offset,
-                        format!(
-                            "entry index {} does not follow index {}",
-                            e.index, last.index
-                        ),
-                    ));
-                }
+        // With no entry kept yet, the first one may lie above a mark read
+        // so far: a snapshot mark is written after the entries the log
+        // already held beyond it, so the segment with those entries can
+        // come before the mark's and be compacted away by a later snapshot,
+        // whose mark comes later in the log. Whether the entries resume
+        // right after the newest mark is checked once every segment was
+        // read (`finish`).
+        if let (Some(first), Some(last)) = (self.entries.first(), self.entries.last()) {
+            if e.index <= last.index {
+                // Raft replaced a conflicting suffix: drop it from e.index on.
+                let keep = e.index.saturating_sub(first.index) as usize;
+                self.entries.truncate(keep);
+            } else if e.index != last.index + 1 {
+                return Err(corrupt(
+                    path,
+                    offset,
+                    format!(
+                        "entry index {} does not follow index {}",
+                        e.index, last.index
+                    ),
+                ));
             }
-            // The first entry kept. It may lie above a mark read so far:
-            // a snapshot mark is written after the entries the log already
-            // held beyond it, so the segment with those entries can come
-            // before the mark's and be compacted away by a later snapshot,
-            // whose mark comes later in the log. Whether the entries resume
-            // right after the newest mark is checked once every segment was
-            // read (`finish`).
-            _ => {}
         }
         self.entries.push(e);
         Ok(())
