@@ -144,43 +144,38 @@ pub fn commands_in(category: &str) -> Vec<&'static str> {
         .collect()
 }
 
-/// Commands that look at a key's existence, type, size or metadata but
-/// never its value: any key pattern admits them (Redis's key specs have no
-/// ACCESS flag for them).
-const METADATA: &[&str] = &[
-    "exists",
-    "touch",
-    "type",
-    "strlen",
-    "hlen",
-    "llen",
-    "scard",
-    "zcard",
-    "xlen",
-    "hexists",
-    "hstrlen",
-    "sismember",
-    "smismember",
-    "memory|usage",
-    "object|encoding",
-    "object|freq",
-    "object|idletime",
-    "object|refcount",
-];
+/// How a command's keys are checked.
+pub enum KeyClass {
+    /// Every key with the same access: (reads the value, writes).
+    Uniform(bool, bool),
+    /// Keys of different roles (SORT, COPY) or no keys at all (shard
+    /// channels): see [`key_checks`].
+    Special,
+}
 
-/// Write commands that also read the value they replace or return it
-/// (Redis's RW ACCESS key specs): they need read and write permission.
-const READ_WRITE: &[&str] = &[
-    "getset",
-    "getdel",
-    "getex",
-    "eval",
-    "evalsha",
-    "eval_ro",
-    "evalsha_ro",
-    "fcall",
-    "fcall_ro",
-];
+/// The class of `spec`'s keys. Commands that look at a key's existence,
+/// type, size or metadata but never its value need only a matching pattern
+/// (Redis's key specs have no ACCESS flag for them); write commands that
+/// also read the value they replace or return need read and write.
+pub fn key_class(spec: &CommandSpec, argv: &[Bytes]) -> KeyClass {
+    match spec.name {
+        "spublish" | "ssubscribe" | "sunsubscribe" | "sort" | "sort_ro" | "copy" => {
+            KeyClass::Special
+        }
+        "exists" | "touch" | "type" | "strlen" | "hlen" | "llen" | "scard" | "zcard" | "xlen"
+        | "hexists" | "hstrlen" | "sismember" | "smismember" | "memory|usage"
+        | "object|encoding" | "object|freq" | "object|idletime" | "object|refcount" => {
+            KeyClass::Uniform(false, false)
+        }
+        "getset" | "getdel" | "getex" | "eval" | "evalsha" | "eval_ro" | "evalsha_ro" | "fcall"
+        | "fcall_ro" => KeyClass::Uniform(true, true),
+        "set" if argv.iter().skip(3).any(|a| crate::command::is(a, "GET")) => {
+            KeyClass::Uniform(true, true)
+        }
+        _ if spec.has(Flag::Write) => KeyClass::Uniform(false, true),
+        _ => KeyClass::Uniform(true, false),
+    }
+}
 
 /// The keys a command names, each with whether it reads (the value) and
 /// whether it writes: what the ACL's key patterns must admit. A read
@@ -188,8 +183,7 @@ const READ_WRITE: &[&str] = &[
 /// and a few with keys of different roles (SORT's STORE, COPY's source and
 /// destination, SET ... GET) are spelled out.
 pub fn key_checks<'a>(spec: &CommandSpec, argv: &'a [Bytes]) -> Vec<(&'a [u8], bool, bool)> {
-    let name = spec.name;
-    match name {
+    match spec.name {
         // Shard channels, not keys (checked as channels).
         "spublish" | "ssubscribe" | "sunsubscribe" => return Vec::new(),
         "sort" | "sort_ro" => {
@@ -213,20 +207,11 @@ pub fn key_checks<'a>(spec: &CommandSpec, argv: &'a [Bytes]) -> Vec<(&'a [u8], b
         }
         _ => {}
     }
-    let (read, write) = if METADATA.contains(&name) {
-        (false, false)
-    } else if READ_WRITE.contains(&name)
-        || (name == "set" && argv.iter().skip(3).any(|a| crate::command::is(a, "GET")))
-    {
-        (true, true)
-    } else if spec.has(Flag::Write) {
-        (false, true)
-    } else {
-        (true, false)
+    let KeyClass::Uniform(read, write) = key_class(spec, argv) else {
+        return Vec::new();
     };
     spec.keys
-        .keys(argv)
-        .into_iter()
+        .iter(argv)
         .map(|k| (&k[..], read, write))
         .collect()
 }

@@ -231,29 +231,40 @@ impl KeyPositions {
     /// The key arguments of `argv` (argv[0] is the name). A count that is
     /// not a number, or larger than what follows, yields what is there.
     pub fn keys<'a>(&self, argv: &'a [Bytes]) -> Vec<&'a Bytes> {
-        let mut keys: Vec<&'a Bytes> = Vec::new();
-        if self.first > 0 {
+        self.iter(argv).collect()
+    }
+
+    /// [`KeyPositions::keys`] without collecting them.
+    pub fn iter<'a>(&self, argv: &'a [Bytes]) -> impl Iterator<Item = &'a Bytes> + 'a {
+        let fixed = if self.first > 0 {
             let last = if self.last < 0 {
                 argv.len() as i32 + self.last
             } else {
                 self.last.min(argv.len() as i32 - 1)
             };
-            keys.extend(
-                (self.first..=last)
-                    .step_by(self.step.max(1) as usize)
-                    .filter_map(|i| argv.get(i as usize)),
-            );
-        }
-        if self.numkeys_at > 0 {
+            self.first..=last
+        } else {
+            #[allow(clippy::reversed_empty_ranges)]
+            {
+                1..=0
+            }
+        };
+        let step = self.step.max(1) as usize;
+        let counted = if self.numkeys_at > 0 {
             let at = self.numkeys_at as usize;
             let count = argv
                 .get(at)
                 .and_then(|n| std::str::from_utf8(n).ok())
                 .and_then(|n| n.parse::<usize>().ok())
                 .unwrap_or(0);
-            keys.extend(argv.iter().skip(at + 1).take(count));
-        }
-        keys
+            argv.iter().skip(at + 1).take(count)
+        } else {
+            argv.iter().skip(argv.len()).take(0)
+        };
+        fixed
+            .step_by(step)
+            .filter_map(move |i| argv.get(i as usize))
+            .chain(counted)
     }
 }
 

@@ -15,6 +15,7 @@
 //! without ACL users pays one atomic load per command.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -24,7 +25,7 @@ use super::connection::Conn;
 use super::local::Local;
 use super::Shared;
 use crate::command::acl::{check_user, Refusal};
-use crate::command::{self, acl as catalog, Flag};
+use crate::command::{self, acl as catalog, CommandSpec, Flag};
 use crate::resp::Reply;
 use crate::state::acl::{self as users, Acl, AclOp, AclQuery, User, DEFAULT_USER};
 use crate::state::scripts::{ScriptOp, ScriptQuery};
@@ -60,8 +61,31 @@ pub struct CommandCache {
     users: Mutex<HashMap<String, (u64, CommandSet)>>,
 }
 
-/// The names of the commands a user may run.
-type CommandSet = Arc<HashSet<&'static str>>;
+/// The commands a user may run, by name, hashed with FNV-1a: the names
+/// are the table's (nothing to defend against), and SipHash cost more
+/// than the rest of the check.
+type CommandSet = Arc<HashSet<&'static str, BuildHasherDefault<NameHasher>>>;
+
+/// FNV-1a.
+struct NameHasher(u64);
+
+impl Default for NameHasher {
+    fn default() -> Self {
+        NameHasher(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for NameHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 impl CommandCache {
     fn commands(&self, name: &str, generation: u64, user: &User) -> CommandSet {
@@ -231,38 +255,44 @@ pub(super) use crate::command::acl::resolve;
 /// user's permissions. Unknown commands and bad arity pass here, to get
 /// their own errors from the table. A refused command inside MULTI
 /// fails the transaction, as in Redis.
-pub(super) fn gate(conn: &mut Conn, argv: &[Bytes], shared: &Shared) -> Result<(), Reply> {
+pub(super) fn gate(
+    conn: &mut Conn,
+    argv: &[Bytes],
+    shared: &Shared,
+) -> Result<Option<&'static CommandSpec>, Reply> {
     conn.principal.settle(conn.id, shared);
     if !conn.principal.refresh(shared) {
         conn.closing = true;
         return Err(Reply::error(NOAUTH));
     }
     if conn.principal.authenticated && conn.principal.unrestricted {
-        return Ok(());
+        return Ok(None);
     }
     let Some(spec) = resolve(argv) else {
-        return Ok(());
+        return Ok(None);
     };
     if !conn.principal.authenticated {
         return if spec.has(Flag::NoAuth) {
-            Ok(())
+            Ok(Some(spec))
         } else {
             Err(Reply::error(NOAUTH))
         };
     }
-    let Some(user) = conn.principal.user.clone() else {
+    if conn.principal.user.is_none() {
         conn.closing = true;
         return Err(Reply::error(NOAUTH));
-    };
-    if spec.has(Flag::NoAuth) && matches!(spec.name, "auth" | "hello" | "quit") {
-        return Ok(());
     }
-    let checked = match &conn.principal.commands {
-        Some(commands) => check_root(&user, commands, spec, argv),
-        None => check_user(&user, spec, argv),
+    if spec.has(Flag::NoAuth) && matches!(spec.name, "auth" | "hello" | "quit") {
+        return Ok(Some(spec));
+    }
+    let principal = &conn.principal;
+    let user = principal.user.as_deref().expect("checked above");
+    let checked = match &principal.commands {
+        Some(commands) => check_root(user, commands, spec, argv),
+        None => check_user(user, spec, argv),
     };
     match checked {
-        Ok(()) => Ok(()),
+        Ok(()) => Ok(Some(spec)),
         Err(refusal) => {
             let in_multi = conn.tx.is_some();
             if let Some(tx) = conn.tx.as_mut() {
@@ -286,7 +316,7 @@ pub(super) fn gate(conn: &mut Conn, argv: &[Bytes], shared: &Shared) -> Result<(
 /// rules allow already known: the same answer, without walking the rules.
 fn check_root(
     user: &User,
-    commands: &HashSet<&'static str>,
+    commands: &HashSet<&'static str, BuildHasherDefault<NameHasher>>,
     spec: &'static command::CommandSpec,
     argv: &[Bytes],
 ) -> Result<(), Refusal> {
@@ -298,10 +328,19 @@ fn check_root(
     }
     let root = &user.root;
     if !root.allkeys {
-        if let Some((key, _, _)) = catalog::key_checks(spec, argv)
-            .into_iter()
-            .find(|(k, read, write)| !root.allows_key(k, *read, *write))
-        {
+        let refused = match catalog::key_class(spec, argv) {
+            // The common case, without collecting the keys.
+            catalog::KeyClass::Uniform(read, write) => spec
+                .keys
+                .iter(argv)
+                .find(|k| !root.allows_key(k, read, write))
+                .map(|k| &k[..]),
+            catalog::KeyClass::Special => catalog::key_checks(spec, argv)
+                .into_iter()
+                .find(|(k, read, write)| !root.allows_key(k, *read, *write))
+                .map(|(k, _, _)| k),
+        };
+        if let Some(key) = refused {
             return Err(Refusal {
                 reason: "key",
                 object: String::from_utf8_lossy(key).into_owned(),

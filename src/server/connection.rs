@@ -282,18 +282,21 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 Ok(true) => {
                     // Authentication and permissions, before the command
                     // is proposed, relayed or answered.
-                    if let Err(refusal) = super::acl::gate(&mut conn, &argv, &shared) {
-                        let name = super::acl::resolve(&argv).map_or("", |s| s.name);
-                        pending.push((
-                            conn.protocol,
-                            Pending::Ready(refusal),
-                            Called::rejected(name),
-                        ));
-                        if conn.closing {
-                            break;
+                    let checked = match super::acl::gate(&mut conn, &argv, &shared) {
+                        Ok(spec) => spec,
+                        Err(refusal) => {
+                            let name = super::acl::resolve(&argv).map_or("", |s| s.name);
+                            pending.push((
+                                conn.protocol,
+                                Pending::Ready(refusal),
+                                Called::rejected(name),
+                            ));
+                            if conn.closing {
+                                break;
+                            }
+                            continue;
                         }
-                        continue;
-                    }
+                    };
                     let route = if listening(&conn) {
                         Route::Normal
                     } else {
@@ -306,15 +309,22 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     // for all.
                     let pipelined = !rbuf.is_empty();
                     let request = match route {
-                        Route::Normal => Some(command::prepare(&argv).map(|request| {
-                            // A restricted user's script goes through the
-                            // log, where its calls are checked.
-                            if pipelined || conn.principal.restricted() {
-                                request
-                            } else {
-                                read_first(request)
+                        // The gate already found a restricted user's spec.
+                        Route::Normal => Some(
+                            match checked {
+                                Some(spec) => command::parse_resolved(spec, &argv),
+                                None => command::prepare(&argv),
                             }
-                        })),
+                            .map(|request| {
+                                // A restricted user's script goes through the
+                                // log, where its calls are checked.
+                                if pipelined || conn.principal.restricted() {
+                                    request
+                                } else {
+                                    read_first(request)
+                                }
+                            }),
+                        ),
                         Route::Queue | Route::Control(_) => None,
                     };
                     let is_read_first = matches!(
