@@ -212,6 +212,24 @@ def start_redis(workdir, name, extra):
     return port, proc
 
 
+def start_redis_tls(workdir, certs):
+    """Redis with appendfsync always, clients over TLS only."""
+    port = free_port()
+    data = workdir / "redis-always-tls"
+    data.mkdir()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+         "--daemonize", "no", "--dir", str(data), "--save", "", "--appendonly", "yes",
+         "--appendfsync", "always", "--tls-cert-file", str(certs / "node-1.pem"),
+         "--tls-key-file", str(certs / "node-1.key"), "--tls-auth-clients", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_until("redis over TLS to answer PING",
+               lambda: cli(port, "--tls", "--cacert", str(certs / "ca.pem"), "PING") == "PONG")
+    return port, proc
+
+
 def redis_benchmark(port, args, requests=REQUESTS, clients=CLIENTS):
     """{test: {column: value}} from `redis-benchmark --csv` with `args`
     (`-t set,get`, or a command to run)."""
@@ -345,8 +363,15 @@ def rolling_restart_gap(concord):
     for i in concord.ids:
         concord.terminate(i)
         concord.start(i)
-        concord.leader()
-        concord.converged()
+        leader = concord.leader()
+        # Caught up with what the leader had applied when it came back (the
+        # writer goes on, so the indexes are never equal at one instant).
+        target = int(raft_field(concord.ports[leader], "raft_applied_index") or 0)
+        wait_until(
+            f"node {i} to catch up",
+            lambda: int(raft_field(concord.ports[i], "raft_applied_index") or 0) >= target or None,
+            deadline=60,
+        )
     writer.stopping.set()
     writer.join()
     return writer.longest_gap_ms(started), len(writer.acks), writer.errors
@@ -366,10 +391,7 @@ def main():
         nopersist_port, p1 = start_redis(workdir, "redis-nopersist", ["--appendonly", "no"])
         always_port, p2 = start_redis(workdir, "redis-always", ["--appendonly", "yes", "--appendfsync", "always"])
         certs = concord.certs
-        tls_port, p3 = start_redis(workdir, "redis-always-tls", [
-            "--appendonly", "yes", "--appendfsync", "always", "--tls-port", "0",
-            "--tls-cert-file", str(certs / "node-1.pem"), "--tls-key-file", str(certs / "node-1.key"),
-            "--tls-auth-clients", "no"])
+        tls_port, p3 = start_redis_tls(workdir, certs)
         redis_procs = [p1, p2, p3]
         # The ACL row's user: key patterns and category rules, so every
         # command pays the permission check.

@@ -378,7 +378,9 @@ pub fn all() -> impl Iterator<Item = &'static CommandSpec> {
 /// lookup (every request and every `redis.call` goes through it).
 type NameTable = HashMap<&'static str, &'static CommandSpec, BuildHasherDefault<NameHasher>>;
 
-struct NameHasher(u64);
+/// FNV-1a, for maps keyed by command names (here, and the ACL's sets of
+/// allowed commands).
+pub struct NameHasher(u64);
 
 impl Default for NameHasher {
     fn default() -> Self {

@@ -15,7 +15,7 @@
 //! without ACL users pays one atomic load per command.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -25,7 +25,7 @@ use super::connection::Conn;
 use super::local::Local;
 use super::Shared;
 use crate::command::acl::{check_user, Refusal};
-use crate::command::{self, acl as catalog, CommandSpec, Flag};
+use crate::command::{self, acl as catalog, CommandSpec, Flag, NameHasher};
 use crate::resp::Reply;
 use crate::state::acl::{self as users, Acl, AclOp, AclQuery, User, DEFAULT_USER};
 use crate::state::scripts::{ScriptOp, ScriptQuery};
@@ -65,27 +65,6 @@ pub struct CommandCache {
 /// are the table's (nothing to defend against), and SipHash cost more
 /// than the rest of the check.
 type CommandSet = Arc<HashSet<&'static str, BuildHasherDefault<NameHasher>>>;
-
-/// FNV-1a.
-struct NameHasher(u64);
-
-impl Default for NameHasher {
-    fn default() -> Self {
-        NameHasher(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Hasher for NameHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
 
 impl CommandCache {
     fn commands(&self, name: &str, generation: u64, user: &User) -> CommandSet {
