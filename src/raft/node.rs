@@ -479,6 +479,32 @@ pub fn now_ms() -> u64 {
 /// and answers then pass between tasks of one thread, without waking
 /// another. The driver never blocks that thread: fsyncs (WAL and snapshot
 /// files) happen on the WAL thread.
+/// raft-rs's own log lines, one level down: its `info` (became follower,
+/// pre-candidate, "RawNode created") is for whoever debugs raft, not for an
+/// operator, who gets the driver's lines (became leader, stepped down,
+/// membership changed) at `info`. Its warnings and errors stay as they are.
+struct QuietRaft<D>(D);
+
+impl<D: slog::Drain> slog::Drain for QuietRaft<D> {
+    type Ok = D::Ok;
+    type Err = D::Err;
+
+    fn log(&self, record: &slog::Record<'_>, values: &slog::OwnedKVList) -> Result<D::Ok, D::Err> {
+        if record.level() != slog::Level::Info {
+            return self.0.log(record, values);
+        }
+        let demoted = slog::RecordStatic {
+            location: record.location(),
+            level: slog::Level::Debug,
+            tag: record.tag(),
+        };
+        self.0.log(
+            &slog::Record::new(&demoted, record.msg(), record.kv()),
+            values,
+        )
+    }
+}
+
 /// The file that marks a data directory whose node lost acknowledged
 /// entries; its content says how to bring the node back.
 pub(crate) const LOST_MARKER: &str = "DATA-LOST";
@@ -573,7 +599,7 @@ pub fn start(
         pre_vote: true,
         ..Default::default()
     };
-    let logger = slog::Logger::root(tracing_slog::TracingSlogDrain, slog::o!());
+    let logger = slog::Logger::root(QuietRaft(tracing_slog::TracingSlogDrain), slog::o!());
     let mut raw = RawNode::new(&raft_config, store, &logger)?;
     tracing::info!(
         id = config.id,
