@@ -269,7 +269,7 @@ fn build(paths: &TlsPaths) -> Result<Built, TlsError> {
                 .map_err(config)?
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(PeerVerifier {
-                    roots: roots.clone(),
+                    roots: Some(roots.clone()),
                     provider: provider(),
                 }))
                 .with_client_auth_cert(certs.clone(), key.clone_key())
@@ -291,13 +291,15 @@ fn build(paths: &TlsPaths) -> Result<Built, TlsError> {
     })
 }
 
-/// Checks a peer's chain against the cluster CA, without a host name
-/// check: peers are identified by the node id in their certificate (or by
-/// holding any certificate of the CA), not by the address they were
-/// reached at.
+/// Checks a server's chain against `roots` without a host name check:
+/// peers are identified by the node id in their certificate (or by holding
+/// any certificate of the CA), not by the address they were reached at.
+/// Without roots it accepts any certificate (`concord health` beside its
+/// node, `concord ctl --insecure-skip-verify`); the handshake's signatures
+/// are checked either way.
 #[derive(Debug)]
 struct PeerVerifier {
-    roots: Arc<RootCertStore>,
+    roots: Option<Arc<RootCertStore>>,
     provider: Arc<CryptoProvider>,
 }
 
@@ -310,14 +312,16 @@ impl ServerCertVerifier for PeerVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            &self.roots,
-            intermediates,
-            now,
-            self.provider.signature_verification_algorithms.all,
-        )?;
+        if let Some(roots) = &self.roots {
+            let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+            rustls::client::verify_server_cert_signed_by_trust_anchor(
+                &cert,
+                roots,
+                intermediates,
+                now,
+                self.provider.signature_verification_algorithms.all,
+            )?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 
@@ -397,52 +401,6 @@ pub fn may_be_node(certs: Option<&[CertificateDer<'_>]>, claimed: u64) -> Result
     }
 }
 
-/// A server certificate verifier that accepts any certificate (the
-/// signatures are still checked against the certificate presented).
-#[derive(Debug)]
-struct AnyCert(Arc<CryptoProvider>);
-impl ServerCertVerifier for AnyCert {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 /// A client that accepts any certificate: for `concord health`, which asks
 /// the admin port of the node beside it. Never used for client or peer
 /// traffic.
@@ -451,7 +409,10 @@ pub fn insecure_connector() -> tokio_rustls::TlsConnector {
         .with_protocol_versions(VERSIONS)
         .expect("TLS 1.2 and 1.3 are supported")
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCert(provider())))
+        .with_custom_certificate_verifier(Arc::new(PeerVerifier {
+            roots: None,
+            provider: provider(),
+        }))
         .with_no_client_auth();
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
@@ -470,7 +431,10 @@ pub fn client_connector(
     let builder = if skip_verify {
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCert(provider())))
+            .with_custom_certificate_verifier(Arc::new(PeerVerifier {
+                roots: None,
+                provider: provider(),
+            }))
     } else {
         let ca = ca.ok_or_else(|| {
             TlsError::Config(
