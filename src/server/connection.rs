@@ -399,16 +399,11 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     if conn.closing {
                         break;
                     }
-                    if conn.principal.awaiting() {
-                        // An AUTH waits for its read barrier: what follows
-                        // runs as the user it logs in, once answered.
-                        blocked = true;
-                        more_buffered = true;
-                        break;
-                    }
-                    if blocks {
-                        // As in Redis, nothing after a blocking command
-                        // runs before it is answered.
+                    // As in Redis, nothing after a blocking command runs
+                    // before it is answered; nor after an AUTH waiting for
+                    // its read barrier (what follows runs as the user it
+                    // logs in).
+                    if blocks || conn.principal.awaiting() {
                         blocked = true;
                         more_buffered = true;
                         break;
