@@ -545,8 +545,9 @@ async fn resolve_into(
         .commands_processed
         .fetch_add(pending.len() as u64, Ordering::Relaxed);
     let mut errors = 0;
-    // The time a command took is the time until its batch was answered:
-    // what a client waiting on it (or on its pipeline) saw.
+    // The time a command took is from its batch being handed to the driver
+    // (just above) until the whole batch was answered: what a client
+    // waiting on it, or on its pipeline, waited beyond parsing.
     let started = Instant::now();
     let mut outcomes: Vec<(Called, bool)> = Vec::with_capacity(pending.len());
     for (protocol, item, called) in pending.drain(..) {

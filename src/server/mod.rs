@@ -97,7 +97,8 @@ pub struct CommandCalls(std::collections::HashMap<&'static str, CommandStat>);
 #[derive(Default)]
 pub struct CommandStat {
     pub calls: AtomicU64,
-    /// Microseconds from the request's read to its answer, summed.
+    /// Microseconds from its batch being handed to the driver until the
+    /// whole batch was answered, summed.
     pub usec: AtomicU64,
     /// Refused before running (arity, NOAUTH, NOPERM).
     pub rejected: AtomicU64,
@@ -115,7 +116,8 @@ impl Default for CommandCalls {
 }
 
 impl CommandCalls {
-    /// One answered request of `name`, `micros` after it was read.
+    /// One answered request of `name`, its batch answered `micros` after
+    /// it was handed over.
     pub fn record(&self, name: &str, micros: u64, rejected: bool, failed: bool) {
         if let Some(stat) = self.0.get(name) {
             if rejected {
