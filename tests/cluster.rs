@@ -319,3 +319,56 @@ fn garbage_and_strangers_on_the_peer_port_are_refused() {
     let _: () = c.set("still", "fine").unwrap();
     cluster.converged(&[1, 2, 3]);
 }
+
+/// Requests that reach a new cluster before its first election wait for a
+/// leader; the node that wins routes them at once: a waiting write joins
+/// the next proposal, and a waiting read behind it proposes that batch
+/// before its read index is taken. That routing ran inside a raft Ready
+/// cycle once, appending to the log between `ready()` and its hand-back,
+/// which raft-rs stops the process for. Every node must survive it and
+/// answer. (The write and the read go on two connections, the write sent
+/// first, so both wait in that order on every node.)
+#[test]
+fn requests_sent_before_the_first_election_are_answered() {
+    for round in 0..3 {
+        let cluster = Cluster::start(3, &[]);
+        let mut sockets = Vec::new();
+        for id in 1..=3u64 {
+            let mut writer = cluster.raw(id);
+            writer
+                .write_all(format!("SET k{id} {id}\r\n").as_bytes())
+                .unwrap();
+            let mut reader = cluster.raw(id);
+            reader
+                .write_all(format!("GET k{id}\r\n").as_bytes())
+                .unwrap();
+            sockets.push((id, writer, reader));
+        }
+        for (id, mut writer, mut reader) in sockets {
+            for s in [&writer, &reader] {
+                s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            }
+            let mut buf = [0u8; 5];
+            writer.read_exact(&mut buf).unwrap();
+            assert_eq!(&buf, b"+OK\r\n", "round {round}, node {id}");
+            // The read may have been served before or after the write.
+            let mut got = Vec::new();
+            let mut byte = [0u8; 1];
+            while !got.ends_with(b"\r\n") || got.starts_with(b"$1\r\n") && got.len() < 7 {
+                reader.read_exact(&mut byte).unwrap();
+                got.push(byte[0]);
+            }
+            let expected = format!("$1\r\n{id}\r\n");
+            assert!(
+                got == b"$-1\r\n" || got == expected.as_bytes(),
+                "round {round}, node {id}: {}",
+                String::from_utf8_lossy(&got)
+            );
+        }
+        for id in 1..=3u64 {
+            let mut c = cluster.client(id);
+            let got: u64 = c.get(format!("k{id}")).unwrap();
+            assert_eq!(got, id, "round {round}, node {id}");
+        }
+    }
+}

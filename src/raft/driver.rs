@@ -1209,20 +1209,28 @@ impl Driver {
             }
         }
         self.persist_ready(&mut rd);
+        // The Ready is handed back before anything below runs: applying,
+        // a new role and served reads may propose (a leader routes the
+        // requests that waited for it, a read flushes the writes queued
+        // before it), and raft-rs requires that nothing is appended to its
+        // log between `ready()` and `advance_append_async`. Its entries are
+        // in the log store already, so handing it back loses nothing.
+        let committed = rd.take_committed_entries();
+        let soft_state = rd.ss().map(|ss| (ss.raft_state, ss.leader_id));
+        let read_states = rd.take_read_states();
+        self.raw.advance_append_async(rd);
         // Applying comes after the new entries went to the WAL thread, so
         // their fsync runs while this thread applies and answers: on a
         // follower the append's acknowledgement, and with it the commit, no
         // longer waits for the previous batch's apply.
-        let committed = rd.take_committed_entries();
         self.apply(committed);
-        if let Some(ss) = rd.ss() {
-            self.on_soft_state(ss.raft_state, ss.leader_id);
+        if let Some((role, leader)) = soft_state {
+            self.on_soft_state(role, leader);
         }
-        for rs in rd.take_read_states() {
+        for rs in read_states {
             self.on_read_state(rs);
         }
         self.serve_reads();
-        self.raw.advance_append_async(rd);
     }
 
     /// Hands the Ready's new entries and hard state to the WAL thread, and
