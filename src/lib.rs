@@ -15,6 +15,7 @@ pub mod command;
 pub mod config;
 pub mod ctl;
 pub mod dev;
+pub mod metrics;
 pub mod raft;
 pub mod resp;
 pub mod script;

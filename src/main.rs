@@ -232,6 +232,7 @@ async fn serve(config: Config) -> Result<(), ServeError> {
         None => None,
     };
     let mut node_config = NodeConfig::new(config.node_id, config.data_dir.clone());
+    let metrics = node_config.metrics.clone();
     node_config.cluster_id = config.cluster_id.clone();
     node_config.initial_voters = if config.join {
         Vec::new()
@@ -263,6 +264,7 @@ async fn serve(config: Config) -> Result<(), ServeError> {
         peer_auth,
         tokio::runtime::Handle::current(),
         &peers,
+        metrics,
     );
     let binder = transport.binder();
     let node = tokio::task::spawn_blocking(move || raft::start(node_config, Box::new(transport)))

@@ -219,6 +219,9 @@ pub(crate) struct Driver {
     read_queue: Vec<PendingRead>,
     read_round: Option<ReadRound>,
     next_read_ctx: u64,
+    /// When the last heartbeat went to each peer: its answer gives the
+    /// peer round-trip time (`/metrics`).
+    heartbeats_sent: HashMap<u64, Instant>,
     /// Reads whose read index is known, waiting for apply to reach it.
     readable: Vec<(u64, PendingRead)>,
 
@@ -288,6 +291,7 @@ impl Driver {
             read_queue: Vec::new(),
             read_round: None,
             next_read_ctx: 1,
+            heartbeats_sent: HashMap::new(),
             readable: Vec::new(),
             persisted_messages: VecDeque::new(),
             script_writes: WritingScripts::default(),
@@ -394,6 +398,15 @@ impl Driver {
                 if m.get_msg_type() == MessageType::MsgHeartbeat && m.commit > last {
                     self.lost_data(m.from, m.commit, last);
                 }
+                if m.get_msg_type() == MessageType::MsgHeartbeatResponse {
+                    if let Some(sent) = self.heartbeats_sent.remove(&m.from) {
+                        self.status
+                            .metrics
+                            .peer_round_trip
+                            .get_or_create(&[("peer", m.from)])
+                            .observe(sent.elapsed().as_secs_f64());
+                    }
+                }
                 if let Err(e) = self.raw.step(*m) {
                     tracing::debug!(error = %e, "raft rejected a peer message");
                 }
@@ -418,6 +431,10 @@ impl Driver {
                 std::process::exit(70);
             }
             Inbox::Snapshot(reply) => self.take_snapshot(Some(reply)),
+            Inbox::Mesh(reply) => {
+                let now = now_ms().max(self.state.clock_ms());
+                let _ = reply.send(self.state.mesh_stats(now));
+            }
             Inbox::Info(reply) => {
                 let _ = reply.send(self.info());
             }
@@ -435,6 +452,11 @@ impl Driver {
     }
 
     fn respond(&mut self, responder: Responder, answer: Answer) {
+        match &answer {
+            Err(NodeError::ProposalDropped) => self.status.metrics.failed("dropped"),
+            Err(NodeError::OutcomeUnknown) => self.status.metrics.failed("unknown"),
+            _ => {}
+        }
         if let Ok(Ok(Outcome::Blocked { ticket, timeout_ms })) = &answer {
             if !matches!(responder, Responder::Remote { .. }) {
                 return self.hold(responder, *ticket, *timeout_ms);
@@ -948,6 +970,7 @@ impl Driver {
         let before = self.raw.raft.raft_log.last_index();
         match self.raw.propose(Vec::new(), data) {
             Ok(()) if self.raw.raft.raft_log.last_index() > before => {
+                self.status.metrics.proposals.inc();
                 let index = self.raw.raft.raft_log.last_index();
                 let term = self.raw.raft.term;
                 self.in_flight.insert(
@@ -1199,7 +1222,14 @@ impl Driver {
         }
         let mut rd = self.raw.ready();
         if !rd.messages().is_empty() {
-            self.transport.send(rd.take_messages());
+            let messages = rd.take_messages();
+            let now = Instant::now();
+            for m in &messages {
+                if m.get_msg_type() == MessageType::MsgHeartbeat {
+                    self.heartbeats_sent.insert(m.to, now);
+                }
+            }
+            self.transport.send(messages);
         }
         if !rd.snapshot().is_empty() {
             let snapshot = rd.snapshot().clone();
@@ -1296,6 +1326,9 @@ impl Driver {
 
     fn on_soft_state(&mut self, role: StateRole, leader: u64) {
         let was_leader = self.status.role() == Role::Leader;
+        if leader != raft::INVALID_ID && leader != self.status.leader() {
+            self.status.metrics.leader_changes.inc();
+        }
         self.status
             .role
             .store(Role::from_raft(role) as u8, Ordering::Relaxed);
@@ -1355,6 +1388,7 @@ impl Driver {
         let Some(last) = entries.last().map(|e| e.index) else {
             return;
         };
+        let started = Instant::now();
         for entry in entries {
             self.log_bytes_since_snapshot += entry.data.len() as u64;
             match entry.get_entry_type() {
@@ -1389,6 +1423,10 @@ impl Driver {
             }
         }
         self.raw.advance_apply_to(last);
+        self.status
+            .metrics
+            .apply_duration
+            .observe(started.elapsed().as_secs_f64());
         self.serve_reads();
         self.maybe_snapshot();
     }
@@ -1712,6 +1750,10 @@ impl Driver {
         match result {
             Ok(()) => {
                 let bytes = own.snapshot.data.len();
+                self.status
+                    .metrics
+                    .snapshot_duration
+                    .observe(own.started.elapsed().as_secs_f64());
                 self.raw.mut_store().compact_to(own.snapshot);
                 self.status.snapshots_taken.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(
@@ -1815,6 +1857,9 @@ impl Driver {
         );
         s.voters
             .store(self.conf_state.voters.len() as u64, Ordering::Relaxed);
+        let proposed: usize = self.in_flight.values().map(|f| f.replies.len()).sum();
+        let pending = proposed + self.batch.len() + self.waiting.len() + self.forwards.len();
+        s.pending.store(pending as u64, Ordering::Relaxed);
     }
 
     fn fail_everything(&mut self, err: impl Fn() -> NodeError) {

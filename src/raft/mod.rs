@@ -145,6 +145,10 @@ pub struct NodeStatus {
     /// Connections of this node that subscribed to pub/sub.
     subscribers: AtomicU64,
     pub wal: Arc<WalStats>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Writes proposed and not yet applied, waiting for a leader, or
+    /// relayed to it and not yet answered.
+    pending: AtomicU64,
     /// Client addresses the nodes advertised through the log.
     client_addrs: std::sync::Mutex<BTreeMap<u64, String>>,
     /// The last ticket handed to a waiting command of this node.
@@ -160,7 +164,7 @@ pub struct NodeStatus {
 }
 
 impl NodeStatus {
-    fn new(id: u64, boot: u64, wal: Arc<WalStats>) -> Self {
+    fn new(id: u64, boot: u64, wal: Arc<WalStats>, metrics: Arc<crate::metrics::Metrics>) -> Self {
         NodeStatus {
             id,
             boot,
@@ -179,6 +183,8 @@ impl NodeStatus {
             blocked: AtomicU64::new(0),
             subscribers: AtomicU64::new(0),
             wal,
+            metrics,
+            pending: AtomicU64::new(0),
             client_addrs: std::sync::Mutex::new(BTreeMap::new()),
             // Above every ticket an earlier run of this node handed out
             // (fewer than a thousand a millisecond), so a waiter of that
@@ -302,5 +308,9 @@ impl NodeStatus {
 
     pub fn snapshots_taken(&self) -> u64 {
         self.snapshots_taken.load(Ordering::Relaxed)
+    }
+
+    pub fn proposals_pending(&self) -> u64 {
+        self.pending.load(Ordering::Relaxed)
     }
 }

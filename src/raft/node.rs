@@ -61,6 +61,9 @@ pub struct NodeConfig {
     /// Runs Lua scripts when their entries apply; installed in every
     /// state this node builds (at start and from a leader's snapshot).
     pub script_host: crate::state::scripts::HostSlot,
+    /// Where the driver, the WAL thread and the transport count what they
+    /// do (`/metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl NodeConfig {
@@ -83,6 +86,7 @@ impl NodeConfig {
             wal_segment_bytes: 64 * 1024 * 1024,
             expiry_batch: 512,
             script_host: Default::default(),
+            metrics: Default::default(),
         }
     }
 }
@@ -290,6 +294,7 @@ pub(crate) enum Inbox {
     Persisted(Result<Persisted, StorageError>),
     Snapshot(oneshot::Sender<Result<u64, NodeError>>),
     Info(oneshot::Sender<RaftInfo>),
+    Mesh(oneshot::Sender<crate::state::mesh::MeshStats>),
     /// A connection of this node that subscribes (Some) or left (None).
     Subscriber {
         client: u64,
@@ -415,6 +420,13 @@ impl NodeHandle {
     pub async fn info(&self) -> Result<RaftInfo, NodeError> {
         let (tx, rx) = oneshot::channel();
         let _ = self.inbox.send(Inbox::Info(tx));
+        rx.await.map_err(|_| NodeError::ShuttingDown)
+    }
+
+    /// The mesh series of the state as this node applied it (`/metrics`).
+    pub async fn mesh_stats(&self) -> Result<crate::state::mesh::MeshStats, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.inbox.send(Inbox::Mesh(tx));
         rx.await.map_err(|_| NodeError::ShuttingDown)
     }
 
@@ -615,7 +627,10 @@ pub fn start(
     }
 
     let (inbox_tx, inbox_rx) = mpsc::unbounded_channel();
-    let wal_stats = Arc::new(WalStats::default());
+    let wal_stats = Arc::new(WalStats {
+        fsync_duration: Some(config.metrics.fsync_duration.clone()),
+        ..WalStats::default()
+    });
     let persisted_tx = inbox_tx.clone();
     let writer = WalWriter::spawn(
         wal,
@@ -628,7 +643,12 @@ pub fn start(
     // This run of the node, for pub/sub subscriber names: above every
     // earlier run's (the clock moves on between runs).
     let boot = now_ms().saturating_mul(1000);
-    let status = Arc::new(NodeStatus::new(config.id, boot, wal_stats));
+    let status = Arc::new(NodeStatus::new(
+        config.id,
+        boot,
+        wal_stats,
+        config.metrics.clone(),
+    ));
     status.set_acl(state.acl());
     let driver = Driver::new(
         raw,

@@ -3,9 +3,8 @@
 //!
 //! Three read-only endpoints do not justify an HTTP stack: this answers one
 //! request per connection and closes. Metrics are rendered in Prometheus
-//! text format straight from the counters the node already keeps.
+//! text format by [`crate::metrics`].
 
-use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -72,6 +71,8 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(mut socket: S, shared: &Share
             "401 Unauthorized",
             "a bearer token is required (--admin-token-file)\n".to_owned(),
         )
+    } else if path == "/metrics" {
+        ("200 OK", metrics(shared).await)
     } else {
         respond(shared, path)
     };
@@ -146,109 +147,186 @@ fn respond(shared: &Shared, path: &str) -> (&'static str, String) {
                 )
             }
         }
-        "/metrics" => ("200 OK", metrics(shared)),
         _ => ("404 Not Found", "try /health, /ready or /metrics\n".into()),
     }
 }
 
-fn metrics(shared: &Shared) -> String {
+/// Everything `/metrics` shows: the live series kept by the driver, the
+/// WAL thread and the transport, and the scraped ones filled here (see
+/// [`crate::metrics`]).
+async fn metrics(shared: &Shared) -> String {
+    use crate::metrics::{micros_histogram, Value};
+    // The mesh series come from the driver's state; a node whose driver
+    // stopped still shows the rest.
+    let mesh = shared.node.mesh_stats().await.ok();
     let s = shared.node.status();
-    let (keys, volatile) = s.keys();
-    let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, kind: &str, value: u64| {
-        let _ = write!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+    s.metrics.render(|m| {
+        let leader = s.leader();
+        m.set("concord_raft_has_leader", (leader != 0) as u8 as f64);
+        m.set(
+            "concord_raft_is_leader",
+            (s.role() == Role::Leader) as u8 as f64,
         );
-    };
-    gauge("concord_raft_term", "Current raft term.", "gauge", s.term());
-    gauge(
-        "concord_raft_is_leader",
-        "1 on the leader.",
-        "gauge",
-        (s.role() == Role::Leader) as u64,
-    );
-    gauge(
-        "concord_raft_leader_id",
-        "Known leader id, 0 if none.",
-        "gauge",
-        s.leader(),
-    );
-    gauge(
-        "concord_raft_commit_index",
-        "Commit index.",
-        "gauge",
-        s.commit_index(),
-    );
-    gauge(
-        "concord_raft_applied_index",
-        "Applied index.",
-        "gauge",
-        s.applied_index(),
-    );
-    gauge(
-        "concord_raft_snapshot_index",
-        "Index of the newest snapshot.",
-        "gauge",
-        s.snapshot_index(),
-    );
-    gauge(
-        "concord_snapshots_total",
-        "Snapshots taken.",
-        "counter",
-        s.snapshots_taken(),
-    );
-    gauge(
-        "concord_wal_fsyncs_total",
-        "WAL fdatasync calls.",
-        "counter",
-        s.wal.syncs.load(Ordering::Relaxed),
-    );
-    gauge(
-        "concord_wal_records_total",
-        "WAL records written.",
-        "counter",
-        s.wal.records.load(Ordering::Relaxed),
-    );
-    gauge(
-        "concord_wal_bytes_total",
-        "WAL bytes written.",
-        "counter",
-        s.wal.bytes.load(Ordering::Relaxed),
-    );
-    gauge("concord_keys", "Keys in the keyspace.", "gauge", keys);
-    gauge(
-        "concord_keys_volatile",
-        "Keys with a deadline.",
-        "gauge",
-        volatile,
-    );
-    let st = &shared.stats;
-    gauge(
-        "concord_commands_total",
-        "Commands processed.",
-        "counter",
-        st.commands_processed.load(Ordering::Relaxed),
-    );
-    gauge(
-        "concord_connections_total",
-        "Connections accepted.",
-        "counter",
-        st.connections_received.load(Ordering::Relaxed),
-    );
-    gauge(
-        "concord_connected_clients",
-        "Open client connections.",
-        "gauge",
-        shared.clients.lock().expect("clients lock").len() as u64,
-    );
-    gauge(
-        "concord_protocol_errors_total",
-        "Connections closed for protocol errors.",
-        "counter",
-        st.protocol_errors.load(Ordering::Relaxed),
-    );
-    out
+        m.set("concord_raft_leader_id", leader as f64);
+        m.set("concord_raft_term", s.term() as f64);
+        m.set("concord_raft_commit_index", s.commit_index() as f64);
+        m.set("concord_raft_applied_index", s.applied_index() as f64);
+        m.set("concord_raft_snapshot_index", s.snapshot_index() as f64);
+        m.set(
+            "concord_raft_proposals_pending",
+            s.proposals_pending() as f64,
+        );
+        m.set("concord_snapshots", s.snapshots_taken() as f64);
+        m.set(
+            "concord_wal_fsyncs",
+            s.wal.syncs.load(Ordering::Relaxed) as f64,
+        );
+        m.set(
+            "concord_wal_records",
+            s.wal.records.load(Ordering::Relaxed) as f64,
+        );
+        m.set(
+            "concord_wal_bytes",
+            s.wal.bytes.load(Ordering::Relaxed) as f64,
+        );
+        let (keys, volatile) = s.keys();
+        m.set("concord_keys", keys as f64);
+        m.set("concord_keys_volatile", volatile as f64);
+        let st = &shared.stats;
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed) as f64;
+        m.set("concord_commands_processed", load(&st.commands_processed));
+        m.set("concord_connections", load(&st.connections_received));
+        m.set(
+            "concord_connected_clients",
+            shared.clients.lock().expect("clients lock").len() as f64,
+        );
+        m.set("concord_protocol_errors", load(&st.protocol_errors));
+        for (name, calls, usec, rejected, failed) in st.calls.called() {
+            let label = || vec![("command", name.to_owned())];
+            m.labelled(
+                "concord_command_calls",
+                label(),
+                Value::Number(calls as f64),
+            );
+            m.labelled(
+                "concord_command_failed",
+                label(),
+                Value::Number(failed as f64),
+            );
+            m.labelled(
+                "concord_command_rejected",
+                label(),
+                Value::Number(rejected as f64),
+            );
+            if let Some(stat) = st.calls.get(name) {
+                m.labelled(
+                    "concord_command_duration_seconds",
+                    label(),
+                    micros_histogram(&stat.latency.counts(), usec),
+                );
+            }
+        }
+        for (code, n) in st.error_codes.counts() {
+            m.labelled(
+                "concord_error_replies",
+                vec![("code", code)],
+                Value::Number(n as f64),
+            );
+        }
+        if let Some(mesh) = mesh {
+            mesh_series(m, mesh);
+        }
+    })
+}
+
+/// The mesh series: the same on every node that applied the same entries.
+fn mesh_series(m: &mut crate::metrics::Scrape, mesh: crate::state::mesh::MeshStats) {
+    use crate::metrics::Value::Number;
+    let n = |v: u64| Number(v as f64);
+    for (breaker, state) in mesh.breakers {
+        m.labelled(
+            "concord_breaker_state",
+            vec![("breaker", breaker)],
+            n(state as u64),
+        );
+    }
+    for (breaker, to, times) in mesh.breaker_transitions {
+        m.labelled(
+            "concord_breaker_transitions",
+            vec![("breaker", breaker), ("to", to.to_owned())],
+            n(times),
+        );
+    }
+    for (service, instances) in mesh.services {
+        let healthy = instances.iter().filter(|(_, h)| *h).count() as u64;
+        m.labelled(
+            "concord_registry_instances",
+            vec![("service", service.clone())],
+            n(instances.len() as u64),
+        );
+        m.labelled(
+            "concord_registry_instances_healthy",
+            vec![("service", service.clone())],
+            n(healthy),
+        );
+        for (id, h) in instances {
+            // `id`, not `instance`: Prometheus gives every scraped series
+            // an `instance` label of its own (the node).
+            m.labelled(
+                "concord_registry_instance_healthy",
+                vec![("service", service.clone()), ("id", id)],
+                n(h as u64),
+            );
+        }
+    }
+    for (service, strategy, picks) in mesh.picks {
+        m.labelled(
+            "concord_registry_picks",
+            vec![("service", service), ("strategy", strategy.to_owned())],
+            n(picks),
+        );
+    }
+    for (class, allowed, denied) in mesh.rate_limits {
+        m.labelled(
+            "concord_ratelimit_allowed",
+            vec![("class", class.clone())],
+            n(allowed),
+        );
+        m.labelled(
+            "concord_ratelimit_denied",
+            vec![("class", class)],
+            n(denied),
+        );
+    }
+    m.set("concord_lock_grants", mesh.lock_grants as f64);
+    m.set("concord_lock_waits", mesh.lock_waits as f64);
+    for (outcome, count) in [
+        ("applied", mesh.fenced_applied),
+        ("refused", mesh.fenced_refused),
+    ] {
+        m.labelled(
+            "concord_lock_fenced_writes",
+            vec![("outcome", outcome.to_owned())],
+            n(count),
+        );
+    }
+    m.set("concord_locks_held", mesh.locks_held as f64);
+    for (queue, ready, inflight, delayed, dead) in mesh.queues {
+        for (state, count) in [
+            ("ready", ready),
+            ("inflight", inflight),
+            ("delayed", delayed),
+            ("dead", dead),
+        ] {
+            m.labelled(
+                "concord_queue_jobs",
+                vec![("queue", queue.clone()), ("state", state.to_owned())],
+                n(count),
+            );
+        }
+    }
+    m.set("concord_sessions_live", mesh.sessions_live as f64);
+    m.set("concord_sessions_expired", mesh.sessions_expired as f64);
 }
 
 /// GETs `path` from an admin port (`concord health`): the status code and

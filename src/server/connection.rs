@@ -373,6 +373,10 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     unanswered_reads |= is_read;
                     unanswered_writes |= is_write;
                     unanswered_read_first |= is_read_first;
+                    // Wrong arity is refused before the command runs, as
+                    // Redis counts it (rejected_calls); other argument
+                    // errors are failed calls.
+                    let refused = matches!(&request, Some(Err(CommandError::WrongArity(_))));
                     let (item, name) = match (route, request) {
                         (Route::Queue, _) => (
                             Pending::Ready(transaction::queue(&mut conn, &argv)),
@@ -395,7 +399,12 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     } else {
                         item
                     };
-                    pending.push((conn.protocol, item, Called::run(name)));
+                    let called = if refused {
+                        Called::rejected(name)
+                    } else {
+                        Called::run(name)
+                    };
+                    pending.push((conn.protocol, item, called));
                     if conn.closing {
                         break;
                     }
@@ -681,7 +690,19 @@ fn dispatch(
         }
     }
     match request {
-        Err(e) => (Pending::Ready(Reply::error(e.to_string())), "NULL"),
+        Err(e) => {
+            // The (sub)command it was meant for, if the name is known.
+            let spec = argv.first().and_then(|n| command::lookup(n));
+            let name = spec.map_or("NULL", |spec| match &e {
+                CommandError::WrongArity(n) => spec
+                    .subcommands
+                    .iter()
+                    .find(|s| s.name == n)
+                    .map_or(spec.name, |s| s.name),
+                _ => super::acl::resolve(argv).map_or(spec.name, |s| s.name),
+            });
+            (Pending::Ready(Reply::error(e.to_string())), name)
+        }
         Ok(Request::Write(op, spec, reply)) => (
             Pending::Submitted {
                 batch: submissions.queue(Submit::Write(conn.principal.wrap_op(op))),

@@ -104,6 +104,9 @@ pub struct CommandStat {
     pub rejected: AtomicU64,
     /// Ran and answered an error.
     pub failed: AtomicU64,
+    /// The calls' durations (`usec` one by one), for `/metrics` and
+    /// LATENCY HISTOGRAM.
+    pub latency: crate::metrics::LatencyBuckets,
 }
 
 impl Default for CommandCalls {
@@ -126,10 +129,16 @@ impl CommandCalls {
             }
             stat.calls.fetch_add(1, Ordering::Relaxed);
             stat.usec.fetch_add(micros, Ordering::Relaxed);
+            stat.latency.record(micros);
             if failed {
                 stat.failed.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// The counters of command `name` (`config|get` for a subcommand).
+    pub fn get(&self, name: &str) -> Option<&CommandStat> {
+        self.0.get(name)
     }
 
     /// The commands called or refused at least once, by name: (name,
@@ -158,6 +167,7 @@ impl CommandCalls {
             for counter in [&s.calls, &s.usec, &s.rejected, &s.failed] {
                 counter.store(0, Ordering::Relaxed);
             }
+            s.latency.reset();
         }
     }
 }

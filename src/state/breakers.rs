@@ -66,6 +66,22 @@ impl Breakers {
         self.by_name.len()
     }
 
+    /// Every breaker with its state at `now` as a gauge: 0 closed, 1 open,
+    /// 2 half-open.
+    pub fn states(&self, now: u64) -> Vec<(String, u8)> {
+        self.by_name
+            .iter()
+            .map(|(name, b)| {
+                let gauge = match b.phase_at(now) {
+                    Phase::Closed => 0,
+                    Phase::Open { .. } => 1,
+                    Phase::HalfOpen { .. } => 2,
+                };
+                (super::mesh::text(name), gauge)
+            })
+            .collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.by_name.is_empty()
     }
@@ -101,6 +117,15 @@ impl Phase {
             Phase::Closed => "CLOSED",
             Phase::Open { .. } => "OPEN",
             Phase::HalfOpen { .. } => "HALF_OPEN",
+        }
+    }
+
+    /// The state's name in metric labels.
+    fn metric_name(self) -> &'static str {
+        match self {
+            Phase::Closed => "closed",
+            Phase::Open { .. } => "open",
+            Phase::HalfOpen { .. } => "half_open",
         }
     }
 
@@ -221,6 +246,31 @@ impl Breaker {
 }
 
 pub fn apply(state: &mut State, now: u64, op: &BreakerOp) -> OpResult {
+    let name = match op {
+        BreakerOp::Config { name, .. }
+        | BreakerOp::Allow { name }
+        | BreakerOp::Record { name, .. }
+        | BreakerOp::Reset { name } => name,
+    };
+    let phase = |state: &State| {
+        state
+            .coord
+            .breakers
+            .by_name
+            .get(name)
+            .map(|b| b.phase.metric_name())
+    };
+    let before = phase(state);
+    let result = apply_op(state, now, op);
+    if let (Some(before), Some(after)) = (before, phase(state)) {
+        if before != after {
+            state.mesh.transition(name, after);
+        }
+    }
+    result
+}
+
+fn apply_op(state: &mut State, now: u64, op: &BreakerOp) -> OpResult {
     let breakers = &mut state.coord.breakers.by_name;
     match op {
         BreakerOp::Config { name, config } => {

@@ -63,6 +63,11 @@ pub struct Locks {
 }
 
 impl Locks {
+    /// Locks held now.
+    pub fn held(&self) -> u64 {
+        self.by_name.values().filter(|l| l.holder.is_some()).count() as u64
+    }
+
     pub fn len(&self) -> usize {
         self.by_name.len()
     }
@@ -143,11 +148,13 @@ pub fn apply(state: &mut State, now: u64, op: &LockOp) -> OpResult {
         }
         LockOp::Guard { name, token, op } => {
             if holder_token(state, name) != Some(*token) {
+                state.mesh.fenced_refused += 1;
                 return Err(StateError::Fenced {
                     lock: String::from_utf8_lossy(name).into_owned(),
                     token: *token,
                 });
             }
+            state.mesh.fenced_applied += 1;
             state.apply_at(now, op)
         }
     }
@@ -252,6 +259,7 @@ fn acquire(
         if let Some(s) = session.and_then(|s| state.coord.sessions.get_mut(s)) {
             s.waits.insert((name.clone(), ticket));
         }
+        state.mesh.lock_waits += 1;
         return Ok(Outcome::Blocked {
             ticket,
             timeout_ms: wait_ms,
@@ -270,6 +278,7 @@ fn grant(
     ttl_ms: u64,
     session: Option<u64>,
 ) -> u64 {
+    state.mesh.lock_grants += 1;
     let coord = &mut state.coord;
     let token = coord.next_fence();
     let deadline = (ttl_ms > 0).then(|| timers::deadline(now, ttl_ms));

@@ -18,6 +18,7 @@ pub mod hashes;
 pub mod keys;
 pub mod lists;
 pub mod locks;
+pub mod mesh;
 pub mod notify;
 mod outcome;
 pub mod pubsub;
@@ -265,6 +266,9 @@ pub struct State {
     script_host: scripts::HostSlot,
     /// The users and their permissions, replicated.
     acl: acl::Acl,
+    /// What the mesh primitives did on this replica (`/metrics`); not
+    /// replicated, see [`mesh`].
+    mesh: mesh::MeshCounters,
     /// The restricted user whose script op is being applied
     /// ([`Op::AsUser`]); None otherwise. Not replicated: it lives for
     /// the length of one op.

@@ -84,6 +84,23 @@ pub struct Queues {
 }
 
 impl Queues {
+    /// (queue, ready, in flight, delayed, dead) for every queue with
+    /// something in it.
+    pub fn counts(&self) -> Vec<(String, u64, u64, u64, u64)> {
+        self.by_name
+            .iter()
+            .map(|(name, q)| {
+                (
+                    super::mesh::text(name),
+                    q.ready.len() as u64,
+                    q.claimed,
+                    q.delayed,
+                    q.dead.len() as u64,
+                )
+            })
+            .collect()
+    }
+
     /// Queues holding anything.
     pub fn len(&self) -> usize {
         self.by_name.len()

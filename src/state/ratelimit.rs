@@ -293,6 +293,7 @@ pub fn apply(state: &mut State, now: u64, op: &RateLimitOp) -> OpResult {
             } else {
                 coord.timers.reschedule(timer, old_deadline, None);
             }
+            state.mesh.rate_limit(key, decision.allowed);
             Ok(decision.outcome())
         }
         RateLimitOp::Reset { key } => {

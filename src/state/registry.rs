@@ -79,6 +79,17 @@ pub enum Strategy {
     ConsistentHash { key: Bytes },
 }
 
+impl Strategy {
+    /// The strategy's name in metric labels.
+    pub fn metric_name(&self) -> &'static str {
+        match self {
+            Strategy::RoundRobin => "round_robin",
+            Strategy::LeastConnections => "least_connections",
+            Strategy::ConsistentHash { .. } => "consistent_hash",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum RegistryQuery {
     List { service: Bytes, all: bool },
@@ -91,6 +102,21 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// Every service with its instances and whether each is healthy.
+    pub fn health(&self) -> Vec<(String, Vec<(String, bool)>)> {
+        self.services
+            .iter()
+            .map(|(name, s)| {
+                let instances = s
+                    .instances
+                    .iter()
+                    .map(|(id, i)| (super::mesh::text(id), i.healthy))
+                    .collect();
+                (super::mesh::text(name), instances)
+            })
+            .collect()
+    }
+
     fn instance_mut(&mut self, service: &Bytes, id: &Bytes) -> Option<&mut Instance> {
         self.services.get_mut(service)?.instances.get_mut(id)
     }
@@ -191,7 +217,10 @@ pub fn apply(state: &mut State, now: u64, op: &RegistryOp) -> OpResult {
         RegistryOp::Deregister { service, id } => {
             Ok(Outcome::bool(deregister(state, service, id, None)))
         }
-        RegistryOp::Pick { service, strategy } => Ok(pick(state, service, strategy)),
+        RegistryOp::Pick { service, strategy } => {
+            state.mesh.pick(service, strategy.metric_name());
+            Ok(pick(state, service, strategy))
+        }
         RegistryOp::Done { service, id } => {
             let instance = state
                 .coord

@@ -190,6 +190,9 @@ fn info(id: u64, s: &Session, now: u64) -> Outcome {
 
 /// The session's TTL lapsed (its timer already fired).
 pub(super) fn expire(state: &mut State, now: u64, id: u64) {
+    if state.coord.sessions.by_id.contains_key(&id) {
+        state.mesh.sessions_expired += 1;
+    }
     end(state, now, id);
 }
 

@@ -207,6 +207,7 @@ impl State {
             scripts,
             script_host: Default::default(),
             acl,
+            mesh: Default::default(),
             caller: None,
         })
     }

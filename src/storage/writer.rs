@@ -51,6 +51,8 @@ pub struct WalStats {
     pub jobs: AtomicU64,
     /// Rounds that wrote only deferrable records and skipped the sync.
     pub deferred: AtomicU64,
+    /// Where each sync's duration goes (`/metrics`), if anywhere.
+    pub fsync_duration: Option<prometheus_client::metrics::histogram::Histogram>,
 }
 
 /// What one group commit made durable.
@@ -210,7 +212,11 @@ fn commit(wal: &mut Wal, jobs: &[WalJob], stats: &WalStats) -> Result<u64, Stora
         let bytes: u64 = records.clone().map(|r| r.encoded_len() as u64).sum();
         wal.append_records(records)?;
         if jobs.iter().any(|j| !j.deferrable && !j.records.is_empty()) {
+            let started = std::time::Instant::now();
             wal.sync()?;
+            if let Some(h) = &stats.fsync_duration {
+                h.observe(started.elapsed().as_secs_f64());
+            }
             stats.syncs.fetch_add(1, Ordering::Relaxed);
         } else {
             stats.deferred.fetch_add(1, Ordering::Relaxed);

@@ -39,6 +39,8 @@ pub struct PeerStats {
     pub sent: AtomicU64,
     pub dropped: AtomicU64,
     pub connects: AtomicU64,
+    /// Bytes written to the link (`/metrics`).
+    pub sent_bytes: prometheus_client::metrics::counter::Counter,
 }
 
 enum Outgoing {
@@ -59,6 +61,7 @@ struct Shared {
     runtime: Handle,
     inbound: OnceLock<Arc<dyn Inbound>>,
     rejected: AtomicU64,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Shared {
@@ -83,6 +86,7 @@ impl TcpTransport {
         auth: PeerAuth,
         runtime: Handle,
         peers: &[(u64, String)],
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> TcpTransport {
         let mut transport = TcpTransport {
             shared: Arc::new(Shared {
@@ -92,6 +96,7 @@ impl TcpTransport {
                 runtime,
                 inbound: OnceLock::new(),
                 rejected: AtomicU64::new(0),
+                metrics,
             }),
             links: HashMap::new(),
             stats: Arc::new(Mutex::new(HashMap::new())),
@@ -201,7 +206,14 @@ impl Transport for TcpTransport {
                 }
                 let (tx, rx) = mpsc::channel(QUEUE);
                 let addr = Arc::new(Mutex::new(addr));
-                let stats = Arc::new(PeerStats::default());
+                let stats = Arc::new(PeerStats {
+                    sent_bytes: self
+                        .shared
+                        .metrics
+                        .peer_sent_bytes
+                        .get_or_create_owned(&[("peer", id)]),
+                    ..PeerStats::default()
+                });
                 self.stats
                     .lock()
                     .expect("stats lock")
@@ -606,6 +618,7 @@ async fn pump(
         }
         stream.write_all(&buf).await?;
         stats.sent.fetch_add(count, Ordering::Relaxed);
+        stats.sent_bytes.inc_by(buf.len() as u64);
         buf.clear();
     }
 }
@@ -619,15 +632,21 @@ async fn send_snapshot(
     let mut stream = connect(shared, peer, addr).await?;
     let bytes = message.write_to_bytes()?;
     let size = bytes.len();
+    let sent = shared
+        .metrics
+        .peer_sent_bytes
+        .get_or_create_owned(&[("peer", peer)]);
     let mut buf = BytesMut::new();
     for frame in message_frames(Bytes::from(bytes)) {
         frame.encode(&mut buf);
         if buf.len() >= BATCH_BYTES {
             stream.write_all(&buf).await?;
+            sent.inc_by(buf.len() as u64);
             buf.clear();
         }
     }
     stream.write_all(&buf).await?;
+    sent.inc_by(buf.len() as u64);
     stream.shutdown().await?;
     tracing::info!(peer, bytes = size, "snapshot sent");
     Ok(())
@@ -640,6 +659,10 @@ async fn receive(shared: &Shared, socket: TcpStream) -> Result<(), LinkError> {
         .await
         .map_err(|_| LinkError::Timeout)??;
     let mut chunks = Reassembly::default();
+    let received = shared
+        .metrics
+        .peer_received_bytes
+        .get_or_create_owned(&[("peer", from)]);
     loop {
         while let Some(frame) = Frame::decode(&mut buf)? {
             let Some(inbound) = shared.inbound() else {
@@ -663,8 +686,11 @@ async fn receive(shared: &Shared, socket: TcpStream) -> Result<(), LinkError> {
                 }
             }
         }
-        if stream.read_buf(&mut buf).await? == 0 {
-            return Ok(());
+        match stream.read_buf(&mut buf).await? {
+            0 => return Ok(()),
+            n => {
+                received.inc_by(n as u64);
+            }
         }
     }
 }
