@@ -60,6 +60,8 @@ fn snapshot_buckets() -> Histogram {
 /// with the scraped ones.
 pub struct Metrics {
     registry: Registry,
+    /// LATENCY's events (wal-fsync, snapshot, command, fast-command).
+    pub latency: LatencyMonitor,
     /// What the scrape in progress filled; one scrape at a time.
     scrape: Arc<Mutex<Scrape>>,
     pub leader_changes: Counter,
@@ -90,6 +92,7 @@ impl Metrics {
         let scrape = Arc::new(Mutex::new(Scrape::default()));
         let mut m = Metrics {
             registry: Registry::default(),
+            latency: LatencyMonitor::default(),
             scrape: scrape.clone(),
             leader_changes: Counter::default(),
             proposals: Counter::default(),
@@ -497,9 +500,105 @@ impl LatencyBuckets {
     }
 }
 
+/// Redis's latency monitor: for each event, the worst duration of every
+/// second it went over `latency-monitor-threshold` (the latest
+/// [`LatencyMonitor::SAMPLES`] such seconds), and the worst ever. Off at
+/// threshold 0, as in Redis; cheap when off (one atomic load).
+#[derive(Default)]
+pub struct LatencyMonitor {
+    threshold_ms: std::sync::atomic::AtomicU64,
+    events: Mutex<BTreeMap<&'static str, LatencySeries>>,
+}
+
+/// One event's history: (unix seconds, worst ms that second), oldest
+/// first; the worst ever.
+#[derive(Clone, Debug, Default)]
+pub struct LatencySeries {
+    pub samples: std::collections::VecDeque<(u64, u64)>,
+    pub max_ms: u64,
+}
+
+impl LatencyMonitor {
+    /// Samples kept per event, as Redis keeps.
+    pub const SAMPLES: usize = 160;
+
+    pub fn set_threshold_ms(&self, ms: u64) {
+        self.threshold_ms
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn threshold_ms(&self) -> u64 {
+        self.threshold_ms.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// An occurrence of `event` that took `duration`: kept if it reached
+    /// the threshold.
+    pub fn record(&self, event: &'static str, duration: std::time::Duration) {
+        let threshold = self.threshold_ms();
+        let ms = duration.as_millis() as u64;
+        if threshold == 0 || ms < threshold {
+            return;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        let series = events.entry(event).or_default();
+        series.max_ms = series.max_ms.max(ms);
+        match series.samples.back_mut() {
+            Some((at, worst)) if *at == now => *worst = (*worst).max(ms),
+            _ => {
+                series.samples.push_back((now, ms));
+                if series.samples.len() > Self::SAMPLES {
+                    series.samples.pop_front();
+                }
+            }
+        }
+    }
+
+    /// Every event with its history.
+    pub fn events(&self) -> BTreeMap<&'static str, LatencySeries> {
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Forgets the named events (all with none named); how many there were.
+    pub fn reset(&self, names: &[String]) -> usize {
+        let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        if names.is_empty() {
+            let n = events.len();
+            events.clear();
+            return n;
+        }
+        let before = events.len();
+        events.retain(|name, _| !names.iter().any(|n| n.eq_ignore_ascii_case(name)));
+        before - events.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_latency_monitor_keeps_the_worst_of_each_second_over_the_threshold() {
+        let m = LatencyMonitor::default();
+        m.record("wal-fsync", std::time::Duration::from_millis(50));
+        assert!(m.events().is_empty(), "off at threshold 0");
+        m.set_threshold_ms(10);
+        m.record("wal-fsync", std::time::Duration::from_millis(5));
+        m.record("wal-fsync", std::time::Duration::from_millis(20));
+        m.record("wal-fsync", std::time::Duration::from_millis(15));
+        let events = m.events();
+        let s = &events["wal-fsync"];
+        assert!(s.samples.len() <= 2);
+        assert_eq!(s.max_ms, 20);
+        assert!(s.samples.iter().any(|(_, ms)| *ms == 20));
+        assert_eq!(m.reset(&["WAL-FSYNC".into()]), 1);
+        assert!(m.events().is_empty());
+    }
 
     #[test]
     fn latency_buckets_hold_powers_of_two_micros() {

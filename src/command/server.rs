@@ -87,6 +87,24 @@ pub const SPECS: &[CommandSpec] = &[
         "A container for Access List Control commands. Users are replicated state: one ACL for the whole cluster.",
         ACL_SUBCOMMANDS
     ),
+    local!(
+        "slowlog",
+        -2,
+        &[],
+        "2.2.12",
+        "subcommand [argument ...]",
+        "A container for slow log commands. A command's time includes its raft round (see docs/operations.md).",
+        SLOWLOG_SUBCOMMANDS
+    ),
+    local!(
+        "latency",
+        -2,
+        &[],
+        "2.8.13",
+        "subcommand [argument ...]",
+        "A container for latency diagnostics commands.",
+        LATENCY_SUBCOMMANDS
+    ),
     CommandSpec {
         name: "debug",
         arity: -2,
@@ -117,6 +135,57 @@ const DEBUG_SUBCOMMANDS: &[CommandSpec] = &[CommandSpec {
 fn parse_digest(_argv: &[bytes::Bytes]) -> Result<crate::state::Query, super::CommandError> {
     Ok(crate::state::Query::Digest)
 }
+
+const SLOWLOG_SUBCOMMANDS: &[CommandSpec] = &[
+    local!(
+        "slowlog|get",
+        -2,
+        ADMIN_LOCAL,
+        "2.2.12",
+        "[count]",
+        "Returns the slow log's entries, newest first (10 by default, -1 for all)."
+    ),
+    local!(
+        "slowlog|len",
+        2,
+        ADMIN_LOCAL,
+        "2.2.12",
+        "",
+        "Returns the number of entries in the slow log."
+    ),
+    local!(
+        "slowlog|reset",
+        2,
+        ADMIN_LOCAL,
+        "2.2.12",
+        "",
+        "Clears all entries from the slow log."
+    ),
+    local!(
+        "slowlog|help",
+        2,
+        STALE,
+        "6.2.0",
+        "",
+        "Show helpful text about the different subcommands."
+    ),
+];
+
+const LATENCY_SUBCOMMANDS: &[CommandSpec] = &[
+    local!("latency|latest", 2, ADMIN, "2.8.13", "",
+        "Returns the latest latency samples for all events (command, fast-command, wal-fsync, snapshot)."),
+    local!("latency|history", 3, ADMIN, "2.8.13", "event", "Returns timestamp-latency samples for an event."),
+    local!("latency|reset", -2, ADMIN, "2.8.13", "[event [event ...]]",
+        "Resets the latency data for one or more events."),
+    local!("latency|graph", 3, ADMIN, "2.8.13", "event", "Returns a latency graph for an event."),
+    local!("latency|doctor", 2, ADMIN, "2.8.13", "", "Returns a human-readable latency analysis report."),
+    local!("latency|histogram", -2, ADMIN, "7.0.0", "[command [command ...]]",
+        "Returns the cumulative distribution of latencies of a subset or all commands."),
+    local!("latency|help", 2, STALE, "2.8.13", "", "Returns helpful text about the different subcommands."),
+];
+
+/// SLOWLOG reads and clears this node's log: admin, and fine in scripts.
+const ADMIN_LOCAL: &[Flag] = &[Flag::Admin, Flag::Loading, Flag::Stale];
 
 const CONFIG_SUBCOMMANDS: &[CommandSpec] = &[
     local!("config|get", -3, ADMIN, "2.0.0", "parameter [parameter ...]",

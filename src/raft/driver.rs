@@ -1750,10 +1750,12 @@ impl Driver {
         match result {
             Ok(()) => {
                 let bytes = own.snapshot.data.len();
+                let took = own.started.elapsed();
                 self.status
                     .metrics
                     .snapshot_duration
-                    .observe(own.started.elapsed().as_secs_f64());
+                    .observe(took.as_secs_f64());
+                self.status.metrics.latency.record("snapshot", took);
                 self.raw.mut_store().compact_to(own.snapshot);
                 self.status.snapshots_taken.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(

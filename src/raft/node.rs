@@ -628,7 +628,7 @@ pub fn start(
 
     let (inbox_tx, inbox_rx) = mpsc::unbounded_channel();
     let wal_stats = Arc::new(WalStats {
-        fsync_duration: Some(config.metrics.fsync_duration.clone()),
+        metrics: Some(config.metrics.clone()),
         ..WalStats::default()
     });
     let persisted_tx = inbox_tx.clone();

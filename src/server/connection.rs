@@ -364,6 +364,7 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                             &mut wbuf,
                             &shared,
                             conn.principal.fence(),
+                            conn.id,
                         )
                         .await;
                         unanswered_reads = false;
@@ -402,7 +403,7 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     let called = if refused {
                         Called::rejected(name)
                     } else {
-                        Called::run(name)
+                        Called::run(name, &argv, &shared)
                     };
                     pending.push((conn.protocol, item, called));
                     if conn.closing {
@@ -441,6 +442,7 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 &mut wbuf,
                 &shared,
                 conn.principal.fence(),
+                conn.id,
             );
             tokio::pin!(resolve);
             loop {
@@ -463,6 +465,7 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 &mut wbuf,
                 &shared,
                 conn.principal.fence(),
+                conn.id,
             )
             .await;
         }
@@ -516,17 +519,19 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
 /// encodes it into `out`.
 /// What INFO commandstats counts of one request: the command, and whether
 /// it was refused before it ran (arity, ACL) or ran.
-#[derive(Clone, Copy)]
 struct Called {
     name: &'static str,
     rejected: bool,
+    /// The request, kept for the slow log while it is on.
+    argv: Option<Vec<Bytes>>,
 }
 
 impl Called {
-    fn run(name: &'static str) -> Called {
+    fn run(name: &'static str, argv: &[Bytes], shared: &Shared) -> Called {
         Called {
             name,
             rejected: false,
+            argv: shared.slowlog.enabled().then(|| argv.to_vec()),
         }
     }
 
@@ -534,6 +539,7 @@ impl Called {
         Called {
             name,
             rejected: true,
+            argv: None,
         }
     }
 }
@@ -544,6 +550,7 @@ async fn resolve_into(
     out: &mut BytesMut,
     shared: &Shared,
     fence: super::acl::Fence,
+    client: u64,
 ) {
     submissions.flush(shared);
     if pending.is_empty() {
@@ -558,10 +565,23 @@ async fn resolve_into(
     // (just above) until the whole batch was answered: what a client
     // waiting on it, or on its pipeline, waited beyond parsing.
     let started = Instant::now();
+    let mut last = started;
     let mut outcomes: Vec<(Called, bool)> = Vec::with_capacity(pending.len());
     for (protocol, item, called) in pending.drain(..) {
         let submitted = matches!(item, Pending::Submitted { .. });
         let mut reply = item.resolve(submissions).await;
+        // What this answer added to the wait (SLOWLOG, LATENCY).
+        let now = Instant::now();
+        if !called.rejected {
+            shared.slowlog.record(
+                shared,
+                client,
+                called.name,
+                called.argv.as_deref(),
+                now - last,
+            );
+        }
+        last = now;
         // A read is answered after its read barrier: if the user was
         // deleted or disabled by an entry the barrier covers, the read
         // must not be answered (see server::acl).

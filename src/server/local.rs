@@ -50,6 +50,9 @@ pub(super) fn execute(
             Local::Now(super::cluster::read_mode(conn, spec.name, argv))
         }
         name if name.starts_with("acl|") => super::acl::execute(conn, name, argv, shared),
+        name if name.starts_with("slowlog") || name.starts_with("latency") => {
+            Local::Now(super::slowlog::execute(name, argv, shared))
+        }
         "config|get" => super::params::config_get(conn, &argv[2..], shared),
         "config|set" => super::params::config_set(&argv[2..], shared),
         "client|unblock" => client_unblock(argv, shared),

@@ -17,6 +17,7 @@ mod info;
 mod local;
 pub mod params;
 mod pubsub;
+mod slowlog;
 mod transaction;
 
 use std::collections::BTreeMap;
@@ -217,6 +218,8 @@ pub struct Shared {
     pub acl_log: Arc<acl::AclLog>,
     /// The commands each restricted user may run, per table generation.
     pub acl_commands: acl::CommandCache,
+    /// SLOWLOG of this node.
+    pub slowlog: slowlog::SlowLog,
 }
 
 impl Shared {
@@ -226,8 +229,9 @@ impl Shared {
         tcp_port: u16,
         tls: Option<Arc<crate::tls::TlsFiles>>,
     ) -> Shared {
-        Shared {
+        let shared = Shared {
             tls,
+            slowlog: slowlog::SlowLog::default(),
             acl_log: Arc::default(),
             acl_commands: acl::CommandCache::default(),
             node,
@@ -241,7 +245,18 @@ impl Shared {
             run_id: random_hex(40),
             tcp_port,
             shutdown_requested: std::sync::Arc::new(tokio::sync::Notify::new()),
+        };
+        let values: Vec<(String, String)> = shared
+            .params
+            .read()
+            .expect("params lock")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (name, value) in values {
+            params::apply_live(&shared, &name, &value);
         }
+        shared
     }
 
     /// Protected mode is in force: on, and no password anywhere (the

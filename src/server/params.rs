@@ -277,12 +277,12 @@ pub const PARAMS: &[Param] = &[
             min: -1,
             max: i64::MAX
         },
-        Fixed,
-        |_| "-1".into()
+        Live,
+        |_| "10000".into()
     ),
-    param!("slowlog-max-len", INT, Fixed, ZERO),
-    param!("latency-tracking", Kind::Bool, Fixed, NO),
-    param!("latency-monitor-threshold", INT, Fixed, ZERO),
+    param!("slowlog-max-len", INT, Live, |_| "128".into()),
+    param!("latency-tracking", Kind::Bool, Live, YES),
+    param!("latency-monitor-threshold", INT, Live, ZERO),
     param!("replica-read-only", Kind::Bool, Fixed, YES),
     param!("replica-serve-stale-data", Kind::Bool, Fixed, YES),
     param!("repl-backlog-size", Kind::Memory { min: 0 }, Fixed, ZERO),
@@ -525,6 +525,24 @@ pub(super) fn config_get(conn: &Conn, patterns: &[Bytes], shared: &Shared) -> Lo
 
 /// CONFIG SET: all the pairs or none. Live values are stored at once;
 /// replicated ones go through the log, and the reply waits for them.
+/// Puts a live parameter's value in force where it is read on hot paths
+/// (an atomic, not the parameter map).
+pub(super) fn apply_live(shared: &Shared, name: &str, value: &str) {
+    match name {
+        "slowlog-log-slower-than" => shared
+            .slowlog
+            .set_threshold_us(value.parse().unwrap_or(10_000)),
+        "slowlog-max-len" => shared.slowlog.set_max_len(value.parse().unwrap_or(128)),
+        "latency-monitor-threshold" => shared
+            .node
+            .status()
+            .metrics
+            .latency
+            .set_threshold_ms(value.parse().unwrap_or(0)),
+        _ => {}
+    }
+}
+
 pub(super) fn config_set(args: &[Bytes], shared: &Shared) -> Local {
     if !args.len().is_multiple_of(2) {
         return Local::Now(Reply::error(
@@ -607,7 +625,7 @@ pub(super) fn config_set(args: &[Bytes], shared: &Shared) -> Local {
                     },
                 )),
                 "requirepass" => ops.push(super::acl::requirepass_op(&value)),
-                _ => {}
+                _ => apply_live(shared, param.name, &value),
             }
             values.insert(param.name.to_owned(), value);
         }

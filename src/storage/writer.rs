@@ -51,8 +51,8 @@ pub struct WalStats {
     pub jobs: AtomicU64,
     /// Rounds that wrote only deferrable records and skipped the sync.
     pub deferred: AtomicU64,
-    /// Where each sync's duration goes (`/metrics`), if anywhere.
-    pub fsync_duration: Option<prometheus_client::metrics::histogram::Histogram>,
+    /// Where each sync's duration goes (`/metrics`, LATENCY), if anywhere.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// What one group commit made durable.
@@ -214,8 +214,10 @@ fn commit(wal: &mut Wal, jobs: &[WalJob], stats: &WalStats) -> Result<u64, Stora
         if jobs.iter().any(|j| !j.deferrable && !j.records.is_empty()) {
             let started = std::time::Instant::now();
             wal.sync()?;
-            if let Some(h) = &stats.fsync_duration {
-                h.observe(started.elapsed().as_secs_f64());
+            if let Some(m) = &stats.metrics {
+                let took = started.elapsed();
+                m.fsync_duration.observe(took.as_secs_f64());
+                m.latency.record("wal-fsync", took);
             }
             stats.syncs.fetch_add(1, Ordering::Relaxed);
         } else {
