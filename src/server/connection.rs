@@ -110,6 +110,30 @@ fn reply_to(answer: Answer, name: &'static str, reply: ReplyFn) -> Reply {
 }
 
 impl Pending {
+    /// The driver batch whose answer this waits for, if any.
+    fn batch(&self) -> Option<usize> {
+        match self {
+            Pending::Submitted { batch, .. }
+            | Pending::Watch { batch, .. }
+            | Pending::Exec { batch, .. } => Some(*batch),
+            Pending::Silent(inner) => inner.batch(),
+            Pending::Ready(_) | Pending::Waiting { .. } | Pending::Later(_) => None,
+        }
+    }
+
+    /// Whether resolving this may take any time, when `before` is the
+    /// request pending ahead of it: a ready reply does not, nor does a
+    /// later answer of a driver batch an earlier request already waited
+    /// for (the driver answers a batch whole).
+    fn may_wait(&self, before: Option<&Pending>) -> bool {
+        match self {
+            Pending::Ready(_) => false,
+            Pending::Silent(inner) => inner.may_wait(before),
+            Pending::Waiting { .. } | Pending::Later(_) => true,
+            _ => before.and_then(Pending::batch) != self.batch(),
+        }
+    }
+
     async fn resolve(self, submissions: &mut Submissions) -> Reply {
         match self {
             Pending::Ready(reply) => reply,
@@ -253,6 +277,9 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     let mut rbuf = BytesMut::with_capacity(16 * 1024);
     let mut wbuf = BytesMut::with_capacity(16 * 1024);
     let mut pending: Vec<(Protocol, Pending, Called)> = Vec::new();
+    // The pending requests' arguments while the slow log is on, one after
+    // the other: kept without an allocation per request.
+    let mut pending_args: Vec<Bytes> = Vec::new();
     // One argument vector for every request (swapped with the parser's).
     let mut argv: Vec<Bytes> = Vec::new();
     let mut submissions = Submissions::default();
@@ -360,6 +387,7 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     {
                         resolve_into(
                             &mut pending,
+                            &mut pending_args,
                             &mut submissions,
                             &mut wbuf,
                             &shared,
@@ -403,7 +431,12 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     let called = if refused {
                         Called::rejected(name)
                     } else {
-                        Called::run(name, &argv, &shared)
+                        // Only a request that may wait can be slow: keep
+                        // the arguments of those alone (one per round of a
+                        // pipeline, not one per request).
+                        let before = pending.last().map(|(_, p, _)| p);
+                        let keep = item.may_wait(before) && shared.slowlog.enabled();
+                        Called::run(name, keep.then_some(argv.as_slice()), &mut pending_args)
                     };
                     pending.push((conn.protocol, item, called));
                     if conn.closing {
@@ -438,6 +471,7 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             // that leaves gives up its place (its answer's receiver drops).
             let resolve = resolve_into(
                 &mut pending,
+                &mut pending_args,
                 &mut submissions,
                 &mut wbuf,
                 &shared,
@@ -461,6 +495,7 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         } else {
             resolve_into(
                 &mut pending,
+                &mut pending_args,
                 &mut submissions,
                 &mut wbuf,
                 &shared,
@@ -522,16 +557,22 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
 struct Called {
     name: &'static str,
     rejected: bool,
-    /// The request, kept for the slow log while it is on.
-    argv: Option<Vec<Bytes>>,
+    /// Where the request is in the pending arguments, kept for the slow
+    /// log while it is on.
+    args: Option<std::ops::Range<usize>>,
 }
 
 impl Called {
-    fn run(name: &'static str, argv: &[Bytes], shared: &Shared) -> Called {
+    fn run(name: &'static str, argv: Option<&[Bytes]>, kept: &mut Vec<Bytes>) -> Called {
+        let args = argv.map(|argv| {
+            let start = kept.len();
+            kept.extend_from_slice(argv);
+            start..kept.len()
+        });
         Called {
             name,
             rejected: false,
-            argv: shared.slowlog.enabled().then(|| argv.to_vec()),
+            args,
         }
     }
 
@@ -539,13 +580,14 @@ impl Called {
         Called {
             name,
             rejected: true,
-            argv: None,
+            args: None,
         }
     }
 }
 
 async fn resolve_into(
     pending: &mut Vec<(Protocol, Pending, Called)>,
+    pending_args: &mut Vec<Bytes>,
     submissions: &mut Submissions,
     out: &mut BytesMut,
     shared: &Shared,
@@ -573,13 +615,10 @@ async fn resolve_into(
         // What this answer added to the wait (SLOWLOG, LATENCY).
         let now = Instant::now();
         if !called.rejected {
-            shared.slowlog.record(
-                shared,
-                client,
-                called.name,
-                called.argv.as_deref(),
-                now - last,
-            );
+            let args = called.args.clone().map(|r| &pending_args[r]);
+            shared
+                .slowlog
+                .record(shared, client, called.name, args, now - last);
         }
         last = now;
         // A read is answered after its read barrier: if the user was
@@ -614,6 +653,7 @@ async fn resolve_into(
             .fetch_add(errors, Ordering::Relaxed);
     }
     submissions.batches.clear();
+    pending_args.clear();
 }
 
 fn touch(shared: &Shared, id: u64, command: &str) {
