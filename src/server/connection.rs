@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -284,6 +284,8 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     let mut argv: Vec<Bytes> = Vec::new();
     let mut submissions = Submissions::default();
     let mut last_command: &'static str = "NULL";
+    // When the client last completed a request (`timeout`).
+    let mut last_request = Instant::now();
     'connection: loop {
         let mut more_buffered = false;
         // Reads submitted since answers were last collected: a write must
@@ -466,6 +468,9 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
         }
+        if !pending.is_empty() {
+            last_request = Instant::now();
+        }
         if blocked {
             // Waiting may take long: watch the socket meanwhile, so a client
             // that leaves gives up its place (its answer's receiver drops).
@@ -492,6 +497,7 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
             local::set_client(&shared, id, |c| c.blocked_on = None);
+            last_request = Instant::now();
         } else {
             resolve_into(
                 &mut pending,
@@ -520,11 +526,26 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         if *shutdown.borrow() {
             break;
         }
+        // `timeout`: an idle client is closed, counting from its last
+        // complete request (a half-sent one is idle); never a subscriber
+        // (a blocked client waits above, not here).
+        let idle_limit = shared.idle_timeout_s.load(Ordering::Relaxed);
+        let subscriber = conn.subs.as_ref().is_some_and(|s| s.active());
+        let idle = async {
+            if idle_limit == 0 || subscriber {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep_until((last_request + Duration::from_secs(idle_limit)).into()).await;
+        };
         tokio::select! {
             read = socket.read_buf(&mut rbuf) => match read {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             },
+            () = idle => {
+                tracing::debug!(client = id, "closing an idle client (timeout)");
+                break;
+            }
             Some(delivery) = next_delivery(&mut conn.subs) => {
                 // Whatever else arrived meanwhile goes in the same write.
                 let mut next = Some(delivery);

@@ -220,6 +220,11 @@ pub struct Shared {
     pub acl_commands: acl::CommandCache,
     /// SLOWLOG of this node.
     pub slowlog: slowlog::SlowLog,
+    /// `timeout`: seconds a client may stay idle (0: forever).
+    pub idle_timeout_s: AtomicU64,
+    /// `tcp-keepalive`: seconds of silence before a client socket is
+    /// probed (0: no keepalive).
+    pub tcp_keepalive_s: AtomicU64,
 }
 
 impl Shared {
@@ -232,6 +237,8 @@ impl Shared {
         let shared = Shared {
             tls,
             slowlog: slowlog::SlowLog::default(),
+            idle_timeout_s: AtomicU64::new(0),
+            tcp_keepalive_s: AtomicU64::new(300),
             acl_log: Arc::default(),
             acl_commands: acl::CommandCache::default(),
             node,
@@ -327,6 +334,38 @@ fn random_hex(len: usize) -> String {
 /// How long a TLS client may take to finish its handshake.
 const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// `tcp-keepalive` on a client socket, as Redis sets it: probes after
+/// `secs` of silence, then every third of that, dropped after 3 unanswered
+/// (so a peer that vanished is noticed within about twice `secs`).
+fn set_keepalive(socket: &tokio::net::TcpStream, secs: u64) {
+    use std::os::fd::AsRawFd;
+    if secs == 0 {
+        return;
+    }
+    let fd = socket.as_raw_fd();
+    let set = |level: libc::c_int, name: libc::c_int, value: libc::c_int| {
+        // SAFETY: setsockopt reads an int of the given size from a live
+        // descriptor this socket owns.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "setting tcp-keepalive");
+        }
+    };
+    let idle = secs.min(i32::MAX as u64) as libc::c_int;
+    set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, idle);
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, (idle / 3).max(1));
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3);
+}
+
 /// Accepts clients until `shutdown` turns true, then waits for every
 /// connection to finish the replies it owes. With `tls`, every connection
 /// is a TLS server session with the certificate current at its accept.
@@ -351,6 +390,7 @@ pub async fn serve(
                     }
                 };
                 let _ = socket.set_nodelay(true);
+                set_keepalive(&socket, shared.tcp_keepalive_s.load(Ordering::Relaxed));
                 let laddr = socket.local_addr().map(|a| a.to_string()).unwrap_or_default();
                 shared.stats.connections_received.fetch_add(1, Ordering::Relaxed);
                 let open = shared.clients.lock().expect("clients lock").len() as u64;

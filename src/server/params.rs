@@ -21,6 +21,7 @@
 //!   memory layout: docs/configuration.md says so.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
@@ -248,8 +249,8 @@ pub const PARAMS: &[Param] = &[
         |_| "5".into()
     ),
     param!("maxmemory-clients", Kind::Text, Fixed, ZERO),
-    param!("timeout", INT, Fixed, ZERO),
-    param!("tcp-keepalive", INT, Fixed, ZERO),
+    param!("timeout", INT, Live, ZERO),
+    param!("tcp-keepalive", INT, Live, |_| "300".into()),
     param!("client-output-buffer-limit", Kind::Text, Fixed, |_| {
         "normal 0 0 0 slave 0 0 0 pubsub 0 0 0".into()
     }),
@@ -533,6 +534,12 @@ pub(super) fn apply_live(shared: &Shared, name: &str, value: &str) {
             .slowlog
             .set_threshold_us(value.parse().unwrap_or(10_000)),
         "slowlog-max-len" => shared.slowlog.set_max_len(value.parse().unwrap_or(128)),
+        "timeout" => shared
+            .idle_timeout_s
+            .store(value.parse().unwrap_or(0), Ordering::Relaxed),
+        "tcp-keepalive" => shared
+            .tcp_keepalive_s
+            .store(value.parse().unwrap_or(300), Ordering::Relaxed),
         "latency-monitor-threshold" => shared
             .node
             .status()

@@ -1,0 +1,126 @@
+//! Idle clients against a real process: `timeout` closes a client that
+//! sent nothing (or only half a request) for that long, never a subscriber
+//! or a blocked client; `tcp-keepalive` arms the kernel's keepalive timer
+//! on client sockets.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{wait_for, Server};
+use redis::Commands;
+
+/// Reads until the server closes the socket (true) or `limit` passes.
+fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut buf = [0u8; 64];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[test]
+fn idle_clients_are_closed_but_subscribers_and_blocked_clients_stay() {
+    let server = Server::start();
+    let mut admin = server.client();
+    let _: () = redis::cmd("CONFIG")
+        .arg(&["SET", "timeout", "1"])
+        .query(&mut admin)
+        .unwrap();
+
+    // A subscriber and a blocked client, older than the idle ones.
+    let mut subscriber = server.client();
+    let mut pubsub = subscriber.as_pubsub();
+    pubsub.subscribe("news").unwrap();
+    let port = server.port;
+    let blocked = std::thread::spawn(move || {
+        let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let got: Option<(String, String)> = redis::cmd("BLPOP")
+            .arg("jobs")
+            .arg(0)
+            .query(&mut c)
+            .unwrap();
+        got
+    });
+    wait_for("the client to block", Duration::from_secs(10), || {
+        let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut admin).ok()?;
+        list.contains("flags=b").then_some(())
+    });
+
+    let started = Instant::now();
+    let mut idle = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    idle.write_all(b"PING\r\n").unwrap();
+    let mut half = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    half.write_all(b"*2\r\n$3\r\nGET\r\n$1").unwrap();
+    assert!(closed_within(&mut idle, Duration::from_secs(10)));
+    assert!(closed_within(&mut half, Duration::from_secs(10)));
+    assert!(started.elapsed() >= Duration::from_secs(1));
+
+    // Idle longer than the idle clients were: both still served (through
+    // a new connection: the first one was idle too, and closed).
+    let mut admin = server.client();
+    let _: i64 = admin.publish("news", "still here").unwrap();
+    pubsub
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let msg = pubsub.get_message().unwrap();
+    assert_eq!(msg.get_payload::<String>().unwrap(), "still here");
+    let _: i64 = admin.lpush("jobs", "j1").unwrap();
+    assert_eq!(
+        blocked.join().unwrap(),
+        Some(("jobs".to_owned(), "j1".to_owned()))
+    );
+}
+
+/// The server side of the connection from local port `client_port` to
+/// `server_port`, as /proc/net/tcp shows it: its timer kind (2 is
+/// keepalive).
+fn server_socket_timer(server_port: u16, client_port: u16) -> Option<u8> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let port = |addr: &str| u16::from_str_radix(addr.rsplit(':').next()?, 16).ok();
+        (port(f[1])? == server_port && port(f[2])? == client_port)
+            .then(|| f[5].split(':').next()?.parse().ok())
+            .flatten()
+    })
+}
+
+#[test]
+fn client_sockets_get_tcp_keepalive() {
+    let server = Server::start();
+    let mut c = server.client();
+    let value: Vec<String> = redis::cmd("CONFIG")
+        .arg(&["GET", "tcp-keepalive"])
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(value, ["tcp-keepalive", "300"]);
+    let s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    let client_port = s.local_addr().unwrap().port();
+    wait_for(
+        "the keepalive timer on the server's socket",
+        Duration::from_secs(10),
+        || (server_socket_timer(server.port, client_port)? == 2).then_some(()),
+    );
+
+    // Off: new sockets get none.
+    let _: () = redis::cmd("CONFIG")
+        .arg(&["SET", "tcp-keepalive", "0"])
+        .query(&mut c)
+        .unwrap();
+    let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    s.write_all(b"PING\r\n").unwrap();
+    let mut pong = [0u8; 7];
+    s.read_exact(&mut pong).unwrap();
+    let client_port = s.local_addr().unwrap().port();
+    assert_eq!(server_socket_timer(server.port, client_port), Some(0));
+}
