@@ -262,3 +262,116 @@ fn client_reply_silences_replies() {
     assert!(info.contains("cmdstat_set:calls=1,"), "{info}");
     assert!(info.contains("cmdstat_client|reply:calls=3,"), "{info}");
 }
+
+/// Resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// `messages` of 1 KiB on channel `ws`, read in full by a subscriber of
+/// its own.
+fn publish_to_a_reader(
+    server: &Server,
+    admin: &mut redis::Connection,
+    subscribers: i64,
+    messages: usize,
+) {
+    let port = server.port;
+    let reader = std::thread::spawn(move || {
+        let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let mut pubsub = c.as_pubsub();
+        pubsub.subscribe("ws").unwrap();
+        pubsub
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        (0..messages)
+            .map(|_| {
+                pubsub
+                    .get_message()
+                    .unwrap()
+                    .get_payload::<String>()
+                    .unwrap()
+            })
+            .filter(|p| p.len() == 1024)
+            .count()
+    });
+    wait_for("the subscribers", Duration::from_secs(10), || {
+        let n: Vec<(String, i64)> = redis::cmd("PUBSUB")
+            .arg(&["NUMSUB", "ws"])
+            .query(admin)
+            .ok()?;
+        (n[0].1 == subscribers).then_some(())
+    });
+    let payload = "p".repeat(1024);
+    for _ in 0..messages / 500 {
+        let mut pipe = redis::pipe();
+        for _ in 0..500 {
+            pipe.cmd("PUBLISH").arg("ws").arg(&payload).ignore();
+        }
+        let _: () = pipe.query(admin).unwrap();
+    }
+    assert_eq!(reader.join().unwrap(), messages);
+}
+
+/// A subscriber that stops reading is closed at its output buffer limit
+/// (client-output-buffer-limit pubsub) and what was queued for it is
+/// freed; another subscriber on the same channel gets every message.
+#[test]
+fn a_subscriber_that_stops_reading_is_closed_at_its_output_limit() {
+    use std::io::{Read, Write};
+    let server = Server::start();
+    let mut admin = server.client();
+    let _: () = redis::cmd("CONFIG")
+        .arg(&["SET", "client-output-buffer-limit", "pubsub 4mb 1mb 2"])
+        .query(&mut admin)
+        .unwrap();
+    let limits: Vec<String> = redis::cmd("CONFIG")
+        .arg(&["GET", "client-output-buffer-limit"])
+        .query(&mut admin)
+        .unwrap();
+    assert_eq!(
+        limits[1],
+        "normal 0 0 0 slave 268435456 67108864 60 pubsub 4194304 1048576 2"
+    );
+    // The same traffic with readers only first: the node's memory after
+    // it (its log compacted) is the baseline.
+    publish_to_a_reader(&server, &mut admin, 1, 20_000);
+    let _: () = redis::cmd("SAVE").query(&mut admin).unwrap();
+    let baseline = rss_kib(server.pid());
+
+    // The stuck one: subscribes, then never reads again.
+    let mut stuck = server.raw();
+    stuck.write_all(b"SUBSCRIBE ws\r\n").unwrap();
+    let mut confirm = [0u8; 28];
+    stuck.read_exact(&mut confirm).unwrap();
+    publish_to_a_reader(&server, &mut admin, 2, 100_000);
+
+    // Closed: what the kernel buffered reads out, then the end.
+    stuck
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut sink = vec![0u8; 1 << 16];
+    while stuck.read(&mut sink).unwrap() > 0 {}
+    let info: String = redis::cmd("INFO").arg("stats").query(&mut admin).unwrap();
+    assert!(
+        info.contains("client_output_buffer_limit_disconnections:1"),
+        "{info}"
+    );
+    // 100 MiB went by the stuck client; none of it stayed. (Between two
+    // rounds of the same traffic with readers only, this node's RSS moves
+    // by up to 15 MiB: allocator pages and the log between snapshots.)
+    let _: () = redis::cmd("SAVE").query(&mut admin).unwrap();
+    let after = rss_kib(server.pid());
+    assert!(
+        after <= baseline + 40 * 1024,
+        "RSS {baseline} KiB with readers only, {after} KiB after the stuck subscriber"
+    );
+}

@@ -249,7 +249,9 @@ pub(crate) struct Driver {
     /// state does not hold it yet.
     next_advertise: Instant,
     /// Where each subscribed connection of this node gets its messages.
-    subscribers: HashMap<u64, UnboundedSender<Delivery>>,
+    /// This node's subscriber connections: where their messages go, and
+    /// what they have not written yet.
+    subscribers: HashMap<u64, (UnboundedSender<Delivery>, Arc<super::backlog::Backlog>)>,
     /// When this node may next announce its run to pub/sub, while the
     /// state does not know it yet.
     next_reboot_notice: Instant,
@@ -593,15 +595,19 @@ impl Driver {
     /// Hands this node's subscribers the messages the applied op published.
     fn deliver_messages(&mut self, deliveries: Vec<Delivery>) {
         let (id, boot) = (self.config.id, self.status.boot);
+        let now = now_ms();
         for delivery in deliveries {
             let to = delivery.to;
             if to.node != id || to.boot != boot {
                 continue;
             }
-            let gone = self
-                .subscribers
-                .get(&to.client)
-                .is_some_and(|tx| tx.send(delivery).is_err());
+            let Some((tx, backlog)) = self.subscribers.get(&to.client) else {
+                continue;
+            };
+            let cost = super::backlog::Backlog::cost_of(&delivery);
+            // Past its output limit: nothing more is queued, and the
+            // connection, woken, closes and frees what was.
+            let gone = !backlog.queue(cost, now) || tx.send(delivery).is_err();
             if gone {
                 self.subscribers.remove(&to.client);
             }

@@ -28,6 +28,7 @@
 //!
 //! Nothing here knows about RESP, commands or sockets.
 
+pub mod backlog;
 pub mod cluster;
 mod driver;
 mod log_store;

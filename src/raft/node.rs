@@ -298,7 +298,7 @@ pub(crate) enum Inbox {
     /// A connection of this node that subscribes (Some) or left (None).
     Subscriber {
         client: u64,
-        messages: Option<UnboundedSender<Delivery>>,
+        messages: Option<(UnboundedSender<Delivery>, Arc<super::backlog::Backlog>)>,
     },
     Shutdown,
 }
@@ -360,10 +360,15 @@ impl NodeHandle {
 
     /// Registers where connection `client`'s pub/sub messages go; before
     /// its first SUBSCRIBE is submitted, so no message can miss it.
-    pub fn register_subscriber(&self, client: u64, messages: UnboundedSender<Delivery>) {
+    pub fn register_subscriber(
+        &self,
+        client: u64,
+        messages: UnboundedSender<Delivery>,
+        backlog: Arc<super::backlog::Backlog>,
+    ) {
         let _ = self.inbox.send(Inbox::Subscriber {
             client,
-            messages: Some(messages),
+            messages: Some((messages, backlog)),
         });
     }
 

@@ -12,6 +12,7 @@ use tokio::sync::{oneshot, watch};
 use super::transaction::{self, Control, Route};
 use super::{local, ClientInfo, Shared};
 use crate::command::{self, CommandError, Flag, ReplyFn, Request};
+use crate::raft::backlog::Backlog;
 use crate::raft::{Answer, BatchReceiver, NodeError, ReadMode, Role, Submit};
 use crate::resp::{encode, Limits, Protocol, Reply, RequestParser};
 use crate::state::scripts::{sha1hex, ScriptOp, ScriptQuery};
@@ -286,6 +287,9 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     let mut last_command: &'static str = "NULL";
     // When the client last completed a request (`timeout`).
     let mut last_request = Instant::now();
+    // Since when its replies have been over the normal class's soft limit
+    // (ms, 0: they are not).
+    let mut normal_soft_since = 0;
     'connection: loop {
         let mut more_buffered = false;
         // Reads submitted since answers were last collected: a write must
@@ -511,7 +515,30 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             .await;
         }
         if !wbuf.is_empty() {
-            if socket.write_all(&wbuf).await.is_err() {
+            // A normal client's replies are held to the `normal` class of
+            // client-output-buffer-limit (none by default).
+            if conn.subs.is_none() {
+                let (over, since) = shared.output_limits.normal.exceeded(
+                    wbuf.len() as u64,
+                    normal_soft_since,
+                    crate::raft::now_ms(),
+                );
+                normal_soft_since = since;
+                if over {
+                    shared
+                        .stats
+                        .output_limit_disconnections
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(
+                        client = id,
+                        bytes = wbuf.len(),
+                        "closing a client past its output buffer limit"
+                    );
+                    break 'connection;
+                }
+            }
+            let backlog = conn.subs.as_ref().map(|s| s.backlog.clone());
+            if !write_out(&mut socket, &wbuf, backlog.as_deref(), &shared).await {
                 break 'connection;
             }
             wbuf.clear();
@@ -531,6 +558,7 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         // (a blocked client waits above, not here).
         let idle_limit = shared.idle_timeout_s.load(Ordering::Relaxed);
         let subscriber = conn.subs.as_ref().is_some_and(|s| s.active());
+        let sub_backlog = conn.subs.as_ref().map(|s| s.backlog.clone());
         let idle = async {
             if idle_limit == 0 || subscriber {
                 std::future::pending::<()>().await;
@@ -549,18 +577,27 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             Some(delivery) = next_delivery(&mut conn.subs) => {
                 // Whatever else arrived meanwhile goes in the same write.
                 let mut next = Some(delivery);
+                let mut taken = 0;
                 while let Some(delivery) = next {
+                    taken += Backlog::cost_of(&delivery);
                     if let Some(push) = conn.subs.as_ref().and_then(|s| s.push_for(delivery)) {
                         encode(&push, conn.protocol, &mut wbuf);
                     }
                     next = conn.subs.as_mut().and_then(|s| s.messages.try_recv().ok());
                 }
-                if !wbuf.is_empty() {
-                    if socket.write_all(&wbuf).await.is_err() {
-                        break 'connection;
-                    }
-                    wbuf.clear();
+                let backlog = conn.subs.as_ref().map(|s| s.backlog.clone());
+                if !wbuf.is_empty() && !write_out(&mut socket, &wbuf, backlog.as_deref(), &shared).await {
+                    break 'connection;
                 }
+                wbuf.clear();
+                if let Some(backlog) = backlog {
+                    backlog.written(taken);
+                }
+            }
+            () = overflowed(sub_backlog.as_deref()) => {
+                shared.stats.output_limit_disconnections.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(client = id, "closing a subscriber past its output buffer limit");
+                break;
             }
             _ = shutdown.changed() => break,
             _ = kill.notified() => break,
@@ -822,6 +859,37 @@ fn dispatch(
 
 /// The next message for a subscribed connection; never, for one that has
 /// not subscribed.
+/// Writes `buf`, giving up if the subscriber goes past its output limit
+/// meanwhile (counted); false when the connection must close.
+async fn write_out<S: AsyncWrite + Unpin>(
+    socket: &mut S,
+    buf: &[u8],
+    backlog: Option<&Backlog>,
+    shared: &Shared,
+) -> bool {
+    let Some(backlog) = backlog else {
+        return socket.write_all(buf).await.is_ok();
+    };
+    tokio::select! {
+        written = socket.write_all(buf) => written.is_ok(),
+        () = backlog.overflowed() => {
+            shared
+                .stats
+                .output_limit_disconnections
+                .fetch_add(1, Ordering::Relaxed);
+            false
+        }
+    }
+}
+
+/// Resolves when this connection's subscriber backlog went past its limit.
+async fn overflowed(backlog: Option<&Backlog>) {
+    match backlog {
+        Some(backlog) => backlog.overflowed().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn next_delivery(
     subs: &mut Option<super::pubsub::Subscriptions>,
 ) -> Option<crate::state::pubsub::Delivery> {

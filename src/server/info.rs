@@ -249,6 +249,12 @@ fn stats(shared: &Shared) -> Fields {
         ("pubsub_channels", "0".into()),
         ("pubsub_patterns", "0".into()),
         (
+            "client_output_buffer_limit_disconnections",
+            s.output_limit_disconnections
+                .load(Ordering::Relaxed)
+                .to_string(),
+        ),
+        (
             "total_error_replies",
             s.errors_replied.load(Ordering::Relaxed).to_string(),
         ),

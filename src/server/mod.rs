@@ -41,6 +41,8 @@ pub struct Stats {
     pub rejected_connections: AtomicU64,
     pub protocol_errors: AtomicU64,
     pub errors_replied: AtomicU64,
+    /// Clients closed past their output buffer limit.
+    pub output_limit_disconnections: AtomicU64,
     /// Error replies by code (INFO errorstats).
     pub error_codes: ErrorCodes,
     /// Calls of each command (INFO commandstats).
@@ -225,6 +227,17 @@ pub struct Shared {
     /// `tcp-keepalive`: seconds of silence before a client socket is
     /// probed (0: no keepalive).
     pub tcp_keepalive_s: AtomicU64,
+    /// `client-output-buffer-limit`, by client class.
+    pub output_limits: OutputLimits,
+}
+
+/// `client-output-buffer-limit` by class. `replica` is kept for CONFIG
+/// GET/SET only: no Redis replica ever connects to concord.
+#[derive(Default)]
+pub struct OutputLimits {
+    pub normal: Arc<crate::raft::backlog::OutputLimit>,
+    pub pubsub: Arc<crate::raft::backlog::OutputLimit>,
+    pub replica: Arc<crate::raft::backlog::OutputLimit>,
 }
 
 impl Shared {
@@ -239,6 +252,7 @@ impl Shared {
             slowlog: slowlog::SlowLog::default(),
             idle_timeout_s: AtomicU64::new(0),
             tcp_keepalive_s: AtomicU64::new(300),
+            output_limits: OutputLimits::default(),
             acl_log: Arc::default(),
             acl_commands: acl::CommandCache::default(),
             node,

@@ -251,8 +251,8 @@ pub const PARAMS: &[Param] = &[
     param!("maxmemory-clients", Kind::Text, Fixed, ZERO),
     param!("timeout", INT, Live, ZERO),
     param!("tcp-keepalive", INT, Live, |_| "300".into()),
-    param!("client-output-buffer-limit", Kind::Text, Fixed, |_| {
-        "normal 0 0 0 slave 0 0 0 pubsub 0 0 0".into()
+    param!("client-output-buffer-limit", Kind::Text, Live, |_| {
+        "normal 0 0 0 slave 268435456 67108864 60 pubsub 33554432 8388608 60".into()
     }),
     param!(
         "client-query-buffer-limit",
@@ -443,6 +443,56 @@ fn failed(name: &str, why: impl std::fmt::Display) -> Reply {
     ))
 }
 
+/// `client-output-buffer-limit`'s `<class> <hard> <soft> <seconds>`
+/// groups, class names as stored (`replica` as `slave`, as Redis shows it).
+fn output_limits(text: &str) -> Result<Vec<(&'static str, u64, u64, u64)>, String> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    if words.is_empty() || !words.len().is_multiple_of(4) {
+        return Err("Wrong number of arguments in buffer limit configuration.".into());
+    }
+    words
+        .chunks(4)
+        .map(|g| {
+            let class = match g[0].to_ascii_lowercase().as_str() {
+                "normal" => "normal",
+                "pubsub" => "pubsub",
+                "slave" | "replica" => "slave",
+                _ => {
+                    return Err(
+                        "Invalid client class specified in buffer limit configuration.".into(),
+                    )
+                }
+            };
+            let (Some(hard), Some(soft), Ok(secs)) =
+                (memory_value(g[1]), memory_value(g[2]), g[3].parse::<u64>())
+            else {
+                return Err(
+                    "Error in hard, soft or soft_seconds setting in buffer limit configuration."
+                        .into(),
+                );
+            };
+            Ok((class, hard, soft, secs))
+        })
+        .collect()
+}
+
+/// `current` with the classes `update` gives replaced, in Redis's order.
+fn merged_output_limits(current: &str, update: &str) -> Result<String, String> {
+    let mut classes = output_limits(current).unwrap_or_default();
+    for new in output_limits(update)? {
+        match classes.iter_mut().find(|c| c.0 == new.0) {
+            Some(c) => *c = new,
+            None => classes.push(new),
+        }
+    }
+    Ok(["normal", "slave", "pubsub"]
+        .iter()
+        .filter_map(|name| classes.iter().find(|c| c.0 == *name))
+        .map(|(c, h, s, t)| format!("{c} {h} {s} {t}"))
+        .collect::<Vec<_>>()
+        .join(" "))
+}
+
 /// The value as it is stored: checked against the kind, memory values in
 /// bytes, words in lower case.
 fn normalize(param: &Param, value: &str) -> Result<String, Reply> {
@@ -540,6 +590,16 @@ pub(super) fn apply_live(shared: &Shared, name: &str, value: &str) {
         "tcp-keepalive" => shared
             .tcp_keepalive_s
             .store(value.parse().unwrap_or(300), Ordering::Relaxed),
+        "client-output-buffer-limit" => {
+            for (class, hard, soft, secs) in output_limits(value).unwrap_or_default() {
+                let limit = match class {
+                    "normal" => &shared.output_limits.normal,
+                    "pubsub" => &shared.output_limits.pubsub,
+                    _ => &shared.output_limits.replica,
+                };
+                limit.set(hard, soft, secs);
+            }
+        }
         "latency-monitor-threshold" => shared
             .node
             .status()
@@ -570,6 +630,21 @@ pub(super) fn config_set(args: &[Bytes], shared: &Shared) -> Local {
         let value = match normalize(param, &String::from_utf8_lossy(&pair[1])) {
             Ok(v) => v,
             Err(reply) => return Local::Now(reply),
+        };
+        let value = if param.name == "client-output-buffer-limit" {
+            let current = shared
+                .params
+                .read()
+                .expect("params lock")
+                .get(param.name)
+                .cloned()
+                .unwrap_or_default();
+            match merged_output_limits(&current, &value) {
+                Ok(v) => v,
+                Err(why) => return Local::Now(failed(&name, why)),
+            }
+        } else {
+            value
         };
         match param.apply {
             Apply::Immutable => return Local::Now(failed(&name, "can't set immutable config")),
@@ -720,6 +795,22 @@ mod tests {
             on_disk == rendered,
             "docs/configuration.md is stale: run `CONCORD_UPDATE_DOCS=1 cargo test --lib server::params`"
         );
+    }
+
+    #[test]
+    fn output_limits_merge_by_class_with_units() {
+        let current = "normal 0 0 0 slave 268435456 67108864 60 pubsub 33554432 8388608 60";
+        assert_eq!(
+            merged_output_limits(current, "pubsub 1mb 512kb 5").unwrap(),
+            "normal 0 0 0 slave 268435456 67108864 60 pubsub 1048576 524288 5"
+        );
+        assert_eq!(
+            merged_output_limits(current, "replica 0 0 0 normal 10mb 0 0").unwrap(),
+            "normal 10485760 0 0 slave 0 0 0 pubsub 33554432 8388608 60"
+        );
+        assert!(merged_output_limits(current, "pubsub 1mb").is_err());
+        assert!(merged_output_limits(current, "other 1 1 1").is_err());
+        assert!(merged_output_limits(current, "pubsub x 1 1").is_err());
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub(super) struct Subscriptions {
     patterns: BTreeSet<Bytes>,
     shards: BTreeSet<Bytes>,
     pub messages: UnboundedReceiver<Delivery>,
+    /// What the driver queued and this connection has not written yet.
+    pub backlog: std::sync::Arc<crate::raft::backlog::Backlog>,
 }
 
 impl Subscriptions {
@@ -121,12 +123,16 @@ pub(super) fn execute(
     let me = who(conn, shared);
     let subs = conn.subs.get_or_insert_with(|| {
         let (tx, rx) = mpsc::unbounded_channel();
-        shared.node.register_subscriber(me.client, tx);
+        let backlog = crate::raft::backlog::Backlog::new(shared.output_limits.pubsub.clone());
+        shared
+            .node
+            .register_subscriber(me.client, tx, backlog.clone());
         Subscriptions {
             channels: BTreeSet::new(),
             patterns: BTreeSet::new(),
             shards: BTreeSet::new(),
             messages: rx,
+            backlog,
         }
     });
     let confirm = |subs: &Subscriptions, target: Option<&Bytes>| {

@@ -1,7 +1,9 @@
-//! Idle clients against a real process: `timeout` closes a client that
+//! Client limits against a real process: `timeout` closes a client that
 //! sent nothing (or only half a request) for that long, never a subscriber
 //! or a blocked client; `tcp-keepalive` arms the kernel's keepalive timer
-//! on client sockets.
+//! on client sockets; the `normal` class of `client-output-buffer-limit`
+//! closes a client whose replies pass it. (The `pubsub` class is in
+//! tests/pubsub.rs.)
 
 mod common;
 
@@ -123,4 +125,32 @@ fn client_sockets_get_tcp_keepalive() {
     s.read_exact(&mut pong).unwrap();
     let client_port = s.local_addr().unwrap().port();
     assert_eq!(server_socket_timer(server.port, client_port), Some(0));
+}
+
+#[test]
+fn a_reply_past_the_normal_output_limit_closes_the_client() {
+    let server = Server::start();
+    let mut c = server.client();
+    let big = "v".repeat(2 * 1024 * 1024);
+    let _: () = c.set("big", &big).unwrap();
+    let got: String = c.get("big").unwrap();
+    assert_eq!(got.len(), big.len(), "no limit by default");
+    let _: () = redis::cmd("CONFIG")
+        .arg(&["SET", "client-output-buffer-limit", "normal 1mb 0 0"])
+        .query(&mut c)
+        .unwrap();
+    let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    s.write_all(b"GET big\r\n").unwrap();
+    let mut got = Vec::new();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.read_to_end(&mut got).unwrap();
+    assert!(got.is_empty(), "{} bytes answered", got.len());
+    // Small replies still go out, on a new connection.
+    let mut c = server.client();
+    let _: () = c.set("small", "x").unwrap();
+    let info: String = redis::cmd("INFO").arg("stats").query(&mut c).unwrap();
+    assert!(
+        info.contains("client_output_buffer_limit_disconnections:1"),
+        "{info}"
+    );
 }
