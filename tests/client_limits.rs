@@ -154,3 +154,53 @@ fn a_reply_past_the_normal_output_limit_closes_the_client() {
         "{info}"
     );
 }
+
+#[test]
+fn a_connection_past_the_query_buffer_limit_is_closed() {
+    let server = Server::start();
+    let mut c = server.client();
+    let _: () = redis::cmd("CONFIG")
+        .arg(&["SET", "client-query-buffer-limit", "1mb"])
+        .query(&mut c)
+        .unwrap();
+    // Each sends the header of a 4 MiB value and 2 MiB of it.
+    let body = vec![b'x'; 2 << 20];
+    let senders: Vec<_> = (0..20)
+        .map(|_| {
+            let port = server.port;
+            let body = body.clone();
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                // Refused writes (the server closed first) are fine.
+                let _ = s
+                    .write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$4194304\r\n")
+                    .and_then(|()| s.write_all(&body));
+                let mut rest = Vec::new();
+                // The end, or a reset: closed either way, never answered.
+                match s.read_to_end(&mut rest) {
+                    Ok(_) => assert!(rest.is_empty(), "answered {} bytes", rest.len()),
+                    Err(e) => assert!(
+                        matches!(
+                            e.kind(),
+                            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                        ),
+                        "{e}"
+                    ),
+                }
+            })
+        })
+        .collect();
+    for s in senders {
+        s.join().unwrap();
+    }
+    let info: String = redis::cmd("INFO").arg("stats").query(&mut c).unwrap();
+    assert!(
+        info.contains("client_query_buffer_limit_disconnections:20"),
+        "{info}"
+    );
+    // A value under the limit still goes through.
+    let value = "v".repeat(512 * 1024);
+    let _: () = c.set("fits", &value).unwrap();
+    assert_eq!(c.strlen::<_, usize>("fits").unwrap(), value.len());
+}

@@ -568,7 +568,18 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         tokio::select! {
             read = socket.read_buf(&mut rbuf) => match read {
                 Ok(0) | Err(_) => break,
-                Ok(_) => {}
+                Ok(_) => {
+                    // What one connection may hold unparsed (a request
+                    // still arriving): past it, the client is closed, as
+                    // Redis closes it, and the buffer freed.
+                    let limit = shared.query_buffer_limit.load(Ordering::Relaxed);
+                    if rbuf.len() as u64 > limit {
+                        shared.stats.query_limit_disconnections.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(client = id, bytes = rbuf.len(), limit,
+                            "closing a client that reached client-query-buffer-limit");
+                        break;
+                    }
+                }
             },
             () = idle => {
                 tracing::debug!(client = id, "closing an idle client (timeout)");

@@ -255,6 +255,12 @@ fn stats(shared: &Shared) -> Fields {
                 .to_string(),
         ),
         (
+            "client_query_buffer_limit_disconnections",
+            s.query_limit_disconnections
+                .load(Ordering::Relaxed)
+                .to_string(),
+        ),
+        (
             "total_error_replies",
             s.errors_replied.load(Ordering::Relaxed).to_string(),
         ),

@@ -43,6 +43,8 @@ pub struct Stats {
     pub errors_replied: AtomicU64,
     /// Clients closed past their output buffer limit.
     pub output_limit_disconnections: AtomicU64,
+    /// Clients closed past the query buffer limit.
+    pub query_limit_disconnections: AtomicU64,
     /// Error replies by code (INFO errorstats).
     pub error_codes: ErrorCodes,
     /// Calls of each command (INFO commandstats).
@@ -229,6 +231,8 @@ pub struct Shared {
     pub tcp_keepalive_s: AtomicU64,
     /// `client-output-buffer-limit`, by client class.
     pub output_limits: OutputLimits,
+    /// `client-query-buffer-limit`: bytes a connection may hold unparsed.
+    pub query_buffer_limit: AtomicU64,
 }
 
 /// `client-output-buffer-limit` by class. `replica` is kept for CONFIG
@@ -253,6 +257,7 @@ impl Shared {
             idle_timeout_s: AtomicU64::new(0),
             tcp_keepalive_s: AtomicU64::new(300),
             output_limits: OutputLimits::default(),
+            query_buffer_limit: AtomicU64::new(1 << 30),
             acl_log: Arc::default(),
             acl_commands: acl::CommandCache::default(),
             node,

@@ -257,7 +257,7 @@ pub const PARAMS: &[Param] = &[
     param!(
         "client-query-buffer-limit",
         Kind::Memory { min: 1024 * 1024 },
-        Fixed,
+        Live,
         |c| c.proto_max_bulk_len.max(1 << 30).to_string()
     ),
     param!("min-replicas-to-write", INT, Fixed, ZERO),
@@ -584,6 +584,9 @@ pub(super) fn apply_live(shared: &Shared, name: &str, value: &str) {
             .slowlog
             .set_threshold_us(value.parse().unwrap_or(10_000)),
         "slowlog-max-len" => shared.slowlog.set_max_len(value.parse().unwrap_or(128)),
+        "client-query-buffer-limit" => shared
+            .query_buffer_limit
+            .store(value.parse().unwrap_or(1 << 30), Ordering::Relaxed),
         "timeout" => shared
             .idle_timeout_s
             .store(value.parse().unwrap_or(0), Ordering::Relaxed),
