@@ -99,6 +99,11 @@ pub struct Settings {
     /// Size at which a WAL segment file is closed and a new one started.
     #[arg(long, env = "CONCORD_WAL_SEGMENT_BYTES")]
     pub wal_segment_bytes: Option<u64>,
+    /// The largest raft log entry: a write that would need a bigger one is
+    /// refused before the log (every peer sends an entry in one piece,
+    /// heartbeats queued behind it). 64 MiB by default, 64 KiB at least.
+    #[arg(long, env = "CONCORD_MAX_ENTRY_BYTES")]
+    pub max_entry_bytes: Option<u64>,
     /// Most client connections at once.
     #[arg(long, env = "CONCORD_MAX_CLIENTS")]
     pub max_clients: Option<u64>,
@@ -183,6 +188,7 @@ impl Settings {
             snapshot_entries: self.snapshot_entries.or(other.snapshot_entries),
             snapshot_log_bytes: self.snapshot_log_bytes.or(other.snapshot_log_bytes),
             wal_segment_bytes: self.wal_segment_bytes.or(other.wal_segment_bytes),
+            max_entry_bytes: self.max_entry_bytes.or(other.max_entry_bytes),
             max_clients: self.max_clients.or(other.max_clients),
             proto_max_bulk_len: self.proto_max_bulk_len.or(other.proto_max_bulk_len),
             requirepass: self.requirepass.or(other.requirepass),
@@ -240,6 +246,7 @@ pub struct Config {
     pub snapshot_entries: u64,
     pub snapshot_log_bytes: u64,
     pub wal_segment_bytes: u64,
+    pub max_entry_bytes: u64,
     pub max_clients: u64,
     pub proto_max_bulk_len: u64,
     pub requirepass: Option<String>,
@@ -297,6 +304,12 @@ impl Config {
                 "--raft-max-inflight must be positive".into(),
             ));
         }
+        let max_entry_bytes = s.max_entry_bytes.unwrap_or(64 * 1024 * 1024);
+        if max_entry_bytes < 64 * 1024 {
+            return Err(ConfigError::Invalid(
+                "--max-entry-bytes must be at least 65536".into(),
+            ));
+        }
         let listen = s.listen.unwrap_or_else(|| "127.0.0.1:6379".into());
         let peer_tls = s.peer_tls.unwrap_or(false);
         let admin_tls = s.admin_tls.unwrap_or(false);
@@ -350,6 +363,7 @@ impl Config {
             snapshot_entries: s.snapshot_entries.unwrap_or(100_000),
             snapshot_log_bytes: s.snapshot_log_bytes.unwrap_or(64 * 1024 * 1024),
             wal_segment_bytes: s.wal_segment_bytes.unwrap_or(64 * 1024 * 1024),
+            max_entry_bytes,
             max_clients: s.max_clients.unwrap_or(10_000),
             proto_max_bulk_len: s.proto_max_bulk_len.unwrap_or(512 * 1024 * 1024),
             requirepass: s.requirepass.filter(|p| !p.is_empty()),

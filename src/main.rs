@@ -253,6 +253,7 @@ async fn serve(config: Config) -> Result<(), ServeError> {
     node_config.snapshot_entries = config.snapshot_entries;
     node_config.snapshot_log_bytes = config.snapshot_log_bytes;
     node_config.wal_segment_bytes = config.wal_segment_bytes;
+    node_config.max_entry_bytes = config.max_entry_bytes;
     let peers: Vec<(u64, String)> = node_config
         .peers
         .iter()

@@ -204,3 +204,47 @@ fn a_connection_past_the_query_buffer_limit_is_closed() {
     let _: () = c.set("fits", &value).unwrap();
     assert_eq!(c.strlen::<_, usize>("fits").unwrap(), value.len());
 }
+
+#[test]
+fn a_write_too_big_for_one_log_entry_is_refused_before_the_log() {
+    // The default: 64 MiB. A 65 MiB value is refused, naming the limit.
+    let server = Server::start();
+    let mut c = server.client();
+    let err = c
+        .set::<_, _, ()>("huge", vec![b'x'; 65 << 20])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--max-entry-bytes 67108864"), "{err}");
+    assert_eq!(c.exists::<_, i64>("huge").unwrap(), 0);
+    drop(server);
+
+    let server = Server::start_with(&["--max-entry-bytes", "1048576"]);
+    let mut c = server.client();
+    let commit = |c: &mut redis::Connection| -> u64 {
+        let info: String = redis::cmd("INFO").arg("raft").query(c).unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("raft_commit_index:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap()
+    };
+    let before = commit(&mut c);
+    let err = c
+        .set::<_, _, ()>("big", vec![b'x'; 2 << 20])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("over the largest log entry"), "{err}");
+    assert_eq!(commit(&mut c), before, "nothing went to the log");
+    // Writes that fit one by one but not together: each still lands.
+    let value = vec![b'v'; 400 * 1024];
+    let mut pipe = redis::pipe();
+    for i in 0..4 {
+        pipe.set(format!("part{i}"), &value).ignore();
+    }
+    let _: () = pipe.query(&mut c).unwrap();
+    for i in 0..4 {
+        assert_eq!(
+            c.strlen::<_, usize>(format!("part{i}")).unwrap(),
+            value.len()
+        );
+    }
+}

@@ -9,6 +9,9 @@ pub enum CommandError {
     UnknownSubcommand { command: String, sub: String },
     #[error("ERR wrong number of arguments for '{0}' command")]
     WrongArity(String),
+    /// A write too big for one raft log entry (`--max-entry-bytes`).
+    #[error("ERR the write is {bytes} bytes, over the largest log entry this cluster takes (--max-entry-bytes {limit})")]
+    EntryTooLarge { bytes: u64, limit: u64 },
     #[error("ERR syntax error")]
     Syntax,
     #[error("ERR value is not an integer or out of range")]

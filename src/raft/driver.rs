@@ -970,9 +970,31 @@ impl Driver {
         self.propose(ops, replies);
     }
 
-    fn propose(&mut self, ops: Vec<Op>, replies: Vec<Option<Responder>>) -> Option<u64> {
+    fn propose(&mut self, mut ops: Vec<Op>, mut replies: Vec<Option<Responder>>) -> Option<u64> {
         let time_ms = now_ms().max(self.state.clock_ms());
         let data = payload::encode(time_ms, &ops);
+        if data.len() as u64 > self.config.max_entry_bytes {
+            // Writes gathered together may not fit one entry: halves go
+            // as entries of their own. A single op too big for one (one
+            // the server could not size up front, a script's) is refused
+            // before the log.
+            if ops.len() > 1 {
+                let rest_ops = ops.split_off(ops.len() / 2);
+                let rest_replies = replies.split_off(replies.len() / 2);
+                let first = self.propose(ops, replies);
+                let second = self.propose(rest_ops, rest_replies);
+                return second.or(first);
+            }
+            let text = format!(
+                "the write needs a log entry of {} bytes, over the largest this cluster takes (--max-entry-bytes {})",
+                data.len(),
+                self.config.max_entry_bytes
+            );
+            for reply in replies.into_iter().flatten() {
+                self.respond(reply, Err(NodeError::Rejected(text.clone())));
+            }
+            return None;
+        }
         let before = self.raw.raft.raft_log.last_index();
         match self.raw.propose(Vec::new(), data) {
             Ok(()) if self.raw.raft.raft_log.last_index() > before => {

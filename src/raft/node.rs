@@ -56,6 +56,8 @@ pub struct NodeConfig {
     /// ...or when the entries since the last one hold this many bytes.
     pub snapshot_log_bytes: u64,
     pub wal_segment_bytes: u64,
+    /// The largest log entry proposed (`--max-entry-bytes`).
+    pub max_entry_bytes: u64,
     /// Keys deleted per expiry proposal.
     pub expiry_batch: usize,
     /// Runs Lua scripts when their entries apply; installed in every
@@ -84,6 +86,7 @@ impl NodeConfig {
             snapshot_entries: 100_000,
             snapshot_log_bytes: 64 * 1024 * 1024,
             wal_segment_bytes: 64 * 1024 * 1024,
+            max_entry_bytes: 64 * 1024 * 1024,
             expiry_batch: 512,
             script_host: Default::default(),
             metrics: Default::default(),

@@ -360,6 +360,20 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                         ),
                         Route::Queue | Route::Control(_) => None,
                     };
+                    // A write too big for one log entry is refused here,
+                    // before it is proposed or relayed.
+                    let request = match request {
+                        Some(Ok(Request::Write(..))) => {
+                            let bytes: u64 = argv.iter().map(|a| a.len() as u64).sum();
+                            let limit = shared.config.max_entry_bytes;
+                            if bytes > limit {
+                                Some(Err(CommandError::EntryTooLarge { bytes, limit }))
+                            } else {
+                                request
+                            }
+                        }
+                        other => other,
+                    };
                     let is_read_first = matches!(
                         &request,
                         Some(Ok(Request::Read(query, ..))) if query.may_write()
@@ -411,7 +425,12 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     // Wrong arity is refused before the command runs, as
                     // Redis counts it (rejected_calls); other argument
                     // errors are failed calls.
-                    let refused = matches!(&request, Some(Err(CommandError::WrongArity(_))));
+                    let refused = matches!(
+                        &request,
+                        Some(Err(
+                            CommandError::WrongArity(_) | CommandError::EntryTooLarge { .. }
+                        ))
+                    );
                     let (item, name) = match (route, request) {
                         (Route::Queue, _) => (
                             Pending::Ready(transaction::queue(&mut conn, &argv)),
