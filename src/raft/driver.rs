@@ -978,6 +978,15 @@ impl Driver {
             // as entries of their own. A single op too big for one (one
             // the server could not size up front, a script's) is refused
             // before the log.
+            // An expiry of many keys is split by its keys: it must never be
+            // refused, or the same earliest keys would be tried forever.
+            if let [Op::ExpireKeys(keys)] = ops.as_mut_slice() {
+                if keys.len() > 1 {
+                    let rest = keys.split_off(keys.len() / 2);
+                    ops.push(Op::ExpireKeys(rest));
+                    replies.push(None);
+                }
+            }
             if ops.len() > 1 {
                 let rest_ops = ops.split_off(ops.len() / 2);
                 let rest_replies = replies.split_off(replies.len() / 2);
@@ -1209,7 +1218,13 @@ impl Driver {
 
     /// The leader deletes keys whose deadline passed, through the log.
     fn maybe_propose_expiry(&mut self, now: Instant) {
-        if !self.is_leader() || self.expiry_in_flight.is_some() || now < self.next_expiry_check {
+        // Nothing of a new term before its Grace: an expiry would fire the
+        // primitives' timers ahead of it.
+        if !self.is_leader()
+            || self.grace_due
+            || self.expiry_in_flight.is_some()
+            || now < self.next_expiry_check
+        {
             return;
         }
         self.next_expiry_check = now + self.config.tick;
@@ -1372,6 +1387,10 @@ impl Driver {
             self.next_expiry_check = Instant::now();
             self.grace_due = true;
             self.timer_in_flight = None;
+            // The Grace goes first in the new term, before the requests
+            // that waited for a leader are routed below: any other op
+            // fires the timers that ran out while there was none.
+            self.maybe_propose_timers();
         } else if role != StateRole::Leader && was_leader {
             tracing::info!(term = self.raw.raft.term, leader, "stepped down");
             self.expiry_in_flight = None;
