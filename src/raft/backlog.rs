@@ -57,7 +57,10 @@ impl OutputLimit {
         } else {
             soft_since_ms
         };
-        (now_ms.saturating_sub(since) >= secs * 1000, since)
+        (
+            now_ms.saturating_sub(since) >= secs.saturating_mul(1000),
+            since,
+        )
     }
 }
 
@@ -112,12 +115,19 @@ impl Backlog {
     }
 
     /// `n` queued bytes were written to the client (the connection).
+    /// Back under the soft limit, the soft limit's clock stops: a client
+    /// that keeps up is never closed for having been over it once.
     pub fn written(&self, n: u64) {
-        let _ = self
+        let before = self
             .bytes
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
                 Some(b.saturating_sub(n))
-            });
+            })
+            .unwrap_or(0);
+        let (_, soft, _) = self.limit.get();
+        if before.saturating_sub(n) < soft {
+            self.soft_since_ms.store(0, Ordering::Relaxed);
+        }
     }
 
     pub fn bytes(&self) -> u64 {
@@ -154,6 +164,14 @@ mod tests {
         assert!(b.queue(10, 11_999), "over soft, for 1.999 s");
         b.written(100);
         assert!(b.queue(10, 12_500), "back under soft: the clock restarts");
+        b.written(30);
+        assert!(
+            b.queue(300, 14_000),
+            "drained, then over soft again: from 14 s"
+        );
+        assert!(b.queue(1, 15_500));
+        b.written(301);
+        b.written(0);
         assert!(b.queue(200, 13_000));
         assert!(!b.queue(1, 15_000), "over soft for 2 s");
         assert!(b.is_overflowed());

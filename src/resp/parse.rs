@@ -44,6 +44,13 @@ impl RequestParser {
     }
 
     /// The limits this parser enforces.
+    /// Bytes of the request in progress already parsed out of the buffer
+    /// (its complete arguments): with what is still in the buffer, what
+    /// the connection holds of it.
+    pub fn held_bytes(&self) -> usize {
+        self.argv.iter().map(Bytes::len).sum()
+    }
+
     pub fn limits(&self) -> &Limits {
         &self.limits
     }

@@ -287,9 +287,6 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     let mut last_command: &'static str = "NULL";
     // When the client last completed a request (`timeout`).
     let mut last_request = Instant::now();
-    // Since when its replies have been over the normal class's soft limit
-    // (ms, 0: they are not).
-    let mut normal_soft_since = 0;
     'connection: loop {
         let mut more_buffered = false;
         // Reads submitted since answers were last collected: a write must
@@ -494,6 +491,25 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         if !pending.is_empty() {
             last_request = Instant::now();
         }
+        // What the connection holds of a request still arriving (the
+        // buffer left after parsing and the arguments parsed out of it):
+        // past client-query-buffer-limit the client is closed, as Redis
+        // closes it, and what it held freed.
+        let held = (rbuf.len() + parser.held_bytes()) as u64;
+        let limit = shared.query_buffer_limit.load(Ordering::Relaxed);
+        if held > limit {
+            shared
+                .stats
+                .query_limit_disconnections
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                client = id,
+                bytes = held,
+                limit,
+                "closing a client that reached client-query-buffer-limit"
+            );
+            break 'connection;
+        }
         if blocked {
             // Waiting may take long: watch the socket meanwhile, so a client
             // that leaves gives up its place (its answer's receiver drops).
@@ -535,14 +551,15 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         }
         if !wbuf.is_empty() {
             // A normal client's replies are held to the `normal` class of
-            // client-output-buffer-limit (none by default).
-            if conn.subs.is_none() {
-                let (over, since) = shared.output_limits.normal.exceeded(
+            // client-output-buffer-limit (none by default). A round's
+            // replies are written before the next round is read, so the
+            // soft limit counts only with 0 seconds.
+            if !conn.subs.as_ref().is_some_and(|s| s.active()) {
+                let (over, _) = shared.output_limits.normal.exceeded(
                     wbuf.len() as u64,
-                    normal_soft_since,
+                    0,
                     crate::raft::now_ms(),
                 );
-                normal_soft_since = since;
                 if over {
                     shared
                         .stats
@@ -561,6 +578,8 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 break 'connection;
             }
             wbuf.clear();
+            // A slow answer is not idleness: `timeout` counts from here.
+            last_request = Instant::now();
             touch(&shared, id, last_command);
         }
         if conn.closing {
@@ -582,23 +601,15 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             if idle_limit == 0 || subscriber {
                 std::future::pending::<()>().await;
             }
-            tokio::time::sleep_until((last_request + Duration::from_secs(idle_limit)).into()).await;
+            match last_request.checked_add(Duration::from_secs(idle_limit)) {
+                Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+                None => std::future::pending().await,
+            }
         };
         tokio::select! {
             read = socket.read_buf(&mut rbuf) => match read {
                 Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    // What one connection may hold unparsed (a request
-                    // still arriving): past it, the client is closed, as
-                    // Redis closes it, and the buffer freed.
-                    let limit = shared.query_buffer_limit.load(Ordering::Relaxed);
-                    if rbuf.len() as u64 > limit {
-                        shared.stats.query_limit_disconnections.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(client = id, bytes = rbuf.len(), limit,
-                            "closing a client that reached client-query-buffer-limit");
-                        break;
-                    }
-                }
+                Ok(_) => {}
             },
             () = idle => {
                 tracing::debug!(client = id, "closing an idle client (timeout)");
