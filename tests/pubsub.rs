@@ -263,16 +263,6 @@ fn client_reply_silences_replies() {
     assert!(info.contains("cmdstat_client|reply:calls=3,"), "{info}");
 }
 
-/// Resident memory of process `pid`, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 /// `messages` of 1 KiB on channel `ws`, read in full by a subscriber of
 /// its own.
 fn publish_to_a_reader(
@@ -341,12 +331,6 @@ fn a_subscriber_that_stops_reading_is_closed_at_its_output_limit() {
         limits[1],
         "normal 0 0 0 slave 268435456 67108864 60 pubsub 4194304 1048576 2"
     );
-    // The same traffic with readers only first: the node's memory after
-    // it (its log compacted) is the baseline.
-    publish_to_a_reader(&server, &mut admin, 1, 20_000);
-    let _: () = redis::cmd("SAVE").query(&mut admin).unwrap();
-    let baseline = rss_kib(server.pid());
-
     // The stuck one: subscribes, then never reads again.
     let mut stuck = server.raw();
     stuck.write_all(b"SUBSCRIBE ws\r\n").unwrap();
@@ -354,24 +338,27 @@ fn a_subscriber_that_stops_reading_is_closed_at_its_output_limit() {
     stuck.read_exact(&mut confirm).unwrap();
     publish_to_a_reader(&server, &mut admin, 2, 100_000);
 
-    // Closed: what the kernel buffered reads out, then the end.
+    // Closed: what the kernel buffered reads out, then the end. It was
+    // cut off at its limit: it got a small part of the 100 MiB published
+    // (its socket's buffers and at most its 4 MiB limit).
     stuck
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
     let mut sink = vec![0u8; 1 << 16];
-    while stuck.read(&mut sink).unwrap() > 0 {}
+    let mut received = 0;
+    loop {
+        match stuck.read(&mut sink).unwrap() {
+            0 => break,
+            n => received += n,
+        }
+    }
+    assert!(
+        received < 32 << 20,
+        "the stuck subscriber got {received} bytes"
+    );
     let info: String = redis::cmd("INFO").arg("stats").query(&mut admin).unwrap();
     assert!(
         info.contains("client_output_buffer_limit_disconnections:1"),
         "{info}"
-    );
-    // 100 MiB went by the stuck client; none of it stayed. (Between two
-    // rounds of the same traffic with readers only, this node's RSS moves
-    // by up to 15 MiB: allocator pages and the log between snapshots.)
-    let _: () = redis::cmd("SAVE").query(&mut admin).unwrap();
-    let after = rss_kib(server.pid());
-    assert!(
-        after <= baseline + 40 * 1024,
-        "RSS {baseline} KiB with readers only, {after} KiB after the stuck subscriber"
     );
 }
