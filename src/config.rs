@@ -104,6 +104,20 @@ pub struct Settings {
     /// heartbeats queued behind it). 64 MiB by default, 64 KiB at least.
     #[arg(long, env = "CONCORD_MAX_ENTRY_BYTES")]
     pub max_entry_bytes: Option<u64>,
+    /// The dataset's ceiling, with Redis's units (`64mb`, `1gb`; 0: none).
+    /// Past it the leader evicts keys by --maxmemory-policy through the
+    /// log, or writes get OOM. Counts the dataset as every replica sizes it
+    /// (MEMORY USAGE), not the process's memory.
+    #[arg(long, env = "CONCORD_MAXMEMORY")]
+    pub maxmemory: Option<String>,
+    /// What goes when the dataset is over --maxmemory: noeviction (the
+    /// default: writes get OOM), allkeys-lru, allkeys-lfu, allkeys-random,
+    /// volatile-lru, volatile-lfu, volatile-random or volatile-ttl.
+    #[arg(long, env = "CONCORD_MAXMEMORY_POLICY")]
+    pub maxmemory_policy: Option<String>,
+    /// Keys sampled per eviction round by the LRU and LFU policies (5).
+    #[arg(long, env = "CONCORD_MAXMEMORY_SAMPLES")]
+    pub maxmemory_samples: Option<u8>,
     /// Most client connections at once.
     #[arg(long, env = "CONCORD_MAX_CLIENTS")]
     pub max_clients: Option<u64>,
@@ -158,6 +172,27 @@ pub struct Settings {
     pub admin_token_file: Option<PathBuf>,
 }
 
+/// A memory value as Redis reads one: digits and an optional unit, `k`
+/// `m` `g` for powers of 1000 and `kb` `mb` `gb` for powers of 1024.
+pub fn memory_value(text: &str) -> Option<u64> {
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 {
+        return None;
+    }
+    let number: u64 = text[..digits].parse().ok()?;
+    let unit: u64 = match text[digits..].to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" => 1_000,
+        "kb" => 1 << 10,
+        "m" => 1_000_000,
+        "mb" => 1 << 20,
+        "g" => 1_000_000_000,
+        "gb" => 1 << 30,
+        _ => return None,
+    };
+    number.checked_mul(unit)
+}
+
 /// `yes`/`no` as Redis writes booleans (also `true`/`false`).
 pub fn parse_yes_no(text: &str) -> Result<bool, String> {
     match text.to_ascii_lowercase().as_str() {
@@ -189,6 +224,9 @@ impl Settings {
             snapshot_log_bytes: self.snapshot_log_bytes.or(other.snapshot_log_bytes),
             wal_segment_bytes: self.wal_segment_bytes.or(other.wal_segment_bytes),
             max_entry_bytes: self.max_entry_bytes.or(other.max_entry_bytes),
+            maxmemory: self.maxmemory.or(other.maxmemory),
+            maxmemory_policy: self.maxmemory_policy.or(other.maxmemory_policy),
+            maxmemory_samples: self.maxmemory_samples.or(other.maxmemory_samples),
             max_clients: self.max_clients.or(other.max_clients),
             proto_max_bulk_len: self.proto_max_bulk_len.or(other.proto_max_bulk_len),
             requirepass: self.requirepass.or(other.requirepass),
@@ -247,6 +285,10 @@ pub struct Config {
     pub snapshot_log_bytes: u64,
     pub wal_segment_bytes: u64,
     pub max_entry_bytes: u64,
+    /// `--maxmemory` in bytes; 0: none.
+    pub maxmemory: u64,
+    pub maxmemory_policy: crate::state::evict::Policy,
+    pub maxmemory_samples: u8,
     pub max_clients: u64,
     pub proto_max_bulk_len: u64,
     pub requirepass: Option<String>,
@@ -310,6 +352,28 @@ impl Config {
                 "--max-entry-bytes must be at least 65536".into(),
             ));
         }
+        let maxmemory = match s.maxmemory.as_deref() {
+            None => 0,
+            Some(text) => memory_value(text).ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "--maxmemory '{text}' is not a size (digits and an optional unit: b, k, kb, m, mb, g, gb)"
+                ))
+            })?,
+        };
+        let maxmemory_policy = match s.maxmemory_policy.as_deref() {
+            None => crate::state::evict::Policy::NoEviction,
+            Some(text) => crate::state::evict::Policy::parse(text).ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "--maxmemory-policy '{text}' is not one of noeviction, allkeys-lru, allkeys-lfu, allkeys-random, volatile-lru, volatile-lfu, volatile-random, volatile-ttl"
+                ))
+            })?,
+        };
+        let maxmemory_samples = s.maxmemory_samples.unwrap_or(5);
+        if !(1..=64).contains(&maxmemory_samples) {
+            return Err(ConfigError::Invalid(
+                "--maxmemory-samples must be between 1 and 64".into(),
+            ));
+        }
         let listen = s.listen.unwrap_or_else(|| "127.0.0.1:6379".into());
         let peer_tls = s.peer_tls.unwrap_or(false);
         let admin_tls = s.admin_tls.unwrap_or(false);
@@ -364,6 +428,9 @@ impl Config {
             snapshot_log_bytes: s.snapshot_log_bytes.unwrap_or(64 * 1024 * 1024),
             wal_segment_bytes: s.wal_segment_bytes.unwrap_or(64 * 1024 * 1024),
             max_entry_bytes,
+            maxmemory,
+            maxmemory_policy,
+            maxmemory_samples,
             max_clients: s.max_clients.unwrap_or(10_000),
             proto_max_bulk_len: s.proto_max_bulk_len.unwrap_or(512 * 1024 * 1024),
             requirepass: s.requirepass.filter(|p| !p.is_empty()),

@@ -11,6 +11,7 @@
 //! resp: framing only, used by server.   error, config, tls: leaves.
 //! ```
 
+pub mod alloc;
 pub mod command;
 pub mod config;
 pub mod ctl;

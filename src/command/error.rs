@@ -12,6 +12,10 @@ pub enum CommandError {
     /// A write too big for one raft log entry (`--max-entry-bytes`).
     #[error("ERR the write is {bytes} bytes, over the largest log entry this cluster takes (--max-entry-bytes {limit})")]
     EntryTooLarge { bytes: u64, limit: u64 },
+    /// A write that may grow the dataset while it is over `maxmemory`
+    /// and nothing can be evicted.
+    #[error("OOM command not allowed when used memory > 'maxmemory'.")]
+    OutOfMemory,
     #[error("ERR syntax error")]
     Syntax,
     #[error("ERR value is not an integer or out of range")]

@@ -136,7 +136,7 @@ const OBJECT_SUBCOMMANDS: &[CommandSpec] = &[
 const MEMORY_SUBCOMMANDS: &[CommandSpec] =
     &[
         spec!("memory|usage", -3, R, SUB_KEY, Group::Server, "4.0.0", "key [SAMPLES count]",
-        "Estimates the bytes a key and its value take: deterministic, the same on every replica.",
+        "Estimates the bytes a key and its value take in memory: deterministic, the same on every replica, the figure maxmemory counts.",
         Exec::Read(parse_memory_usage, standard_reply)),
         spec!(
             "memory|help",
@@ -158,10 +158,11 @@ fn parse_object_refcount(argv: &[Bytes]) -> Result<Query, CommandError> {
     })
 }
 
-/// MEMORY USAGE key [SAMPLES count]: the count must be a number and is
-/// otherwise unused, since every element is counted.
+/// MEMORY USAGE key [SAMPLES count]: how many elements of a collection
+/// are looked at (5 by default, as Redis; 0 for all of them).
 fn parse_memory_usage(argv: &[Bytes]) -> Result<Query, CommandError> {
     let mut args = Args::new(&argv[2..]);
+    let mut samples = 5;
     while !args.is_empty() {
         let option = args.bytes()?;
         if !is(&option, "SAMPLES") {
@@ -170,10 +171,11 @@ fn parse_memory_usage(argv: &[Bytes]) -> Result<Query, CommandError> {
         if args.is_empty() {
             return Err(CommandError::Syntax);
         }
-        args.i64()?;
+        samples = args.i64()?.clamp(0, i64::from(u32::MAX)) as usize;
     }
     read(KeyQuery::MemoryUsage {
         key: argv[2].clone(),
+        samples,
     })
 }
 

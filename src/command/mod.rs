@@ -117,6 +117,14 @@ impl Flag {
     }
 }
 
+/// Whether a command may grow the dataset, and so is refused with OOM
+/// while the dataset is over `maxmemory` and nothing can be evicted: the
+/// `denyoom` commands, and the scripts that may write (EVAL, EVALSHA,
+/// FCALL; their `_RO` forms cannot), as Redis refuses them.
+pub fn denied_when_out_of_memory(spec: &CommandSpec) -> bool {
+    spec.has(Flag::DenyOom) || matches!(spec.name, "eval" | "evalsha" | "fcall")
+}
+
 /// The command's family, as `COMMAND DOCS` reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Group {

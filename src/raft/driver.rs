@@ -233,6 +233,8 @@ pub(crate) struct Driver {
 
     expiry_in_flight: Option<u64>,
     next_expiry_check: Instant,
+    /// `maxmemory`: the leader's eviction proposals.
+    eviction: super::eviction::Eviction,
 
     /// The leader's Tick or Grace proposal not yet applied: one at a time.
     timer_in_flight: Option<u64>,
@@ -300,6 +302,7 @@ impl Driver {
             last_submitted: 0,
             expiry_in_flight: None,
             next_expiry_check: Instant::now(),
+            eviction: super::eviction::Eviction::new(now_ms() ^ config.id.rotate_left(32)),
             timer_in_flight: None,
             grace_due: false,
             held: HashMap::new(),
@@ -356,6 +359,7 @@ impl Driver {
                 self.on_tick(now);
             }
             self.maybe_propose_expiry(now);
+            self.maybe_propose_eviction();
             self.maybe_propose_timers();
             self.flush_proposals();
             self.flush_reads(now);
@@ -980,12 +984,18 @@ impl Driver {
             // before the log.
             // An expiry of many keys is split by its keys: it must never be
             // refused, or the same earliest keys would be tried forever.
-            if let [Op::ExpireKeys(keys)] = ops.as_mut_slice() {
-                if keys.len() > 1 {
+            match ops.as_mut_slice() {
+                [Op::ExpireKeys(keys)] if keys.len() > 1 => {
                     let rest = keys.split_off(keys.len() / 2);
                     ops.push(Op::ExpireKeys(rest));
                     replies.push(None);
                 }
+                [Op::Evict(keys)] if keys.len() > 1 => {
+                    let rest = keys.split_off(keys.len() / 2);
+                    ops.push(Op::Evict(rest));
+                    replies.push(None);
+                }
+                _ => {}
             }
             if ops.len() > 1 {
                 let rest_ops = ops.split_off(ops.len() / 2);
@@ -1236,6 +1246,24 @@ impl Driver {
         self.expiry_in_flight = self.propose(vec![Op::ExpireKeys(keys)], vec![None]);
     }
 
+    /// The leader deletes keys chosen for eviction through the log when the
+    /// dataset is over `maxmemory` (see [`super::eviction`]).
+    fn maybe_propose_eviction(&mut self) {
+        self.eviction.sync(&self.status.memory, &mut self.state);
+        if !self.is_leader() || self.grace_due {
+            return;
+        }
+        let Some(keys) = self
+            .eviction
+            .due(&self.status.memory, &self.state, now_ms())
+        else {
+            return;
+        };
+        self.flush_proposals();
+        let index = self.propose(vec![Op::Evict(keys)], vec![None]);
+        self.eviction.proposed(index);
+    }
+
     /// The leader's primitive timers: a new leader's grace first, then a
     /// Tick whenever a deadline has passed and no other write is about to
     /// fire it.
@@ -1394,6 +1422,7 @@ impl Driver {
         } else if role != StateRole::Leader && was_leader {
             tracing::info!(term = self.raw.raft.term, leader, "stepped down");
             self.expiry_in_flight = None;
+            self.eviction.stepped_down();
             self.timer_in_flight = None;
             self.grace_due = false;
             // Writes gathered but not proposed go to the next leader.
@@ -1571,6 +1600,7 @@ impl Driver {
         if self.expiry_in_flight == Some(index) {
             self.expiry_in_flight = None;
         }
+        self.eviction.applied(index);
         if self.timer_in_flight == Some(index) {
             self.timer_in_flight = None;
         }
@@ -1634,6 +1664,7 @@ impl Driver {
         state.set_script_host(self.state.script_host().clone());
         let file = snapshot.clone();
         self.state = state;
+        self.eviction.state_replaced(&mut self.state);
         self.state.observe(meta.index, 0);
         self.publish_client_addrs();
         self.status.set_acl(self.state.acl());
@@ -1897,6 +1928,10 @@ impl Driver {
             .store(self.state.db().len() as u64, Ordering::Relaxed);
         s.volatile_keys
             .store(self.state.db().volatile_len() as u64, Ordering::Relaxed);
+        s.dataset_bytes
+            .store(self.state.dataset_bytes(), Ordering::Relaxed);
+        s.evicted_keys
+            .store(self.state.evicted_keys(), Ordering::Relaxed);
         s.cached_scripts
             .store(self.state.scripts().len() as u64, Ordering::Relaxed);
         s.leader.store(self.raw.raft.leader_id, Ordering::Relaxed);

@@ -31,13 +31,17 @@
 pub mod backlog;
 pub mod cluster;
 mod driver;
+mod eviction;
 mod log_store;
 mod node;
 pub mod payload;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
+
+use crate::state::evict::Policy;
+use crate::state::memory::AccessMode;
 use std::time::Duration;
 
 pub use log_store::LogStore;
@@ -122,6 +126,77 @@ impl Role {
     }
 }
 
+/// `maxmemory`, `maxmemory-policy`, `maxmemory-samples`, `lfu-log-factor`
+/// and `lfu-decay-time` of this node: set from its flags, changed by
+/// CONFIG SET, read by the driver (eviction, access recording) and by
+/// connections (the OOM check). The leader's values decide eviction for
+/// the cluster; give every node the same ones.
+pub struct MemoryLimit {
+    max_bytes: AtomicU64,
+    policy: AtomicU8,
+    samples: AtomicU8,
+    lfu_log_factor: AtomicU32,
+    lfu_decay_minutes: AtomicU32,
+}
+
+impl Default for MemoryLimit {
+    fn default() -> Self {
+        MemoryLimit {
+            max_bytes: AtomicU64::new(0),
+            policy: AtomicU8::new(0),
+            samples: AtomicU8::new(5),
+            lfu_log_factor: AtomicU32::new(10),
+            lfu_decay_minutes: AtomicU32::new(1),
+        }
+    }
+}
+
+impl MemoryLimit {
+    /// The limit in bytes; 0: none.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes.load(Ordering::Relaxed)
+    }
+
+    pub fn set_max_bytes(&self, bytes: u64) {
+        self.max_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    pub fn policy(&self) -> Policy {
+        Policy::ALL[usize::from(self.policy.load(Ordering::Relaxed)) % Policy::ALL.len()]
+    }
+
+    pub fn set_policy(&self, policy: Policy) {
+        let at = Policy::ALL.iter().position(|p| *p == policy).unwrap_or(0);
+        self.policy.store(at as u8, Ordering::Relaxed);
+    }
+
+    pub fn samples(&self) -> usize {
+        usize::from(self.samples.load(Ordering::Relaxed)).max(1)
+    }
+
+    pub fn set_samples(&self, samples: u8) {
+        self.samples.store(samples.max(1), Ordering::Relaxed);
+    }
+
+    pub fn set_lfu_log_factor(&self, log_factor: u32) {
+        self.lfu_log_factor.store(log_factor, Ordering::Relaxed);
+    }
+
+    pub fn set_lfu_decay_minutes(&self, decay_minutes: u32) {
+        self.lfu_decay_minutes
+            .store(decay_minutes, Ordering::Relaxed);
+    }
+
+    /// How accesses are recorded under these settings.
+    pub fn access_mode(&self) -> AccessMode {
+        AccessMode {
+            lfu: self.policy().lfu(),
+            lfu_log_factor: self.lfu_log_factor.load(Ordering::Relaxed),
+            lfu_decay_minutes: self.lfu_decay_minutes.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// Figures the driver publishes after every turn, for INFO, ROLE and
 /// metrics, readable without a round trip to the driver.
 pub struct NodeStatus {
@@ -137,6 +212,12 @@ pub struct NodeStatus {
     snapshot_index: AtomicU64,
     keys: AtomicU64,
     volatile_keys: AtomicU64,
+    /// The dataset's size (what `maxmemory` limits) and the keys evicted
+    /// by this replica, as of the last applied entry.
+    dataset_bytes: AtomicU64,
+    evicted_keys: AtomicU64,
+    /// `maxmemory` and its policy on this node.
+    pub memory: MemoryLimit,
     /// Scripts in the replicated script cache (SCRIPT LOAD, EVAL).
     cached_scripts: AtomicU64,
     snapshots_taken: AtomicU64,
@@ -178,6 +259,9 @@ impl NodeStatus {
             snapshot_index: AtomicU64::new(0),
             keys: AtomicU64::new(0),
             volatile_keys: AtomicU64::new(0),
+            dataset_bytes: AtomicU64::new(0),
+            evicted_keys: AtomicU64::new(0),
+            memory: MemoryLimit::default(),
             cached_scripts: AtomicU64::new(0),
             snapshots_taken: AtomicU64::new(0),
             voters: AtomicU64::new(0),
@@ -288,6 +372,34 @@ impl NodeStatus {
             self.keys.load(Ordering::Relaxed),
             self.volatile_keys.load(Ordering::Relaxed),
         )
+    }
+
+    /// The dataset's size in bytes, as of the last applied entry: the
+    /// figure `maxmemory` limits.
+    pub fn dataset_bytes(&self) -> u64 {
+        self.dataset_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Keys this replica deleted by eviction since it started.
+    pub fn evicted_keys(&self) -> u64 {
+        self.evicted_keys.load(Ordering::Relaxed)
+    }
+
+    /// Whether a write that may grow the dataset is refused with OOM: the
+    /// dataset is over `maxmemory` and the policy has nothing to evict
+    /// (`noeviction`, or a volatile policy and no key with a deadline).
+    /// Under a policy that can evict, the leader is freeing memory already
+    /// and the write goes ahead, as Redis evicts before it writes.
+    pub fn out_of_memory(&self) -> bool {
+        let max = self.memory.max_bytes();
+        if max == 0 || self.dataset_bytes() <= max {
+            return false;
+        }
+        let (keys, volatile) = self.keys();
+        !self
+            .memory
+            .policy()
+            .can_evict(keys as usize, volatile as usize)
     }
 
     /// Voting members in the applied configuration.

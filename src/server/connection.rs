@@ -240,6 +240,7 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     let id = shared.next_client_id();
     let now = Instant::now();
     let kill = Arc::new(tokio::sync::Notify::new());
+    let mem = Arc::new(super::ClientMemory::default());
     shared.clients.lock().expect("clients lock").insert(
         id,
         ClientInfo {
@@ -256,6 +257,8 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             blocked_on: None,
             user: crate::state::acl::DEFAULT_USER.to_owned(),
             kill: kill.clone(),
+            mem: mem.clone(),
+            no_evict: false,
         },
     );
     let limits = Limits {
@@ -358,16 +361,28 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                         Route::Queue | Route::Control(_) => None,
                     };
                     // A write too big for one log entry is refused here,
-                    // before it is proposed or relayed.
+                    // before it is proposed or relayed; so is one that may
+                    // grow a dataset over `maxmemory` with nothing to evict.
                     let request = match request {
-                        Some(Ok(Request::Write(..))) => {
+                        Some(Ok(Request::Write(_, spec, _))) => {
                             let bytes: u64 = argv.iter().map(|a| a.len() as u64).sum();
                             let limit = shared.config.max_entry_bytes;
                             if bytes > limit {
                                 Some(Err(CommandError::EntryTooLarge { bytes, limit }))
+                            } else if command::denied_when_out_of_memory(spec)
+                                && shared.node.status().out_of_memory()
+                            {
+                                Some(Err(CommandError::OutOfMemory))
                             } else {
                                 request
                             }
+                        }
+                        Some(Ok(Request::Read(ref query, spec, _)))
+                            if query.may_write()
+                                && command::denied_when_out_of_memory(spec)
+                                && shared.node.status().out_of_memory() =>
+                        {
+                            Some(Err(CommandError::OutOfMemory))
                         }
                         other => other,
                     };
@@ -424,13 +439,17 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     // errors are failed calls.
                     let refused = matches!(
                         &request,
-                        Some(Err(
-                            CommandError::WrongArity(_) | CommandError::EntryTooLarge { .. }
-                        ))
+                        Some(Err(CommandError::WrongArity(_)
+                            | CommandError::EntryTooLarge { .. }
+                            | CommandError::OutOfMemory))
                     );
                     let (item, name) = match (route, request) {
                         (Route::Queue, _) => (
-                            Pending::Ready(transaction::queue(&mut conn, &argv)),
+                            Pending::Ready(transaction::queue(
+                                &mut conn,
+                                &argv,
+                                shared.node.status().out_of_memory(),
+                            )),
                             "multi",
                         ),
                         (Route::Control(name), _) => (
@@ -496,6 +515,7 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         // past client-query-buffer-limit the client is closed, as Redis
         // closes it, and what it held freed.
         let held = (rbuf.len() + parser.held_bytes()) as u64;
+        mem.query.store(held, Ordering::Relaxed);
         let limit = shared.query_buffer_limit.load(Ordering::Relaxed);
         if held > limit {
             shared
@@ -574,10 +594,15 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
             let backlog = conn.subs.as_ref().map(|s| s.backlog.clone());
+            if let Some(backlog) = &backlog {
+                let _ = mem.backlog.set(backlog.clone());
+            }
+            mem.output.store(wbuf.len() as u64, Ordering::Relaxed);
             if !write_out(&mut socket, &wbuf, backlog.as_deref(), &shared).await {
                 break 'connection;
             }
             wbuf.clear();
+            mem.output.store(0, Ordering::Relaxed);
             // A slow answer is not idleness: `timeout` counts from here.
             last_request = Instant::now();
             touch(&shared, id, last_command);
@@ -597,6 +622,9 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         let idle_limit = shared.idle_timeout_s.load(Ordering::Relaxed);
         let subscriber = conn.subs.as_ref().is_some_and(|s| s.active());
         let sub_backlog = conn.subs.as_ref().map(|s| s.backlog.clone());
+        if let Some(backlog) = &sub_backlog {
+            let _ = mem.backlog.set(backlog.clone());
+        }
         let idle = async {
             if idle_limit == 0 || subscriber {
                 std::future::pending::<()>().await;
@@ -627,10 +655,12 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     next = conn.subs.as_mut().and_then(|s| s.messages.try_recv().ok());
                 }
                 let backlog = conn.subs.as_ref().map(|s| s.backlog.clone());
+                mem.output.store(wbuf.len() as u64, Ordering::Relaxed);
                 if !wbuf.is_empty() && !write_out(&mut socket, &wbuf, backlog.as_deref(), &shared).await {
                     break 'connection;
                 }
                 wbuf.clear();
+                mem.output.store(0, Ordering::Relaxed);
                 if let Some(backlog) = backlog {
                     backlog.written(taken);
                 }

@@ -170,17 +170,46 @@ fn human(bytes: u64) -> String {
     format!("{value:.2}{}", units[unit])
 }
 
+/// `used_memory` is what the allocator handed out (see [`crate::alloc`];
+/// RSS in a process that does not count, such as a unit test);
+/// `used_memory_dataset` is the dataset as every replica sizes it, the
+/// figure `maxmemory` limits.
 fn memory(shared: &Shared) -> Fields {
+    let status = shared.node.status();
     let rss = rss_bytes();
-    let scripts = shared.node.status().cached_scripts();
+    let used = crate::alloc::allocated_bytes().unwrap_or(rss);
+    let dataset = status.dataset_bytes();
+    let max = status.memory.max_bytes();
+    let scripts = status.cached_scripts();
+    let clients = super::local::clients_memory(shared);
+    let fragmentation = if used == 0 {
+        0.0
+    } else {
+        rss as f64 / used as f64
+    };
     vec![
-        ("used_memory", rss.to_string()),
-        ("used_memory_human", human(rss)),
+        ("used_memory", used.to_string()),
+        ("used_memory_human", human(used)),
         ("used_memory_rss", rss.to_string()),
         ("used_memory_rss_human", human(rss)),
-        ("maxmemory", "0".into()),
-        ("maxmemory_human", "0B".into()),
-        ("maxmemory_policy", "noeviction".into()),
+        ("used_memory_dataset", dataset.to_string()),
+        ("used_memory_dataset_human", human(dataset)),
+        (
+            "used_memory_dataset_perc",
+            format!(
+                "{:.2}%",
+                if used == 0 {
+                    0.0
+                } else {
+                    dataset as f64 * 100.0 / used as f64
+                }
+            ),
+        ),
+        ("mem_clients_normal", clients.to_string()),
+        ("maxmemory", max.to_string()),
+        ("maxmemory_human", human(max)),
+        ("maxmemory_policy", status.memory.policy().name().into()),
+        ("mem_fragmentation_ratio", format!("{fragmentation:.2}")),
         ("mem_allocator", "mimalloc".into()),
         ("number_of_cached_scripts", scripts.to_string()),
     ]
@@ -243,7 +272,10 @@ fn stats(shared: &Shared) -> Fields {
             s.rejected_connections.load(Ordering::Relaxed).to_string(),
         ),
         ("expired_keys", "0".into()),
-        ("evicted_keys", "0".into()),
+        (
+            "evicted_keys",
+            shared.node.status().evicted_keys().to_string(),
+        ),
         ("keyspace_hits", "0".into()),
         ("keyspace_misses", "0".into()),
         ("pubsub_channels", "0".into()),
@@ -253,6 +285,10 @@ fn stats(shared: &Shared) -> Fields {
             s.output_limit_disconnections
                 .load(Ordering::Relaxed)
                 .to_string(),
+        ),
+        (
+            "evicted_clients",
+            s.evicted_clients.load(Ordering::Relaxed).to_string(),
         ),
         (
             "client_query_buffer_limit_disconnections",

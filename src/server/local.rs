@@ -567,9 +567,9 @@ fn client_help() -> Reply {
         "SETINFO <option> <value>",
         "    Set client meta attr: LIB-NAME or LIB-VER.",
         "NO-EVICT (ON|OFF)",
-        "    Accepted; concord never evicts clients.",
+        "    Protect the current client connection from maxmemory-clients eviction.",
         "NO-TOUCH (ON|OFF)",
-        "    Accepted; concord keeps no access times.",
+        "    Accepted; the connection's reads still count as accesses for LRU/LFU.",
         "KILL <ip:port>",
         "    Kill connection made from <ip:port>.",
         "KILL <option> <value> [<option> <value> [...]]",
@@ -581,10 +581,22 @@ fn client_help() -> Reply {
     ])
 }
 
+/// What the clients of this node hold in buffers together (INFO's
+/// `mem_clients_normal`).
+pub(super) fn clients_memory(shared: &Shared) -> u64 {
+    shared
+        .clients
+        .lock()
+        .expect("clients lock")
+        .values()
+        .map(|c| c.mem.total())
+        .sum()
+}
+
 pub(super) fn client_line(c: &super::ClientInfo, now: std::time::Instant) -> String {
     format!(
         "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db=0 sub=0 psub=0 ssub=0 multi=-1 \
-         qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r \
+         qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem={} tot-mem={} events=r \
          cmd={} user={} redir=-1 resp={} lib-name={} lib-ver={}",
         c.id,
         c.addr,
@@ -593,6 +605,9 @@ pub(super) fn client_line(c: &super::ClientInfo, now: std::time::Instant) -> Str
         now.duration_since(c.created).as_secs(),
         now.duration_since(c.last_active).as_secs(),
         if c.blocked_on.is_some() { "b" } else { "N" },
+        c.mem.query_bytes(),
+        c.mem.output_bytes(),
+        c.mem.total(),
         c.last_command,
         c.user,
         c.resp,
@@ -718,7 +733,16 @@ fn client(conn: &mut Conn, name: &str, argv: &[Bytes], shared: &Shared) -> Reply
             conn.replies = mode;
             Reply::ok()
         }
-        "client|no-evict" | "client|no-touch" => {
+        "client|no-evict" => {
+            let on = is(&argv[2], "ON");
+            if on || is(&argv[2], "OFF") {
+                set_client(shared, conn.id, |c| c.no_evict = on);
+                Reply::ok()
+            } else {
+                err(CommandError::Syntax)
+            }
+        }
+        "client|no-touch" => {
             if is(&argv[2], "ON") || is(&argv[2], "OFF") {
                 Reply::ok()
             } else {

@@ -45,6 +45,9 @@ pub struct Stats {
     pub output_limit_disconnections: AtomicU64,
     /// Clients closed past the query buffer limit.
     pub query_limit_disconnections: AtomicU64,
+    /// Clients closed because all clients together went past
+    /// `maxmemory-clients`.
+    pub evicted_clients: AtomicU64,
     /// Error replies by code (INFO errorstats).
     pub error_codes: ErrorCodes,
     /// Calls of each command (INFO commandstats).
@@ -198,6 +201,89 @@ pub struct ClientInfo {
     /// CLIENT KILL, or the connection's user deleted or disabled: the
     /// connection closes at once.
     pub kill: Arc<tokio::sync::Notify>,
+    /// What the connection's buffers hold, kept up to date by it.
+    pub mem: Arc<ClientMemory>,
+    /// CLIENT NO-EVICT: never closed for `maxmemory-clients`.
+    pub no_evict: bool,
+}
+
+/// What one connection holds in memory, for CLIENT LIST (`qbuf`, `omem`,
+/// `tot-mem`), INFO's `mem_clients_normal` and `maxmemory-clients`.
+#[derive(Default)]
+pub struct ClientMemory {
+    /// Bytes of requests read and not yet parsed and run.
+    pub query: AtomicU64,
+    /// Bytes of replies encoded and not yet written to the socket.
+    pub output: AtomicU64,
+    /// A subscriber's messages queued and not yet encoded (its backlog).
+    pub backlog: std::sync::OnceLock<Arc<crate::raft::backlog::Backlog>>,
+}
+
+impl std::fmt::Debug for ClientMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ClientMemory(query {}, output {})",
+            self.query_bytes(),
+            self.output_bytes()
+        )
+    }
+}
+
+impl ClientMemory {
+    pub fn query_bytes(&self) -> u64 {
+        self.query.load(Ordering::Relaxed)
+    }
+
+    pub fn output_bytes(&self) -> u64 {
+        self.output.load(Ordering::Relaxed) + self.backlog.get().map_or(0, |b| b.bytes())
+    }
+
+    pub fn total(&self) -> u64 {
+        self.query_bytes() + self.output_bytes()
+    }
+}
+
+/// `maxmemory-clients`: while the clients of this node together hold more
+/// than the limit, the biggest are closed first (never one marked CLIENT
+/// NO-EVICT), as Redis 7 evicts clients. Checked every 100 ms.
+pub async fn evict_clients(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(std::time::Duration::from_millis(100));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let limit = shared.clients_memory_limit();
+        if limit == 0 {
+            continue;
+        }
+        let mut sizes: Vec<(u64, Arc<tokio::sync::Notify>, u64)> = {
+            let clients = shared.clients.lock().expect("clients lock");
+            clients
+                .values()
+                .filter(|c| !c.no_evict)
+                .map(|c| (c.mem.total(), c.kill.clone(), c.id))
+                .collect()
+        };
+        let mut total: u64 = sizes.iter().map(|(m, ..)| m).sum();
+        sizes.sort_by_key(|s| std::cmp::Reverse(s.0));
+        for (size, kill, id) in sizes {
+            if total <= limit || size == 0 {
+                break;
+            }
+            tracing::info!(
+                client = id,
+                bytes = size,
+                limit,
+                "closing a client for maxmemory-clients"
+            );
+            kill.notify_one();
+            shared.stats.evicted_clients.fetch_add(1, Ordering::Relaxed);
+            total -= size;
+        }
+    }
 }
 
 /// State shared by every connection of this node.
@@ -283,6 +369,25 @@ impl Shared {
             params::apply_live(&shared, &name, &value);
         }
         shared
+    }
+
+    /// `maxmemory-clients` in bytes (0: none); a percentage is of
+    /// `maxmemory`, as Redis reads it.
+    pub fn clients_memory_limit(&self) -> u64 {
+        let value = self
+            .params
+            .read()
+            .expect("params lock")
+            .get("maxmemory-clients")
+            .cloned()
+            .unwrap_or_default();
+        match value.strip_suffix('%') {
+            Some(pct) => {
+                let pct: u64 = pct.parse().unwrap_or(0);
+                self.node.status().memory.max_bytes() * pct / 100
+            }
+            None => crate::config::memory_value(&value).unwrap_or(0),
+        }
     }
 
     /// Protected mode is in force: on, and no password anywhere (the

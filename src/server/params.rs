@@ -56,6 +56,9 @@ pub enum Kind {
     Memory {
         min: u64,
     },
+    /// A byte count, or a percentage (`10%`) of something else (Redis's
+    /// `maxmemory-clients`, a share of `maxmemory`).
+    MemoryOrPercent,
     /// `yes` or `no`.
     Bool,
     /// One of the words.
@@ -226,7 +229,9 @@ pub const PARAMS: &[Param] = &[
         |_| "always".into()
     ),
     param!("save", Kind::Text, Fixed, EMPTY),
-    param!("maxmemory", Kind::Memory { min: 0 }, Fixed, ZERO),
+    param!("maxmemory", Kind::Memory { min: 0 }, Live, |c| c
+        .maxmemory
+        .to_string()),
     param!(
         "maxmemory-policy",
         Kind::Enum(&[
@@ -239,16 +244,16 @@ pub const PARAMS: &[Param] = &[
             "volatile-random",
             "volatile-ttl"
         ]),
-        Fixed,
-        |_| "noeviction".into()
+        Live,
+        |c| c.maxmemory_policy.name().into()
     ),
     param!(
         "maxmemory-samples",
         Kind::Int { min: 1, max: 64 },
-        Fixed,
-        |_| "5".into()
+        Live,
+        |c| c.maxmemory_samples.to_string()
     ),
-    param!("maxmemory-clients", Kind::Text, Fixed, ZERO),
+    param!("maxmemory-clients", Kind::MemoryOrPercent, Live, ZERO),
     param!("timeout", INT, Live, ZERO),
     param!("tcp-keepalive", INT, Live, |_| "300".into()),
     param!("client-output-buffer-limit", Kind::Text, Live, |_| {
@@ -308,8 +313,8 @@ pub const PARAMS: &[Param] = &[
         Fixed,
         |_| "1".into()
     ),
-    param!("lfu-log-factor", INT, Fixed, |_| "10".into()),
-    param!("lfu-decay-time", INT, Fixed, |_| "1".into()),
+    param!("lfu-log-factor", INT, Live, |_| "10".into()),
+    param!("lfu-decay-time", INT, Live, |_| "1".into()),
     param!("close-on-oom", Kind::Bool, Fixed, NO),
     param!("oom-score-adj", Kind::Text, Fixed, NO),
     param!("crash-log-enabled", Kind::Bool, Fixed, NO),
@@ -416,27 +421,6 @@ pub fn defaults(config: &Config) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// A memory value as Redis reads one: digits and an optional unit, `k`
-/// `m` `g` for powers of 1000 and `kb` `mb` `gb` for powers of 1024.
-fn memory_value(text: &str) -> Option<u64> {
-    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
-    if digits == 0 {
-        return None;
-    }
-    let number: u64 = text[..digits].parse().ok()?;
-    let unit: u64 = match text[digits..].to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" => 1_000,
-        "kb" => 1 << 10,
-        "m" => 1_000_000,
-        "mb" => 1 << 20,
-        "g" => 1_000_000_000,
-        "gb" => 1 << 30,
-        _ => return None,
-    };
-    number.checked_mul(unit)
-}
-
 fn failed(name: &str, why: impl std::fmt::Display) -> Reply {
     Reply::error(format!(
         "ERR CONFIG SET failed (possibly related to argument '{name}') - {why}"
@@ -463,9 +447,11 @@ fn output_limits(text: &str) -> Result<Vec<(&'static str, u64, u64, u64)>, Strin
                     )
                 }
             };
-            let (Some(hard), Some(soft), Ok(secs)) =
-                (memory_value(g[1]), memory_value(g[2]), g[3].parse::<u64>())
-            else {
+            let (Some(hard), Some(soft), Ok(secs)) = (
+                crate::config::memory_value(g[1]),
+                crate::config::memory_value(g[2]),
+                g[3].parse::<u64>(),
+            ) else {
                 return Err(
                     "Error in hard, soft or soft_seconds setting in buffer limit configuration."
                         .into(),
@@ -506,10 +492,20 @@ fn normalize(param: &Param, value: &str) -> Result<String, Reply> {
             )),
             Err(_) => Err(failed(name, "argument couldn't be parsed into an integer")),
         },
-        Kind::Memory { min } => match memory_value(value) {
+        Kind::Memory { min } => match crate::config::memory_value(value) {
             Some(bytes) if bytes >= min => Ok(bytes.to_string()),
             Some(_) => Err(failed(name, format!("argument must be at least {min}"))),
             None => Err(failed(name, "argument must be a memory value")),
+        },
+        Kind::MemoryOrPercent => match value.strip_suffix('%') {
+            Some(pct) => match pct.parse::<u64>() {
+                Ok(pct) if pct <= 100 => Ok(format!("{pct}%")),
+                _ => Err(failed(name, "argument must be a memory or percent value")),
+            },
+            None => match crate::config::memory_value(value) {
+                Some(bytes) => Ok(bytes.to_string()),
+                None => Err(failed(name, "argument must be a memory or percent value")),
+            },
         },
         Kind::Bool => match value.to_ascii_lowercase().as_str() {
             "yes" => Ok("yes".into()),
@@ -603,6 +599,31 @@ pub(super) fn apply_live(shared: &Shared, name: &str, value: &str) {
                 limit.set(hard, soft, secs);
             }
         }
+        "maxmemory" => shared
+            .node
+            .status()
+            .memory
+            .set_max_bytes(crate::config::memory_value(value).unwrap_or(0)),
+        "maxmemory-policy" => {
+            if let Some(policy) = crate::state::evict::Policy::parse(value) {
+                shared.node.status().memory.set_policy(policy);
+            }
+        }
+        "maxmemory-samples" => shared
+            .node
+            .status()
+            .memory
+            .set_samples(value.parse().unwrap_or(5)),
+        "lfu-log-factor" => shared
+            .node
+            .status()
+            .memory
+            .set_lfu_log_factor(value.parse().unwrap_or(10)),
+        "lfu-decay-time" => shared
+            .node
+            .status()
+            .memory
+            .set_lfu_decay_minutes(value.parse().unwrap_or(1)),
         "latency-monitor-threshold" => shared
             .node
             .status()
@@ -753,7 +774,7 @@ pub fn render_markdown() -> String {
         (Apply::Replicated, "Replicated", "CONFIG SET goes through the log: in force on every node once applied. `requirepass` sets the default user's password (`ACL SETUSER default resetpass >pass`, or `nopass` for the empty string)."),
         (Apply::Reload, "TLS files", "CONFIG SET reads the TLS files again (as SIGHUP does); a file that does not load changes nothing."),
         (Apply::Immutable, "Immutable", "Set by a flag at startup (`concord serve --help`); CONFIG SET refuses them, as Redis refuses its immutable parameters."),
-        (Apply::Fixed, "Fixed", "Redis parameters for behaviour concord has in one form only: every write is in the fsync'd raft log before it is acknowledged (so `appendonly yes`, `appendfsync always`, no RDB `save`), there is one database, no eviction and no idle timeout yet. CONFIG GET reports the truth; CONFIG SET accepts that value alone and refuses any other with an error naming the parameter."),
+        (Apply::Fixed, "Fixed", "Redis parameters for behaviour concord has in one form only: every write is in the fsync'd raft log before it is acknowledged (so `appendonly yes`, `appendfsync always`, no RDB `save`), there is one database. CONFIG GET reports the truth; CONFIG SET accepts that value alone and refuses any other with an error naming the parameter."),
         (Apply::Encoding, "Encoding thresholds", "Redis's thresholds for its compact encodings. concord keeps every collection in one layout, so they change no memory use; they are stored, and OBJECT ENCODING answers the encoding Redis would use under them (clients and tests that read it see Redis's answer)."),
     ] {
         out.push_str(&format!("\n## {title}\n\n{meaning}\n\n| parameter | value |\n|---|---|\n"));
@@ -859,8 +880,8 @@ mod tests {
                 );
             }
         }
-        assert_eq!(memory_value("2mb"), Some(2 << 20));
-        assert_eq!(memory_value("1k"), Some(1000));
-        assert_eq!(memory_value("x"), None);
+        assert_eq!(crate::config::memory_value("2mb"), Some(2 << 20));
+        assert_eq!(crate::config::memory_value("1k"), Some(1000));
+        assert_eq!(crate::config::memory_value("x"), None);
     }
 }

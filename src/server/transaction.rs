@@ -75,7 +75,10 @@ pub(super) fn route(conn: &Conn, argv: &[Bytes]) -> Route {
 }
 
 /// Queues a command after checking its name and arity.
-pub(super) fn queue(conn: &mut Conn, argv: &[Bytes]) -> Reply {
+/// `out_of_memory`: the node refuses writes that may grow the dataset
+/// (see [`command::denied_when_out_of_memory`]); such a command is refused
+/// here and the transaction aborts, as in Redis.
+pub(super) fn queue(conn: &mut Conn, argv: &[Bytes], out_of_memory: bool) -> Reply {
     let tx = conn.tx.get_or_insert_with(Queue::default);
     let checked = match command::lookup(&argv[0]) {
         None => Err(CommandError::unknown_command(argv)),
@@ -87,6 +90,8 @@ pub(super) fn queue(conn: &mut Conn, argv: &[Bytes]) -> Reply {
                 Err(CommandError::InvalidArgument(
                     "Command not allowed inside a transaction".to_owned(),
                 ))
+            } else if out_of_memory && command::denied_when_out_of_memory(spec) {
+                Err(CommandError::OutOfMemory)
             } else {
                 Ok(())
             }
@@ -186,6 +191,17 @@ fn exec(conn: &mut Conn, shared: &Shared) -> Control {
         return Control::Reply(Reply::error(
             "EXECABORT Transaction discarded because of previous errors.".to_owned(),
         ));
+    }
+    // Queued before the dataset went over `maxmemory`: refused now, as
+    // Redis refuses an EXEC whose commands may grow it.
+    if shared.node.status().out_of_memory()
+        && tx.commands.iter().any(|argv| {
+            command::lookup(&argv[0])
+                .and_then(|spec| command::resolve_subcommand(spec, argv).ok())
+                .is_some_and(command::denied_when_out_of_memory)
+        })
+    {
+        return Control::Reply(Reply::error(CommandError::OutOfMemory.to_string()));
     }
     let mut watched = Vec::new();
     for cell in cells {

@@ -16,6 +16,7 @@ use std::collections::{hash_map, BTreeSet, HashMap};
 
 use bytes::Bytes;
 
+use super::memory::{self, Access, AccessMode, Noise};
 use super::zsets::ZSet;
 
 /// A key in a [`ScanMap`]: ordered by `(hash, bytes)`.
@@ -75,7 +76,7 @@ pub fn stable_hash(bytes: &[u8]) -> u64 {
 }
 
 /// splitmix64's finalizer: a full avalanche of one word.
-fn mix(mut z: u64) -> u64 {
+pub(crate) fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
@@ -190,6 +191,23 @@ impl<V> ScanMap<V> {
         self.iter().map(|(_, v)| v)
     }
 
+    /// The stored key and value at `key`.
+    pub fn get_key_value(&self, key: &Bytes) -> Option<(&Bytes, &V)> {
+        self.values.get_key_value(key)
+    }
+
+    /// The first entry at or after `hash` in scan order, wrapping around to
+    /// the first one: with a uniformly drawn `hash`, a random entry in
+    /// O(log n).
+    pub fn at_or_after(&self, hash: u64) -> Option<(&Bytes, &V)> {
+        let key = self
+            .order
+            .range(ScanKey::first_with_hash(hash)..)
+            .next()
+            .or_else(|| self.order.iter().next())?;
+        Some(self.entry(key))
+    }
+
     /// The entry at position `n` in scan order (used for random picks; O(n)).
     pub fn nth(&self, n: usize) -> Option<(&Bytes, &V)> {
         self.order.iter().nth(n).map(|k| self.entry(k))
@@ -283,6 +301,19 @@ impl Value {
 pub struct Entry {
     pub value: Value,
     expires_at: Option<u64>,
+    /// When and how often the entry was used: this node's view, for
+    /// eviction (see [`memory`]).
+    access: Access,
+    /// What the entry adds to [`Db::dataset_bytes`], in units of
+    /// [`COST_UNIT`] bytes: the figure last accounted for it.
+    cost: u32,
+}
+
+/// The unit entry costs are kept in: 8 bytes, so a `u32` covers 32 GiB.
+const COST_UNIT: u64 = 8;
+
+fn cost_units(bytes: u64) -> u32 {
+    bytes.div_ceil(COST_UNIT).min(u64::from(u32::MAX)) as u32
 }
 
 impl Entry {
@@ -295,19 +326,116 @@ impl Entry {
     pub fn is_expired(&self, now: u64) -> bool {
         matches!(self.expires_at, Some(at) if at <= now)
     }
+
+    /// This node's access record of the entry.
+    pub fn access(&self) -> &Access {
+        &self.access
+    }
+
+    /// What the entry counts for in [`Db::dataset_bytes`].
+    pub fn cost(&self) -> u64 {
+        u64::from(self.cost) * COST_UNIT
+    }
 }
 
 /// The keyspace of database 0.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Beside the entries it keeps the dataset's size as every replica
+/// computes it: the sum of the entries' costs ([`memory::entry_cost`]),
+/// what `maxmemory` limits. Inserts and removals adjust it at once; a
+/// value changed in place through [`Db::get_mut`] is re-costed when the op
+/// that changed it has applied ([`Db::settle`]), once however many times
+/// the op touched it.
+#[derive(Clone, Debug, Default)]
 pub struct Db {
     entries: ScanMap<Entry>,
     /// `(deadline ms, key)` for every key with a deadline.
     deadlines: BTreeSet<(u64, Bytes)>,
+    /// The sum of the entries' `cost`, in [`COST_UNIT`]s.
+    used: u64,
+    /// Keys handed out by `get_mut` since the last `settle`.
+    touched: Vec<Bytes>,
+    /// The time of the entry being applied: new entries' access time.
+    clock: u64,
+    /// How access is recorded (this node's `maxmemory-policy`).
+    mode: AccessMode,
+    noise: Noise,
+}
+
+impl PartialEq for Db {
+    /// The entries and their deadlines; the rest derives from them or is
+    /// this node's own.
+    fn eq(&self, other: &Self) -> bool {
+        self.entries == other.entries && self.deadlines == other.deadlines
+    }
 }
 
 impl Db {
     pub fn new() -> Self {
         Db::default()
+    }
+
+    /// The dataset's size in bytes: the figure `maxmemory` limits, the same
+    /// on every replica that applied the same entries.
+    pub fn dataset_bytes(&self) -> u64 {
+        self.used * COST_UNIT
+    }
+
+    /// Re-costs the values changed in place since the last call. Called
+    /// when an op has applied.
+    pub fn settle(&mut self) {
+        for key in std::mem::take(&mut self.touched) {
+            if let Some(entry) = self.entries.get_mut(&key) {
+                let units = cost_units(memory::entry_cost(&key, &entry.value));
+                self.used = self.used - u64::from(entry.cost) + u64::from(units);
+                entry.cost = units;
+            }
+        }
+    }
+
+    /// The time new entries are stamped with: the applying entry's.
+    pub fn set_clock(&mut self, now: u64) {
+        self.clock = now;
+    }
+
+    /// How accesses are recorded from now on.
+    pub fn set_access_mode(&mut self, mode: AccessMode) {
+        self.mode = mode;
+    }
+
+    pub fn access_mode(&self) -> &AccessMode {
+        &self.mode
+    }
+
+    fn new_entry(
+        &self,
+        key: &Bytes,
+        value: Value,
+        expires_at: Option<u64>,
+        access: Access,
+    ) -> Entry {
+        let cost = cost_units(memory::entry_cost(key, &value));
+        Entry {
+            value,
+            expires_at,
+            access,
+            cost,
+        }
+    }
+
+    /// The access word a write leaves on a replaced entry: LFU counts carry
+    /// over (as Redis keeps them), an LRU clock restarts now.
+    fn next_access(&self, old: Option<&Entry>) -> Access {
+        match old {
+            Some(old) if self.mode.lfu => old.access.carry(),
+            _ => Access::new(&self.mode, self.clock),
+        }
+    }
+
+    /// The live entry at `key` without recording an access (OBJECT, MEMORY
+    /// USAGE, eviction's sampling).
+    pub fn peek(&self, key: &Bytes, now: u64) -> Option<&Entry> {
+        self.entries.get(key).filter(|e| !e.is_expired(now))
     }
 
     /// Number of keys, counting keys whose deadline passed but that the log
@@ -325,16 +453,27 @@ impl Db {
         self.deadlines.len()
     }
 
-    /// The live entry at `key`, treating an expired one as absent.
+    /// The live entry at `key`, treating an expired one as absent; records
+    /// the access.
     pub fn get(&self, key: &Bytes, now: u64) -> Option<&Entry> {
-        self.entries.get(key).filter(|e| !e.is_expired(now))
+        let entry = self.peek(key, now)?;
+        entry
+            .access
+            .touch(&self.mode, now, self.noise.next(key.len() as u64 ^ now));
+        Some(entry)
     }
 
     /// The live value at `key` for a write. An expired entry is deleted here,
-    /// which is deterministic because `now` is the log entry's time.
+    /// which is deterministic because `now` is the log entry's time. The
+    /// value is re-costed at the next [`Db::settle`].
     pub fn get_mut(&mut self, key: &Bytes, now: u64) -> Option<&mut Value> {
         self.purge_if_expired(key, now);
-        self.entries.get_mut(key).map(|e| &mut e.value)
+        let entry = self.entries.get_mut(key)?;
+        entry
+            .access
+            .touch(&self.mode, now, self.noise.next(key.len() as u64 ^ now));
+        self.touched.push(key.clone());
+        Some(&mut entry.value)
     }
 
     /// The live entry at `key` for a write: an expired one is deleted first
@@ -362,8 +501,11 @@ impl Db {
         if let Some(at) = expires_at {
             self.deadlines.insert((at, key.clone()));
         }
-        let entry = Entry { value, expires_at };
+        let access = self.next_access(self.entries.get(&key));
+        let entry = self.new_entry(&key, value, expires_at, access);
+        self.used += u64::from(entry.cost);
         if let Some(old) = self.entries.insert(key.clone(), entry) {
+            self.used -= u64::from(old.cost);
             if let Some(old_at) = old.expires_at {
                 if Some(old_at) != expires_at {
                     self.deadlines.remove(&(old_at, key));
@@ -383,21 +525,32 @@ impl Db {
     /// without one: `insert_keep_ttl` for a caller that has just purged
     /// `key` (with [`Db::live`]). One lookup when the key exists.
     pub fn replace_live(&mut self, key: &Bytes, value: Value) {
+        let units = cost_units(memory::entry_cost(key, &value));
         let mut value = Some(value);
+        let mut freed = 0;
+        let (mode, clock) = (self.mode, self.clock);
         self.entries.upsert(key, |entry| match entry {
             Some(entry) => {
                 entry.value = value.take().expect("used once");
+                freed = std::mem::replace(&mut entry.cost, units);
+                if !mode.lfu {
+                    entry.access = Access::new(&mode, clock);
+                }
                 None
             }
             None => Some(Entry {
                 value: value.take().expect("used once"),
                 expires_at: None,
+                access: Access::new(&mode, clock),
+                cost: units,
             }),
         });
+        self.used = self.used - u64::from(freed) + u64::from(units);
     }
 
     pub fn remove(&mut self, key: &Bytes) -> Option<Entry> {
         let entry = self.entries.remove(key)?;
+        self.used -= u64::from(entry.cost);
         if let Some(at) = entry.expires_at {
             self.deadlines.remove(&(at, key.clone()));
         }
@@ -460,6 +613,8 @@ impl Db {
     pub fn clear(&mut self) {
         self.entries = ScanMap::new();
         self.deadlines.clear();
+        self.used = 0;
+        self.touched.clear();
     }
 
     /// Up to `limit` keys whose deadline is at or before `now`, oldest first:
@@ -471,6 +626,34 @@ impl Db {
             .take(limit)
             .map(|(_, k)| k.clone())
             .collect()
+    }
+
+    /// Keys with a deadline, soonest first (`volatile-ttl`).
+    pub fn by_deadline(&self) -> impl Iterator<Item = &Bytes> {
+        self.deadlines.iter().map(|(_, k)| k)
+    }
+
+    /// The live entry at `key` and the key as stored, without recording an
+    /// access.
+    pub fn peek_entry(&self, key: &Bytes, now: u64) -> Option<(&Bytes, &Entry)> {
+        self.entries
+            .get_key_value(key)
+            .filter(|(_, e)| !e.is_expired(now))
+    }
+
+    /// A random entry (eviction's sampling), expired or not.
+    pub fn random_entry(&self, rng: &mut SeededRng) -> Option<(&Bytes, &Entry)> {
+        self.entries.at_or_after(rng.next_u64())
+    }
+
+    /// A random entry with a deadline: the first deadline at or after a
+    /// random time between the earliest and the latest one.
+    pub fn random_volatile(&self, rng: &mut SeededRng) -> Option<(&Bytes, &Entry)> {
+        let first = self.deadlines.first()?.0;
+        let last = self.deadlines.last()?.0;
+        let at = first + rng.next_u64() % (last - first + 1);
+        let (_, key) = self.deadlines.range((at, Bytes::new())..).next()?;
+        self.entries.get_key_value(key)
     }
 
     /// The earliest deadline in the keyspace.

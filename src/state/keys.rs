@@ -9,6 +9,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::db::{Db, Value};
+use super::memory;
 use super::sort::{self, Sort};
 use super::{glob, OpResult, Outcome, StateError};
 
@@ -91,7 +92,7 @@ pub enum KeyQuery {
     Object { key: Bytes, field: ObjectField },
     /// MEMORY USAGE: an estimate of the bytes the key and its value take,
     /// nil when absent.
-    MemoryUsage { key: Bytes },
+    MemoryUsage { key: Bytes, samples: usize },
     /// SORT without STORE, and SORT_RO: see [`super::sort::read`].
     Sort(Sort),
 }
@@ -103,9 +104,10 @@ pub enum ObjectField {
     Encoding(EncodingLimits),
     /// 2147483647 for the small integers Redis shares, else 1.
     RefCount,
-    /// Seconds since the last access: concord tracks no access times, so 0.
+    /// Seconds since the last access, as this node recorded it.
     IdleTime,
-    /// The LFU access counter: not tracked, so 0.
+    /// The LFU access counter, as this node recorded it (under an LFU
+    /// `maxmemory-policy`).
     Freq,
 }
 
@@ -193,29 +195,6 @@ pub fn encoding(value: &Value, limits: &EncodingLimits) -> &'static str {
             }
         }
     }
-}
-
-/// A deterministic estimate of the memory a key takes, in the spirit of
-/// Redis's `objectComputeSize`: the key's dictionary entry and header plus
-/// the value's bytes and a per-element overhead of its encoding.
-pub fn memory_usage(key: &Bytes, value: &Value) -> u64 {
-    const ENTRY: u64 = 24 + 16;
-    const ELEMENT: u64 = 16;
-    let sds = |len: usize| len as u64 + 3;
-    let elements: u64 = match value {
-        Value::String(s) if as_stored_integer(s).is_some() => 0,
-        Value::String(s) => sds(s.len()),
-        Value::Hash(h) => h
-            .iter()
-            .map(|(f, v)| sds(f.len()) + sds(v.len()) + ELEMENT)
-            .sum(),
-        Value::Set(s) => s.keys().map(|m| sds(m.len()) + ELEMENT).sum(),
-        Value::List(l) => l.iter().map(|e| sds(e.len()) + 2).sum::<u64>() + 32,
-        Value::ZSet(z) => z.iter().map(|(m, _)| sds(m.len()) + 8 + ELEMENT).sum(),
-        // The encoded size stands in for Redis's listpack bytes.
-        Value::Stream(stream) => postcard::to_stdvec(stream).map_or(0, |b| b.len() as u64) + 64,
-    };
-    ENTRY + sds(key.len()) + elements
 }
 
 pub fn apply(db: &mut Db, now: u64, op: &KeyOp) -> OpResult {
@@ -356,7 +335,7 @@ pub fn read(db: &Db, now: u64, query: &KeyQuery) -> OpResult {
         }
         KeyQuery::DbSize => Ok(Outcome::Int(db.len() as i64)),
         KeyQuery::Object { key, field } => {
-            let Some(entry) = db.get(key, now) else {
+            let Some(entry) = db.peek(key, now) else {
                 return Ok(Outcome::Nil);
             };
             Ok(match field {
@@ -372,11 +351,14 @@ pub fn read(db: &Db, now: u64, query: &KeyQuery) -> OpResult {
                     }
                     _ => 1,
                 }),
-                ObjectField::IdleTime | ObjectField::Freq => Outcome::Int(0),
+                ObjectField::IdleTime => Outcome::Int(entry.access().idle_seconds(now) as i64),
+                ObjectField::Freq => {
+                    Outcome::Int(i64::from(entry.access().frequency(db.access_mode(), now)))
+                }
             })
         }
-        KeyQuery::MemoryUsage { key } => Ok(match db.get(key, now) {
-            Some(entry) => Outcome::Int(memory_usage(key, &entry.value) as i64),
+        KeyQuery::MemoryUsage { key, samples } => Ok(match db.peek(key, now) {
+            Some(entry) => Outcome::Int(memory::memory_usage(key, &entry.value, *samples) as i64),
             None => Outcome::Nil,
         }),
         KeyQuery::Sort(query) => sort::read(db, now, query),

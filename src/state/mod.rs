@@ -13,11 +13,13 @@ pub mod acl;
 pub mod breakers;
 pub mod db;
 mod error;
+pub mod evict;
 pub mod glob;
 pub mod hashes;
 pub mod keys;
 pub mod lists;
 pub mod locks;
+pub mod memory;
 pub mod mesh;
 pub mod notify;
 mod outcome;
@@ -64,6 +66,9 @@ pub enum Op {
     /// timer. Each key is re-checked against the entry's time, since it may
     /// have been rewritten after the proposal.
     ExpireKeys(Vec<Bytes>),
+    /// Deletes keys the leader chose to evict because the dataset is over
+    /// `maxmemory` (see [`evict`]). Outcome: how many were still there.
+    Evict(Vec<Bytes>),
     Lock(locks::LockOp),
     Session(sessions::SessionOp),
     Registry(registry::RegistryOp),
@@ -269,6 +274,8 @@ pub struct State {
     /// What the mesh primitives did on this replica (`/metrics`); not
     /// replicated, see [`mesh`].
     mesh: mesh::MeshCounters,
+    /// Keys evicted on this replica since it started; not replicated.
+    evicted_keys: memory::Counter,
     /// The restricted user whose script op is being applied
     /// ([`Op::AsUser`]); None otherwise. Not replicated: it lives for
     /// the length of one op.
@@ -340,10 +347,12 @@ impl State {
         if !matches!(op, Op::Grace { .. }) {
             self.fire_timers(now);
         }
+        self.db.set_clock(now);
         let result = self.apply_at(now, op);
         lists::serve_waiters(self, now);
         zsets::serve_waiters(self, now);
         streams::serve_waiters(self, now);
+        self.db.settle();
         result
     }
 
@@ -381,6 +390,11 @@ impl State {
                     .iter()
                     .filter(|k| self.db.purge_if_expired(k, now))
                     .count();
+                Ok(Outcome::Int(removed as i64))
+            }
+            Op::Evict(keys) => {
+                let removed = keys.iter().filter(|k| self.db.remove(k).is_some()).count();
+                self.evicted_keys.0 += removed as u64;
                 Ok(Outcome::Int(removed as i64))
             }
             Op::Lock(op) => locks::apply(self, now, op),
@@ -558,6 +572,38 @@ impl State {
             Query::Stream(q) => streams::read(&self.db, now, q),
             Query::Acl(q) => Ok(self.acl.read(q)),
         }
+    }
+
+    /// The dataset's size as every replica computes it: what `maxmemory`
+    /// limits (see [`memory`]).
+    pub fn dataset_bytes(&self) -> u64 {
+        self.db.dataset_bytes()
+    }
+
+    /// Keys this replica deleted by eviction since it started.
+    pub fn evicted_keys(&self) -> u64 {
+        self.evicted_keys.0
+    }
+
+    /// How this node records accesses (its `maxmemory-policy` and LFU
+    /// parameters); not replicated.
+    pub fn set_access_mode(&mut self, mode: memory::AccessMode) {
+        self.db.set_access_mode(mode);
+    }
+
+    /// The keys the leader proposes to evict to free `need` bytes: see
+    /// [`evict::victims`].
+    pub fn eviction_victims(
+        &self,
+        policy: evict::Policy,
+        samples: usize,
+        need: u64,
+        now_ms: u64,
+        rng: &mut db::SeededRng,
+        pool: &mut evict::Pool,
+    ) -> Vec<Bytes> {
+        let now = now_ms.max(self.clock_ms);
+        evict::victims(&self.db, policy, samples, need, now, rng, pool)
     }
 
     pub fn db(&self) -> &Db {

@@ -206,7 +206,7 @@ fn keys_of(op: &Op) -> Vec<&Bytes> {
             }
             ZSetOp::Store { dest, .. } | ZSetOp::RangeStore { dest, .. } => vec![dest],
         },
-        Op::ExpireKeys(keys) => keys.iter().collect(),
+        Op::ExpireKeys(keys) | Op::Evict(keys) => keys.iter().collect(),
         Op::Stream(op) => match op {
             StreamOp::Add { key, .. }
             | StreamOp::Trim { key, .. }
@@ -560,6 +560,7 @@ pub(super) fn after(state: &mut State, now: u64, op: &Op, result: &OpResult, bef
     let mut deleted = Vec::new();
     // RENAME moves the value: the source is not deleted, it is renamed.
     let moved = matches!(op, Op::Key(KeyOp::Rename { .. }));
+    let evicted = matches!(op, Op::Evict(_));
     for (key, was) in &before.keys {
         let now_seen = seen(state, key, now);
         match (was, now_seen) {
@@ -567,6 +568,7 @@ pub(super) fn after(state: &mut State, now: u64, op: &Op, result: &OpResult, bef
             (Seen::Expired, Seen::Absent | Seen::Live) => {
                 events.push((EXPIRED, "expired", key.clone()))
             }
+            (Seen::Live, Seen::Absent) if evicted => events.push((EVICTED, "evicted", key.clone())),
             (Seen::Live, Seen::Absent | Seen::Expired) if !moved => {
                 deleted.push((GENERIC, "del", key.clone()))
             }

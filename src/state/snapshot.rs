@@ -208,6 +208,7 @@ impl State {
             script_host: Default::default(),
             acl,
             mesh: Default::default(),
+            evicted_keys: Default::default(),
             caller: None,
         })
     }
