@@ -74,7 +74,7 @@ elif ((${#UNITS[@]} == 0)); then
         unit/type/set unit/type/zset unit/type/list unit/pubsub unit/multi
         unit/scripting unit/info-command)
 fi
-TAGS="-needs:repl -needs:debug -needs:save -needs:config-maxmemory -needs:config-resetstat -needs:reset -needs:pfdebug -needs:latency -slow"
+TAGS="-needs:repl -needs:debug -needs:save -needs:config-resetstat -needs:reset -needs:pfdebug -needs:latency -slow"
 
 log() { printf '[redis-suite] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }

@@ -248,3 +248,92 @@ fn a_write_too_big_for_one_log_entry_is_refused_before_the_log() {
         );
     }
 }
+
+/// The `qbuf` (or `tot-mem`) CLIENT LIST reports for the client on `port`.
+fn client_list_field(admin: &mut redis::Connection, port: u16, field: &str) -> Option<u64> {
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(admin).ok()?;
+    let line = list
+        .lines()
+        .find(|l| l.contains(&format!("addr=127.0.0.1:{port} ")))?;
+    line.split(' ')
+        .find_map(|kv| kv.strip_prefix(&format!("{field}=")))?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn client_list_shows_buffers_and_maxmemory_clients_closes_the_biggest_first() {
+    let server = Server::start();
+    let mut admin = server.client();
+    let _: () = redis::cmd("CLIENT")
+        .arg(&["NO-EVICT", "on"])
+        .query(&mut admin)
+        .unwrap();
+
+    // Three clients each holding part of a 2 MB value: 100, 400 and 1500
+    // KB (their read buffers' capacities, counted as qbuf-free, differ in
+    // the same order).
+    let mut held = Vec::new();
+    for kb in [100, 400, 1500] {
+        let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        s.write_all(b"*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n$2000000\r\n")
+            .unwrap();
+        s.write_all(&vec![b'x'; kb * 1000]).unwrap();
+        let port = s.local_addr().unwrap().port();
+        held.push((kb, s, port));
+    }
+    for (kb, _, port) in &held {
+        let qbuf = wait_for(
+            "CLIENT LIST to show the query buffer",
+            Duration::from_secs(10),
+            || client_list_field(&mut admin, *port, "qbuf").filter(|q| *q >= *kb as u64 * 1000),
+        );
+        let total = client_list_field(&mut admin, *port, "tot-mem").unwrap();
+        assert!(total >= qbuf, "tot-mem {total} < qbuf {qbuf}");
+    }
+    let info: String = redis::cmd("INFO").arg("memory").query(&mut admin).unwrap();
+    let clients: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("mem_clients_normal:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(clients >= 2_000_000, "mem_clients_normal {clients}");
+
+    // A limit that the two smaller ones together pass: the biggest goes,
+    // then the middle one; the smallest stays.
+    let sizes: Vec<u64> = held
+        .iter()
+        .map(|(_, _, port)| client_list_field(&mut admin, *port, "tot-mem").unwrap())
+        .collect();
+    assert!(sizes[0] < sizes[1] && sizes[1] < sizes[2], "{sizes:?}");
+    let limit = sizes[0] + sizes[1] - 1;
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-clients")
+        .arg(limit)
+        .query(&mut admin)
+        .unwrap();
+    let (_, mut big, _) = held.pop().unwrap();
+    let (_, mut middle, _) = held.pop().unwrap();
+    let (_, mut small, small_port) = held.pop().unwrap();
+    assert!(closed_within(&mut big, Duration::from_secs(10)));
+    assert!(closed_within(&mut middle, Duration::from_secs(10)));
+    assert!(client_list_field(&mut admin, small_port, "qbuf").is_some());
+    let info: String = redis::cmd("INFO").arg("stats").query(&mut admin).unwrap();
+    assert!(info.contains("evicted_clients:2"), "{info}");
+    // The one left can finish its request once the limit is lifted.
+    let _: () = redis::cmd("CONFIG")
+        .arg(&["SET", "maxmemory-clients", "0"])
+        .query(&mut admin)
+        .unwrap();
+    small.write_all(&vec![b'x'; 1_900_000]).unwrap();
+    small.write_all(b"\r\n").unwrap();
+    let mut reply = [0u8; 5];
+    small
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    small.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"+OK\r\n");
+}

@@ -216,12 +216,12 @@ fn server_and_connection_commands() {
     // accepted and ignored; its true value is accepted.
     let err: RedisResult<()> = redis::cmd("CONFIG")
         .arg("SET")
-        .arg("maxmemory-policy")
-        .arg("allkeys-lru")
+        .arg("appendfsync")
+        .arg("everysec")
         .query(&mut c);
     let text = err.unwrap_err().to_string();
     assert!(
-        text.contains("'maxmemory-policy'") && text.contains("does not support"),
+        text.contains("'appendfsync'") && text.contains("does not support"),
         "{text}"
     );
     let _: () = redis::cmd("CONFIG")

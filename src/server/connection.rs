@@ -291,6 +291,17 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     // When the client last completed a request (`timeout`).
     let mut last_request = Instant::now();
     'connection: loop {
+        // What arrived counts before it is parsed: a client whose request
+        // is growing past `maxmemory-clients` is closed before it runs.
+        let held = (rbuf.len() + parser.held_bytes()) as u64;
+        if held > super::CLIENT_CHECK_BYTES {
+            mem.query.store(held, Ordering::Relaxed);
+            mem.query_free
+                .store((rbuf.capacity() - rbuf.len()) as u64, Ordering::Relaxed);
+            if super::enforce_clients_memory(&shared, Some(id)) {
+                break 'connection;
+            }
+        }
         let mut more_buffered = false;
         // Reads submitted since answers were last collected: a write must
         // not be submitted behind them, or they could observe it.
@@ -516,6 +527,8 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         // closes it, and what it held freed.
         let held = (rbuf.len() + parser.held_bytes()) as u64;
         mem.query.store(held, Ordering::Relaxed);
+        mem.query_free
+            .store((rbuf.capacity() - rbuf.len()) as u64, Ordering::Relaxed);
         let limit = shared.query_buffer_limit.load(Ordering::Relaxed);
         if held > limit {
             shared

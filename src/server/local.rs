@@ -596,7 +596,7 @@ pub(super) fn clients_memory(shared: &Shared) -> u64 {
 pub(super) fn client_line(c: &super::ClientInfo, now: std::time::Instant) -> String {
     format!(
         "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db=0 sub=0 psub=0 ssub=0 multi=-1 \
-         qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem={} tot-mem={} events=r \
+         qbuf={} qbuf-free={} argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem={} tot-mem={} events=r \
          cmd={} user={} redir=-1 resp={} lib-name={} lib-ver={}",
         c.id,
         c.addr,
@@ -606,6 +606,7 @@ pub(super) fn client_line(c: &super::ClientInfo, now: std::time::Instant) -> Str
         now.duration_since(c.last_active).as_secs(),
         if c.blocked_on.is_some() { "b" } else { "N" },
         c.mem.query_bytes(),
+        c.mem.query_free_bytes(),
         c.mem.output_bytes(),
         c.mem.total(),
         c.last_command,

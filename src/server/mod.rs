@@ -213,6 +213,8 @@ pub struct ClientInfo {
 pub struct ClientMemory {
     /// Bytes of requests read and not yet parsed and run.
     pub query: AtomicU64,
+    /// Room allocated in the read buffer beyond that (`qbuf-free`).
+    pub query_free: AtomicU64,
     /// Bytes of replies encoded and not yet written to the socket.
     pub output: AtomicU64,
     /// A subscriber's messages queued and not yet encoded (its backlog).
@@ -239,10 +241,56 @@ impl ClientMemory {
         self.output.load(Ordering::Relaxed) + self.backlog.get().map_or(0, |b| b.bytes())
     }
 
+    pub fn query_free_bytes(&self) -> u64 {
+        self.query_free.load(Ordering::Relaxed)
+    }
+
     pub fn total(&self) -> u64 {
-        self.query_bytes() + self.output_bytes()
+        self.query_bytes() + self.query_free_bytes() + self.output_bytes()
     }
 }
+
+/// Closes the biggest clients (never one marked NO-EVICT) until the rest
+/// hold no more than `maxmemory-clients` together. Run every 100 ms, and by
+/// a connection whose buffers just grew past [`CLIENT_CHECK_BYTES`], so a
+/// client sending a huge request is closed while it sends, as Redis does.
+/// Returns true if the client `me` was among those closed.
+pub fn enforce_clients_memory(shared: &Shared, me: Option<u64>) -> bool {
+    let limit = shared.clients_memory_limit();
+    if limit == 0 {
+        return false;
+    }
+    let mut sizes: Vec<(u64, Arc<tokio::sync::Notify>, u64)> = {
+        let clients = shared.clients.lock().expect("clients lock");
+        clients
+            .values()
+            .filter(|c| !c.no_evict)
+            .map(|c| (c.mem.total(), c.kill.clone(), c.id))
+            .collect()
+    };
+    let mut total: u64 = sizes.iter().map(|(m, ..)| m).sum();
+    sizes.sort_by_key(|s| std::cmp::Reverse(s.0));
+    let mut closed_me = false;
+    for (size, kill, id) in sizes {
+        if total <= limit || size == 0 {
+            break;
+        }
+        tracing::info!(
+            client = id,
+            bytes = size,
+            limit,
+            "closing a client for maxmemory-clients"
+        );
+        kill.notify_one();
+        shared.stats.evicted_clients.fetch_add(1, Ordering::Relaxed);
+        closed_me |= Some(id) == me;
+        total -= size;
+    }
+    closed_me
+}
+
+/// A connection holding more than this checks `maxmemory-clients` itself.
+pub const CLIENT_CHECK_BYTES: u64 = 32 * 1024;
 
 /// `maxmemory-clients`: while the clients of this node together hold more
 /// than the limit, the biggest are closed first (never one marked CLIENT
@@ -255,34 +303,7 @@ pub async fn evict_clients(shared: Arc<Shared>, mut shutdown: watch::Receiver<bo
             _ = every.tick() => {}
             _ = shutdown.changed() => return,
         }
-        let limit = shared.clients_memory_limit();
-        if limit == 0 {
-            continue;
-        }
-        let mut sizes: Vec<(u64, Arc<tokio::sync::Notify>, u64)> = {
-            let clients = shared.clients.lock().expect("clients lock");
-            clients
-                .values()
-                .filter(|c| !c.no_evict)
-                .map(|c| (c.mem.total(), c.kill.clone(), c.id))
-                .collect()
-        };
-        let mut total: u64 = sizes.iter().map(|(m, ..)| m).sum();
-        sizes.sort_by_key(|s| std::cmp::Reverse(s.0));
-        for (size, kill, id) in sizes {
-            if total <= limit || size == 0 {
-                break;
-            }
-            tracing::info!(
-                client = id,
-                bytes = size,
-                limit,
-                "closing a client for maxmemory-clients"
-            );
-            kill.notify_one();
-            shared.stats.evicted_clients.fetch_add(1, Ordering::Relaxed);
-            total -= size;
-        }
+        enforce_clients_memory(&shared, None);
     }
 }
 

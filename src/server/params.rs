@@ -801,6 +801,19 @@ file (`concord serve --help` lists them; the README has the main ones).
 in `src/server/params.rs`. Nothing is accepted and ignored: a parameter is
 honoured, or CONFIG SET refuses it with an error that names it. Values shown
 are those of a node started with default flags.
+
+## Limits: what protects against what
+
+| limit | protects against | default | CONFIG SET |
+|---|---|---|---|
+| `maxmemory` (`--maxmemory 64mb`), `maxmemory-policy`, `maxmemory-samples`, `lfu-log-factor`, `lfu-decay-time` | a dataset (a cache with TTLs) growing until the kernel kills the node. Counts the dataset as every replica sizes it (`used_memory_dataset`, MEMORY USAGE), not RSS. Past it the leader evicts by the policy through the log (every replica deletes the same keys, `evicted` keyspace events), or with `noeviction` (or nothing evictable) `denyoom` commands and writing scripts get `-OOM` on the node that took them. The leader's settings decide eviction: give every node the same. | 0 (none), `noeviction`, 5, 10, 1 | yes |
+| `maxmemory-clients` | many clients together holding too much in their buffers: the biggest are closed first (`evicted_clients`), never one marked CLIENT NO-EVICT | 0 (none) | yes |
+| `client-output-buffer-limit` | a client that stops reading (a stuck subscriber) growing the node: past the hard limit, or past the soft one for its seconds, it is closed and what it had queued freed | `normal 0 0 0`, `pubsub 32mb 8mb 60` | yes |
+| `client-query-buffer-limit` | a connection sending a huge request slowly: what it holds unparsed is capped | 1gb | yes |
+| `proto-max-bulk-len` (`--proto-max-bulk-len`) | one argument larger than this, refused while parsing | 512mb | yes |
+| `--max-entry-bytes` | a write too big for one raft log entry (it would stall heartbeats and elections): refused before the log | 64 MiB | no (flag) |
+| `timeout`, `tcp-keepalive` | idle or half-open connections kept forever (never subscribers or blocked clients) | 0 (off), 300 s | yes |
+| `maxclients` (`--max-clients`) | too many connections | 10000 | yes |
 ";
 
 #[cfg(test)]
