@@ -312,6 +312,7 @@ async fn serve(config: Config) -> Result<(), ServeError> {
         tokio::spawn(reload_on_sighup(files));
     }
     tokio::spawn(server::evict_clients(shared.clone(), stop_rx.clone()));
+    tokio::spawn(server::health::run(shared.clone(), stop_rx.clone()));
     let server = tokio::spawn(server::serve(listener, shared.clone(), stop_rx, None));
     let driver = node.join();
     let outcome = tokio::select! {

@@ -285,6 +285,14 @@ pub const CATALOG: &[Desc] = &[
         "1 when an instance is healthy, 0 when not",
     ),
     counter(
+        "concord_registry_health_transitions",
+        "An instance's health flips, by the health it turned to (applied on this node since it started)",
+    ),
+    gauge(
+        "concord_registry_check_latency_seconds",
+        "How long an instance's health check's last recorded probe took",
+    ),
+    counter(
         "concord_registry_picks",
         "Instances picked for a service, by strategy",
     ),

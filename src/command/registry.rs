@@ -7,6 +7,7 @@
 use bytes::Bytes;
 
 use super::{standard_reply, Args, CommandError, CommandSpec, Exec, Flag, KeyPositions};
+use crate::state::checks::{CheckSpec, Probe};
 use crate::state::registry::{Registration, RegistryOp, RegistryQuery, Strategy};
 use crate::state::{Op, Query};
 
@@ -29,7 +30,7 @@ pub const SPECS: &[CommandSpec] = &[
         "Removes the instance: 1, or 0 if it was not registered.",
         Exec::Write(parse_deregister, standard_reply)),
     spec!("registry.list", -2, R, KeyPositions::NONE, "concord", "service [ALL]",
-        "The service's healthy instances (every live one with ALL) in id order, each as a map of id, address, meta (nil if none), healthy (1/0), active (outstanding LEAST_CONNECTIONS picks), last-heartbeat-age (ms) and session (nil if none).",
+        "The service's healthy instances (every live one with ALL) in id order, each as a map of id, address, meta (nil if none), healthy (1/0), active (outstanding LEAST_CONNECTIONS picks), last-heartbeat-age (ms), session (nil if none) and check (nil if none; else type, target, interval-ms, timeout-ms, owner node, and the last recorded result: last-ok, last-detail, last-latency-us, last-age in ms).",
         Exec::Read(parse_list, standard_reply)),
     spec!("registry.services", 1, R, KeyPositions::NONE, "concord", "",
         "Every service as [name, healthy instances, instances].",
@@ -48,7 +49,112 @@ pub const SPECS: &[CommandSpec] = &[
         "service [UNHEALTHY n] [HEALTHY m]",
         "Sets the service's health thresholds (defaults UNHEALTHY 3, HEALTHY 1, as Kubernetes probes); a threshold left out keeps its value. They apply from the next report and are kept while the service has no instances.",
         Exec::Write(parse_config, standard_reply)),
+    spec!("registry.check", -5, W, KeyPositions::NONE, "concord",
+        "service id HTTP url [INTERVAL ms] [TIMEOUT ms] [EXPECT lo-hi] | service id TCP host:port [INTERVAL ms] [TIMEOUT ms] | service id TTL ms",
+        "Sets the instance's health check, run by the cluster: OK, or -ERR no such instance. HTTP GETs the url (http:// only; redirects are not followed, a 3xx counts by EXPECT) and passes on a status within EXPECT (default 200-399); TCP passes when a connection opens; both every INTERVAL ms (default 10000) within TIMEOUT ms (default 2000, at most the interval). Each probed check is owned by one live node, assigned through the log and moved when that node stops answering. TTL passes while the instance reports UP (REGISTRY.HEALTH) at least every ms; each TTL without a report is a failed probe. Results count toward the service's UNHEALTHY/HEALTHY thresholds like reports; a result is written to the log only when it moves a streak, and health flips are published on __registry__:health as `service id up|down`. The check goes with the instance.",
+        Exec::Write(parse_check, standard_reply)),
+    spec!("registry.uncheck", 3, W, KeyPositions::NONE, "concord", "service id",
+        "Removes the instance's health check: 1, or 0 if it had none. Its health stays as it was.",
+        Exec::Write(parse_uncheck, standard_reply)),
 ];
+
+/// Between probes when INTERVAL is not given (Consul's default).
+pub const DEFAULT_CHECK_INTERVAL_MS: u64 = 10_000;
+/// How long a probe may take when TIMEOUT is not given.
+pub const DEFAULT_CHECK_TIMEOUT_MS: u64 = 2_000;
+/// The shortest interval: a check is not a load generator.
+pub const MIN_CHECK_INTERVAL_MS: u64 = 100;
+
+fn parse_check(argv: &[Bytes]) -> Result<Op, CommandError> {
+    let mut args = Args::new(argv);
+    let (service, id) = instance(&mut args)?;
+    let invalid = |text: &str| CommandError::InvalidArgument(text.to_owned());
+    let kind = args.keyword()?;
+    let (probe, ttl) = match kind.as_str() {
+        "HTTP" => {
+            let url = args.bytes()?;
+            let text = std::str::from_utf8(&url).map_err(|_| invalid("invalid url"))?;
+            if !text.starts_with("http://") {
+                return Err(invalid(
+                    "the url must start with http:// (https is not probed; use a TCP check for a TLS port)",
+                ));
+            }
+            if crate::state::checks::parse_http_url(text).is_none() {
+                return Err(invalid("invalid url: expected http://host:port/path"));
+            }
+            (
+                Probe::Http {
+                    url,
+                    expect: (200, 399),
+                },
+                None,
+            )
+        }
+        "TCP" => {
+            let addr = args.bytes()?;
+            let ok = std::str::from_utf8(&addr)
+                .ok()
+                .and_then(|a| a.rsplit_once(':'))
+                .is_some_and(|(host, port)| {
+                    !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+                });
+            if !ok {
+                return Err(invalid("invalid address: expected host:port"));
+            }
+            (Probe::Tcp { addr }, None)
+        }
+        "TTL" => (Probe::Ttl, Some(args.millis("TTL", false)?)),
+        _ => return Err(CommandError::Syntax),
+    };
+    let mut probe = probe;
+    let mut interval = None;
+    let mut timeout = None;
+    while !args.is_empty() {
+        match (args.keyword()?.as_str(), &mut probe) {
+            ("INTERVAL", Probe::Http { .. } | Probe::Tcp { .. }) if interval.is_none() => {
+                interval = Some(args.millis("INTERVAL", false)?)
+            }
+            ("TIMEOUT", Probe::Http { .. } | Probe::Tcp { .. }) if timeout.is_none() => {
+                timeout = Some(args.millis("TIMEOUT", false)?)
+            }
+            ("EXPECT", Probe::Http { expect, .. }) => {
+                let range = args.bytes()?;
+                let parsed = std::str::from_utf8(&range).ok().and_then(|r| {
+                    let (lo, hi) = r.split_once('-').unwrap_or((r, r));
+                    let (lo, hi) = (lo.parse::<u16>().ok()?, hi.parse::<u16>().ok()?);
+                    ((100..=599).contains(&lo) && lo <= hi && hi <= 599).then_some((lo, hi))
+                });
+                *expect = parsed.ok_or_else(|| {
+                    invalid("invalid EXPECT: expected a status or lo-hi within 100-599")
+                })?;
+            }
+            _ => return Err(CommandError::Syntax),
+        }
+    }
+    let interval_ms = ttl.or(interval).unwrap_or(DEFAULT_CHECK_INTERVAL_MS);
+    if interval_ms < MIN_CHECK_INTERVAL_MS {
+        return Err(invalid("invalid INTERVAL: at least 100 ms"));
+    }
+    let timeout_ms = timeout.unwrap_or(DEFAULT_CHECK_TIMEOUT_MS.min(interval_ms));
+    if timeout_ms > interval_ms {
+        return Err(invalid("invalid TIMEOUT: at most the INTERVAL"));
+    }
+    write(RegistryOp::Check {
+        service,
+        id,
+        spec: CheckSpec {
+            probe,
+            interval_ms,
+            timeout_ms,
+        },
+    })
+}
+
+fn parse_uncheck(argv: &[Bytes]) -> Result<Op, CommandError> {
+    let mut args = Args::new(argv);
+    let (service, id) = instance(&mut args)?;
+    write(RegistryOp::Uncheck { service, id })
+}
 
 fn write(op: RegistryOp) -> Result<Op, CommandError> {
     Ok(Op::Registry(op))

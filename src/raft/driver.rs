@@ -235,6 +235,8 @@ pub(crate) struct Driver {
     next_expiry_check: Instant,
     /// `maxmemory`: the leader's eviction proposals.
     eviction: super::eviction::Eviction,
+    /// Which node probes which health check: the leader's proposals.
+    check_owners: super::check_owners::CheckOwners,
 
     /// The leader's Tick or Grace proposal not yet applied: one at a time.
     timer_in_flight: Option<u64>,
@@ -303,6 +305,7 @@ impl Driver {
             expiry_in_flight: None,
             next_expiry_check: Instant::now(),
             eviction: super::eviction::Eviction::new(now_ms() ^ config.id.rotate_left(32)),
+            check_owners: super::check_owners::CheckOwners::new(),
             timer_in_flight: None,
             grace_due: false,
             held: HashMap::new(),
@@ -360,6 +363,7 @@ impl Driver {
             }
             self.maybe_propose_expiry(now);
             self.maybe_propose_eviction();
+            self.maybe_assign_checks(now);
             self.maybe_propose_timers();
             self.flush_proposals();
             self.flush_reads(now);
@@ -395,6 +399,7 @@ impl Driver {
                 self.accept_admin(op, reply, after(self.config.request_timeout))
             }
             Inbox::Peer(m) => {
+                self.check_owners.heard(m.from, Instant::now());
                 // A leader's heartbeat carries min(what this node
                 // acknowledged, the commit index): above our last entry, it
                 // means this node lost entries it acknowledged (its data
@@ -437,6 +442,9 @@ impl Driver {
                 std::process::exit(70);
             }
             Inbox::Snapshot(reply) => self.take_snapshot(Some(reply)),
+            Inbox::OwnedChecks(reply) => {
+                let _ = reply.send(self.state.owned_checks(self.config.id));
+            }
             Inbox::Mesh(reply) => {
                 let now = now_ms().max(self.state.clock_ms());
                 let _ = reply.send(self.state.mesh_stats(now));
@@ -1261,7 +1269,30 @@ impl Driver {
         };
         self.flush_proposals();
         let index = self.propose(vec![Op::Evict(keys)], vec![None]);
-        self.eviction.proposed(index);
+        self.eviction.in_flight.proposed(index);
+    }
+
+    /// The leader gives health checks whose owner stopped answering (or
+    /// that have none) to live nodes, through the log.
+    fn maybe_assign_checks(&mut self, now: Instant) {
+        if !self.is_leader() || self.grace_due {
+            return;
+        }
+        let live_for = self.config.tick * self.config.election_ticks as u32;
+        let Some(moves) = self.check_owners.due(
+            &self.state,
+            self.config.id,
+            &self.conf_state.voters,
+            now,
+            live_for,
+            self.config.tick,
+        ) else {
+            return;
+        };
+        self.flush_proposals();
+        let op = Op::Registry(crate::state::registry::RegistryOp::AssignChecks(moves));
+        let index = self.propose(vec![op], vec![None]);
+        self.check_owners.in_flight.proposed(index);
     }
 
     /// The leader's primitive timers: a new leader's grace first, then a
@@ -1422,7 +1453,8 @@ impl Driver {
         } else if role != StateRole::Leader && was_leader {
             tracing::info!(term = self.raw.raft.term, leader, "stepped down");
             self.expiry_in_flight = None;
-            self.eviction.stepped_down();
+            self.eviction.in_flight.stepped_down();
+            self.check_owners.in_flight.stepped_down();
             self.timer_in_flight = None;
             self.grace_due = false;
             // Writes gathered but not proposed go to the next leader.
@@ -1600,7 +1632,8 @@ impl Driver {
         if self.expiry_in_flight == Some(index) {
             self.expiry_in_flight = None;
         }
-        self.eviction.applied(index);
+        self.eviction.in_flight.applied(index);
+        self.check_owners.in_flight.applied(index);
         if self.timer_in_flight == Some(index) {
             self.timer_in_flight = None;
         }

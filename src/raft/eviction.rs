@@ -25,7 +25,7 @@ const HEADROOM_MAX: u64 = 1 << 20;
 
 pub(crate) struct Eviction {
     /// The log index of the eviction proposed and not yet applied.
-    in_flight: Option<u64>,
+    pub(crate) in_flight: super::one_in_flight::OneInFlight,
     pool: Pool,
     rng: SeededRng,
     /// The access mode last handed to the state.
@@ -36,7 +36,7 @@ pub(crate) struct Eviction {
 impl Eviction {
     pub(crate) fn new(seed: u64) -> Self {
         Eviction {
-            in_flight: None,
+            in_flight: Default::default(),
             pool: Pool::default(),
             rng: SeededRng::new(seed),
             mode: AccessMode::default(),
@@ -74,7 +74,7 @@ impl Eviction {
         state: &State,
         now_ms: u64,
     ) -> Option<Vec<Bytes>> {
-        if self.in_flight.is_some() {
+        if self.in_flight.is_pending() {
             return None;
         }
         let max = limit.max_bytes();
@@ -92,21 +92,5 @@ impl Eviction {
             &mut self.pool,
         );
         (!keys.is_empty()).then_some(keys)
-    }
-
-    pub(crate) fn proposed(&mut self, index: Option<u64>) {
-        self.in_flight = index;
-    }
-
-    /// An entry applied: the eviction in flight, if it was that one, is done.
-    pub(crate) fn applied(&mut self, index: u64) {
-        if self.in_flight == Some(index) {
-            self.in_flight = None;
-        }
-    }
-
-    /// Leadership ended: what was in flight is the next leader's to see.
-    pub(crate) fn stepped_down(&mut self) {
-        self.in_flight = None;
     }
 }

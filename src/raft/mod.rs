@@ -29,11 +29,13 @@
 //! Nothing here knows about RESP, commands or sockets.
 
 pub mod backlog;
+mod check_owners;
 pub mod cluster;
 mod driver;
 mod eviction;
 mod log_store;
 mod node;
+mod one_in_flight;
 pub mod payload;
 
 use std::collections::BTreeMap;

@@ -298,6 +298,8 @@ pub(crate) enum Inbox {
     Snapshot(oneshot::Sender<Result<u64, NodeError>>),
     Info(oneshot::Sender<RaftInfo>),
     Mesh(oneshot::Sender<crate::state::mesh::MeshStats>),
+    /// The health checks this node probes.
+    OwnedChecks(oneshot::Sender<Vec<crate::state::checks::OwnedCheck>>),
     /// A connection of this node that subscribes (Some) or left (None).
     Subscriber {
         client: u64,
@@ -435,6 +437,14 @@ impl NodeHandle {
     pub async fn mesh_stats(&self) -> Result<crate::state::mesh::MeshStats, NodeError> {
         let (tx, rx) = oneshot::channel();
         let _ = self.inbox.send(Inbox::Mesh(tx));
+        rx.await.map_err(|_| NodeError::ShuttingDown)
+    }
+
+    /// The health checks this node owns, as it applied them: what its
+    /// prober runs.
+    pub async fn owned_checks(&self) -> Result<Vec<crate::state::checks::OwnedCheck>, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.inbox.send(Inbox::OwnedChecks(tx));
         rx.await.map_err(|_| NodeError::ShuttingDown)
     }
 

@@ -279,6 +279,20 @@ fn mesh_series(m: &mut crate::metrics::Scrape, mesh: crate::state::mesh::MeshSta
             );
         }
     }
+    for (service, id, to, times) in mesh.health_transitions {
+        m.labelled(
+            "concord_registry_health_transitions",
+            vec![("service", service), ("id", id), ("to", to.to_owned())],
+            n(times),
+        );
+    }
+    for (service, id, seconds) in mesh.check_latencies {
+        m.labelled(
+            "concord_registry_check_latency_seconds",
+            vec![("service", service), ("id", id)],
+            Number(seconds),
+        );
+    }
     for (service, strategy, picks) in mesh.picks {
         m.labelled(
             "concord_registry_picks",

@@ -13,6 +13,7 @@ pub mod acl;
 mod admin;
 mod cluster;
 mod connection;
+pub mod health;
 mod info;
 mod local;
 pub mod params;

@@ -33,6 +33,8 @@ pub(crate) struct MeshCounters {
     pub fenced_applied: u64,
     pub fenced_refused: u64,
     pub sessions_expired: u64,
+    /// Health flips by (service, instance, healthy after).
+    pub health_transitions: BTreeMap<(Bytes, Bytes, bool), u64>,
 }
 
 impl PartialEq for MeshCounters {
@@ -47,6 +49,13 @@ impl MeshCounters {
         *self
             .breaker_transitions
             .entry((breaker.clone(), to))
+            .or_default() += 1;
+    }
+
+    pub fn health_transition(&mut self, service: &Bytes, id: &Bytes, healthy: bool) {
+        *self
+            .health_transitions
+            .entry((service.clone(), id.clone(), healthy))
             .or_default() += 1;
     }
 
@@ -100,6 +109,11 @@ pub struct MeshStats {
     pub queues: Vec<(String, u64, u64, u64, u64)>,
     pub sessions_live: u64,
     pub sessions_expired: u64,
+    /// (service, instance, "up"/"down", times it turned so).
+    pub health_transitions: Vec<(String, String, &'static str, u64)>,
+    /// (service, instance, last probe latency in seconds) of the checks
+    /// with a recorded result.
+    pub check_latencies: Vec<(String, String, f64)>,
 }
 
 pub(crate) fn text(b: &Bytes) -> String {
@@ -139,6 +153,21 @@ impl super::State {
             queues: c.queues.counts(),
             sessions_live: c.sessions.len() as u64,
             sessions_expired: m.sessions_expired,
+            health_transitions: m
+                .health_transitions
+                .iter()
+                .map(|((s, i, up), n)| (text(s), text(i), if *up { "up" } else { "down" }, *n))
+                .collect(),
+            check_latencies: c
+                .ext
+                .checks
+                .by_instance
+                .iter()
+                .filter_map(|((s, i), check)| {
+                    let last = check.last.as_ref()?;
+                    Some((text(s), text(i), last.latency_us as f64 / 1e6))
+                })
+                .collect(),
         }
     }
 }

@@ -11,6 +11,7 @@
 
 pub mod acl;
 pub mod breakers;
+pub mod checks;
 pub mod db;
 mod error;
 pub mod evict;
@@ -323,6 +324,10 @@ pub(crate) struct CoordExt {
     /// How many members each waiting BZMPOP takes, by ticket (a waiter
     /// without an entry is a BZPOPMIN/BZPOPMAX).
     zset_pop_counts: BTreeMap<Ticket, u64>,
+    /// Health checks of registry instances; a snapshot carries them after
+    /// the ACL (format 5).
+    #[serde(skip)]
+    checks: checks::Checks,
 }
 
 impl Coord {
@@ -484,6 +489,7 @@ impl State {
                 Timer::ListWait(ticket) => lists::give_up(self, ticket),
                 Timer::ZSetPopWait(ticket) => zsets::give_up(self, ticket),
                 Timer::StreamWait(ticket) => streams::give_up(self, ticket),
+                Timer::CheckTtl { service, id } => registry::check_lapsed(self, now, &service, &id),
             }
         }
     }
@@ -604,6 +610,17 @@ impl State {
     ) -> Vec<Bytes> {
         let now = now_ms.max(self.clock_ms);
         evict::victims(&self.db, policy, samples, need, now, rng, pool)
+    }
+
+    /// The probed health checks node `owner` owns (see [`checks`]).
+    pub fn owned_checks(&self, owner: u64) -> Vec<checks::OwnedCheck> {
+        registry::owned_checks(self, owner)
+    }
+
+    /// The health checks to give to other nodes, `live` being the nodes
+    /// the leader hears from (see [`checks::Checks::assignments`]).
+    pub fn check_assignments(&self, live: &[u64]) -> Vec<(Bytes, Bytes, u64)> {
+        self.coord.ext.checks.assignments(live)
     }
 
     pub fn db(&self) -> &Db {

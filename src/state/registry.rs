@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::checks::{Check, CheckSpec, OwnedCheck, Probe, ProbeResult};
 use super::db::stable_hash;
 use super::timers::{self, Timer};
 use super::{sessions, OpResult, Outcome, State, StateError};
@@ -58,6 +59,30 @@ pub enum RegistryOp {
         service: Bytes,
         unhealthy: Option<u64>,
         healthy: Option<u64>,
+    },
+    /// REGISTRY.CHECK: sets (or replaces) the instance's health check; a
+    /// probed check is unassigned until the leader gives it an owner.
+    /// Outcome: OK, or -ERR no such instance.
+    Check {
+        service: Bytes,
+        id: Bytes,
+        spec: CheckSpec,
+    },
+    /// REGISTRY.UNCHECK. Outcome: 1 if there was a check.
+    Uncheck { service: Bytes, id: Bytes },
+    /// The leader gives checks to nodes: (service, id, owner). Outcome:
+    /// how many changed owner.
+    AssignChecks(Vec<(Bytes, Bytes, u64)>),
+    /// A probe's result from the node that owns the check; counted into the
+    /// instance's streak as a report. Ignored (outcome 0) if `owner` no
+    /// longer owns it; else 1.
+    CheckResult {
+        service: Bytes,
+        id: Bytes,
+        owner: u64,
+        ok: bool,
+        detail: Bytes,
+        latency_us: u64,
     },
 }
 
@@ -233,19 +258,69 @@ pub fn apply(state: &mut State, now: u64, op: &RegistryOp) -> OpResult {
             })))
         }
         RegistryOp::Health { service, id, up } => {
-            let service = state
-                .coord
-                .registry
-                .services
-                .get_mut(service)
-                .ok_or(StateError::NoSuchInstance)?;
-            let thresholds = service.thresholds.clone();
-            let instance = service
-                .instances
-                .get_mut(id)
-                .ok_or(StateError::NoSuchInstance)?;
-            report(instance, &thresholds, *up);
-            Ok(Outcome::bool(instance.healthy))
+            let healthy = record(state, service, id, *up)?;
+            // A TTL check's instance reported UP: its TTL starts again.
+            if *up {
+                restart_ttl(state, now, service, id);
+            }
+            Ok(Outcome::bool(healthy))
+        }
+        RegistryOp::Check { service, id, spec } => {
+            if state.coord.registry.instance_mut(service, id).is_none() {
+                return Err(StateError::NoSuchInstance);
+            }
+            uncheck(state, service, id);
+            let ttl_deadline =
+                (spec.probe == Probe::Ttl).then(|| now.saturating_add(spec.interval_ms));
+            if let Some(at) = ttl_deadline {
+                state.coord.timers.schedule(check_timer(service, id), at);
+            }
+            state.coord.ext.checks.by_instance.insert(
+                (service.clone(), id.clone()),
+                Check {
+                    spec: spec.clone(),
+                    owner: 0,
+                    last: None,
+                    ttl_deadline,
+                },
+            );
+            Ok(Outcome::Ok)
+        }
+        RegistryOp::Uncheck { service, id } => Ok(Outcome::bool(uncheck(state, service, id))),
+        RegistryOp::AssignChecks(moves) => {
+            let mut changed = 0;
+            for (service, id, owner) in moves {
+                if let Some(check) = state.coord.ext.checks.get_mut(service, id) {
+                    if check.spec.probe.needs_prober() && check.owner != *owner {
+                        check.owner = *owner;
+                        changed += 1;
+                    }
+                }
+            }
+            Ok(Outcome::Int(changed))
+        }
+        RegistryOp::CheckResult {
+            service,
+            id,
+            owner,
+            ok,
+            detail,
+            latency_us,
+        } => {
+            let Some(check) = state.coord.ext.checks.get_mut(service, id) else {
+                return Ok(Outcome::Int(0));
+            };
+            if check.owner != *owner {
+                return Ok(Outcome::Int(0));
+            }
+            check.last = Some(ProbeResult {
+                ok: *ok,
+                detail: detail.clone(),
+                latency_us: *latency_us,
+                at: now,
+            });
+            record(state, service, id, *ok)?;
+            Ok(Outcome::Int(1))
         }
         RegistryOp::Config {
             service,
@@ -272,6 +347,7 @@ pub fn read(state: &State, now: u64, query: &RegistryQuery) -> OpResult {
     let services = &state.coord.registry.services;
     match query {
         RegistryQuery::List { service, all } => {
+            let name = service;
             let Some(service) = services.get(service) else {
                 return Ok(Outcome::Array(Vec::new()));
             };
@@ -280,7 +356,7 @@ pub fn read(state: &State, now: u64, query: &RegistryQuery) -> OpResult {
                     .instances
                     .iter()
                     .filter(|(_, i)| *all || i.healthy)
-                    .map(|(id, i)| describe(id, i, now))
+                    .map(|(id, i)| describe(id, i, now, state.coord.ext.checks.get(name, id)))
                     .collect(),
             ))
         }
@@ -299,8 +375,50 @@ pub fn read(state: &State, now: u64, query: &RegistryQuery) -> OpResult {
     }
 }
 
-fn describe(id: &Bytes, i: &Instance, now: u64) -> Outcome {
+fn describe(id: &Bytes, i: &Instance, now: u64, check: Option<&Check>) -> Outcome {
     let field = |name: &'static str| Outcome::Bulk(Bytes::from_static(name.as_bytes()));
+    let check = check.map_or(Outcome::Nil, |c| {
+        let target = match &c.spec.probe {
+            Probe::Http { url, .. } => Outcome::Bulk(url.clone()),
+            Probe::Tcp { addr } => Outcome::Bulk(addr.clone()),
+            Probe::Ttl => Outcome::Nil,
+        };
+        let last = c.last.as_ref();
+        Outcome::Map(vec![
+            (
+                field("type"),
+                Outcome::Bulk(Bytes::from_static(c.spec.probe.kind().as_bytes())),
+            ),
+            (field("target"), target),
+            (
+                field("interval-ms"),
+                Outcome::Int(saturating_i64(c.spec.interval_ms)),
+            ),
+            (
+                field("timeout-ms"),
+                Outcome::Int(saturating_i64(c.spec.timeout_ms)),
+            ),
+            (field("owner"), Outcome::Int(saturating_i64(c.owner))),
+            (
+                field("last-ok"),
+                last.map_or(Outcome::Nil, |r| Outcome::bool(r.ok)),
+            ),
+            (
+                field("last-detail"),
+                Outcome::bulk_or_nil(last.map(|r| r.detail.clone())),
+            ),
+            (
+                field("last-latency-us"),
+                last.map_or(Outcome::Nil, |r| Outcome::Int(saturating_i64(r.latency_us))),
+            ),
+            (
+                field("last-age"),
+                last.map_or(Outcome::Nil, |r| {
+                    Outcome::Int(saturating_i64(now.saturating_sub(r.at)))
+                }),
+            ),
+        ])
+    });
     Outcome::Map(vec![
         (field("id"), Outcome::Bulk(id.clone())),
         (field("address"), Outcome::Bulk(i.address.clone())),
@@ -315,6 +433,7 @@ fn describe(id: &Bytes, i: &Instance, now: u64) -> Outcome {
             field("session"),
             i.session.map_or(Outcome::Nil, |s| Outcome::Int(s as i64)),
         ),
+        (field("check"), check),
     ])
 }
 
@@ -409,6 +528,7 @@ fn deregister(state: &mut State, service: &Bytes, id: &Bytes, only_session: Opti
     if let Some(s) = instance.session.and_then(|s| coord.sessions.get_mut(s)) {
         s.instances.remove(&(service.clone(), id.clone()));
     }
+    uncheck(state, service, id);
     true
 }
 
@@ -424,6 +544,128 @@ pub(super) fn expire(state: &mut State, service: &Bytes, id: &Bytes) {
 /// The session `session` ended: the instance goes if it is bound to it.
 pub(super) fn end_session(state: &mut State, service: &Bytes, id: &Bytes, session: u64) {
     deregister(state, service, id, Some(session));
+}
+
+/// The channel health transitions are published on, as
+/// `<service> <id> up|down`.
+pub const HEALTH_CHANNEL: &[u8] = b"__registry__:health";
+
+/// Counts one report (REGISTRY.HEALTH, or a check's result) into the
+/// instance's streak; when it flips the instance's health, publishes the
+/// transition on [`HEALTH_CHANNEL`] and counts it. Returns the health after.
+fn record(state: &mut State, service: &Bytes, id: &Bytes, up: bool) -> Result<bool, StateError> {
+    let entry = state
+        .coord
+        .registry
+        .services
+        .get_mut(service)
+        .ok_or(StateError::NoSuchInstance)?;
+    let thresholds = entry.thresholds.clone();
+    let instance = entry
+        .instances
+        .get_mut(id)
+        .ok_or(StateError::NoSuchInstance)?;
+    let before = instance.healthy;
+    report(instance, &thresholds, up);
+    let after = instance.healthy;
+    if before != after {
+        state.mesh.health_transition(service, id, after);
+        let message = [
+            service.as_ref(),
+            b" ",
+            id.as_ref(),
+            if after { b" up" } else { b" down" },
+        ]
+        .concat();
+        super::pubsub::publish(
+            state,
+            false,
+            &Bytes::from_static(HEALTH_CHANNEL),
+            &Bytes::from(message),
+        );
+    }
+    Ok(after)
+}
+
+/// Removes the instance's check (and its TTL timer); true if it had one.
+fn uncheck(state: &mut State, service: &Bytes, id: &Bytes) -> bool {
+    let Some(check) = state
+        .coord
+        .ext
+        .checks
+        .by_instance
+        .remove(&(service.clone(), id.clone()))
+    else {
+        return false;
+    };
+    if let Some(at) = check.ttl_deadline {
+        state.coord.timers.cancel(check_timer(service, id), at);
+    }
+    true
+}
+
+/// Starts a TTL check's TTL again from `now`.
+fn restart_ttl(state: &mut State, now: u64, service: &Bytes, id: &Bytes) {
+    let coord = &mut state.coord;
+    let Some(check) = coord.ext.checks.get_mut(service, id) else {
+        return;
+    };
+    let Some(old) = check.ttl_deadline else {
+        return;
+    };
+    let at = now.saturating_add(check.spec.interval_ms);
+    check.ttl_deadline = Some(at);
+    coord
+        .timers
+        .reschedule(check_timer(service, id), Some(old), Some(at));
+}
+
+/// A TTL check's TTL ran out (its timer already fired): one failed probe,
+/// and the next TTL starts.
+pub(super) fn check_lapsed(state: &mut State, now: u64, service: &Bytes, id: &Bytes) {
+    let Some(check) = state.coord.ext.checks.get_mut(service, id) else {
+        return;
+    };
+    let at = now.saturating_add(check.spec.interval_ms);
+    check.ttl_deadline = Some(at);
+    check.last = Some(ProbeResult {
+        ok: false,
+        detail: Bytes::from_static(b"no report within the TTL"),
+        latency_us: 0,
+        at: now,
+    });
+    state.coord.timers.schedule(check_timer(service, id), at);
+    let _ = record(state, service, id, false);
+}
+
+fn check_timer(service: &Bytes, id: &Bytes) -> Timer {
+    Timer::CheckTtl {
+        service: service.clone(),
+        id: id.clone(),
+    }
+}
+
+/// The probed checks `owner` owns, with what its prober needs.
+pub fn owned_checks(state: &State, owner: u64) -> Vec<OwnedCheck> {
+    let registry = &state.coord.registry;
+    state
+        .coord
+        .ext
+        .checks
+        .by_instance
+        .iter()
+        .filter(|(_, c)| c.owner == owner && c.spec.probe.needs_prober())
+        .filter_map(|((service, id), c)| {
+            let instance = registry.services.get(service)?.instances.get(id)?;
+            Some(OwnedCheck {
+                service: service.clone(),
+                id: id.clone(),
+                spec: c.spec.clone(),
+                healthy: instance.healthy,
+                last_ok: c.last.as_ref().map(|r| r.ok),
+            })
+        })
+        .collect()
 }
 
 /// Counts one health report into the instance's streak and flips its

@@ -29,7 +29,7 @@ use super::{Coord, State};
 /// Format 4 appends the ACL user table after format 3's body; formats 1 to
 /// 3 restore with the first user table (`default` alone, `on nopass ~* &*
 /// +@all`, never seeded).
-pub const SNAPSHOT_FORMAT: u8 = 4;
+pub const SNAPSHOT_FORMAT: u8 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -134,6 +134,7 @@ impl State {
         out.extend(postcard::to_stdvec(&self.coord.stream_waiters).expect("waiters serialize"));
         out.extend(postcard::to_stdvec(&self.coord.ext).expect("primitives serialize"));
         out.extend(postcard::to_stdvec(&self.acl).expect("users serialize"));
+        out.extend(postcard::to_stdvec(&self.coord.ext.checks).expect("checks serialize"));
         out
     }
 
@@ -160,7 +161,12 @@ impl State {
                 coord.ext = ext;
                 let acl = match format {
                     3 => Acl::default(),
-                    _ => postcard::from_bytes(rest)?,
+                    4 => postcard::from_bytes(rest)?,
+                    _ => {
+                        let (acl, rest) = postcard::take_from_bytes(rest)?;
+                        coord.ext.checks = postcard::from_bytes(rest)?;
+                        acl
+                    }
                 };
                 (coord, scripts, acl)
             }

@@ -73,6 +73,8 @@ pub enum Timer {
     ZSetPopWait(Ticket),
     /// A client blocked in XREAD / XREADGROUP gave up.
     StreamWait(Ticket),
+    /// A TTL health check's instance did not report within the TTL.
+    CheckTtl { service: Bytes, id: Bytes },
 }
 
 /// Every pending deadline, ordered by time. Each owner keeps its own

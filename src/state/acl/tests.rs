@@ -1380,7 +1380,7 @@ fn the_user_table_survives_a_snapshot_and_older_formats_restore_the_default() {
         state.apply(i as u64 + 1, 0, &op).unwrap();
     }
     let bytes = state.encode_snapshot();
-    assert_eq!(bytes[0], 4);
+    assert_eq!(bytes[0], 5);
     let restored = State::decode_snapshot(&bytes).expect("decodes");
     assert_eq!(restored, state);
     assert_eq!(restored.acl().list(), state.acl().list());
@@ -1389,9 +1389,17 @@ fn the_user_table_survives_a_snapshot_and_older_formats_restore_the_default() {
     // No clear password in the snapshot.
     let text = String::from_utf8_lossy(&bytes);
     assert!(!text.contains("s3cr3t"));
-    // Format 3 is format 4 without the trailing user table.
+    // Format 4 is format 5 without the trailing health checks, format 3
+    // format 4 without the trailing user table.
+    let checks_len = postcard::to_stdvec(&state.coord.ext.checks).unwrap().len();
+    let mut four = bytes[..bytes.len() - checks_len].to_vec();
+    four[0] = 4;
+    assert_eq!(
+        State::decode_snapshot(&four).expect("format 4 decodes"),
+        state
+    );
     let acl_len = postcard::to_stdvec(state.acl()).unwrap().len();
-    let mut old = bytes[..bytes.len() - acl_len].to_vec();
+    let mut old = bytes[..bytes.len() - checks_len - acl_len].to_vec();
     old[0] = 3;
     let restored = State::decode_snapshot(&old).expect("format 3 decodes");
     assert_eq!(restored.acl(), &Acl::default());
