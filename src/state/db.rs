@@ -432,6 +432,17 @@ impl Db {
         }
     }
 
+    /// Records an access of `entry` (the random draw of an LFU increment
+    /// only under LFU: an LRU touch is one relaxed store).
+    fn touch(&self, entry: &Entry, key: &Bytes, now: u64) {
+        let noise = if self.mode.lfu {
+            self.noise.next(key.len() as u64 ^ now)
+        } else {
+            0
+        };
+        entry.access.touch(&self.mode, now, noise);
+    }
+
     /// The live entry at `key` without recording an access (OBJECT, MEMORY
     /// USAGE, eviction's sampling).
     pub fn peek(&self, key: &Bytes, now: u64) -> Option<&Entry> {
@@ -457,9 +468,7 @@ impl Db {
     /// the access.
     pub fn get(&self, key: &Bytes, now: u64) -> Option<&Entry> {
         let entry = self.peek(key, now)?;
-        entry
-            .access
-            .touch(&self.mode, now, self.noise.next(key.len() as u64 ^ now));
+        self.touch(entry, key, now);
         Some(entry)
     }
 
@@ -469,9 +478,12 @@ impl Db {
     pub fn get_mut(&mut self, key: &Bytes, now: u64) -> Option<&mut Value> {
         self.purge_if_expired(key, now);
         let entry = self.entries.get_mut(key)?;
-        entry
-            .access
-            .touch(&self.mode, now, self.noise.next(key.len() as u64 ^ now));
+        let noise = if self.mode.lfu {
+            self.noise.next(key.len() as u64 ^ now)
+        } else {
+            0
+        };
+        entry.access.touch(&self.mode, now, noise);
         self.touched.push(key.clone());
         Some(&mut entry.value)
     }
