@@ -94,11 +94,16 @@ fn family_category(group: Group) -> Option<&'static str> {
 }
 
 /// The ACL categories of a command or subcommand (without the `@`).
+/// String commands that Redis files under @bitmap.
+const BITMAP: &[&str] = &["setbit", "getbit", "bitcount", "bitpos", "bitop"];
+
 pub fn categories(spec: &CommandSpec) -> Vec<&'static str> {
     let mut cats = Vec::with_capacity(5);
     let name = spec.name;
     let parent = name.split('|').next().unwrap_or(name);
-    if let Some(family) = family_category(spec.group) {
+    if BITMAP.contains(&name) {
+        cats.push("bitmap");
+    } else if let Some(family) = family_category(spec.group) {
         cats.push(family);
     } else if KEYSPACE.contains(&name) {
         cats.push("keyspace");

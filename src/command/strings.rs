@@ -6,6 +6,7 @@ use bytes::Bytes;
 use super::{
     is, ok_as_int_reply, standard_reply, Args, CommandError, CommandSpec, Exec, Flag, KeyPositions,
 };
+use crate::state::bits::{BitOperation, Range, Unit};
 use crate::state::strings::{
     parse_i64, Condition, Deadline, GetExDeadline, LcsForm, StringOp, StringQuery,
 };
@@ -90,6 +91,18 @@ pub const SPECS: &[CommandSpec] = &[
     spec!("getbit", 3, RF, KeyPositions::FIRST, "2.2.0", "key offset",
         "Returns a bit value by offset.",
         Exec::Read(parse_getbit, standard_reply)),
+    spec!("substr", 4, R, KeyPositions::FIRST, "1.0.0", "key start end",
+        "Returns a substring from a string value (GETRANGE's old name).",
+        Exec::Read(parse_getrange, standard_reply)),
+    spec!("bitcount", -2, R, KeyPositions::FIRST, "2.6.0", "key [start end [BYTE|BIT]]",
+        "Counts the number of set bits (population counting) in a string.",
+        Exec::Read(parse_bitcount, standard_reply)),
+    spec!("bitpos", -3, R, KeyPositions::FIRST, "2.8.7", "key bit [start [end [BYTE|BIT]]]",
+        "Finds the first set (1) or clear (0) bit in a string.",
+        Exec::Read(parse_bitpos, standard_reply)),
+    spec!("bitop", -4, W, KeyPositions::range(2, -1, 1), "2.6.0", "AND|OR|XOR|NOT destkey key [key ...]",
+        "Performs bitwise operations on multiple strings, and stores the result.",
+        Exec::Write(parse_bitop, standard_reply)),
     spec!("lcs", -3, R, KeyPositions::FIRST_TWO, "7.0.0",
         "key1 key2 [LEN] [IDX] [MINMATCHLEN min-match-len] [WITHMATCHLEN]",
         "Finds the longest common substring.",
@@ -128,6 +141,78 @@ fn parse_getbit(argv: &[Bytes]) -> Result<Query, CommandError> {
     read(StringQuery::GetBit {
         key: argv[1].clone(),
         offset: bit_offset(&argv[2])?,
+    })
+}
+
+/// `start end [BYTE|BIT]` of BITCOUNT, `[start [end [BYTE|BIT]]]` of
+/// BITPOS (`end_optional`).
+fn bit_range(args: &[Bytes], end_optional: bool) -> Result<Option<Range>, CommandError> {
+    let int = |a: &Bytes| parse_i64(a).ok_or(CommandError::NotInteger);
+    let unit = |a: Option<&Bytes>| match a {
+        None => Ok(Unit::Byte),
+        Some(a) if is(a, "BYTE") => Ok(Unit::Byte),
+        Some(a) if is(a, "BIT") => Ok(Unit::Bit),
+        Some(_) => Err(CommandError::Syntax),
+    };
+    match args {
+        [] => Ok(None),
+        [start] if end_optional => Ok(Some(Range {
+            start: int(start)?,
+            end: None,
+            unit: Unit::Byte,
+        })),
+        [start, end] | [start, end, _] => Ok(Some(Range {
+            start: int(start)?,
+            end: Some(int(end)?),
+            unit: unit(args.get(2))?,
+        })),
+        _ => Err(CommandError::Syntax),
+    }
+}
+
+fn parse_bitcount(argv: &[Bytes]) -> Result<Query, CommandError> {
+    read(StringQuery::BitCount {
+        key: argv[1].clone(),
+        range: bit_range(&argv[2..], false)?,
+    })
+}
+
+fn parse_bitpos(argv: &[Bytes]) -> Result<Query, CommandError> {
+    let bit = match &argv[2][..] {
+        b"0" => false,
+        b"1" => true,
+        _ if parse_i64(&argv[2]).is_none() => return Err(CommandError::NotInteger),
+        _ => {
+            return Err(CommandError::InvalidArgument(
+                "The bit argument must be 1 or 0.".into(),
+            ))
+        }
+    };
+    read(StringQuery::BitPos {
+        key: argv[1].clone(),
+        bit,
+        range: bit_range(&argv[3..], true)?,
+    })
+}
+
+fn parse_bitop(argv: &[Bytes]) -> Result<Op, CommandError> {
+    let op = match &argv[1] {
+        a if is(a, "AND") => BitOperation::And,
+        a if is(a, "OR") => BitOperation::Or,
+        a if is(a, "XOR") => BitOperation::Xor,
+        a if is(a, "NOT") => BitOperation::Not,
+        _ => return Err(CommandError::Syntax),
+    };
+    let keys = argv[3..].to_vec();
+    if op == BitOperation::Not && keys.len() != 1 {
+        return Err(CommandError::InvalidArgument(
+            "BITOP NOT must be called with a single source key.".into(),
+        ));
+    }
+    write(StringOp::BitOp {
+        op,
+        dest: argv[2].clone(),
+        keys,
     })
 }
 

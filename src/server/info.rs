@@ -27,6 +27,7 @@ const SECTIONS: &[(&str, bool)] = &[
     ("commandstats", false),
     ("errorstats", true),
     ("latencystats", false),
+    ("cluster", true),
     ("keyspace", true),
     ("raft", true),
 ];
@@ -58,6 +59,10 @@ pub(super) fn render(shared: &Shared, args: &[Bytes], _protocol: Protocol) -> Re
             "stats" => stats(shared),
             "replication" => replication(shared),
             "cpu" => cpu(),
+            // No Redis Cluster: one raft group holds every key, and any node
+            // answers for all of them. Tools read this field before they
+            // decide how to talk to a server.
+            "cluster" => vec![("cluster_enabled", "0".into())],
             "keyspace" => keyspace(shared),
             // Command and error stats are written below from their
             // counters; concord keeps no latency histograms.

@@ -10,6 +10,7 @@
 //! query enums; [`Op`] and [`Query`] are the sums of those.
 
 pub mod acl;
+pub mod bits;
 pub mod breakers;
 pub mod checks;
 pub mod db;

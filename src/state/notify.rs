@@ -151,6 +151,7 @@ fn keys_of(op: &Op) -> Vec<&Bytes> {
             | StringOp::GetDel { key }
             | StringOp::GetEx { key, .. }
             | StringOp::SetBit { key, .. } => vec![key],
+            StringOp::BitOp { dest, .. } => vec![dest],
         },
         Op::Key(op) => match op {
             KeyOp::Del { keys } => keys.iter().collect(),
@@ -425,6 +426,8 @@ fn command_events(
             },
             StringOp::GetEx { .. } => Vec::new(),
             StringOp::SetBit { key, .. } => one(STRING, "setbit", key),
+            StringOp::BitOp { dest, .. } if is_live(dest) => one(STRING, "set", dest),
+            StringOp::BitOp { .. } => Vec::new(),
         },
         Op::Key(op) => match op {
             KeyOp::Rename { from, to, .. } if from != to && !matches!(outcome, Outcome::Int(0)) => {

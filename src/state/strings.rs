@@ -93,6 +93,12 @@ pub enum StringOp {
     /// SETBIT: bit `offset` (0 is the most significant bit of the first
     /// byte), growing the string with zero bytes. Outcome: the bit before.
     SetBit { key: Bytes, offset: u64, bit: bool },
+    /// BITOP: see [`super::bits::operate`].
+    BitOp {
+        op: super::bits::BitOperation,
+        dest: Bytes,
+        keys: Vec<Bytes>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -116,6 +122,17 @@ pub enum StringQuery {
     GetBit {
         key: Bytes,
         offset: u64,
+    },
+    /// BITCOUNT: see [`super::bits::count`].
+    BitCount {
+        key: Bytes,
+        range: Option<super::bits::Range>,
+    },
+    /// BITPOS: see [`super::bits::position`].
+    BitPos {
+        key: Bytes,
+        bit: bool,
+        range: Option<super::bits::Range>,
     },
     /// LCS: the longest common subsequence of two strings (absent keys are
     /// empty).
@@ -246,6 +263,7 @@ pub fn apply(db: &mut Db, now: u64, op: &StringOp) -> OpResult {
             db.insert_keep_ttl(key.clone(), Value::String(buf.freeze()), now);
             Ok(Outcome::Int(i64::from(before)))
         }
+        StringOp::BitOp { op, dest, keys } => super::bits::operate(db, now, *op, dest, keys),
         StringOp::IncrBy { key, delta } => {
             // One lookup to read (purging an expired key), one to store.
             let current = match db.live(key, now).map(|e| &e.value) {
@@ -322,6 +340,10 @@ pub fn read(db: &Db, now: u64, query: &StringQuery) -> OpResult {
                 .and_then(|s| s.get(byte))
                 .is_some_and(|b| b & (0x80u8 >> (*offset % 8)) != 0);
             Ok(Outcome::Int(i64::from(set)))
+        }
+        StringQuery::BitCount { key, range } => super::bits::count(db, now, key, *range),
+        StringQuery::BitPos { key, bit, range } => {
+            super::bits::position(db, now, key, *bit, *range)
         }
         StringQuery::Lcs { a, b, form } => {
             let string = |key| match db.get(key, now).map(|e| &e.value) {
