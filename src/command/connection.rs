@@ -94,7 +94,7 @@ const CLIENT_SUBCOMMANDS: &[CommandSpec] = &[
         CLIENT_FLAGS,
         "7.0.0",
         "ON | OFF",
-        "Accepted for compatibility: concord never evicts clients."
+        "ON keeps this connection from being closed by maxmemory-clients; OFF (the default) lets it be."
     ),
     local!(
         "client|no-touch",
@@ -102,7 +102,7 @@ const CLIENT_SUBCOMMANDS: &[CommandSpec] = &[
         CLIENT_FLAGS,
         "7.2.0",
         "ON | OFF",
-        "Accepted for compatibility: concord keeps no access times."
+        "OFF is accepted; ON is refused: every read counts as an access for LRU/LFU eviction."
     ),
     local!(
         "client|reply",

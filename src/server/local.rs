@@ -210,11 +210,11 @@ fn execute_now(
             "ENCODING <key>",
             "    Return the kind of internal representation Redis would use for the value.",
             "FREQ <key>",
-            "    Return the access frequency index of the key (0: concord tracks none).",
+            "    Return the access frequency index of the key (under an LFU maxmemory-policy).",
             "HELP",
             "    Print this help.",
             "IDLETIME <key>",
-            "    Return the idle time of the key (0: concord tracks no access times).",
+            "    Return the idle time of the key (under an LRU or random maxmemory-policy).",
             "REFCOUNT <key>",
             "    Return the number of references of the value associated with the key.",
         ]),
@@ -569,7 +569,7 @@ fn client_help() -> Reply {
         "NO-EVICT (ON|OFF)",
         "    Protect the current client connection from maxmemory-clients eviction.",
         "NO-TOUCH (ON|OFF)",
-        "    Accepted; the connection's reads still count as accesses for LRU/LFU.",
+        "    OFF only: every read counts as an access for LRU/LFU eviction.",
         "KILL <ip:port>",
         "    Kill connection made from <ip:port>.",
         "KILL <option> <value> [<option> <value> [...]]",
@@ -743,13 +743,14 @@ fn client(conn: &mut Conn, name: &str, argv: &[Bytes], shared: &Shared) -> Reply
                 err(CommandError::Syntax)
             }
         }
-        "client|no-touch" => {
-            if is(&argv[2], "ON") || is(&argv[2], "OFF") {
-                Reply::ok()
-            } else {
-                err(CommandError::Syntax)
-            }
-        }
+        // Reads are served by the raft driver, which records the access of
+        // every key it reads for LRU/LFU eviction: ON cannot be honoured.
+        "client|no-touch" if is(&argv[2], "OFF") => Reply::ok(),
+        "client|no-touch" if is(&argv[2], "ON") => Reply::error(
+            "ERR CLIENT NO-TOUCH ON is not supported: every read counts as an access for LRU/LFU eviction"
+                .to_owned(),
+        ),
+        "client|no-touch" => err(CommandError::Syntax),
         "client|help" => client_help(),
         "client|kill" => client_kill(conn, argv, shared),
         other => Reply::error(format!(
