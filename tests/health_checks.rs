@@ -394,3 +394,57 @@ fn a_tcp_check_of_a_closed_port_fails_and_a_ttl_check_lapses() {
         .then_some(())
     });
 }
+
+#[test]
+fn a_leader_change_leaves_checks_with_their_owners() {
+    let cluster = Cluster::start(3, &[]);
+    let open = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("127.0.0.1:{}", open.local_addr().unwrap().port());
+    for id in ["s1", "s2", "s3"] {
+        cmd(
+            &cluster,
+            1,
+            &["REGISTRY.REGISTER", "svc", id, "127.0.0.1:1", "600000"],
+        );
+        cmd(
+            &cluster,
+            1,
+            &["REGISTRY.CHECK", "svc", id, "TCP", &addr, "INTERVAL", "500"],
+        );
+    }
+    let owners = || -> Option<Vec<i64>> {
+        ["s1", "s2", "s3"]
+            .iter()
+            .map(|id| {
+                let m = instance(&cluster, 1, "svc", id)?;
+                int(check_field(&m, "owner").as_ref()).filter(|o| *o != 0)
+            })
+            .collect()
+    };
+    let before = wait_for(
+        "every check to get an owner",
+        Duration::from_secs(10),
+        owners,
+    );
+    let mut sorted = before.clone();
+    sorted.sort();
+    assert_eq!(sorted, [1, 2, 3], "spread one per node");
+    // Leadership moves to another node: it heard only from the old leader
+    // while it followed, yet no check may move.
+    let leader = cluster.leader();
+    let target = (1..=3u64).find(|id| *id != leader).unwrap();
+    let mut c = cluster.client(leader);
+    let _: () = redis::cmd("RAFT.TRANSFER")
+        .arg(target)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(cluster.leader(), target);
+    // Past two election timeouts of the new leader, the owners are the same.
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        if let Some(now) = owners() {
+            assert_eq!(now, before, "a check moved after the leader changed");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

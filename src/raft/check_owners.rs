@@ -32,6 +32,16 @@ impl CheckOwners {
         }
     }
 
+    /// This node just became leader: as a follower it heard only from the
+    /// old leader, so every voter starts as heard from now, and one that is
+    /// really gone shows it within an election timeout. Without this, each
+    /// leader change would move the checks of every healthy node.
+    pub(crate) fn became_leader(&mut self, voters: &[u64], now: Instant) {
+        for id in voters {
+            self.last_heard.insert(*id, now);
+        }
+    }
+
     /// A message from `peer` arrived.
     pub(crate) fn heard(&mut self, peer: u64, now: Instant) {
         self.last_heard.insert(peer, now);

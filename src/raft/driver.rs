@@ -1444,6 +1444,8 @@ impl Driver {
         if role == StateRole::Leader && !was_leader {
             tracing::info!(term = self.raw.raft.term, "became leader");
             self.next_expiry_check = Instant::now();
+            self.check_owners
+                .became_leader(&self.conf_state.voters, Instant::now());
             self.grace_due = true;
             self.timer_in_flight = None;
             // The Grace goes first in the new term, before the requests

@@ -484,7 +484,10 @@ impl Db {
             0
         };
         entry.access.touch(&self.mode, now, noise);
-        self.touched.push(key.clone());
+        // A loop over one key (a script, a transaction) is listed once.
+        if self.touched.last() != Some(key) {
+            self.touched.push(key.clone());
+        }
         Some(&mut entry.value)
     }
 
