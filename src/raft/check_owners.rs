@@ -2,7 +2,7 @@
 //! check (see `state::checks`).
 //!
 //! The leader knows which nodes answer it: every message from a peer is
-//! noted here, and a peer heard from within an election timeout is live.
+//! noted here, and a peer heard from within two election timeouts is live.
 //! Checks whose owner is not live (or that have none yet) are given to live
 //! nodes through the log; one assignment is in flight at a time, and the
 //! next is decided from the state it left.
@@ -21,6 +21,8 @@ pub(crate) struct CheckOwners {
     pub(crate) in_flight: super::one_in_flight::OneInFlight,
     /// Not before: assignments are looked at once per tick.
     next_look: Instant,
+    /// The term this node last looked as leader in.
+    term: u64,
 }
 
 impl CheckOwners {
@@ -29,16 +31,7 @@ impl CheckOwners {
             last_heard: HashMap::new(),
             in_flight: Default::default(),
             next_look: Instant::now(),
-        }
-    }
-
-    /// This node just became leader: as a follower it heard only from the
-    /// old leader, so every voter starts as heard from now, and one that is
-    /// really gone shows it within an election timeout. Without this, each
-    /// leader change would move the checks of every healthy node.
-    pub(crate) fn became_leader(&mut self, voters: &[u64], now: Instant) {
-        for id in voters {
-            self.last_heard.insert(*id, now);
+            term: 0,
         }
     }
 
@@ -48,16 +41,30 @@ impl CheckOwners {
     }
 
     /// The assignments to propose now, if any: `me` and the `voters` heard
-    /// from within `live_for` are live. Only the leader asks.
+    /// from within `live_for` are live. Only the leader asks, in `term`.
+    ///
+    /// In a term it has just won, a leader has heard as a follower only
+    /// from the old leader and from the voters that answered it first:
+    /// every voter then starts as heard from now, and one that is really
+    /// gone shows it within `live_for`. Without that, every leader change
+    /// would move the checks of a node whose vote came late.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn due(
         &mut self,
         state: &State,
         me: u64,
+        term: u64,
         voters: &[u64],
         now: Instant,
         live_for: Duration,
         tick: Duration,
     ) -> Option<Vec<(Bytes, Bytes, u64)>> {
+        if term != self.term {
+            self.term = term;
+            for id in voters {
+                self.last_heard.insert(*id, now);
+            }
+        }
         if self.in_flight.is_pending() || now < self.next_look {
             return None;
         }

@@ -1278,10 +1278,14 @@ impl Driver {
         if !self.is_leader() || self.grace_due {
             return;
         }
-        let live_for = self.config.tick * self.config.election_ticks as u32;
+        // Two election timeouts: a node that missed one (a stall, a slow
+        // disk) keeps its checks; one that is gone loses them in about two
+        // seconds with the default tick.
+        let live_for = self.config.tick * self.config.election_ticks as u32 * 2;
         let Some(moves) = self.check_owners.due(
             &self.state,
             self.config.id,
+            self.raw.raft.term,
             &self.conf_state.voters,
             now,
             live_for,
@@ -1444,8 +1448,6 @@ impl Driver {
         if role == StateRole::Leader && !was_leader {
             tracing::info!(term = self.raw.raft.term, "became leader");
             self.next_expiry_check = Instant::now();
-            self.check_owners
-                .became_leader(&self.conf_state.voters, Instant::now());
             self.grace_due = true;
             self.timer_in_flight = None;
             // The Grace goes first in the new term, before the requests
