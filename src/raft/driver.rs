@@ -13,17 +13,20 @@ use raft::eraftpb::{
     Message, MessageType, Snapshot,
 };
 use raft::{RawNode, ReadState, Ready, SnapshotStatus, StateRole};
-use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, WeakUnboundedSender};
 use tokio::sync::oneshot;
 
 use super::cluster::{self, AdminOp, PeerProgress, RaftInfo, Relayed, RelayedAnswer};
 use super::log_store::LogStore;
 use super::node::{after, now_ms, Inbox, NodeConfig, Responder, Submit};
+use super::own_snapshot::{OwnSnapshot, Stage, Written};
 use super::payload;
 use super::{Answer, NodeError, NodeStatus, ReadMode, Role};
 use crate::state::pubsub::{Delivery, PubSubOp};
 use crate::state::{Op, OpResult, Outcome, Query, State, StateError, Ticket, Wakeup};
-use crate::storage::{Persisted, Record, StorageError, WalJob, WalWriter};
+use crate::storage::{
+    Persisted, Record, SnapshotJob, SnapshotStore, StorageError, WalJob, WalWriter,
+};
 use crate::transport::Transport;
 
 /// The wall clock for reads served as they arrive, read at most once for
@@ -167,17 +170,6 @@ struct MemberChange {
     deadline: Instant,
 }
 
-/// A snapshot of our own state that the WAL thread is saving. The log is
-/// compacted behind it only once its file is durable.
-struct OwnSnapshot {
-    snapshot: Snapshot,
-    started: Instant,
-    /// Taken because the log grew: failing to save it stops the node.
-    automatic: bool,
-    /// RAFT.SNAPSHOT callers, answered with its index once it is saved.
-    waiters: Vec<oneshot::Sender<Result<u64, NodeError>>>,
-}
-
 /// A client of this node waiting for a wake-up (a lock wait, a blocking
 /// claim). The state answers it, or times it out, through the log; the
 /// backstop only catches a node that can no longer hear the log.
@@ -266,6 +258,11 @@ pub(crate) struct Driver {
     conf_state: ConfState,
     log_bytes_since_snapshot: u64,
     own_snapshot: Option<OwnSnapshot>,
+    /// Where our own snapshots are written.
+    snaps: SnapshotStore,
+    /// The inbox, for reports from threads the driver starts (never kept
+    /// alive by the driver itself: the inbox closing stops it).
+    inbox_tx: WeakUnboundedSender<Inbox>,
     next_tick: Instant,
 }
 
@@ -280,6 +277,7 @@ impl Driver {
         status: Arc<NodeStatus>,
         conf_state: ConfState,
         config: NodeConfig,
+        (snaps, inbox_tx): (SnapshotStore, WeakUnboundedSender<Inbox>),
     ) -> Driver {
         let driver = Driver {
             raw,
@@ -319,6 +317,8 @@ impl Driver {
             conf_state,
             log_bytes_since_snapshot: 0,
             own_snapshot: None,
+            snaps,
+            inbox_tx,
             next_tick: Instant::now() + config.tick,
             config,
         };
@@ -336,6 +336,11 @@ impl Driver {
         let tick = tokio::time::sleep_until(self.next_tick.into());
         tokio::pin!(tick);
         loop {
+            // While a snapshot is being encoded, room at its writer wakes
+            // the loop too (an idle node would otherwise encode a chunk
+            // per tick); a busy one encodes a chunk per turn below.
+            let encoder = self.own_snapshot.as_ref().and_then(OwnSnapshot::encoder);
+            let encoding = encoder.is_some();
             let first = tokio::select! {
                 biased;
                 msg = self.inbox.recv() => match msg {
@@ -343,6 +348,7 @@ impl Driver {
                     None => break,
                 },
                 () = &mut tick => None,
+                _room = async move { encoder?.reserve_owned().await.ok() }, if encoding => None,
             };
             let mut stop = false;
             if let Some(msg) = first {
@@ -369,6 +375,13 @@ impl Driver {
             self.flush_reads(now);
             self.handle_ready();
             self.publish_status();
+            if let Some(own) = &mut self.own_snapshot {
+                if own.encoder().is_some() {
+                    own.step(&mut self.state);
+                    // Encoding never starves the clients on this thread.
+                    tokio::task::yield_now().await;
+                }
+            }
         }
         self.stop().await;
     }
@@ -442,6 +455,11 @@ impl Driver {
                 std::process::exit(70);
             }
             Inbox::Snapshot(reply) => self.take_snapshot(Some(reply)),
+            Inbox::SnapshotWritten {
+                index,
+                term,
+                result,
+            } => self.snapshot_written(index, term, result),
             Inbox::OwnedChecks(reply) => {
                 let _ = reply.send(self.state.owned_checks(self.config.id));
             }
@@ -1700,6 +1718,21 @@ impl Driver {
             .map_err(|e| NodeError::Recovery(format!("leader snapshot at {}: {e}", meta.index)))?;
         state.set_script_host(self.state.script_host().clone());
         let file = snapshot.clone();
+        // Ours, if one is being encoded or written, describes a state that
+        // is gone; the leader's covers more.
+        if self
+            .own_snapshot
+            .as_ref()
+            .is_some_and(OwnSnapshot::abandonable)
+        {
+            let own = self.own_snapshot.take().expect("checked above");
+            for waiter in own.waiters {
+                let _ = waiter.send(Err(NodeError::Rejected(format!(
+                    "the leader's snapshot at {} replaced this node's state first",
+                    meta.index
+                ))));
+            }
+        }
         self.state = state;
         self.eviction.state_replaced(&mut self.state);
         self.state.observe(meta.index, 0);
@@ -1735,7 +1768,7 @@ impl Driver {
         let hs = self.raw.store().hard_state().clone();
         self.submit(WalJob {
             number: self.last_submitted,
-            snapshot: Some(file),
+            snapshot: Some(SnapshotJob::Save(file)),
             records: vec![
                 Record::SnapshotMark {
                     index: meta.index,
@@ -1821,38 +1854,64 @@ impl Driver {
             .store()
             .term_at(index)
             .expect("an applied entry is in the log store");
-        let started = Instant::now();
-        let mut snap = Snapshot {
-            data: self.state.encode_snapshot().into(),
-            ..Default::default()
-        };
-        let meta = snap.mut_metadata();
-        meta.index = index;
-        meta.term = term;
-        meta.set_conf_state(self.conf_state.clone());
-        self.submit(WalJob {
-            number: self.last_submitted,
-            snapshot: Some(snap.clone()),
-            records: vec![Record::SnapshotMark { index, term }],
-            compact_upto: Some(index),
-            deferrable: false,
-        });
+        let inbox = self.inbox_tx.clone();
+        let mut own = OwnSnapshot::begin(
+            &mut self.state,
+            &self.snaps,
+            (index, term),
+            self.conf_state.clone(),
+            move |result| {
+                if let Some(inbox) = inbox.upgrade() {
+                    let _ = inbox.send(Inbox::SnapshotWritten {
+                        index,
+                        term,
+                        result,
+                    });
+                }
+            },
+        );
+        own.automatic = waiter.is_none();
+        own.waiters.extend(waiter);
         self.log_bytes_since_snapshot = 0;
-        self.own_snapshot = Some(OwnSnapshot {
-            snapshot: snap,
-            started,
-            automatic: waiter.is_none(),
-            waiters: waiter.into_iter().collect(),
-        });
+        self.own_snapshot = Some(own);
+    }
+
+    /// The snapshot thread wrote (or failed to write) the file of our
+    /// snapshot at (index, term): the WAL thread moves it into place.
+    fn snapshot_written(&mut self, index: u64, term: u64, result: Result<Written, StorageError>) {
+        let ours = self
+            .own_snapshot
+            .as_ref()
+            .is_some_and(|o| o.is(index, term));
+        match result {
+            Ok(written) if ours => {
+                let own = self.own_snapshot.as_mut().expect("checked above");
+                own.written(written.data);
+                self.submit(WalJob {
+                    number: self.last_submitted,
+                    snapshot: Some(SnapshotJob::Install(written.file)),
+                    records: vec![Record::SnapshotMark { index, term }],
+                    compact_upto: Some(index),
+                    deferrable: false,
+                });
+            }
+            // Abandoned for a leader's snapshot meanwhile.
+            Ok(written) => written.file.discard(),
+            Err(e) if ours => {
+                self.state.abort_snapshot();
+                self.snapshot_saved(index, term, Err(e));
+            }
+            Err(e) => tracing::warn!(error = %e, index, "an abandoned snapshot failed"),
+        }
     }
 
     /// The WAL thread saved (or failed to save) the snapshot file at
     /// (index, term).
     fn snapshot_saved(&mut self, index: u64, term: u64, result: Result<(), StorageError>) {
-        let ours = self.own_snapshot.as_ref().is_some_and(|own| {
-            let meta = own.snapshot.get_metadata();
-            meta.index == index && meta.term == term
-        });
+        let ours = self
+            .own_snapshot
+            .as_ref()
+            .is_some_and(|o| o.is(index, term));
         if !ours {
             // A leader's snapshot this node installed.
             if let Err(e) = result {
@@ -1864,14 +1923,17 @@ impl Driver {
         let own = self.own_snapshot.take().expect("checked above");
         match result {
             Ok(()) => {
-                let bytes = own.snapshot.data.len();
+                let Stage::Saving(snapshot) = own.stage else {
+                    unreachable!("only a snapshot being saved is reported saved");
+                };
+                let bytes = snapshot.data.len();
                 let took = own.started.elapsed();
                 self.status
                     .metrics
                     .snapshot_duration
                     .observe(took.as_secs_f64());
                 self.status.metrics.latency.record("snapshot", took);
-                self.raw.mut_store().compact_to(own.snapshot);
+                self.raw.mut_store().compact_to(snapshot);
                 self.status.snapshots_taken.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(
                     index,

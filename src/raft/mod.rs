@@ -36,6 +36,7 @@ mod eviction;
 mod log_store;
 mod node;
 mod one_in_flight;
+mod own_snapshot;
 pub mod payload;
 
 use std::collections::BTreeMap;

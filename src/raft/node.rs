@@ -296,6 +296,12 @@ pub(crate) enum Inbox {
     },
     Persisted(Result<Persisted, StorageError>),
     Snapshot(oneshot::Sender<Result<u64, NodeError>>),
+    /// The snapshot thread finished our snapshot's file at (index, term).
+    SnapshotWritten {
+        index: u64,
+        term: u64,
+        result: Result<super::own_snapshot::Written, StorageError>,
+    },
     Info(oneshot::Sender<RaftInfo>),
     Mesh(oneshot::Sender<crate::state::mesh::MeshStats>),
     /// The health checks this node probes.
@@ -650,6 +656,7 @@ pub fn start(
         ..WalStats::default()
     });
     let persisted_tx = inbox_tx.clone();
+    let snapshot_dir = snaps.clone();
     let writer = WalWriter::spawn(
         wal,
         Some(snaps),
@@ -677,6 +684,7 @@ pub fn start(
         status.clone(),
         conf_state,
         config,
+        (snapshot_dir, inbox_tx.downgrade()),
     );
     let (stopped, running) = watch::channel(());
     tokio::spawn(async move {

@@ -16,6 +16,7 @@ use std::collections::{hash_map, BTreeSet, HashMap};
 
 use bytes::Bytes;
 
+use super::capture::Capture;
 use super::memory::{self, Access, AccessMode, Noise};
 use super::zsets::ZSet;
 
@@ -208,6 +209,22 @@ impl<V> ScanMap<V> {
         Some(self.entry(key))
     }
 
+    /// The entries after `cursor` in scan order (all of them for None),
+    /// with their scan keys: a walk that can stop and resume.
+    pub(super) fn after<'a>(
+        &'a self,
+        cursor: Option<&ScanKey>,
+    ) -> impl Iterator<Item = (&'a ScanKey, &'a V)> + 'a {
+        use std::ops::Bound;
+        let from = match cursor {
+            Some(c) => Bound::Excluded(c.clone()),
+            None => Bound::Unbounded,
+        };
+        self.order
+            .range((from, Bound::Unbounded))
+            .map(|k| (k, self.entry(k).1))
+    }
+
     /// The entry at position `n` in scan order (used for random picks; O(n)).
     pub fn nth(&self, n: usize) -> Option<(&Bytes, &V)> {
         self.order.iter().nth(n).map(|k| self.entry(k))
@@ -360,6 +377,9 @@ pub struct Db {
     /// How access is recorded (this node's `maxmemory-policy`).
     mode: AccessMode,
     noise: Noise,
+    /// The view of a snapshot being encoded, while one is (see
+    /// [`capture`](super::capture)).
+    capture: Option<Box<Capture>>,
 }
 
 impl PartialEq for Db {
@@ -391,6 +411,46 @@ impl Db {
                 entry.cost = units;
             }
         }
+    }
+
+    /// Keeps `key`'s entry as it is for the snapshot being encoded, if one
+    /// is and it has not passed `key` yet. Called by every method that
+    /// changes an entry, before it does.
+    fn preserve(&mut self, key: &Bytes) {
+        if let Some(capture) = &mut self.capture {
+            capture.preserve(key, &self.entries);
+        }
+    }
+
+    /// Starts a snapshot's view of the keyspace as it is now; returns the
+    /// number of keys it will hold. Replaces a view already running.
+    pub(super) fn begin_capture(&mut self) -> u64 {
+        let keys = self.entries.len() as u64;
+        self.capture = Some(Box::new(Capture::new(keys)));
+        keys
+    }
+
+    /// Encodes the next entries of the view into `out`, until it holds
+    /// `budget` bytes; true (and the view ends) when every entry is out.
+    /// Nothing is written without a view.
+    pub(super) fn capture_step(&mut self, out: &mut Vec<u8>, budget: usize) -> bool {
+        let Some(capture) = &mut self.capture else {
+            return true;
+        };
+        let done = capture.step(&self.entries, out, budget);
+        if done {
+            self.capture = None;
+        }
+        done
+    }
+
+    /// Drops the view of a snapshot that will not be finished.
+    pub(super) fn end_capture(&mut self) {
+        self.capture = None;
+    }
+
+    pub(super) fn capturing(&self) -> bool {
+        self.capture.is_some()
     }
 
     /// The time new entries are stamped with: the applying entry's.
@@ -477,6 +537,7 @@ impl Db {
     /// value is re-costed at the next [`Db::settle`].
     pub fn get_mut(&mut self, key: &Bytes, now: u64) -> Option<&mut Value> {
         self.purge_if_expired(key, now);
+        self.preserve(key);
         let entry = self.entries.get_mut(key)?;
         let noise = if self.mode.lfu {
             self.noise.next(key.len() as u64 ^ now)
@@ -513,6 +574,7 @@ impl Db {
     /// Stores `value` at `key` with the given deadline, replacing whatever was
     /// there (value and deadline).
     pub fn insert(&mut self, key: Bytes, value: Value, expires_at: Option<u64>) {
+        self.preserve(&key);
         if let Some(at) = expires_at {
             self.deadlines.insert((at, key.clone()));
         }
@@ -540,6 +602,7 @@ impl Db {
     /// without one: `insert_keep_ttl` for a caller that has just purged
     /// `key` (with [`Db::live`]). One lookup when the key exists.
     pub fn replace_live(&mut self, key: &Bytes, value: Value) {
+        self.preserve(key);
         let units = cost_units(memory::entry_cost(key, &value));
         let mut value = Some(value);
         let mut freed = 0;
@@ -564,6 +627,7 @@ impl Db {
     }
 
     pub fn remove(&mut self, key: &Bytes) -> Option<Entry> {
+        self.preserve(key);
         let entry = self.entries.remove(key)?;
         self.used -= u64::from(entry.cost);
         if let Some(at) = entry.expires_at {
@@ -612,6 +676,7 @@ impl Db {
 
     /// Sets or clears the deadline of an existing key; false if there is none.
     pub fn set_deadline(&mut self, key: &Bytes, deadline: Option<u64>) -> bool {
+        self.preserve(key);
         let Some(entry) = self.entries.get_mut(key) else {
             return false;
         };
@@ -626,7 +691,10 @@ impl Db {
     }
 
     pub fn clear(&mut self) {
-        self.entries = ScanMap::new();
+        let old = std::mem::take(&mut self.entries);
+        if let Some(capture) = &mut self.capture {
+            capture.detach(old);
+        }
         self.deadlines.clear();
         self.used = 0;
         self.touched.clear();

@@ -12,6 +12,7 @@
 pub mod acl;
 pub mod bits;
 pub mod breakers;
+mod capture;
 pub mod checks;
 pub mod db;
 mod error;

@@ -7,6 +7,9 @@
 //!    HGETALL, TYPE, TTL, PTTL, EXISTS, KEYS and DBSIZE report must agree.
 //! 2. A snapshot decodes to an equal state that answers every read the same
 //!    way and keeps doing so under further writes.
+//! 3. A snapshot encoded a chunk at a time while writes apply decodes to
+//!    the state as it was when the snapshot began, and the writes land on
+//!    the live state as they would without a snapshot.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -542,8 +545,90 @@ fn run_snapshot(steps: &[Step], after: &[Step]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// What happens between two chunks of a snapshot being encoded.
+#[derive(Clone, Debug)]
+enum Turn {
+    /// Encode until at least this many more bytes are out.
+    Chunk(usize),
+    /// Apply a write.
+    Write(String),
+}
+
+fn turn(keys: usize) -> impl Strategy<Value = Turn> {
+    let key = move || (0..keys.max(1)).prop_map(|i| format!("k{i}"));
+    prop_oneof![
+        3 => (1usize..300).prop_map(Turn::Chunk),
+        2 => (key(), "[a-z]{0,12}").prop_map(|(k, v)| Turn::Write(format!("SET {k} x{v}"))),
+        1 => key().prop_map(|k| Turn::Write(format!("DEL {k}"))),
+        1 => (key(), 0..3usize).prop_map(|(k, f)| Turn::Write(format!("HSET {k} f{f} y"))),
+        1 => key().prop_map(|k| Turn::Write(format!("PEXPIRE {k} 50000"))),
+        1 => key().prop_map(|k| Turn::Write(format!("PERSIST {k}"))),
+        1 => (key(), key()).prop_map(|(a, b)| Turn::Write(format!("RENAME {a} {b}"))),
+        1 => key().prop_map(|k| Turn::Write(format!("RPUSH l{k} a b"))),
+        1 => key().prop_map(|k| Turn::Write(format!("SADD s{k} m n"))),
+        1 => (key(), "[a-z]{1,8}").prop_map(|(k, v)| Turn::Write(format!("SET {v} {k}"))),
+        1 => Just(Turn::Write("FLUSHALL".to_owned())),
+    ]
+}
+
+fn run_chunked_snapshot(keys: usize, turns: &[Turn]) -> Result<(), TestCaseError> {
+    let mut live = Harness::new(START);
+    let mut plain = Harness::new(START);
+    for i in 0..keys {
+        let line = match i % 4 {
+            0 => format!("SET k{i} v{i}"),
+            1 => format!("HSET k{i} a 1 b 2"),
+            2 => format!("SET k{i} v{i} PX 100000"),
+            _ => format!("ZADD k{i} 1 a 2 b"),
+        };
+        live.run_line(&line);
+        plain.run_line(&line);
+    }
+    let at_start = live.state.clone();
+    let mut bytes = live.state.begin_snapshot();
+    let mut done = false;
+    for t in turns {
+        match t {
+            Turn::Chunk(budget) if !done => {
+                let mut out = Vec::new();
+                done = live.state.snapshot_chunk(&mut out, *budget);
+                bytes.extend(out);
+            }
+            Turn::Chunk(_) => {}
+            Turn::Write(line) => {
+                let a = live.run_line(line);
+                let b = plain.run_line(line);
+                prop_assert_eq!(a, b, "{}", line);
+            }
+        }
+    }
+    while !done {
+        done = live.state.snapshot_chunk(&mut bytes, 1);
+    }
+    prop_assert!(!live.state.snapshot_in_progress());
+    let restored = State::decode_snapshot(&bytes).expect("the snapshot decodes");
+    prop_assert!(
+        restored == at_start,
+        "the snapshot is not the state at its start"
+    );
+    prop_assert!(
+        live.state == plain.state,
+        "the snapshot changed the live state"
+    );
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_snapshot_taken_in_chunks_is_the_state_at_its_start(
+        (keys, turns) in (0usize..40).prop_flat_map(|keys| {
+            (Just(keys), prop::collection::vec(turn(keys), 0..80))
+        }),
+    ) {
+        run_chunked_snapshot(keys, &turns)?;
+    }
 
     #[test]
     fn the_state_agrees_with_the_model(steps in prop::collection::vec(step(), 1..60)) {

@@ -1,17 +1,32 @@
 //! Snapshot encoding of the state: a format version byte, then postcard.
 //!
-//! The encoder walks the live maps (no intermediate copy of the keyspace);
-//! the decoder rebuilds the maps and the deadline index, so a restored state
-//! is equal to the one that was encoded, field for field.
+//! Format 6 (written since the keyspace is encoded a chunk at a time, see
+//! [`capture`](super::capture)) puts everything but the keyspace first and
+//! the keyspace last, every part behind its length:
+//!
+//! ```text
+//! 6 | section(header) | section(primitives) | section(scripts)
+//!   | section(stream waiters) | section(later primitives) | section(users)
+//!   | section(health checks) | keys u64 | keys × section(key, value, deadline)
+//! section = len u64 LE | postcard bytes
+//! ```
+//!
+//! so the small parts can be written when a snapshot begins, the keys as
+//! the walk reaches them, and a reader can decode entry by entry from a
+//! file without holding it whole. The decoder rebuilds the maps and the
+//! deadline index, so a restored state is equal to the one that was
+//! encoded, field for field. Formats 1 to 5 (one postcard body with the
+//! keyspace in the middle) still decode.
 
 use std::collections::BTreeMap;
+use std::io::Read;
 
 use bytes::Bytes;
 use serde::ser::SerializeSeq;
 use serde::{Deserialize, Serialize, Serializer};
 
 use super::acl::Acl;
-use super::db::{Db, ScanMap, Value};
+use super::db::{Db, Entry, ScanMap, Value};
 use super::lists::List;
 use super::scripts::ScriptCache;
 use super::streams::Stream;
@@ -29,7 +44,9 @@ use super::{Coord, State};
 /// Format 4 appends the ACL user table after format 3's body; formats 1 to
 /// 3 restore with the first user table (`default` alone, `on nopass ~* &*
 /// +@all`, never seeded).
-pub const SNAPSHOT_FORMAT: u8 = 5;
+/// Format 5 appends the health checks. Format 6 is the sectioned layout of
+/// the module docs.
+pub const SNAPSHOT_FORMAT: u8 = 6;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -39,6 +56,10 @@ pub enum SnapshotError {
     UnknownFormat(u8),
     #[error("snapshot cannot be decoded: {0}")]
     Decode(#[from] postcard::Error),
+    #[error("snapshot is cut short: {0}")]
+    Truncated(String),
+    #[error("snapshot cannot be read: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -74,40 +95,12 @@ impl Serialize for MembersRef<'_> {
     }
 }
 
-struct DbRef<'a>(&'a Db);
-
-impl Serialize for DbRef<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.0.len()))?;
-        for (key, entry) in self.0.iter() {
-            let value = match &entry.value {
-                Value::String(v) => StoredValue::String(v),
-                Value::Hash(h) => StoredValue::Hash(PairsRef(h)),
-                Value::Set(m) => StoredValue::Set(MembersRef(m)),
-                Value::List(l) => StoredValue::List(l.as_ref()),
-                Value::ZSet(z) => StoredValue::ZSet(PairsRef(z.scores())),
-                Value::Stream(x) => StoredValue::Stream(x.as_ref()),
-            };
-            seq.serialize_element(&(key, value, entry.expires_at()))?;
-        }
-        seq.end()
-    }
-}
-
-#[derive(Serialize)]
-struct StateRef<'a> {
-    clock_ms: u64,
-    applied_index: u64,
-    members: &'a BTreeMap<u64, String>,
-    db: DbRef<'a>,
-}
+/// One decoded value.
+type StoredValueOwned =
+    StoredValue<Bytes, Vec<(Bytes, Bytes)>, Vec<Bytes>, List, Vec<(Bytes, f64)>, Stream>;
 
 /// One decoded key: name, value, deadline.
-type StoredEntry = (
-    Bytes,
-    StoredValue<Bytes, Vec<(Bytes, Bytes)>, Vec<Bytes>, List, Vec<(Bytes, f64)>, Stream>,
-    Option<u64>,
-);
+type StoredEntry = (Bytes, StoredValueOwned, Option<u64>);
 
 #[derive(Deserialize)]
 struct StoredState {
@@ -117,33 +110,186 @@ struct StoredState {
     db: Vec<StoredEntry>,
 }
 
+/// The parts of format 6 before the keyspace.
+#[derive(Serialize)]
+struct HeaderRef<'a> {
+    clock_ms: u64,
+    applied_index: u64,
+    members: &'a BTreeMap<u64, String>,
+}
+
+#[derive(Deserialize)]
+struct StoredHeader {
+    clock_ms: u64,
+    applied_index: u64,
+    members: BTreeMap<u64, String>,
+}
+
+/// Appends `value` as a section: its postcard length, then its bytes.
+fn write_section<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    let start = out.len();
+    out.extend_from_slice(&[0; 8]);
+    // Serializing into a Vec cannot fail: every type here is plain data.
+    let mut buf = postcard::to_extend(value, std::mem::take(out)).expect("state serializes");
+    let len = (buf.len() - start - 8) as u64;
+    buf[start..start + 8].copy_from_slice(&len.to_le_bytes());
+    *out = buf;
+}
+
+/// Appends one key of the keyspace as a section.
+pub(super) fn write_entry(out: &mut Vec<u8>, key: &Bytes, entry: &Entry) {
+    let value = match &entry.value {
+        Value::String(v) => StoredValue::String(v),
+        Value::Hash(h) => StoredValue::Hash(PairsRef(h)),
+        Value::Set(m) => StoredValue::Set(MembersRef(m)),
+        Value::List(l) => StoredValue::List(l.as_ref()),
+        Value::ZSet(z) => StoredValue::ZSet(PairsRef(z.scores())),
+        Value::Stream(x) => StoredValue::Stream(x.as_ref()),
+    };
+    write_section(out, &(key, value, entry.expires_at()));
+}
+
 impl State {
-    /// Encodes the whole state.
+    /// Encodes the whole state at once (format 6): what
+    /// [`State::begin_snapshot`] and [`State::snapshot_chunk`] produce
+    /// without writes in between.
     pub fn encode_snapshot(&self) -> Vec<u8> {
-        let body = StateRef {
-            clock_ms: self.clock_ms,
-            applied_index: self.applied_index,
-            members: &self.members,
-            db: DbRef(&self.db),
-        };
-        let mut out = vec![SNAPSHOT_FORMAT];
-        // Serializing into a Vec cannot fail: every type here is plain data.
-        out.extend(postcard::to_stdvec(&body).expect("state serializes"));
-        out.extend(postcard::to_stdvec(&self.coord).expect("primitives serialize"));
-        out.extend(postcard::to_stdvec(&self.scripts).expect("scripts serialize"));
-        out.extend(postcard::to_stdvec(&self.coord.stream_waiters).expect("waiters serialize"));
-        out.extend(postcard::to_stdvec(&self.coord.ext).expect("primitives serialize"));
-        out.extend(postcard::to_stdvec(&self.acl).expect("users serialize"));
-        out.extend(postcard::to_stdvec(&self.coord.ext.checks).expect("checks serialize"));
+        let mut out = self.snapshot_head(self.db.len() as u64);
+        for (key, entry) in self.db.iter() {
+            write_entry(&mut out, key, entry);
+        }
         out
     }
 
-    /// Rebuilds a state from [`State::encode_snapshot`]'s bytes.
+    /// Starts a snapshot of the state as it is now, to be encoded a chunk
+    /// at a time while entries go on applying: returns its first bytes
+    /// (everything but the keys), then [`State::snapshot_chunk`] gives the
+    /// keys. A snapshot already under way is abandoned.
+    pub fn begin_snapshot(&mut self) -> Vec<u8> {
+        let keys = self.db.begin_capture();
+        self.snapshot_head(keys)
+    }
+
+    /// Appends the next keys of the snapshot begun by
+    /// [`State::begin_snapshot`] to `out`, until it holds at least `budget`
+    /// bytes; true when the snapshot is complete.
+    pub fn snapshot_chunk(&mut self, out: &mut Vec<u8>, budget: usize) -> bool {
+        self.db.capture_step(out, budget)
+    }
+
+    /// Abandons the snapshot under way, if any.
+    pub fn abort_snapshot(&mut self) {
+        self.db.end_capture();
+    }
+
+    /// True while a snapshot begun by [`State::begin_snapshot`] has keys
+    /// left to encode.
+    pub fn snapshot_in_progress(&self) -> bool {
+        self.db.capturing()
+    }
+
+    fn snapshot_head(&self, keys: u64) -> Vec<u8> {
+        let mut out = vec![SNAPSHOT_FORMAT];
+        write_section(
+            &mut out,
+            &HeaderRef {
+                clock_ms: self.clock_ms,
+                applied_index: self.applied_index,
+                members: &self.members,
+            },
+        );
+        write_section(&mut out, &self.coord);
+        write_section(&mut out, &self.scripts);
+        write_section(&mut out, &self.coord.stream_waiters);
+        write_section(&mut out, &self.coord.ext);
+        write_section(&mut out, &self.acl);
+        write_section(&mut out, &self.coord.ext.checks);
+        out.extend_from_slice(&keys.to_le_bytes());
+        out
+    }
+
+    /// Rebuilds a state from [`State::encode_snapshot`]'s bytes (or an
+    /// earlier format's).
     pub fn decode_snapshot(bytes: &[u8]) -> Result<State, SnapshotError> {
         let (&format, body) = bytes.split_first().ok_or(SnapshotError::Empty)?;
-        if !(1..=SNAPSHOT_FORMAT).contains(&format) {
+        match format {
+            1..=5 => State::decode_legacy(format, body),
+            SNAPSHOT_FORMAT => State::read_snapshot(bytes, bytes.len() as u64),
+            _ => Err(SnapshotError::UnknownFormat(format)),
+        }
+    }
+
+    /// Reads a format 6 snapshot of `len` bytes from `reader` (a file),
+    /// holding one section at a time besides the state it builds.
+    pub fn read_snapshot(reader: impl Read, len: u64) -> Result<State, SnapshotError> {
+        let mut r = Sections {
+            reader,
+            left: len,
+            buf: Vec::new(),
+        };
+        let format = r.byte()?;
+        if format != SNAPSHOT_FORMAT {
             return Err(SnapshotError::UnknownFormat(format));
         }
+        let header: StoredHeader = r.section()?;
+        let mut coord: Coord = r.section()?;
+        let scripts: ScriptCache = r.section()?;
+        coord.stream_waiters = r.section()?;
+        coord.ext = r.section()?;
+        let acl: Acl = r.section()?;
+        coord.ext.checks = r.section()?;
+        let keys = r.u64()?;
+        let mut db = Db::new();
+        for _ in 0..keys {
+            let (key, value, deadline): StoredEntry = r.section()?;
+            db.insert(key, stored_value(value), deadline);
+        }
+        if r.left != 0 {
+            return Err(SnapshotError::Truncated(format!(
+                "{} bytes after the last key",
+                r.left
+            )));
+        }
+        Ok(State::restored(
+            db,
+            header.clock_ms,
+            header.applied_index,
+            header.members,
+            coord,
+            scripts,
+            acl,
+        ))
+    }
+
+    fn restored(
+        db: Db,
+        clock_ms: u64,
+        applied_index: u64,
+        members: BTreeMap<u64, String>,
+        coord: Coord,
+        scripts: ScriptCache,
+        acl: Acl,
+    ) -> State {
+        State {
+            db,
+            clock_ms,
+            applied_index,
+            members,
+            coord,
+            wakeups: Vec::new(),
+            deliveries: Vec::new(),
+            ready_lists: Vec::new(),
+            scripts,
+            script_host: Default::default(),
+            acl,
+            mesh: Default::default(),
+            evicted_keys: Default::default(),
+            caller: None,
+        }
+    }
+
+    /// Formats 1 to 5: one postcard body, the keyspace inside it.
+    fn decode_legacy(format: u8, body: &[u8]) -> Result<State, SnapshotError> {
         let (stored, rest): (StoredState, _) = postcard::take_from_bytes(body)?;
         let (coord, scripts, acl) = match format {
             1 => (Coord::default(), ScriptCache::default(), Acl::default()),
@@ -173,49 +319,93 @@ impl State {
         };
         let mut db = Db::new();
         for (key, value, deadline) in stored.db {
-            let value = match value {
-                StoredValue::String(s) => Value::String(s),
-                StoredValue::Hash(pairs) => {
-                    let mut map = ScanMap::new();
-                    for (f, v) in pairs {
-                        map.insert(f, v);
-                    }
-                    Value::Hash(Box::new(map))
-                }
-                StoredValue::Set(members) => {
-                    let mut set = ScanMap::new();
-                    for m in members {
-                        set.insert(m, ());
-                    }
-                    Value::Set(Box::new(set))
-                }
-                StoredValue::List(l) => Value::List(Box::new(l)),
-                StoredValue::ZSet(pairs) => {
-                    let mut zset = ZSet::default();
-                    for (member, score) in pairs {
-                        zset.insert(member, score);
-                    }
-                    Value::ZSet(Box::new(zset))
-                }
-                StoredValue::Stream(x) => Value::Stream(Box::new(x)),
-            };
-            db.insert(key, value, deadline);
+            db.insert(key, stored_value(value), deadline);
         }
-        Ok(State {
+        Ok(State::restored(
             db,
-            clock_ms: stored.clock_ms,
-            applied_index: stored.applied_index,
-            members: stored.members,
+            stored.clock_ms,
+            stored.applied_index,
+            stored.members,
             coord,
-            wakeups: Vec::new(),
-            deliveries: Vec::new(),
-            ready_lists: Vec::new(),
             scripts,
-            script_host: Default::default(),
             acl,
-            mesh: Default::default(),
-            evicted_keys: Default::default(),
-            caller: None,
-        })
+        ))
+    }
+}
+
+fn stored_value(value: StoredValueOwned) -> Value {
+    match value {
+        StoredValue::String(s) => Value::String(s),
+        StoredValue::Hash(pairs) => {
+            let mut map = ScanMap::new();
+            for (f, v) in pairs {
+                map.insert(f, v);
+            }
+            Value::Hash(Box::new(map))
+        }
+        StoredValue::Set(members) => {
+            let mut set = ScanMap::new();
+            for m in members {
+                set.insert(m, ());
+            }
+            Value::Set(Box::new(set))
+        }
+        StoredValue::List(l) => Value::List(Box::new(l)),
+        StoredValue::ZSet(pairs) => {
+            let mut zset = ZSet::default();
+            for (member, score) in pairs {
+                zset.insert(member, score);
+            }
+            Value::ZSet(Box::new(zset))
+        }
+        StoredValue::Stream(x) => Value::Stream(Box::new(x)),
+    }
+}
+
+/// Reads the sections of a format 6 snapshot, never past its length.
+struct Sections<R> {
+    reader: R,
+    left: u64,
+    buf: Vec<u8>,
+}
+
+impl<R: Read> Sections<R> {
+    fn take(&mut self, n: u64, what: &str) -> Result<(), SnapshotError> {
+        if n > self.left {
+            return Err(SnapshotError::Truncated(format!(
+                "{what} of {n} bytes with {} left",
+                self.left
+            )));
+        }
+        self.buf.clear();
+        self.buf.resize(n as usize, 0);
+        self.reader.read_exact(&mut self.buf)?;
+        self.left -= n;
+        Ok(())
+    }
+
+    fn byte(&mut self) -> Result<u8, SnapshotError> {
+        self.take(1, "format byte")?;
+        Ok(self.buf[0])
+    }
+
+    fn u64(&mut self) -> Result<u64, SnapshotError> {
+        self.take(8, "length")?;
+        Ok(u64::from_le_bytes(
+            self.buf[..8].try_into().expect("8 bytes"),
+        ))
+    }
+
+    fn section<T: serde::de::DeserializeOwned>(&mut self) -> Result<T, SnapshotError> {
+        let len = self.u64()?;
+        self.take(len, "section")?;
+        let (value, rest) = postcard::take_from_bytes(&self.buf)?;
+        if !rest.is_empty() {
+            return Err(SnapshotError::Truncated(format!(
+                "{} bytes left inside a section",
+                rest.len()
+            )));
+        }
+        Ok(value)
     }
 }

@@ -88,9 +88,9 @@ pub mod wal;
 pub mod writer;
 
 pub use identity::{Identity, IdentityError};
-pub use snapshot::SnapshotStore;
+pub use snapshot::{SnapshotFile, SnapshotStore, WrittenSnapshot};
 pub use wal::{Record, Recovered, TornTail, Wal, WalOptions};
-pub use writer::{Persisted, WalJob, WalStats, WalWriter};
+pub use writer::{Persisted, SnapshotJob, WalJob, WalStats, WalWriter};
 
 /// Everything that can go wrong in the storage layer.
 #[derive(Debug, thiserror::Error)]

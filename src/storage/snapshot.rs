@@ -34,7 +34,7 @@ const INDEX_DIGITS: usize = 20;
 const KEEP: usize = 2;
 
 /// The directory of snapshot files.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct SnapshotStore {
     dir: PathBuf,
 }
@@ -89,18 +89,109 @@ fn read_ids(r: &mut Reader<'_>) -> Result<Vec<u64>, String> {
 
 fn encode(w: &mut impl Write, snapshot: &Snapshot) -> std::io::Result<()> {
     let meta = snapshot.get_metadata();
-    let conf = meta.get_conf_state();
+    encode_head(w, meta.index, meta.term, meta.get_conf_state())?;
+    w.write_all(&(snapshot.data.len() as u64).to_le_bytes())?;
+    w.write_all(&snapshot.data)
+}
+
+/// Everything before `data_len`.
+fn encode_head(w: &mut impl Write, index: u64, term: u64, conf: &ConfState) -> std::io::Result<()> {
     w.write_all(MAGIC)?;
     w.write_all(&[VERSION])?;
-    w.write_all(&meta.index.to_le_bytes())?;
-    w.write_all(&meta.term.to_le_bytes())?;
+    w.write_all(&index.to_le_bytes())?;
+    w.write_all(&term.to_le_bytes())?;
     write_ids(w, &conf.voters)?;
     write_ids(w, &conf.learners)?;
     write_ids(w, &conf.voters_outgoing)?;
     write_ids(w, &conf.learners_next)?;
-    w.write_all(&[u8::from(conf.auto_leave)])?;
-    w.write_all(&(snapshot.data.len() as u64).to_le_bytes())?;
-    w.write_all(&snapshot.data)
+    w.write_all(&[u8::from(conf.auto_leave)])
+}
+
+/// A snapshot file being written a chunk at a time, as the state is
+/// encoded (the data's length is only known at the end). Dropped before
+/// [`SnapshotFile::finish`], it removes its temp file.
+#[derive(Debug)]
+pub struct SnapshotFile {
+    tmp: PathBuf,
+    path: PathBuf,
+    index: u64,
+    term: u64,
+    head: Vec<u8>,
+    out: Option<BufWriter<File>>,
+    data_crc: crc32fast::Hasher,
+    data_len: u64,
+}
+
+/// A snapshot file written and fsynced under its temp name, ready for
+/// [`SnapshotStore::install`].
+#[derive(Debug, Clone)]
+pub struct WrittenSnapshot {
+    pub index: u64,
+    pub term: u64,
+    tmp: PathBuf,
+    path: PathBuf,
+    /// The whole file's size.
+    pub bytes: u64,
+}
+
+impl WrittenSnapshot {
+    /// Removes the file of a snapshot that will not be installed.
+    pub fn discard(self) {
+        if let Err(e) = fs::remove_file(&self.tmp) {
+            tracing::warn!(path = %self.tmp.display(), error = %e, "cannot remove a snapshot file");
+        }
+    }
+}
+
+impl SnapshotFile {
+    pub fn write(&mut self, chunk: &[u8]) -> Result<(), StorageError> {
+        let out = self.out.as_mut().expect("written only before finish");
+        out.write_all(chunk)
+            .map_err(io_ctx(format!("writing snapshot {}", self.tmp.display())))?;
+        self.data_crc.update(chunk);
+        self.data_len += chunk.len() as u64;
+        Ok(())
+    }
+
+    /// Writes the data's length and the checksum and fsyncs the file.
+    pub fn finish(mut self) -> Result<WrittenSnapshot, StorageError> {
+        let ctx = format!("writing snapshot {}", self.tmp.display());
+        let mut out = self.out.take().expect("finished once");
+        let len_at = self.head.len() as u64;
+        let len = self.data_len.to_le_bytes();
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&self.head);
+        crc.update(&len);
+        crc.combine(&self.data_crc);
+        out.write_all(&crc.finalize().to_le_bytes())
+            .map_err(io_ctx(ctx.clone()))?;
+        let mut file = out
+            .into_inner()
+            .map_err(|e| io_ctx(ctx.clone())(e.into_error()))?;
+        use std::io::{Seek, SeekFrom};
+        file.seek(SeekFrom::Start(len_at))
+            .and_then(|_| file.write_all(&len))
+            .map_err(io_ctx(ctx.clone()))?;
+        file.sync_all()
+            .map_err(io_ctx(format!("fsync of {}", self.tmp.display())))?;
+        let bytes = len_at + 8 + self.data_len + 4;
+        Ok(WrittenSnapshot {
+            index: self.index,
+            term: self.term,
+            tmp: std::mem::take(&mut self.tmp),
+            path: std::mem::take(&mut self.path),
+            bytes,
+        })
+    }
+}
+
+impl Drop for SnapshotFile {
+    fn drop(&mut self) {
+        if self.out.is_some() {
+            drop(self.out.take());
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
@@ -205,6 +296,60 @@ impl SnapshotStore {
         Ok(found)
     }
 
+    /// Starts a snapshot file at (index, term) under a temp name, for data
+    /// that arrives a chunk at a time.
+    pub fn begin(
+        &self,
+        index: u64,
+        term: u64,
+        conf: &ConfState,
+    ) -> Result<SnapshotFile, StorageError> {
+        let path = self.dir.join(file_name(index));
+        let tmp = self.dir.join(format!("{}{TMP_SUFFIX}", file_name(index)));
+        let ctx = || format!("writing snapshot {}", tmp.display());
+        let mut head = Vec::new();
+        encode_head(&mut head, index, term, conf).map_err(io_ctx(ctx()))?;
+        let file = File::create(&tmp).map_err(io_ctx(ctx()))?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        // The data's length is written over these zeros at the end.
+        out.write_all(&head)
+            .and_then(|()| out.write_all(&[0; 8]))
+            .map_err(io_ctx(ctx()))?;
+        Ok(SnapshotFile {
+            tmp,
+            path,
+            index,
+            term,
+            head,
+            out: Some(out),
+            data_crc: crc32fast::Hasher::new(),
+            data_len: 0,
+        })
+    }
+
+    /// Moves a written snapshot file into place (durably) and deletes the
+    /// older ones beyond the newest two.
+    pub fn install(&self, written: &WrittenSnapshot) -> Result<(), StorageError> {
+        fs::rename(&written.tmp, &written.path).map_err(io_ctx(format!(
+            "renaming {} to {}",
+            written.tmp.display(),
+            written.path.display()
+        )))?;
+        sync_dir(&self.dir)?;
+        self.prune()
+    }
+
+    fn prune(&self) -> Result<(), StorageError> {
+        let old = self.list()?;
+        if old.len() > KEEP {
+            for (_, stale) in &old[KEEP..] {
+                fs::remove_file(stale).map_err(io_ctx(format!("removing {}", stale.display())))?;
+            }
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+
     /// Saves metadata (index, term, conf_state) and data with a crc; durable on
     /// return. Older snapshots beyond the newest two are deleted.
     pub fn save(&self, snapshot: &Snapshot) -> Result<(), StorageError> {
@@ -234,15 +379,7 @@ impl SnapshotStore {
             path.display()
         )))?;
         sync_dir(&self.dir)?;
-
-        let old = self.list()?;
-        if old.len() > KEEP {
-            for (_, stale) in &old[KEEP..] {
-                fs::remove_file(stale).map_err(io_ctx(format!("removing {}", stale.display())))?;
-            }
-            sync_dir(&self.dir)?;
-        }
-        Ok(())
+        self.prune()
     }
 
     /// The newest snapshot, or `None` if there is none. A corrupt newest
@@ -326,6 +463,47 @@ mod tests {
                 .unwrap(),
             Some(empty)
         );
+    }
+
+    #[test]
+    fn a_file_written_in_chunks_is_the_file_save_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SnapshotStore::open(dir.path()).unwrap();
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let s = snap(9, 3, &data);
+        let meta = s.get_metadata();
+        let mut file = store.begin(9, 3, meta.get_conf_state()).unwrap();
+        for chunk in data.chunks(777) {
+            file.write(chunk).unwrap();
+        }
+        let written = file.finish().unwrap();
+        // Durable under its temp name, not yet in place.
+        assert_eq!(store.load_latest().unwrap(), None);
+        store.install(&written).unwrap();
+        assert_eq!(store.load_latest().unwrap(), Some(s.clone()));
+        let chunked = fs::read(dir.path().join(file_name(9))).unwrap();
+        assert_eq!(written.bytes, chunked.len() as u64);
+        let other = tempfile::tempdir().unwrap();
+        SnapshotStore::open(other.path()).unwrap().save(&s).unwrap();
+        assert_eq!(fs::read(other.path().join(file_name(9))).unwrap(), chunked);
+    }
+
+    #[test]
+    fn an_unfinished_file_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SnapshotStore::open(dir.path()).unwrap();
+        let mut file = store.begin(5, 1, &ConfState::default()).unwrap();
+        file.write(b"half a state").unwrap();
+        assert_eq!(snap_files(dir.path()).len(), 1);
+        drop(file);
+        assert!(snap_files(dir.path()).is_empty());
+        let written = store
+            .begin(6, 1, &ConfState::default())
+            .unwrap()
+            .finish()
+            .unwrap();
+        written.discard();
+        assert!(snap_files(dir.path()).is_empty());
     }
 
     #[test]

@@ -17,6 +17,7 @@ use std::thread::JoinHandle;
 
 use ::raft::eraftpb::Snapshot;
 
+use super::snapshot::WrittenSnapshot;
 use super::{Record, SnapshotStore, StorageError, Wal};
 
 /// One unit of work: records to persist, in order, and optionally a
@@ -28,7 +29,7 @@ pub struct WalJob {
     /// A snapshot file to save (durably) before the records are appended.
     /// If the save fails, this job's records and compaction are skipped and
     /// the failure is reported in [`Persisted::snapshots`]; the writer goes on.
-    pub snapshot: Option<Snapshot>,
+    pub snapshot: Option<SnapshotJob>,
     pub records: Vec<Record>,
     /// Run [`Wal::compact`] with this after the sync.
     pub compact_upto: Option<u64>,
@@ -38,6 +39,24 @@ pub struct WalJob {
     /// again (Raft needs term and vote durable, not the commit index). The
     /// next sync makes it durable. Saves an fdatasync per such round.
     pub deferrable: bool,
+}
+
+/// A snapshot file a job makes durable before its records.
+#[derive(Debug, Clone)]
+pub enum SnapshotJob {
+    /// Write this snapshot (a leader's, received whole).
+    Save(Snapshot),
+    /// Move this file, written and fsynced already, into place.
+    Install(WrittenSnapshot),
+}
+
+impl SnapshotJob {
+    fn index_term(&self) -> (u64, u64) {
+        match self {
+            SnapshotJob::Save(s) => (s.get_metadata().index, s.get_metadata().term),
+            SnapshotJob::Install(w) => (w.index, w.term),
+        }
+    }
 }
 
 /// Counters for metrics.
@@ -187,10 +206,11 @@ fn save_snapshots(
         let Some(snapshot) = job.snapshot.take() else {
             continue;
         };
-        let meta = snapshot.get_metadata();
-        let result = match snaps {
-            Some(snaps) => snaps.save(&snapshot),
-            None => Err(StorageError::WriterStopped {
+        let (index, term) = snapshot.index_term();
+        let result = match (snaps, &snapshot) {
+            (Some(snaps), SnapshotJob::Save(s)) => snaps.save(s),
+            (Some(snaps), SnapshotJob::Install(w)) => snaps.install(w),
+            (None, _) => Err(StorageError::WriterStopped {
                 reason: "this WAL writer has no snapshot directory".to_string(),
             }),
         };
@@ -198,7 +218,7 @@ fn save_snapshots(
             job.records.clear();
             job.compact_upto = None;
         }
-        saved.push((meta.index, meta.term, result));
+        saved.push((index, term, result));
     }
     saved
 }
@@ -462,7 +482,7 @@ mod tests {
         }
         writer.submit(WalJob {
             number: 21,
-            snapshot: Some(snapshot(15)),
+            snapshot: Some(SnapshotJob::Save(snapshot(15))),
             records: vec![Record::SnapshotMark { index: 15, term: 1 }],
             compact_upto: Some(15),
             deferrable: false,
@@ -493,7 +513,7 @@ mod tests {
         writer.submit(job(1));
         writer.submit(WalJob {
             number: 1,
-            snapshot: Some(snapshot(1)),
+            snapshot: Some(SnapshotJob::Save(snapshot(1))),
             records: vec![Record::SnapshotMark { index: 1, term: 1 }],
             compact_upto: Some(1),
             deferrable: false,
