@@ -182,6 +182,15 @@ struct Held {
     missing_once: bool,
 }
 
+/// The context of a ReadIndex round: this node's id, then the round's
+/// number. The leader keeps pending rounds by context and ignores one
+/// whose context is already pending, so contexts must differ across the
+/// nodes: with the number alone, two nodes' first rounds (both 1) met on
+/// the leader and one waited out a retry (an election timeout).
+fn read_ctx(node: u64, round: u64) -> Vec<u8> {
+    [node.to_be_bytes(), round.to_be_bytes()].concat()
+}
+
 /// How often held clients are checked against the state.
 const HELD_CHECK: Duration = Duration::from_secs(5);
 
@@ -294,7 +303,9 @@ impl Driver {
             next_forward_id: 1,
             read_queue: Vec::new(),
             read_round: None,
-            next_read_ctx: 1,
+            // Above any round an earlier run of this node may have left
+            // pending on the leader.
+            next_read_ctx: now_ms(),
             heartbeats_sent: HashMap::new(),
             readable: Vec::new(),
             persisted_messages: VecDeque::new(),
@@ -1097,7 +1108,7 @@ impl Driver {
         }
         let ctx = self.next_read_ctx;
         self.next_read_ctx += 1;
-        self.raw.read_index(ctx.to_be_bytes().to_vec());
+        self.raw.read_index(read_ctx(self.config.id, ctx));
         self.read_round = Some(ReadRound {
             ctx,
             started: now,
@@ -1109,7 +1120,7 @@ impl Driver {
         let Some(round) = &self.read_round else {
             return;
         };
-        if rs.request_ctx != round.ctx.to_be_bytes() {
+        if rs.request_ctx != read_ctx(self.config.id, round.ctx) {
             return;
         }
         let round = self.read_round.take().expect("round present");
