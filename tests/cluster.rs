@@ -189,6 +189,16 @@ fn a_follower_that_missed_compacted_log_catches_up_by_snapshot() {
                 .then_some(())
         },
     );
+    // It came as a file, decoded off the driver before the switch, and
+    // the leader sent it from disk.
+    assert!(cluster.log(lagging).contains("decoded a leader's snapshot"));
+    assert!(cluster.log(leader).contains("snapshot sent"));
+    let mut lc = cluster.client(lagging);
+    assert_eq!(lc.get::<_, i64>("k399").unwrap(), 399);
+    // The received file became the node's newest snapshot: it restarts
+    // from it.
+    cluster.kill9(lagging);
+    cluster.restart(lagging);
     let mut lc = cluster.client(lagging);
     assert_eq!(lc.get::<_, i64>("k399").unwrap(), 399);
 }

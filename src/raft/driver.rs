@@ -25,7 +25,7 @@ use super::{Answer, NodeError, NodeStatus, ReadMode, Role};
 use crate::state::pubsub::{Delivery, PubSubOp};
 use crate::state::{Op, OpResult, Outcome, Query, State, StateError, Ticket, Wakeup};
 use crate::storage::{
-    Persisted, Record, SnapshotJob, SnapshotStore, StorageError, WalJob, WalWriter,
+    Persisted, Record, SnapshotJob, SnapshotStore, StorageError, WalJob, WalWriter, WrittenSnapshot,
 };
 use crate::transport::Transport;
 
@@ -267,6 +267,8 @@ pub(crate) struct Driver {
     conf_state: ConfState,
     log_bytes_since_snapshot: u64,
     own_snapshot: Option<OwnSnapshot>,
+    /// A leader's snapshot received and decoded, for raft to hand over.
+    received_snapshot: Option<(WrittenSnapshot, Box<State>)>,
     /// Where our own snapshots are written.
     snaps: SnapshotStore,
     /// The inbox, for reports from threads the driver starts (never kept
@@ -328,6 +330,7 @@ impl Driver {
             conf_state,
             log_bytes_since_snapshot: 0,
             own_snapshot: None,
+            received_snapshot: None,
             snaps,
             inbox_tx,
             next_tick: Instant::now() + config.tick,
@@ -421,6 +424,16 @@ impl Driver {
             }
             Inbox::Admin(op, reply) => {
                 self.accept_admin(op, reply, after(self.config.request_timeout))
+            }
+            Inbox::SnapshotReceived {
+                message,
+                file,
+                state,
+            } => {
+                if let Some((old, _)) = self.received_snapshot.replace((file, state)) {
+                    old.discard();
+                }
+                return self.handle(Inbox::Peer(message));
             }
             Inbox::Peer(m) => {
                 self.check_owners.heard(m.from, Instant::now());
@@ -1725,10 +1738,27 @@ impl Driver {
     /// (and the follower answers the leader) only once the file is durable.
     fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), NodeError> {
         let meta = snapshot.get_metadata().clone();
-        let mut state = State::decode_snapshot(&snapshot.data)
-            .map_err(|e| NodeError::Recovery(format!("leader snapshot at {}: {e}", meta.index)))?;
+        // Decoded from its file before raft saw the message, so the switch
+        // is all this node's clients wait for. A snapshot that came inline
+        // (from a node that sends the data in the message) is decoded here.
+        let (mut state, file) = match self.received_snapshot.take() {
+            Some((file, state)) if file.index == meta.index && file.term == meta.term => {
+                (*state, SnapshotJob::Install(file))
+            }
+            other => {
+                if let Some((stale, _)) = other {
+                    stale.discard();
+                }
+                let state = State::decode_snapshot(&snapshot.data).map_err(|e| {
+                    NodeError::Recovery(format!("leader snapshot at {}: {e}", meta.index))
+                })?;
+                (state, SnapshotJob::Save(snapshot.clone()))
+            }
+        };
         state.set_script_host(self.state.script_host().clone());
-        let file = snapshot.clone();
+        let mut snapshot = snapshot;
+        // The log store keeps the metadata; the file is on disk.
+        snapshot.data = Bytes::new();
         // Ours, if one is being encoded or written, describes a state that
         // is gone; the leader's covers more.
         if self
@@ -1779,7 +1809,7 @@ impl Driver {
         let hs = self.raw.store().hard_state().clone();
         self.submit(WalJob {
             number: self.last_submitted,
-            snapshot: Some(SnapshotJob::Save(file)),
+            snapshot: Some(file),
             records: vec![
                 Record::SnapshotMark {
                     index: meta.index,
@@ -1897,7 +1927,7 @@ impl Driver {
         match result {
             Ok(written) if ours => {
                 let own = self.own_snapshot.as_mut().expect("checked above");
-                own.written(written.data);
+                own.written(written.file.bytes);
                 self.submit(WalJob {
                     number: self.last_submitted,
                     snapshot: Some(SnapshotJob::Install(written.file)),
@@ -1937,7 +1967,7 @@ impl Driver {
                 let Stage::Saving(snapshot) = own.stage else {
                     unreachable!("only a snapshot being saved is reported saved");
                 };
-                let bytes = snapshot.data.len();
+                let bytes = own.bytes;
                 let took = own.started.elapsed();
                 self.status
                     .metrics

@@ -2,7 +2,7 @@
 //! [`NodeHandle`] clients and the transport use.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -19,7 +19,8 @@ use super::{Answer, NodeError, NodeStatus, ReadMode, Role};
 use crate::state::pubsub::Delivery;
 use crate::state::{Op, Query, State};
 use crate::storage::{
-    Persisted, SnapshotStore, StorageError, Wal, WalOptions, WalStats, WalWriter,
+    Persisted, SnapshotReader, SnapshotStore, StorageError, Wal, WalOptions, WalStats, WalWriter,
+    WrittenSnapshot,
 };
 use crate::transport::{Inbound, Transport};
 
@@ -296,6 +297,13 @@ pub(crate) enum Inbox {
     },
     Persisted(Result<Persisted, StorageError>),
     Snapshot(oneshot::Sender<Result<u64, NodeError>>),
+    /// A leader's snapshot, received and decoded: the message to step and
+    /// the state to switch to when raft hands the snapshot over.
+    SnapshotReceived {
+        message: Box<Message>,
+        file: WrittenSnapshot,
+        state: Box<State>,
+    },
     /// The snapshot thread finished our snapshot's file at (index, term).
     SnapshotWritten {
         index: u64,
@@ -318,6 +326,9 @@ pub(crate) enum Inbox {
 #[derive(Clone)]
 pub struct NodeHandle {
     inbox: UnboundedSender<Inbox>,
+    /// The snapshot directory: the transport sends files from it and
+    /// receives them into it.
+    snaps: SnapshotStore,
     status: Arc<NodeStatus>,
     /// Closed (its sender dropped) when the driver task ends, however it ends.
     running: watch::Receiver<()>,
@@ -498,6 +509,69 @@ impl Inbound for NodeHandle {
     fn snapshot_sent(&self, peer: u64, delivered: bool) {
         let _ = self.inbox.send(Inbox::SnapshotSent { peer, delivered });
     }
+
+    fn snapshot_file(&self, index: u64) -> PathBuf {
+        crate::storage::snapshot::file_path(self.snaps.dir(), index)
+    }
+
+    fn incoming_snapshot_path(&self, index: u64, from: u64, transfer: u64) -> PathBuf {
+        self.snaps.incoming_path(index, from, transfer)
+    }
+
+    /// Decodes the state from the received file on a thread of its own,
+    /// then hands the message and the state to the driver: the node's
+    /// clients are served from the state it has until the switch.
+    fn snapshot(&self, message: Message, file: PathBuf) {
+        let inbox = self.inbox.clone();
+        let snaps = self.snaps.clone();
+        let spawned = std::thread::Builder::new()
+            .name("snapshot-load".into())
+            .spawn(move || {
+                let meta = message.get_snapshot().get_metadata();
+                let (index, term) = (meta.index, meta.term);
+                let started = std::time::Instant::now();
+                match load_snapshot(&file, index, term) {
+                    Ok(state) => {
+                        let file = WrittenSnapshot::received(&snaps, file, index, term);
+                        tracing::info!(index, term, bytes = file.bytes,
+                            took_ms = started.elapsed().as_millis() as u64,
+                            "decoded a leader's snapshot");
+                        let _ = inbox.send(Inbox::SnapshotReceived {
+                            message: Box::new(message),
+                            file,
+                            state: Box::new(state),
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, index, "a received snapshot is unusable; the leader will send it again");
+                        let _ = std::fs::remove_file(&file);
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start a thread to load a snapshot");
+        }
+    }
+}
+
+/// Decodes the state from the snapshot file at `path`, which must hold
+/// (index, term), reading it as a stream and checking its checksum.
+pub(crate) fn load_snapshot(path: &Path, index: u64, term: u64) -> Result<State, NodeError> {
+    let mut reader = SnapshotReader::open(path)?;
+    let meta = reader.meta.get_metadata();
+    if (meta.index, meta.term) != (index, term) {
+        return Err(NodeError::Recovery(format!(
+            "snapshot file {} holds ({}, {}), expected ({index}, {term})",
+            path.display(),
+            meta.index,
+            meta.term
+        )));
+    }
+    let len = reader.data_len;
+    let state = State::decode_snapshot_from(&mut reader, len)
+        .map_err(|e| NodeError::Recovery(format!("snapshot {}: {e}", path.display())))?;
+    reader.finish()?;
+    Ok(state)
 }
 
 pub fn now_ms() -> u64 {
@@ -574,8 +648,19 @@ pub fn start(
         tracing::warn!(path = %torn.path.display(), offset = torn.offset, bytes = torn.bytes_dropped,
             "WAL had a torn tail (a write cut short by a crash); truncated");
     }
-    let snapshot = match snaps.load_latest()? {
-        Some(s) => s,
+    // The newest snapshot's metadata; its state is decoded from the file
+    // below, as a stream (raft's log store holds the metadata only: the
+    // transport sends the file from disk).
+    let latest = match snaps.latest()? {
+        Some((_, path)) => {
+            let reader = SnapshotReader::open(&path)?;
+            Some((reader.meta.clone(), path))
+        }
+        None => None,
+    };
+    let mut bootstrap = None;
+    let snapshot = match &latest {
+        Some((meta, _)) => meta.clone(),
         None if recovered.hard_state.is_some() || !recovered.entries.is_empty() => {
             return Err(NodeError::Recovery(
                 "the WAL has entries but there is no snapshot file (not even the bootstrap one)"
@@ -585,6 +670,7 @@ pub fn start(
         None => {
             let snap = bootstrap_snapshot(&config.initial_voters);
             snaps.save(&snap)?;
+            bootstrap = Some(snap.data.clone());
             if config.initial_voters.is_empty() {
                 tracing::info!("new node: waiting to be added to a cluster");
             } else {
@@ -609,8 +695,21 @@ pub fn start(
             )));
         }
     }
-    let mut state = State::decode_snapshot(&snapshot.data)
-        .map_err(|e| NodeError::Recovery(format!("snapshot at {snap_index}: {e}")))?;
+    let started = Instant::now();
+    let mut state = match (&latest, bootstrap) {
+        (Some((meta, path)), _) => load_snapshot(path, snap_index, meta.get_metadata().term)?,
+        (None, Some(data)) => State::decode_snapshot(&data)
+            .map_err(|e| NodeError::Recovery(format!("snapshot at {snap_index}: {e}")))?,
+        (None, None) => unreachable!("a snapshot was found or bootstrapped"),
+    };
+    tracing::info!(
+        index = snap_index,
+        keys = state.db().len(),
+        took_ms = started.elapsed().as_millis() as u64,
+        "state loaded from the snapshot"
+    );
+    let mut snapshot = snapshot;
+    snapshot.data = Bytes::new();
     state.set_script_host(config.script_host.clone());
     for (id, addr) in state.members() {
         if *id != config.id && !config.peers.contains_key(id) {
@@ -657,6 +756,7 @@ pub fn start(
     });
     let persisted_tx = inbox_tx.clone();
     let snapshot_dir = snaps.clone();
+    let snapshot_dir_for_handle = snaps.clone();
     let writer = WalWriter::spawn(
         wal,
         Some(snaps),
@@ -693,6 +793,7 @@ pub fn start(
     });
     Ok(NodeHandle {
         inbox: inbox_tx,
+        snaps: snapshot_dir_for_handle,
         status,
         running,
     })

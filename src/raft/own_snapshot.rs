@@ -21,7 +21,6 @@
 
 use std::time::Instant;
 
-use bytes::Bytes;
 use raft::eraftpb::{ConfState, Snapshot};
 use tokio::sync::{mpsc, oneshot};
 
@@ -42,11 +41,10 @@ pub(super) enum Piece {
     Last(Vec<u8>),
 }
 
-/// A snapshot file written and fsynced, with its data.
+/// A snapshot file written and fsynced.
 #[derive(Debug)]
 pub(crate) struct Written {
     pub file: WrittenSnapshot,
-    pub data: Bytes,
 }
 
 pub(super) enum Stage {
@@ -61,6 +59,8 @@ pub(super) struct OwnSnapshot {
     conf: ConfState,
     pub stage: Stage,
     pub started: Instant,
+    /// The file's size, once written.
+    pub bytes: u64,
     /// Taken because the log grew: failing to save it stops the node.
     pub automatic: bool,
     /// RAFT.SNAPSHOT callers, answered with its index once it is saved.
@@ -98,6 +98,7 @@ impl OwnSnapshot {
             conf,
             stage: Stage::Encoding(tx),
             started: Instant::now(),
+            bytes: 0,
             automatic: true,
             waiters: Vec::new(),
         }
@@ -138,12 +139,11 @@ impl OwnSnapshot {
     }
 
     /// The file is durable under its temp name: the WAL thread is to move
-    /// it into place. Keeps the snapshot raft's log store will hold.
-    pub fn written(&mut self, data: Bytes) {
-        let mut snap = Snapshot {
-            data,
-            ..Default::default()
-        };
+    /// it into place. Keeps the snapshot raft's log store will hold: the
+    /// metadata only, since peers are sent the file from disk.
+    pub fn written(&mut self, bytes: u64) {
+        self.bytes = bytes;
+        let mut snap = Snapshot::default();
         let meta = snap.mut_metadata();
         meta.index = self.index;
         meta.term = self.term;
@@ -175,22 +175,16 @@ fn write(
         Ok(file) => file,
         Err(e) => return Some(Err(e)),
     };
-    let mut data = Vec::new();
     loop {
         match rx.blocking_recv() {
             Some(Piece::Data(chunk)) => {
                 if let Err(e) = file.write(&chunk) {
                     return Some(Err(e));
                 }
-                data.extend_from_slice(&chunk);
             }
             Some(Piece::Last(chunk)) => {
-                data.extend_from_slice(&chunk);
                 let finished = file.write(&chunk).and_then(|()| file.finish());
-                return Some(finished.map(|file| Written {
-                    file,
-                    data: data.into(),
-                }));
+                return Some(finished.map(|file| Written { file }));
             }
             None => return None,
         }

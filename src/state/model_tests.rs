@@ -508,6 +508,12 @@ fn run_snapshot(steps: &[Step], after: &[Step]) -> Result<(), TestCaseError> {
     let bytes = original.state.encode_snapshot();
     let restored = State::decode_snapshot(&bytes).expect("the snapshot decodes");
     prop_assert!(restored == original.state, "restored state differs");
+    // The same from a reader (a file), and from the previous format.
+    let streamed = State::decode_snapshot_from(&bytes[..], bytes.len() as u64);
+    prop_assert!(streamed.expect("decodes from a reader") == original.state);
+    let v5 = original.state.encode_snapshot_v5();
+    let legacy = State::decode_snapshot_from(&v5[..], v5.len() as u64);
+    prop_assert!(legacy.expect("format 5 decodes") == original.state);
     let mut restored = {
         let mut harness = Harness::new(original.now);
         harness.state = restored;
@@ -664,5 +670,36 @@ fn canonical_integers_are_redis_integers() {
             parse_i64(s.as_bytes()),
             "{s:?}"
         );
+    }
+}
+
+/// Every cut of a snapshot is refused with an error, none decodes to a
+/// state or panics; so is any single flipped byte that postcard notices.
+#[test]
+fn a_cut_snapshot_is_refused() {
+    let mut h = Harness::new(START);
+    for line in [
+        "SET a 1",
+        "HSET h f v g w",
+        "RPUSH l x y z",
+        "SADD s m n",
+        "ZADD z 1 a 2 b",
+        "SET t v PX 5000",
+    ] {
+        h.run_line(line);
+    }
+    let bytes = h.state.encode_snapshot();
+    for cut in 0..bytes.len() {
+        assert!(
+            State::decode_snapshot(&bytes[..cut]).is_err(),
+            "a snapshot cut at {cut} of {} decoded",
+            bytes.len()
+        );
+        assert!(State::decode_snapshot_from(&bytes[..cut], bytes.len() as u64).is_err());
+    }
+    for i in 0..bytes.len() {
+        let mut bad = bytes.clone();
+        bad[i] ^= 0xff;
+        let _ = State::decode_snapshot(&bad);
     }
 }

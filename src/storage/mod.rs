@@ -88,7 +88,7 @@ pub mod wal;
 pub mod writer;
 
 pub use identity::{Identity, IdentityError};
-pub use snapshot::{SnapshotFile, SnapshotStore, WrittenSnapshot};
+pub use snapshot::{SnapshotFile, SnapshotReader, SnapshotStore, WrittenSnapshot};
 pub use wal::{Record, Recovered, TornTail, Wal, WalOptions};
 pub use writer::{Persisted, SnapshotJob, WalJob, WalStats, WalWriter};
 

@@ -17,7 +17,7 @@
 //! older one, so restarting from it could lose entries.
 
 use std::fs::{self, File};
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use ::raft::eraftpb::{ConfState, Snapshot};
@@ -135,11 +135,194 @@ pub struct WrittenSnapshot {
 }
 
 impl WrittenSnapshot {
+    /// A file received from a peer at `tmp` (complete and fsynced), to be
+    /// installed in `store` as the snapshot at (index, term).
+    pub fn received(store: &SnapshotStore, tmp: PathBuf, index: u64, term: u64) -> Self {
+        let bytes = fs::metadata(&tmp).map_or(0, |m| m.len());
+        WrittenSnapshot {
+            index,
+            term,
+            tmp,
+            path: store.dir.join(file_name(index)),
+            bytes,
+        }
+    }
+
     /// Removes the file of a snapshot that will not be installed.
     pub fn discard(self) {
         if let Err(e) = fs::remove_file(&self.tmp) {
             tracing::warn!(path = %self.tmp.display(), error = %e, "cannot remove a snapshot file");
         }
+    }
+}
+
+/// A snapshot file opened for reading its data as a stream: the state is
+/// decoded from it without holding the file in memory. Every byte read
+/// goes into the checksum, which [`SnapshotReader::finish`] compares with
+/// the file's: a state decoded from a file that then fails it must not be
+/// used.
+pub struct SnapshotReader {
+    /// Index, term and membership; the data is not loaded.
+    pub meta: Snapshot,
+    /// Bytes of data (the encoded state).
+    pub data_len: u64,
+    path: PathBuf,
+    inner: std::io::BufReader<File>,
+    crc: crc32fast::Hasher,
+    data_left: u64,
+}
+
+impl SnapshotReader {
+    pub fn open(path: &Path) -> Result<SnapshotReader, StorageError> {
+        let corrupt = |reason: String| StorageError::CorruptSnapshot {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let file = File::open(path).map_err(io_ctx(format!("reading {}", path.display())))?;
+        let size = file
+            .metadata()
+            .map_err(io_ctx(format!("reading {}", path.display())))?
+            .len();
+        let mut r = SnapshotReader {
+            meta: Snapshot::default(),
+            data_len: 0,
+            path: path.to_path_buf(),
+            inner: std::io::BufReader::with_capacity(1 << 20, file),
+            crc: crc32fast::Hasher::new(),
+            data_left: 0,
+        };
+        let mut fixed = [0u8; MAGIC.len() + 1 + 16];
+        r.read_hashed(&mut fixed)
+            .map_err(|e| corrupt(e.to_string()))?;
+        let mut head = Reader { buf: &fixed };
+        if head.bytes(MAGIC.len()).map_err(corrupt)? != MAGIC {
+            return Err(corrupt("not a concord snapshot (bad magic)".into()));
+        }
+        let version = head.u8().map_err(corrupt)?;
+        if version != VERSION {
+            return Err(corrupt(format!("unsupported format version {version}")));
+        }
+        let index = head.u64().map_err(corrupt)?;
+        let term = head.u64().map_err(corrupt)?;
+        let mut lists = Vec::new();
+        for _ in 0..4 {
+            let mut count = [0u8; 4];
+            r.read_hashed(&mut count)
+                .map_err(|e| corrupt(e.to_string()))?;
+            let count = u32::from_le_bytes(count) as u64;
+            if count > size / 8 {
+                return Err(corrupt(format!(
+                    "node id list of {count} entries exceeds the file"
+                )));
+            }
+            let mut ids = vec![0u8; count as usize * 8];
+            r.read_hashed(&mut ids)
+                .map_err(|e| corrupt(e.to_string()))?;
+            lists.push(
+                ids.chunks_exact(8)
+                    .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+                    .collect::<Vec<u64>>(),
+            );
+        }
+        let mut tail = [0u8; 9];
+        r.read_hashed(&mut tail)
+            .map_err(|e| corrupt(e.to_string()))?;
+        let auto_leave = match tail[0] {
+            0 => false,
+            1 => true,
+            other => return Err(corrupt(format!("bad auto_leave flag {other}"))),
+        };
+        let data_len = u64::from_le_bytes(tail[1..].try_into().expect("8 bytes"));
+        let head_len =
+            (fixed.len() + 16 + 9) as u64 + 8 * lists.iter().map(|l| l.len() as u64).sum::<u64>();
+        if head_len
+            .checked_add(data_len)
+            .and_then(|n| n.checked_add(4))
+            != Some(size)
+        {
+            return Err(corrupt(format!(
+                "the header says {data_len} bytes of data, the file is {size} bytes"
+            )));
+        }
+        let learners_next = lists.pop().expect("4 lists");
+        let voters_outgoing = lists.pop().expect("4 lists");
+        let learners = lists.pop().expect("4 lists");
+        let voters = lists.pop().expect("4 lists");
+        let conf = ConfState {
+            voters,
+            learners,
+            voters_outgoing,
+            learners_next,
+            auto_leave,
+            ..Default::default()
+        };
+        let meta = r.meta.mut_metadata();
+        meta.index = index;
+        meta.term = term;
+        meta.set_conf_state(conf);
+        r.data_len = data_len;
+        r.data_left = data_len;
+        Ok(r)
+    }
+
+    fn read_hashed(&mut self, buf: &mut [u8]) -> std::io::Result<()> {
+        self.inner.read_exact(buf)?;
+        self.crc.update(buf);
+        Ok(())
+    }
+
+    /// Reads what is left of the data, then the checksum, and compares.
+    pub fn finish(mut self) -> Result<(), StorageError> {
+        let path = self.path.clone();
+        let corrupt = |reason: String| StorageError::CorruptSnapshot {
+            path: path.clone(),
+            reason,
+        };
+        let mut rest = vec![0u8; 64 * 1024];
+        while self.data_left > 0 {
+            let n = self.data_left.min(rest.len() as u64) as usize;
+            self.read_exact(&mut rest[..n])
+                .map_err(|e| corrupt(e.to_string()))?;
+        }
+        let mut crc = [0u8; 4];
+        self.inner
+            .read_exact(&mut crc)
+            .map_err(|e| corrupt(format!("no checksum: {e}")))?;
+        if self.crc.clone().finalize() != u32::from_le_bytes(crc) {
+            return Err(corrupt("checksum mismatch".into()));
+        }
+        let mut extra = [0u8; 1];
+        if self
+            .inner
+            .read(&mut extra)
+            .map_err(|e| corrupt(e.to_string()))?
+            != 0
+        {
+            return Err(corrupt("bytes after the checksum".into()));
+        }
+        Ok(())
+    }
+}
+
+impl std::io::Read for SnapshotReader {
+    /// The data, and nothing past it.
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let max = buf
+            .len()
+            .min(self.data_left.min(usize::MAX as u64) as usize);
+        if max == 0 {
+            return Ok(0);
+        }
+        let n = self.inner.read(&mut buf[..max])?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the snapshot file ends inside its data",
+            ));
+        }
+        self.crc.update(&buf[..n]);
+        self.data_left -= n as u64;
+        Ok(n)
     }
 }
 
@@ -327,6 +510,25 @@ impl SnapshotStore {
         })
     }
 
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The newest complete snapshot file: (index, path).
+    pub fn latest(&self) -> Result<Option<(u64, PathBuf)>, StorageError> {
+        Ok(self.list()?.into_iter().next())
+    }
+
+    /// Where a snapshot file arriving from a peer is written: a temp name
+    /// (removed by the next [`SnapshotStore::open`] if it is left behind)
+    /// unique to this transfer.
+    pub fn incoming_path(&self, index: u64, from: u64, transfer: u64) -> PathBuf {
+        self.dir.join(format!(
+            "{}.from-{from}-{transfer}{TMP_SUFFIX}",
+            file_name(index)
+        ))
+    }
+
     /// Moves a written snapshot file into place (durably) and deletes the
     /// older ones beyond the newest two.
     pub fn install(&self, written: &WrittenSnapshot) -> Result<(), StorageError> {
@@ -486,6 +688,37 @@ mod tests {
         let other = tempfile::tempdir().unwrap();
         SnapshotStore::open(other.path()).unwrap().save(&s).unwrap();
         assert_eq!(fs::read(other.path().join(file_name(9))).unwrap(), chunked);
+    }
+
+    #[test]
+    fn a_file_read_as_a_stream_checks_its_length_and_checksum() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SnapshotStore::open(dir.path()).unwrap();
+        let data: Vec<u8> = (0..50_000u32).map(|i| (i % 253) as u8).collect();
+        let s = snap(12, 4, &data);
+        store.save(&s).unwrap();
+        let path = file_path(dir.path(), 12);
+        let mut reader = SnapshotReader::open(&path).unwrap();
+        assert_eq!(reader.meta.get_metadata(), s.get_metadata());
+        assert_eq!(reader.data_len, data.len() as u64);
+        let mut read = Vec::new();
+        reader.read_to_end(&mut read).unwrap();
+        assert_eq!(read, data);
+        reader.finish().unwrap();
+        // Stopping early still checks the whole file.
+        SnapshotReader::open(&path).unwrap().finish().unwrap();
+
+        let good = fs::read(&path).unwrap();
+        let mut flipped = good.clone();
+        flipped[good.len() / 2] ^= 1;
+        fs::write(&path, &flipped).unwrap();
+        let err = SnapshotReader::open(&path).unwrap().finish().unwrap_err();
+        assert!(err.to_string().contains("checksum"), "{err}");
+        for cut in [good.len() - 1, good.len() / 2, 40, 3] {
+            fs::write(&path, &good[..cut]).unwrap();
+            let refused = SnapshotReader::open(&path).and_then(SnapshotReader::finish);
+            assert!(refused.is_err(), "cut at {cut}");
+        }
     }
 
     #[test]

@@ -10,6 +10,8 @@
 pub mod tcp;
 pub mod wire;
 
+use std::path::PathBuf;
+
 use bytes::Bytes;
 use raft::eraftpb::Message;
 
@@ -35,4 +37,11 @@ pub trait Inbound: Send + Sync + 'static {
     fn forward_reply(&self, from: u64, id: u64, body: Bytes);
     fn unreachable(&self, peer: u64);
     fn snapshot_sent(&self, peer: u64, delivered: bool);
+    /// The file of this node's snapshot at `index`, to send.
+    fn snapshot_file(&self, index: u64) -> PathBuf;
+    /// Where to write a snapshot file arriving from `from` (transfer
+    /// numbers are unique on this node).
+    fn incoming_snapshot_path(&self, index: u64, from: u64, transfer: u64) -> PathBuf;
+    /// A `MsgSnapshot` whose file arrived whole (and fsynced) at `file`.
+    fn snapshot(&self, message: Message, file: PathBuf);
 }

@@ -21,7 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
-use super::wire::{message_frames, Frame, Reassembly, WireError, NONCE, PROOF};
+use super::wire::{message_frames, Frame, Reassembly, WireError, CHUNK, NONCE, PROOF};
 use super::{Inbound, Transport};
 
 /// Messages queued per peer before new ones are dropped.
@@ -62,6 +62,8 @@ struct Shared {
     inbound: OnceLock<Arc<dyn Inbound>>,
     rejected: AtomicU64,
     metrics: Arc<crate::metrics::Metrics>,
+    /// Numbers incoming snapshot files.
+    transfers: AtomicU64,
 }
 
 impl Shared {
@@ -97,6 +99,7 @@ impl TcpTransport {
                 inbound: OnceLock::new(),
                 rejected: AtomicU64::new(0),
                 metrics,
+                transfers: AtomicU64::new(0),
             }),
             links: HashMap::new(),
             stats: Arc::new(Mutex::new(HashMap::new())),
@@ -623,33 +626,127 @@ async fn pump(
     }
 }
 
+/// Largest snapshot file a peer may announce.
+const MAX_SNAPSHOT_FILE: u64 = 1 << 40;
+
+/// Sends a `MsgSnapshot` and then its file from disk, a chunk at a time.
 async fn send_snapshot(
     shared: &Shared,
     peer: u64,
     addr: &str,
-    message: Message,
+    mut message: Message,
 ) -> Result<(), LinkError> {
+    let inbound = shared
+        .inbound()
+        .ok_or(LinkError::NoHello("a node to send the snapshot of"))?;
+    let index = message.get_snapshot().get_metadata().index;
+    let path = inbound.snapshot_file(index);
+    let mut file = tokio::fs::File::open(&path).await?;
+    let file_len = file.metadata().await?.len();
     let mut stream = connect(shared, peer, addr).await?;
-    let bytes = message.write_to_bytes()?;
-    let size = bytes.len();
+    // The data is the file; what raft's log store holds is the metadata.
+    message.mut_snapshot().data = Bytes::new();
     let sent = shared
         .metrics
         .peer_sent_bytes
         .get_or_create_owned(&[("peer", peer)]);
     let mut buf = BytesMut::new();
-    for frame in message_frames(Bytes::from(bytes)) {
-        frame.encode(&mut buf);
-        if buf.len() >= BATCH_BYTES {
-            stream.write_all(&buf).await?;
-            sent.inc_by(buf.len() as u64);
-            buf.clear();
+    Frame::SnapshotHead {
+        file_len,
+        message: Bytes::from(message.write_to_bytes()?),
+    }
+    .encode(&mut buf);
+    let mut chunk = vec![0u8; CHUNK];
+    let mut offset = 0u64;
+    while offset < file_len {
+        let n = (file_len - offset).min(CHUNK as u64) as usize;
+        file.read_exact(&mut chunk[..n]).await?;
+        Frame::Chunk {
+            total: file_len,
+            offset,
+            data: Bytes::copy_from_slice(&chunk[..n]),
+        }
+        .encode(&mut buf);
+        stream.write_all(&buf).await?;
+        sent.inc_by(buf.len() as u64);
+        buf.clear();
+        offset += n as u64;
+    }
+    stream.shutdown().await?;
+    tracing::info!(peer, index, bytes = file_len, "snapshot sent");
+    Ok(())
+}
+
+/// A snapshot file being received. Dropped unfinished (the link broke, a
+/// frame was wrong), it removes the partial file.
+struct Incoming {
+    message: Message,
+    path: std::path::PathBuf,
+    file: Option<tokio::fs::File>,
+    total: u64,
+    written: u64,
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.path);
         }
     }
-    stream.write_all(&buf).await?;
-    sent.inc_by(buf.len() as u64);
-    stream.shutdown().await?;
-    tracing::info!(peer, bytes = size, "snapshot sent");
-    Ok(())
+}
+
+impl Incoming {
+    async fn start(
+        shared: &Shared,
+        inbound: &Arc<dyn Inbound>,
+        from: u64,
+        file_len: u64,
+        body: &[u8],
+    ) -> Result<Incoming, LinkError> {
+        let message = checked_message(shared, from, body)?;
+        if message.get_msg_type() != MessageType::MsgSnapshot || file_len > MAX_SNAPSHOT_FILE {
+            return Err(WireError::Malformed("snapshot head").into());
+        }
+        let index = message.get_snapshot().get_metadata().index;
+        let transfer = shared.transfers.fetch_add(1, Ordering::Relaxed);
+        let path = inbound.incoming_snapshot_path(index, from, transfer);
+        let file = tokio::fs::File::create(&path).await?;
+        Ok(Incoming {
+            message,
+            path,
+            file: Some(file),
+            total: file_len,
+            written: 0,
+        })
+    }
+
+    /// Writes a chunk; true once the whole file is written and fsynced.
+    async fn add(&mut self, total: u64, offset: u64, data: &[u8]) -> Result<bool, LinkError> {
+        if total != self.total
+            || offset != self.written
+            || offset + data.len() as u64 > total
+            || data.is_empty()
+        {
+            return Err(WireError::BadChunk { total, offset }.into());
+        }
+        let file = self.file.as_mut().expect("open until finished");
+        file.write_all(data).await?;
+        self.written += data.len() as u64;
+        if self.written < self.total {
+            return Ok(false);
+        }
+        file.sync_all().await?;
+        Ok(true)
+    }
+
+    /// The message and the complete file, which is no longer removed.
+    fn finish(mut self) -> (Message, std::path::PathBuf) {
+        self.file = None;
+        (
+            std::mem::take(&mut self.message),
+            std::mem::take(&mut self.path),
+        )
+    }
 }
 
 /// The receiving side of one incoming connection.
@@ -659,6 +756,7 @@ async fn receive(shared: &Shared, socket: TcpStream) -> Result<(), LinkError> {
         .await
         .map_err(|_| LinkError::Timeout)??;
     let mut chunks = Reassembly::default();
+    let mut incoming: Option<Incoming> = None;
     let received = shared
         .metrics
         .peer_received_bytes
@@ -670,15 +768,27 @@ async fn receive(shared: &Shared, socket: TcpStream) -> Result<(), LinkError> {
             };
             match frame {
                 Frame::Raft(body) => deliver(shared, inbound, from, &body)?,
+                Frame::SnapshotHead { file_len, message } => {
+                    incoming =
+                        Some(Incoming::start(shared, inbound, from, file_len, &message).await?);
+                }
                 Frame::Chunk {
                     total,
                     offset,
                     data,
-                } => {
-                    if let Some(body) = chunks.add(total, offset, data)? {
-                        deliver(shared, inbound, from, &body)?;
+                } => match incoming.as_mut() {
+                    Some(file) => {
+                        if file.add(total, offset, &data).await? {
+                            let (message, path) = incoming.take().expect("checked above").finish();
+                            inbound.snapshot(message, path);
+                        }
                     }
-                }
+                    None => {
+                        if let Some(body) = chunks.add(total, offset, data)? {
+                            deliver(shared, inbound, from, &body)?;
+                        }
+                    }
+                },
                 Frame::Forward { id, body } => inbound.forward(from, id, body),
                 Frame::ForwardReply { id, body } => inbound.forward_reply(from, id, body),
                 Frame::Hello { .. } | Frame::Challenge { .. } | Frame::Proof(_) => {
@@ -701,6 +811,12 @@ fn deliver(
     from: u64,
     body: &[u8],
 ) -> Result<(), LinkError> {
+    inbound.raft(checked_message(shared, from, body)?);
+    Ok(())
+}
+
+/// A raft message from the peer this link authenticated, addressed here.
+fn checked_message(shared: &Shared, from: u64, body: &[u8]) -> Result<Message, LinkError> {
     let message = Message::parse_from_bytes(body)?;
     if message.from != from {
         return Err(LinkError::ForgedSender {
@@ -711,6 +827,5 @@ fn deliver(
     if message.to != shared.id {
         return Err(LinkError::WrongNode(message.to, shared.id));
     }
-    inbound.raft(message);
-    Ok(())
+    Ok(message)
 }

@@ -7,9 +7,14 @@
 //! `Challenge` (acceptor: its nonce and its proof), `Proof` (connector).
 //! Until it completes, a receiver accepts nothing else.
 //! Messages larger than [`CHUNK`] travel as `Chunk` frames and are
-//! reassembled by the receiver up to [`MAX_MESSAGE`]: one big entry or a
-//! snapshot never needs one giant frame, and a frame header can never make
-//! the receiver allocate more than [`MAX_FRAME`].
+//! reassembled by the receiver up to [`MAX_MESSAGE`]: one big entry never
+//! needs one giant frame, and a frame header can never make the receiver
+//! allocate more than [`MAX_FRAME`].
+//!
+//! A snapshot travels as a file, never whole in memory on either side: a
+//! `SnapshotHead` frame carries the raft `MsgSnapshot` (its data empty)
+//! and the file's length, and `Chunk` frames of that total carry the
+//! file, which the receiver writes to disk as they come.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -33,6 +38,7 @@ const FORWARD: u8 = 4;
 const FORWARD_REPLY: u8 = 5;
 const CHALLENGE: u8 = 6;
 const PROOF_KIND: u8 = 7;
+const SNAPSHOT_HEAD: u8 = 8;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Frame {
@@ -58,6 +64,9 @@ pub enum Frame {
         offset: u64,
         data: Bytes,
     },
+    /// A `MsgSnapshot` whose file (of `file_len` bytes) follows as
+    /// `Chunk` frames.
+    SnapshotHead { file_len: u64, message: Bytes },
     /// A client request relayed to the leader.
     Forward { id: u64, body: Bytes },
     /// The leader's answer to a relayed request.
@@ -123,6 +132,11 @@ impl Frame {
                 out.put_u64(*total);
                 out.put_u64(*offset);
                 out.put_slice(data);
+            }
+            Frame::SnapshotHead { file_len, message } => {
+                out.put_u8(SNAPSHOT_HEAD);
+                out.put_u64(*file_len);
+                out.put_slice(message);
             }
             Frame::Forward { id, body } => {
                 out.put_u8(FORWARD);
@@ -210,6 +224,16 @@ impl Frame {
                     total,
                     offset,
                     data: body,
+                }
+            }
+            SNAPSHOT_HEAD => {
+                if body.len() < 8 {
+                    return Err(WireError::Malformed("snapshot head"));
+                }
+                let file_len = body.get_u64();
+                Frame::SnapshotHead {
+                    file_len,
+                    message: body,
                 }
             }
             FORWARD | FORWARD_REPLY => {
@@ -308,6 +332,10 @@ mod tests {
                 total: 10,
                 offset: 0,
                 data: Bytes::from_static(b"0123"),
+            },
+            Frame::SnapshotHead {
+                file_len: 1 << 33,
+                message: Bytes::from_static(b"msg"),
             },
             Frame::Forward {
                 id: 9,

@@ -1379,7 +1379,13 @@ fn the_user_table_survives_a_snapshot_and_older_formats_restore_the_default() {
         });
         state.apply(i as u64 + 1, 0, &op).unwrap();
     }
-    let bytes = state.encode_snapshot();
+    let six = state.encode_snapshot();
+    assert_eq!(six[0], 6);
+    assert_eq!(
+        State::decode_snapshot(&six).expect("format 6 decodes"),
+        state
+    );
+    let bytes = state.encode_snapshot_v5();
     assert_eq!(bytes[0], 5);
     let restored = State::decode_snapshot(&bytes).expect("decodes");
     assert_eq!(restored, state);
