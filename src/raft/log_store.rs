@@ -184,7 +184,22 @@ impl Storage for LogStore {
         Ok(self.last())
     }
 
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+    /// The newest snapshot, unless it does not name `to`: raft-rs would
+    /// send it, the peer would ignore it ("not in the ConfState") after
+    /// receiving and decoding all of it, and it would be sent again. The
+    /// driver takes a snapshot naming every member (`maybe_snapshot`);
+    /// until it is saved, raft is told to ask again later.
+    fn snapshot(&self, _request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        let conf = self.conf_state();
+        let named = conf.voters.contains(&to)
+            || conf.learners.contains(&to)
+            || conf.voters_outgoing.contains(&to)
+            || conf.learners_next.contains(&to);
+        if !named {
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
         Ok(self.snapshot.clone())
     }
 }
@@ -209,6 +224,27 @@ mod tests {
         assert_eq!(s.last(), 2);
         assert_eq!(s.term_at(2), Some(2));
         assert_eq!(s.term_at(3), None);
+    }
+
+    #[test]
+    fn a_snapshot_that_does_not_name_the_peer_is_not_handed_out() {
+        let mut s = LogStore::default();
+        s.append(&(1..=4).map(|i| entry(i, 1)).collect::<Vec<_>>());
+        let mut snap = Snapshot::default();
+        snap.mut_metadata().index = 3;
+        snap.mut_metadata().term = 1;
+        snap.mut_metadata().mut_conf_state().voters = vec![1, 2, 3];
+        snap.mut_metadata().mut_conf_state().learners = vec![5];
+        s.compact_to(snap);
+        for named in [1, 2, 3, 5] {
+            assert_eq!(s.snapshot(0, named).unwrap().get_metadata().index, 3);
+        }
+        assert!(matches!(
+            s.snapshot(0, 4),
+            Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable
+            ))
+        ));
     }
 
     #[test]

@@ -521,7 +521,7 @@ impl Inbound for NodeHandle {
     /// Decodes the state from the received file on a thread of its own,
     /// then hands the message and the state to the driver: the node's
     /// clients are served from the state it has until the switch.
-    fn snapshot(&self, message: Message, file: PathBuf) {
+    fn snapshot(&self, message: Message, file: PathBuf, taken: Box<dyn FnOnce(bool) + Send>) {
         let inbox = self.inbox.clone();
         let snaps = self.snaps.clone();
         let spawned = std::thread::Builder::new()
@@ -541,14 +541,18 @@ impl Inbound for NodeHandle {
                             file,
                             state: Box::new(state),
                         });
+                        taken(true);
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, index, "a received snapshot is unusable; the leader will send it again");
                         let _ = std::fs::remove_file(&file);
+                        taken(false);
                     }
                 }
             });
         if let Err(e) = spawned {
+            // The closure (and `taken` in it) is gone: the sender sees the
+            // link close and raft sends the snapshot again.
             tracing::error!(error = %e, "cannot start a thread to load a snapshot");
         }
     }

@@ -43,5 +43,9 @@ pub trait Inbound: Send + Sync + 'static {
     /// numbers are unique on this node).
     fn incoming_snapshot_path(&self, index: u64, from: u64, transfer: u64) -> PathBuf;
     /// A `MsgSnapshot` whose file arrived whole (and fsynced) at `file`.
-    fn snapshot(&self, message: Message, file: PathBuf);
+    /// `taken` is called once the node has it in hand (true) or found it
+    /// unusable (false); the sender learns which, and only then tells its
+    /// raft the snapshot was delivered, so raft sends no second copy while
+    /// the first is being decoded.
+    fn snapshot(&self, message: Message, file: PathBuf, taken: Box<dyn FnOnce(bool) + Send>);
 }

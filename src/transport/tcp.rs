@@ -322,6 +322,8 @@ enum LinkError {
     Tls(String),
     #[error("link authenticated as node {link} carried a message from node {claimed}")]
     ForgedSender { link: u64, claimed: u64 },
+    #[error("the snapshot was not taken (unusable on arrival, or no node here)")]
+    SnapshotRefused,
     #[error("undecodable raft message: {0}")]
     Decode(#[from] protobuf::ProtobufError),
 }
@@ -636,9 +638,7 @@ async fn send_snapshot(
     addr: &str,
     mut message: Message,
 ) -> Result<(), LinkError> {
-    let inbound = shared
-        .inbound()
-        .ok_or(LinkError::NoHello("a node to send the snapshot of"))?;
+    let inbound = shared.inbound().ok_or(LinkError::SnapshotRefused)?;
     let index = message.get_snapshot().get_metadata().index;
     let path = inbound.snapshot_file(index);
     let mut file = tokio::fs::File::open(&path).await?;
@@ -672,8 +672,16 @@ async fn send_snapshot(
         buf.clear();
         offset += n as u64;
     }
-    stream.shutdown().await?;
+    stream.flush().await?;
     tracing::info!(peer, index, bytes = file_len, "snapshot sent");
+    // One byte back once the peer decoded it (1) or refused it (0); a
+    // link that closes first delivered nothing.
+    let mut taken = [0u8; 1];
+    stream.read_exact(&mut taken).await?;
+    let _ = stream.shutdown().await;
+    if taken[0] != 1 {
+        return Err(LinkError::SnapshotRefused);
+    }
     Ok(())
 }
 
@@ -780,7 +788,17 @@ async fn receive(shared: &Shared, socket: TcpStream) -> Result<(), LinkError> {
                     Some(file) => {
                         if file.add(total, offset, &data).await? {
                             let (message, path) = incoming.take().expect("checked above").finish();
-                            inbound.snapshot(message, path);
+                            let (tx, rx) = tokio::sync::oneshot::channel();
+                            inbound.snapshot(
+                                message,
+                                path,
+                                Box::new(move |ok| {
+                                    let _ = tx.send(ok);
+                                }),
+                            );
+                            let taken = rx.await.unwrap_or(false);
+                            stream.write_all(&[u8::from(taken)]).await?;
+                            stream.flush().await?;
                         }
                     }
                     None => {
