@@ -117,6 +117,31 @@ impl<V> ScanMap<V> {
         }
     }
 
+    /// Builds a map from entries whose scan keys come mostly in scan order
+    /// (a snapshot's): the scan order is built in one pass, not by one
+    /// B-tree insert per key. A key given twice keeps its last value.
+    pub fn from_entries(entries: impl Iterator<Item = (Bytes, V)>, capacity: usize) -> Self {
+        let mut values = HashMap::with_capacity(capacity);
+        let mut order = Vec::with_capacity(capacity);
+        for (key, value) in entries {
+            if values.insert(key.clone(), value).is_none() {
+                order.push(ScanKey::new(key));
+            }
+        }
+        ScanMap {
+            values,
+            order: order.into_iter().collect(),
+        }
+    }
+
+    /// Room for `n` entries without rehashing (a snapshot being loaded).
+    pub fn with_capacity(n: usize) -> Self {
+        ScanMap {
+            values: HashMap::with_capacity(n),
+            order: BTreeSet::new(),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.values.len()
     }
@@ -393,6 +418,35 @@ impl PartialEq for Db {
 impl Db {
     pub fn new() -> Self {
         Db::default()
+    }
+
+    /// A keyspace loaded from a snapshot's entries (key, value, deadline).
+    pub fn from_entries(
+        entries: impl Iterator<Item = (Bytes, Value, Option<u64>)>,
+        capacity: usize,
+    ) -> Self {
+        let mut db = Db::default();
+        let mut deadlines = Vec::new();
+        let mut used = 0u64;
+        let access = Access::new(&db.mode, db.clock);
+        let loaded = entries.map(|(key, value, expires_at)| {
+            if let Some(at) = expires_at {
+                deadlines.push((at, key.clone()));
+            }
+            let cost = cost_units(memory::entry_cost(&key, &value));
+            used += u64::from(cost);
+            let entry = Entry {
+                value,
+                expires_at,
+                access: access.carry(),
+                cost,
+            };
+            (key, entry)
+        });
+        db.entries = ScanMap::from_entries(loaded, capacity);
+        db.deadlines = deadlines.into_iter().collect();
+        db.used = used;
+        db
     }
 
     /// The dataset's size in bytes: the figure `maxmemory` limits, the same

@@ -316,10 +316,20 @@ impl State {
         let acl: Acl = r.section()?;
         coord.ext.checks = r.section()?;
         let keys = r.u64()?;
-        let mut db = Db::new();
-        for _ in 0..keys {
-            let (key, value, deadline): StoredEntry = r.section()?;
-            db.insert(key, stored_value(value), deadline);
+        // Every key takes more than 16 bytes: a corrupt count cannot make
+        // this reserve more than the snapshot's size.
+        let capacity = keys.min(r.left / 16) as usize;
+        let mut failed = None;
+        let entries = (0..keys).map_while(|_| match r.section::<StoredEntry>() {
+            Ok((key, value, deadline)) => Some((key, stored_value(value), deadline)),
+            Err(e) => {
+                failed = Some(e);
+                None
+            }
+        });
+        let db = Db::from_entries(entries, capacity);
+        if let Some(e) = failed {
+            return Err(e);
         }
         if r.left != 0 {
             return Err(SnapshotError::Truncated(format!(
@@ -414,14 +424,14 @@ fn stored_value(value: StoredValueOwned) -> Value {
     match value {
         StoredValue::String(s) => Value::String(s),
         StoredValue::Hash(pairs) => {
-            let mut map = ScanMap::new();
+            let mut map = ScanMap::with_capacity(pairs.len());
             for (f, v) in pairs {
                 map.insert(f, v);
             }
             Value::Hash(Box::new(map))
         }
         StoredValue::Set(members) => {
-            let mut set = ScanMap::new();
+            let mut set = ScanMap::with_capacity(members.len());
             for m in members {
                 set.insert(m, ());
             }
