@@ -20,7 +20,18 @@ use crate::state::{Op, Query};
 
 /// Requests submitted before their answers are awaited: bounds the memory
 /// one pipelining client can pin.
-const MAX_PIPELINE: usize = 1024;
+const MAX_PIPELINE: usize = 16 * 1024;
+
+/// What one read asks the socket for, at first and at most. A client that
+/// keeps its socket full (a deep pipeline: `redis-cli --pipe`, a bulk
+/// load) fills every read, and each read's requests make one round (one
+/// batch into the log, one wait for its commit): 16 KiB is about 130 SETs
+/// of 100 bytes per round, and the rounds' latency then sets the load
+/// rate. Reads that come back full double the next read, up to
+/// [`READ_MAX`]; reads that come back mostly empty halve it again, so an
+/// ordinary client keeps a small buffer.
+const READ_MIN: usize = 16 * 1024;
+const READ_MAX: usize = 1024 * 1024;
 
 /// While a blocking command waits, bytes the client sends meanwhile are
 /// buffered up to this much (then the socket is only watched for EOF once
@@ -278,7 +289,8 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         watches: transaction::Watches::default(),
         principal: super::acl::Principal::new(&shared),
     };
-    let mut rbuf = BytesMut::with_capacity(16 * 1024);
+    let mut rbuf = BytesMut::with_capacity(READ_MIN);
+    let mut read_size = READ_MIN;
     let mut wbuf = BytesMut::with_capacity(16 * 1024);
     let mut pending: Vec<(Protocol, Pending, Called)> = Vec::new();
     // The pending requests' arguments while the slow log is on, one after
@@ -647,10 +659,18 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 None => std::future::pending().await,
             }
         };
+        rbuf.reserve(read_size);
+        let room = rbuf.capacity() - rbuf.len();
         tokio::select! {
             read = socket.read_buf(&mut rbuf) => match read {
                 Ok(0) | Err(_) => break,
-                Ok(_) => {}
+                Ok(n) => {
+                    if n == room {
+                        read_size = (read_size * 2).min(READ_MAX);
+                    } else if n < read_size / 4 {
+                        read_size = (read_size / 2).max(READ_MIN);
+                    }
+                }
             },
             () = idle => {
                 tracing::debug!(client = id, "closing an idle client (timeout)");
