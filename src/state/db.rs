@@ -618,6 +618,12 @@ impl Db {
 
     /// Deletes `key` if its deadline is at or before `now`; true if it did.
     pub fn purge_if_expired(&mut self, key: &Bytes, now: u64) -> bool {
+        // Nothing is expired while the soonest deadline is still ahead
+        // (the common case: the leader deletes expired keys promptly, and
+        // many keyspaces have no deadlines): no lookup then.
+        if self.deadlines.first().is_none_or(|(at, _)| *at > now) {
+            return false;
+        }
         let expired = matches!(self.entries.get(key), Some(e) if e.is_expired(now));
         if expired {
             self.remove(key);
