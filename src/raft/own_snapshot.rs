@@ -118,23 +118,26 @@ impl OwnSnapshot {
         let Stage::Encoding(tx) = &self.stage else {
             return;
         };
-        let permit = match tx.clone().try_reserve_owned() {
-            Ok(permit) => permit,
-            Err(mpsc::error::TrySendError::Full(_)) => return,
+        let done = match tx.try_reserve() {
+            Ok(permit) => {
+                let mut chunk = Vec::with_capacity(CHUNK + CHUNK / 4);
+                let done = state.snapshot_chunk(&mut chunk, CHUNK);
+                permit.send(if done {
+                    Piece::Last(chunk)
+                } else {
+                    Piece::Data(chunk)
+                });
+                done
+            }
+            Err(mpsc::error::TrySendError::Full(())) => false,
             // The writer failed: its report is on the way.
-            Err(mpsc::error::TrySendError::Closed(_)) => {
+            Err(mpsc::error::TrySendError::Closed(())) => {
                 state.abort_snapshot();
-                self.stage = Stage::Writing;
-                return;
+                true
             }
         };
-        let mut chunk = Vec::with_capacity(CHUNK + CHUNK / 4);
-        let done = state.snapshot_chunk(&mut chunk, CHUNK);
         if done {
-            permit.send(Piece::Last(chunk));
             self.stage = Stage::Writing;
-        } else {
-            permit.send(Piece::Data(chunk));
         }
     }
 

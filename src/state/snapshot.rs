@@ -120,15 +120,7 @@ impl Serialize for DbRef<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut seq = s.serialize_seq(Some(self.0.len()))?;
         for (key, entry) in self.0.iter() {
-            let value = match &entry.value {
-                Value::String(v) => StoredValue::String(v),
-                Value::Hash(h) => StoredValue::Hash(PairsRef(h)),
-                Value::Set(m) => StoredValue::Set(MembersRef(m)),
-                Value::List(l) => StoredValue::List(l.as_ref()),
-                Value::ZSet(z) => StoredValue::ZSet(PairsRef(z.scores())),
-                Value::Stream(x) => StoredValue::Stream(x.as_ref()),
-            };
-            seq.serialize_element(&(key, value, entry.expires_at()))?;
+            seq.serialize_element(&(key, value_ref(&entry.value), entry.expires_at()))?;
         }
         seq.end()
     }
@@ -193,15 +185,28 @@ fn write_section<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
 
 /// Appends one key of the keyspace as a section.
 pub(super) fn write_entry(out: &mut Vec<u8>, key: &Bytes, entry: &Entry) {
-    let value = match &entry.value {
+    write_section(out, &(key, value_ref(&entry.value), entry.expires_at()));
+}
+
+/// A value as it is encoded, borrowed from the keyspace.
+type StoredValueRef<'a> = StoredValue<
+    &'a Bytes,
+    PairsRef<'a, Bytes>,
+    MembersRef<'a>,
+    &'a List,
+    PairsRef<'a, f64>,
+    &'a Stream,
+>;
+
+fn value_ref(value: &Value) -> StoredValueRef<'_> {
+    match value {
         Value::String(v) => StoredValue::String(v),
         Value::Hash(h) => StoredValue::Hash(PairsRef(h)),
         Value::Set(m) => StoredValue::Set(MembersRef(m)),
         Value::List(l) => StoredValue::List(l.as_ref()),
         Value::ZSet(z) => StoredValue::ZSet(PairsRef(z.scores())),
         Value::Stream(x) => StoredValue::Stream(x.as_ref()),
-    };
-    write_section(out, &(key, value, entry.expires_at()));
+    }
 }
 
 impl State {

@@ -87,6 +87,25 @@ fn read_ids(r: &mut Reader<'_>) -> Result<Vec<u64>, String> {
     (0..count).map(|_| r.u64()).collect()
 }
 
+/// The membership from the header's four id lists (voters, learners,
+/// outgoing voters, next learners) and its auto-leave byte.
+fn conf_state(lists: [Vec<u64>; 4], auto_leave: u8) -> Result<ConfState, String> {
+    let auto_leave = match auto_leave {
+        0 => false,
+        1 => true,
+        other => return Err(format!("bad auto_leave flag {other}")),
+    };
+    let [voters, learners, voters_outgoing, learners_next] = lists;
+    Ok(ConfState {
+        voters,
+        learners,
+        voters_outgoing,
+        learners_next,
+        auto_leave,
+        ..Default::default()
+    })
+}
+
 fn encode(w: &mut impl Write, snapshot: &Snapshot) -> std::io::Result<()> {
     let meta = snapshot.get_metadata();
     encode_head(w, meta.index, meta.term, meta.get_conf_state())?;
@@ -227,11 +246,6 @@ impl SnapshotReader {
         let mut tail = [0u8; 9];
         r.read_hashed(&mut tail)
             .map_err(|e| corrupt(e.to_string()))?;
-        let auto_leave = match tail[0] {
-            0 => false,
-            1 => true,
-            other => return Err(corrupt(format!("bad auto_leave flag {other}"))),
-        };
         let data_len = u64::from_le_bytes(tail[1..].try_into().expect("8 bytes"));
         let head_len =
             (fixed.len() + 16 + 9) as u64 + 8 * lists.iter().map(|l| l.len() as u64).sum::<u64>();
@@ -244,18 +258,8 @@ impl SnapshotReader {
                 "the header says {data_len} bytes of data, the file is {size} bytes"
             )));
         }
-        let learners_next = lists.pop().expect("4 lists");
-        let voters_outgoing = lists.pop().expect("4 lists");
-        let learners = lists.pop().expect("4 lists");
-        let voters = lists.pop().expect("4 lists");
-        let conf = ConfState {
-            voters,
-            learners,
-            voters_outgoing,
-            learners_next,
-            auto_leave,
-            ..Default::default()
-        };
+        let lists: [Vec<u64>; 4] = lists.try_into().expect("4 lists");
+        let conf = conf_state(lists, tail[0]).map_err(corrupt)?;
         let meta = r.meta.mut_metadata();
         meta.index = index;
         meta.term = term;
@@ -396,23 +400,13 @@ fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
     }
     let index = r.u64()?;
     let term = r.u64()?;
-    let voters = read_ids(&mut r)?;
-    let learners = read_ids(&mut r)?;
-    let voters_outgoing = read_ids(&mut r)?;
-    let learners_next = read_ids(&mut r)?;
-    let auto_leave = match r.u8()? {
-        0 => false,
-        1 => true,
-        other => return Err(format!("bad auto_leave flag {other}")),
-    };
-    let conf = ConfState {
-        voters,
-        learners,
-        voters_outgoing,
-        learners_next,
-        auto_leave,
-        ..Default::default()
-    };
+    let lists = [
+        read_ids(&mut r)?,
+        read_ids(&mut r)?,
+        read_ids(&mut r)?,
+        read_ids(&mut r)?,
+    ];
+    let conf = conf_state(lists, r.u8()?)?;
     let data_len = usize::try_from(r.u64()?).map_err(|_| "data length overflows".to_string())?;
     let data = Bytes::copy_from_slice(r.bytes(data_len)?);
     if !r.buf.is_empty() {
