@@ -227,7 +227,19 @@ fn a_write_too_big_for_one_log_entry_is_refused_before_the_log() {
             .and_then(|v| v.trim().parse().ok())
             .unwrap()
     };
-    let before = commit(&mut c);
+    // A fresh node proposes its own entries (its address, its boot) in its
+    // first ticks. Wait until a write of ours is the only thing that moves
+    // the commit index, so the count below sees our writes alone.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let before = loop {
+        let first = commit(&mut c);
+        let _: () = c.set("quiet", 1).unwrap();
+        let second = commit(&mut c);
+        if second == first + 1 {
+            break second;
+        }
+        assert!(std::time::Instant::now() < deadline, "the log never went quiet");
+    };
     let err = c
         .set::<_, _, ()>("big", vec![b'x'; 2 << 20])
         .unwrap_err()
