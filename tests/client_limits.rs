@@ -238,7 +238,10 @@ fn a_write_too_big_for_one_log_entry_is_refused_before_the_log() {
         if second == first + 1 {
             break second;
         }
-        assert!(std::time::Instant::now() < deadline, "the log never went quiet");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the log never went quiet"
+        );
     };
     let err = c
         .set::<_, _, ()>("big", vec![b'x'; 2 << 20])
