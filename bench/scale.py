@@ -15,7 +15,10 @@ and prints one table:
                     the leader and into each Redis: SET/s and the ratios
   RSS per key       (RSS after − RSS before) / N, per concord node and for
                     Redis without persistence; the same for H hashes of 20
-                    small fields
+                    small fields. Twice: right after the load, while each
+                    node still holds the load's log since its last snapshot
+                    (up to --snapshot-log-bytes, 64 MiB by default), and
+                    after RAFT.SNAPSHOT on every node (the keyspace alone)
   snapshot          RAFT.SNAPSHOT on the leader: duration, file size, MB/s;
                     the worst GET latency on every node meanwhile (one
                     client per node, GETs back to back) and whether the term
@@ -176,6 +179,30 @@ def wait_long(what, check, deadline):
     cluster.die(f"timed out after {deadline:.0f} s waiting for {what}")
 
 
+def rss_row(what, label, count, pids, base, redis_grew):
+    """RSS per item on each node against Redis's."""
+    # mimalloc returns freed pages after a short delay.
+    time.sleep(1)
+    redis = redis_grew / count
+    per = {i: (rss_bytes(pids[i]) - base[i]) / count for i in pids}
+    return (f"RSS per {what}, {label}, B", " / ".join(f"{per[i]:.0f}" for i in pids),
+            f"Redis {redis:.0f} ({max(per.values()) / redis:.2f}× worst node)")
+
+
+# Right after a load each node still holds the load's log entries since its
+# last snapshot (up to --snapshot-log-bytes, 64 MiB by default); after
+# RAFT.SNAPSHOT on every node the keyspace alone remains.
+AFTER_LOAD = "after the load"
+AFTER_SNAPSHOTS = "after a snapshot on every node"
+
+
+def snapshot_all(concord, ids):
+    for i in ids:
+        reply = cluster.cli(concord.ports[i], "RAFT.SNAPSHOT", timeout=600)
+        if not reply.isdigit():
+            cluster.die(f"RAFT.SNAPSHOT on node {i} answered {reply!r}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--keys", type=int, default=1_000_000)
@@ -215,12 +242,8 @@ def main():
         rows.append(("load, SET/s through the leader", f"{rate:,.0f}",
                      f"nopersist {n / t_nopersist:,.0f} ({rate * t_nopersist / n:.2f}×), "
                      f"always {n / t_always:,.0f} ({rate * t_always / n:.2f}×)"))
-        time.sleep(1)
-        per_key = {i: (rss_bytes(pids[i]) - base[i]) / n for i in concord.ids}
-        redis_per_key = (rss_bytes(nopersist.pid) - base_redis) / n
-        rows.append(("RSS per string key, B", " / ".join(f"{per_key[i]:.0f}" for i in concord.ids),
-                     f"Redis {redis_per_key:.0f} "
-                     f"({max(per_key.values()) / redis_per_key:.2f}× worst node)"))
+        redis_grew = rss_bytes(nopersist.pid) - base_redis
+        rows.append(rss_row("string key", AFTER_LOAD, n, pids, base, redis_grew))
 
         # Snapshot of the leader while every node serves GETs.
         term_before = cluster.raft_field(concord.ports[leader], "raft_term")
@@ -237,6 +260,8 @@ def main():
         rows.append(("worst GET during the snapshot, ms",
                      " / ".join(f"{worst[concord.ports[i]]:,.1f}" for i in concord.ids),
                      "term changed" if term_before != term_after else "term unchanged"))
+        snapshot_all(concord, followers)
+        rows.append(rss_row("string key", AFTER_SNAPSHOTS, n, pids, base, redis_grew))
 
         # A follower killed and started again.
         victim = followers[0]
@@ -278,12 +303,12 @@ def main():
         pipe(concord.ports[leader], hashes)
         concord.converged()
         pipe(nopersist_port, hashes)
-        time.sleep(1)
-        per_hash = {i: (rss_bytes(concord.procs[i].pid) - base[i]) / h for i in live}
-        redis_per_hash = (rss_bytes(nopersist.pid) - base_redis) / h
-        rows.append(("RSS per 20-field hash, B", " / ".join(f"{per_hash[i]:.0f}" for i in live),
-                     f"Redis {redis_per_hash:.0f} "
-                     f"({max(per_hash.values()) / redis_per_hash:.2f}× worst node)"))
+        live_pids = {i: concord.procs[i].pid for i in live}
+        redis_grew = rss_bytes(nopersist.pid) - base_redis
+        what = f"{FIELDS}-field hash"
+        rows.append(rss_row(what, AFTER_LOAD, h, live_pids, base, redis_grew))
+        snapshot_all(concord, live)
+        rows.append(rss_row(what, AFTER_SNAPSHOTS, h, live_pids, base, redis_grew))
     finally:
         concord.stop()
         for proc in (nopersist, always):

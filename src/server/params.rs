@@ -17,8 +17,9 @@
 //!   that value alone, refusing any other with an error that names it;
 //! - **encoding**: a Redis encoding threshold (listpack sizes and the
 //!   like). concord reports the encoding Redis would choose from them
-//!   (OBJECT ENCODING), so they are stored and read, but they change no
-//!   memory layout: docs/configuration.md says so.
+//!   (OBJECT ENCODING), so they are stored and read, but a layout is
+//!   replicated state and follows fixed limits on every node (small hashes
+//!   are packed up to Redis's defaults): docs/configuration.md says so.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -775,7 +776,7 @@ pub fn render_markdown() -> String {
         (Apply::Reload, "TLS files", "CONFIG SET reads the TLS files again (as SIGHUP does); a file that does not load changes nothing."),
         (Apply::Immutable, "Immutable", "Set by a flag at startup (`concord serve --help`); CONFIG SET refuses them, as Redis refuses its immutable parameters."),
         (Apply::Fixed, "Fixed", "Redis parameters for behaviour concord has in one form only: every write is in the fsync'd raft log before it is acknowledged (so `appendonly yes`, `appendfsync always`, no RDB `save`), there is one database. CONFIG GET reports the truth; CONFIG SET accepts that value alone and refuses any other with an error naming the parameter."),
-        (Apply::Encoding, "Encoding thresholds", "Redis's thresholds for its compact encodings. concord keeps every collection in one layout, so they change no memory use; they are stored, and OBJECT ENCODING answers the encoding Redis would use under them (clients and tests that read it see Redis's answer)."),
+        (Apply::Encoding, "Encoding thresholds", "Redis's thresholds for its compact encodings. A layout is part of the replicated state (it decides the order HGETALL answers in), so it cannot follow one node's settings: small hashes are packed, in insertion order, up to Redis's defaults (128 fields, 64 bytes) on every node, and other collections keep one layout. These are stored, and OBJECT ENCODING answers the encoding Redis would use under them, except that a hash once moved to a table answers `hashtable` (as Redis's, which never converts back)."),
     ] {
         out.push_str(&format!("\n## {title}\n\n{meaning}\n\n| parameter | value |\n|---|---|\n"));
         for p in PARAMS.iter().filter(|p| p.apply == apply) {

@@ -300,9 +300,9 @@ impl SeededRng {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
     String(Bytes),
-    /// Boxed: a hash is rarer than a string, and this keeps every entry (and
-    /// so every bucket of the keyspace's hash table) small.
-    Hash(Box<ScanMap<Bytes>>),
+    /// Packed or a boxed table: no larger than a string's handle, so every
+    /// entry (and every bucket of the keyspace's table) stays small.
+    Hash(super::hashes::Hash),
     /// A set: members only, in the same scan order (SSCAN's cursor).
     Set(Box<ScanMap<()>>),
     /// Boxed like a hash.

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::db::{Db, ScanMap, SeededRng, Value};
 use super::keys::scan_reply;
+use super::packed::{self, PackedPairs};
 use super::strings::{add_float, format_i64, parse_i64};
 use super::{glob, OpResult, Outcome, StateError};
 
@@ -92,13 +93,181 @@ pub enum HashQuery {
     },
 }
 
+/// A hash value: packed while it is small, a table once it is not.
+///
+/// A new hash starts [packed](super::packed) and moves to a [`ScanMap`]
+/// the first time it holds more than [`packed::MAX_PAIRS`] fields or a
+/// field or value longer than [`packed::MAX_ITEM`] bytes, and stays there,
+/// as Redis converts a listpack to a hashtable and never back. The layout
+/// is visible (HGETALL's order, HSCAN's cursor, OBJECT ENCODING), so it is
+/// decided by the log alone, with fixed limits rather than this node's
+/// `hash-max-listpack-*` settings, and a snapshot records it.
+#[derive(Clone, PartialEq)]
+pub struct Hash(Layout);
+
+#[derive(Clone, PartialEq)]
+enum Layout {
+    Packed(PackedPairs),
+    Table(Box<ScanMap<Bytes>>),
+}
+
+impl Default for Hash {
+    fn default() -> Self {
+        Hash(Layout::Packed(PackedPairs::new()))
+    }
+}
+
+impl std::fmt::Debug for Hash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Layout::Packed(p) => p.fmt(f),
+            Layout::Table(t) => t.fmt(f),
+        }
+    }
+}
+
+impl Hash {
+    /// A hash of `pairs`, packed when they fit and `packed` asks for it (a
+    /// snapshot says which layout the hash had).
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (Bytes, Bytes)>, packed: bool) -> Self {
+        let mut hash = if packed {
+            Hash::default()
+        } else {
+            Hash(Layout::Table(Box::default()))
+        };
+        for (f, v) in pairs {
+            hash.insert(&f, &v);
+        }
+        hash
+    }
+
+    /// True while the hash is packed (OBJECT ENCODING's `listpack`).
+    pub fn is_packed(&self) -> bool {
+        matches!(self.0, Layout::Packed(_))
+    }
+
+    pub fn len(&self) -> usize {
+        match &self.0 {
+            Layout::Packed(p) => p.len(),
+            Layout::Table(t) => t.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn get(&self, field: &Bytes) -> Option<&[u8]> {
+        match &self.0 {
+            Layout::Packed(p) => p.get(field),
+            Layout::Table(t) => t.get(field).map(|v| &v[..]),
+        }
+    }
+
+    /// The value of `field` as a reply holds it: a reference to a table's
+    /// value, a copy of a packed one (at most 64 bytes).
+    pub fn get_bytes(&self, field: &Bytes) -> Option<Bytes> {
+        match &self.0 {
+            Layout::Packed(p) => p.get(field).map(Bytes::copy_from_slice),
+            Layout::Table(t) => t.get(field).cloned(),
+        }
+    }
+
+    pub fn contains(&self, field: &Bytes) -> bool {
+        match &self.0 {
+            Layout::Packed(p) => p.contains(field),
+            Layout::Table(t) => t.contains(field),
+        }
+    }
+
+    /// Sets `field` to `value`; true when the field is new.
+    pub fn insert(&mut self, field: &Bytes, value: &Bytes) -> bool {
+        if let Layout::Packed(p) = &mut self.0 {
+            let grows = !p.contains(field);
+            if PackedPairs::fits(field, value) && (!grows || p.len() < packed::MAX_PAIRS) {
+                return p.insert(field, value);
+            }
+            let mut table = ScanMap::with_capacity(p.len() + 1);
+            for (f, v) in p.iter() {
+                table.insert(Bytes::copy_from_slice(f), Bytes::copy_from_slice(v));
+            }
+            self.0 = Layout::Table(Box::new(table));
+        }
+        let Layout::Table(t) = &mut self.0 else {
+            unreachable!("moved to a table above")
+        };
+        t.insert(field.clone(), value.clone()).is_none()
+    }
+
+    /// Removes `field`; true when it was there.
+    pub fn remove(&mut self, field: &Bytes) -> bool {
+        match &mut self.0 {
+            Layout::Packed(p) => p.remove(field),
+            Layout::Table(t) => t.remove(field).is_some(),
+        }
+    }
+
+    /// The pairs, in the hash's order: insertion order while packed, scan
+    /// order in a table.
+    pub fn iter(&self) -> Box<dyn Iterator<Item = (&[u8], &[u8])> + '_> {
+        match &self.0 {
+            Layout::Packed(p) => Box::new(p.iter()),
+            Layout::Table(t) => Box::new(t.iter().map(|(f, v)| (&f[..], &v[..]))),
+        }
+    }
+
+    /// The pairs as replies hold them (see [`Hash::get_bytes`]).
+    pub fn pairs(&self) -> Box<dyn Iterator<Item = (Bytes, Bytes)> + '_> {
+        match &self.0 {
+            Layout::Packed(p) => Box::new(
+                p.iter()
+                    .map(|(f, v)| (Bytes::copy_from_slice(f), Bytes::copy_from_slice(v))),
+            ),
+            Layout::Table(t) => Box::new(t.iter().map(|(f, v)| (f.clone(), v.clone()))),
+        }
+    }
+
+    /// One HSCAN step. A packed hash is returned whole with cursor 0, as
+    /// Redis returns a listpack.
+    pub fn scan(&self, cursor: u64, count: usize) -> (Vec<(Bytes, Bytes)>, u64) {
+        match &self.0 {
+            Layout::Packed(_) => (self.pairs().collect(), 0),
+            Layout::Table(t) => {
+                let (visited, next) = t.scan(cursor, count);
+                let pairs = visited
+                    .into_iter()
+                    .map(|(f, v)| (f.clone(), v.clone()))
+                    .collect();
+                (pairs, next)
+            }
+        }
+    }
+
+    /// The heap bytes the hash holds beside its handle, as [`memory`]
+    /// costs them (`sample` fields of a table, 0 for all).
+    ///
+    /// [`memory`]: super::memory
+    pub(super) fn layout(&self) -> HashLayout<'_> {
+        match &self.0 {
+            Layout::Packed(p) => HashLayout::Packed(p),
+            Layout::Table(t) => HashLayout::Table(t),
+        }
+    }
+}
+
+/// A hash's layout, for the code that costs its memory.
+pub(super) enum HashLayout<'a> {
+    Packed(&'a PackedPairs),
+    Table(&'a ScanMap<Bytes>),
+}
+
 /// The most picks a negative HRANDFIELD count may ask for. Redis has no
 /// such bound (it streams the reply until the client goes away); a reply
 /// built in memory needs one, and the command layer refuses larger counts.
 pub const MAX_RANDOM_REPEATS: u64 = 1 << 24;
 
 /// The hash at `key` for a read: None when absent, WRONGTYPE for another type.
-fn hash<'a>(db: &'a Db, key: &Bytes, now: u64) -> Result<Option<&'a ScanMap<Bytes>>, StateError> {
+fn hash<'a>(db: &'a Db, key: &Bytes, now: u64) -> Result<Option<&'a Hash>, StateError> {
     match db.get(key, now).map(|e| &e.value) {
         None => Ok(None),
         Some(Value::Hash(h)) => Ok(Some(h)),
@@ -115,14 +284,14 @@ fn with_hash<R>(
     now: u64,
     create: bool,
     absent: R,
-    f: impl FnOnce(&mut ScanMap<Bytes>) -> Result<R, StateError>,
+    f: impl FnOnce(&mut Hash) -> Result<R, StateError>,
 ) -> Result<R, StateError> {
     match db.get(key, now).map(|e| &e.value) {
         Some(Value::Hash(_)) => {}
         Some(_) => return Err(StateError::WrongType),
         None if create => {
             db.purge_if_expired(key, now);
-            db.insert(key.clone(), Value::Hash(Box::default()), None);
+            db.insert(key.clone(), Value::Hash(Hash::default()), None);
         }
         None => {
             db.purge_if_expired(key, now);
@@ -140,10 +309,7 @@ fn with_hash<R>(
 pub fn apply(db: &mut Db, now: u64, op: &HashOp) -> OpResult {
     match op {
         HashOp::Set { key, pairs } => with_hash(db, key, now, true, Outcome::Int(0), |h| {
-            let added = pairs
-                .iter()
-                .filter(|(f, v)| h.insert(f.clone(), v.clone()).is_none())
-                .count();
+            let added = pairs.iter().filter(|(f, v)| h.insert(f, v)).count();
             Ok(Outcome::Int(added as i64))
         }),
         HashOp::SetNx { key, field, value } => {
@@ -151,12 +317,12 @@ pub fn apply(db: &mut Db, now: u64, op: &HashOp) -> OpResult {
                 if h.contains(field) {
                     return Ok(Outcome::Int(0));
                 }
-                h.insert(field.clone(), value.clone());
+                h.insert(field, value);
                 Ok(Outcome::Int(1))
             })
         }
         HashOp::Del { key, fields } => with_hash(db, key, now, false, Outcome::Int(0), |h| {
-            let removed = fields.iter().filter(|f| h.remove(f).is_some()).count();
+            let removed = fields.iter().filter(|f| h.remove(f)).count();
             Ok(Outcome::Int(removed as i64))
         }),
         HashOp::IncrBy { key, field, delta } => {
@@ -166,15 +332,14 @@ pub fn apply(db: &mut Db, now: u64, op: &HashOp) -> OpResult {
                     None => 0,
                 };
                 let next = current.checked_add(*delta).ok_or(StateError::Overflow)?;
-                h.insert(field.clone(), format_i64(next));
+                h.insert(field, &format_i64(next));
                 Ok(Outcome::Int(next))
             })
         }
         HashOp::IncrByFloat { key, field, delta } => {
             with_hash(db, key, now, true, Outcome::Nil, |h| {
-                let current = h.get(field).map(|v| &v[..]);
-                let text = add_float(current, *delta, StateError::HashNotFloat)?;
-                h.insert(field.clone(), text.clone());
+                let text = add_float(h.get(field), *delta, StateError::HashNotFloat)?;
+                h.insert(field, &text);
                 Ok(Outcome::Bulk(text))
             })
         }
@@ -184,22 +349,22 @@ pub fn apply(db: &mut Db, now: u64, op: &HashOp) -> OpResult {
 pub fn read(db: &Db, now: u64, query: &HashQuery) -> OpResult {
     match query {
         HashQuery::Get { key, field } => Ok(Outcome::bulk_or_nil(
-            hash(db, key, now)?.and_then(|h| h.get(field).cloned()),
+            hash(db, key, now)?.and_then(|h| h.get_bytes(field)),
         )),
         HashQuery::MGet { key, fields } => {
             let h = hash(db, key, now)?;
             Ok(Outcome::Array(
                 fields
                     .iter()
-                    .map(|f| Outcome::bulk_or_nil(h.and_then(|h| h.get(f).cloned())))
+                    .map(|f| Outcome::bulk_or_nil(h.and_then(|h| h.get_bytes(f))))
                     .collect(),
             ))
         }
         HashQuery::GetAll { key } => Ok(Outcome::Map(
             hash(db, key, now)?
                 .map(|h| {
-                    h.iter()
-                        .map(|(f, v)| (Outcome::Bulk(f.clone()), Outcome::Bulk(v.clone())))
+                    h.pairs()
+                        .map(|(f, v)| (Outcome::Bulk(f), Outcome::Bulk(v)))
                         .collect()
                 })
                 .unwrap_or_default(),
@@ -212,12 +377,12 @@ pub fn read(db: &Db, now: u64, query: &HashQuery) -> OpResult {
         )),
         HashQuery::Keys { key } => Ok(Outcome::Array(
             hash(db, key, now)?
-                .map(|h| h.keys().map(|f| Outcome::Bulk(f.clone())).collect())
+                .map(|h| h.pairs().map(|(f, _)| Outcome::Bulk(f)).collect())
                 .unwrap_or_default(),
         )),
         HashQuery::Vals { key } => Ok(Outcome::Array(
             hash(db, key, now)?
-                .map(|h| h.values().map(|v| Outcome::Bulk(v.clone())).collect())
+                .map(|h| h.pairs().map(|(_, v)| Outcome::Bulk(v)).collect())
                 .unwrap_or_default(),
         )),
         HashQuery::StrLen { key, field } => Ok(Outcome::Int(
@@ -238,12 +403,12 @@ pub fn read(db: &Db, now: u64, query: &HashQuery) -> OpResult {
             let (visited, next) = h.scan(*cursor, *count);
             let mut out = Vec::with_capacity(visited.len() * 2);
             for (f, v) in visited {
-                if pattern.as_ref().is_some_and(|p| !glob::matches(p, f)) {
+                if pattern.as_ref().is_some_and(|p| !glob::matches(p, &f)) {
                     continue;
                 }
-                out.push(Outcome::Bulk(f.clone()));
+                out.push(Outcome::Bulk(f));
                 if !novalues {
-                    out.push(Outcome::Bulk(v.clone()));
+                    out.push(Outcome::Bulk(v));
                 }
             }
             Ok(scan_reply(next, out))
@@ -288,17 +453,12 @@ pub(super) fn random_picks(len: usize, count: i64, seed: u64) -> Vec<usize> {
 /// HRANDFIELD's picks. Distinct picks come in random order; asking for at
 /// least the whole hash returns it in scan order, as Redis returns a hash
 /// it does not need to sample.
-fn rand_field(
-    h: Option<&ScanMap<Bytes>>,
-    count: Option<i64>,
-    with_values: bool,
-    seed: u64,
-) -> Outcome {
+fn rand_field(h: Option<&Hash>, count: Option<i64>, with_values: bool, seed: u64) -> Outcome {
     let Some(count) = count else {
         return match h {
             Some(h) if !h.is_empty() => {
                 let n = SeededRng::new(seed).below(h.len());
-                Outcome::bulk_or_nil(h.nth(n).map(|(f, _)| f.clone()))
+                Outcome::bulk_or_nil(h.pairs().nth(n).map(|(f, _)| f))
             }
             _ => Outcome::Nil,
         };
@@ -306,7 +466,7 @@ fn rand_field(
     let Some(h) = h.filter(|h| !h.is_empty() && count != 0) else {
         return Outcome::Array(Vec::new());
     };
-    let entries: Vec<(&Bytes, &Bytes)> = h.iter().collect();
+    let entries: Vec<(Bytes, Bytes)> = h.pairs().collect();
     let picks = random_picks(entries.len(), count, seed);
     let field = |i: usize| Outcome::Bulk(entries[i].0.clone());
     if with_values {
@@ -432,6 +592,60 @@ mod tests {
             .map(|seed| strings(&rand(&db, Some(3), false, seed))[0].clone())
             .collect();
         assert!(firsts.len() > 20, "picks are spread: {}", firsts.len());
+    }
+
+    fn layout_of(state: &crate::state::State, key: &str) -> (bool, Vec<Bytes>) {
+        let Some(Value::Hash(h)) = state.db().get(&b(key), 0).map(|e| &e.value) else {
+            panic!("no hash at {key}");
+        };
+        (h.is_packed(), h.pairs().map(|(f, _)| f).collect())
+    }
+
+    #[test]
+    fn a_hash_is_packed_until_it_outgrows_the_limits_and_a_snapshot_keeps_its_layout() {
+        use crate::state::{Op, State};
+        let mut state = State::new();
+        let set =
+            |key: &str, pairs: Vec<(Bytes, Bytes)>| Op::Hash(HashOp::Set { key: b(key), pairs });
+        // 128 fields stay packed, in insertion order; the 129th moves the
+        // hash to a table.
+        let fields: Vec<Bytes> = (0..129).rev().map(|i| b(&format!("f{i}"))).collect();
+        let pairs = |n: usize| fields[..n].iter().map(|f| (f.clone(), b("v"))).collect();
+        state
+            .apply(1, 0, &set("many", pairs(packed::MAX_PAIRS)))
+            .unwrap();
+        assert_eq!(layout_of(&state, "many"), (true, fields[..128].to_vec()));
+        state.apply(2, 0, &set("many", pairs(129))).unwrap();
+        assert!(!layout_of(&state, "many").0);
+        // A value of 65 bytes moves it too, and it stays a table once the
+        // long value is gone.
+        state
+            .apply(3, 0, &set("long", vec![(b("a"), b("1"))]))
+            .unwrap();
+        let long = Bytes::from(vec![b'x'; packed::MAX_ITEM + 1]);
+        state
+            .apply(4, 0, &set("long", vec![(b("b"), long)]))
+            .unwrap();
+        let del = Op::Hash(HashOp::Del {
+            key: b("long"),
+            fields: vec![b("b")],
+        });
+        state.apply(5, 0, &del).unwrap();
+        assert!(!layout_of(&state, "long").0);
+        state
+            .apply(
+                6,
+                0,
+                &set("small", vec![(b("z"), b("1")), (b("a"), b("2"))]),
+            )
+            .unwrap();
+        // A snapshot keeps each layout, and a packed hash's order.
+        let restored = State::decode_snapshot(&state.encode_snapshot()).unwrap();
+        assert_eq!(restored, state);
+        assert_eq!(restored.digest(), state.digest());
+        assert_eq!(layout_of(&restored, "small"), (true, vec![b("z"), b("a")]));
+        assert!(!layout_of(&restored, "long").0);
+        assert!(!layout_of(&restored, "many").0);
     }
 
     #[test]

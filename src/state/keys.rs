@@ -165,7 +165,9 @@ pub fn encoding(value: &Value, limits: &EncodingLimits) -> &'static str {
         Value::String(s) if s.len() <= EMBSTR_MAX => "embstr",
         Value::String(_) => "raw",
         Value::Hash(h) => {
-            let fits = h.len() as u64 <= limits.hash_entries
+            // A hash in a table stays there, as Redis's never converts back.
+            let fits = h.is_packed()
+                && h.len() as u64 <= limits.hash_entries
                 && h.iter()
                     .all(|(f, v)| f.len().max(v.len()) as u64 <= limits.hash_value);
             if fits {
@@ -380,6 +382,7 @@ mod tests {
 
     use super::*;
     use crate::state::db::ScanMap;
+    use crate::state::hashes::Hash;
 
     fn b(s: &str) -> Bytes {
         Bytes::copy_from_slice(s.as_bytes())
@@ -393,15 +396,19 @@ mod tests {
         assert_eq!(string("012"), "embstr");
         assert_eq!(string(&"x".repeat(44)), "embstr");
         assert_eq!(string(&"x".repeat(45)), "raw");
-        let mut hash = ScanMap::new();
-        hash.insert(b("f"), b("v"));
-        let hash_value = Value::Hash(Box::new(hash.clone()));
+        let mut hash = Hash::default();
+        hash.insert(&b("f"), &b("v"));
+        let hash_value = Value::Hash(hash.clone());
         assert_eq!(encoding(&hash_value, &limits), "listpack");
         let small = EncodingLimits {
             hash_value: 0,
             ..limits
         };
         assert_eq!(encoding(&hash_value, &small), "hashtable");
+        // Past the packed limits the hash moves to a table for good.
+        hash.insert(&b("long"), &Bytes::from(vec![b'x'; 65]));
+        hash.remove(&b("long"));
+        assert_eq!(encoding(&Value::Hash(hash), &limits), "hashtable");
         let mut set = ScanMap::new();
         set.insert(b("1"), ());
         set.insert(b("2"), ());
@@ -431,9 +438,9 @@ mod tests {
         for i in 0..3000usize {
             let key = b(&format!("key:{i}"));
             let value = if i.is_multiple_of(3) {
-                let mut h = ScanMap::new();
-                h.insert(b("f"), b("v"));
-                Value::Hash(Box::new(h))
+                let mut h = Hash::default();
+                h.insert(&b("f"), &b("v"));
+                Value::Hash(h)
             } else {
                 Value::String(b("v"))
             };

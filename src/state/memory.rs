@@ -35,6 +35,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use bytes::Bytes;
 
 use super::db::{mix, ScanKey, Value};
+use super::hashes::HashLayout;
 use super::zsets::ZSet;
 
 /// Elements of a collection sampled for its accounted cost.
@@ -288,15 +289,18 @@ fn scaled<T>(
 pub fn value_cost(value: &Value, samples: usize) -> u64 {
     match value {
         Value::String(s) => alloc(s.len()),
-        Value::Hash(h) => {
-            let n = h.len();
-            (size_of::<super::db::ScanMap<Bytes>>()) as u64
-                + table::<(Bytes, Bytes)>(n)
-                + tree::<ScanKey>(n)
-                + scaled(n, h.iter(), samples, |(f, v)| {
-                    shared_bytes(f) + alloc(v.len())
-                })
-        }
+        Value::Hash(h) => match h.layout() {
+            HashLayout::Packed(p) => alloc(p.byte_len()),
+            HashLayout::Table(t) => {
+                let n = t.len();
+                (size_of::<super::db::ScanMap<Bytes>>()) as u64
+                    + table::<(Bytes, Bytes)>(n)
+                    + tree::<ScanKey>(n)
+                    + scaled(n, t.iter(), samples, |(f, v)| {
+                        shared_bytes(f) + alloc(v.len())
+                    })
+            }
+        },
         Value::Set(s) => {
             let n = s.len();
             (size_of::<super::db::ScanMap<()>>()) as u64
@@ -371,11 +375,11 @@ mod tests {
 
     #[test]
     fn a_collection_is_costed_from_a_sample_scaled_by_its_length() {
-        let mut h = super::super::db::ScanMap::new();
+        let mut h = super::super::hashes::Hash::default();
         for i in 0..1000 {
-            h.insert(Bytes::from(format!("f{i:04}")), Bytes::from_static(b"v"));
+            h.insert(&Bytes::from(format!("f{i:04}")), &Bytes::from_static(b"v"));
         }
-        let value = Value::Hash(Box::new(h));
+        let value = Value::Hash(h);
         let sampled = value_cost(&value, ACCOUNT_SAMPLES);
         let exact = value_cost(&value, 0);
         assert_eq!(sampled, exact, "fields of one size: the sample is exact");

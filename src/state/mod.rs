@@ -26,6 +26,7 @@ pub mod memory;
 pub mod mesh;
 pub mod notify;
 mod outcome;
+pub mod packed;
 pub mod pubsub;
 pub mod queues;
 pub mod ratelimit;

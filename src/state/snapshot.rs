@@ -1,11 +1,11 @@
 //! Snapshot encoding of the state: a format version byte, then postcard.
 //!
-//! Format 6 (written since the keyspace is encoded a chunk at a time, see
-//! [`capture`](super::capture)) puts everything but the keyspace first and
-//! the keyspace last, every part behind its length:
+//! Formats 6 and 7 (written since the keyspace is encoded a chunk at a
+//! time, see [`capture`](super::capture)) put everything but the keyspace
+//! first and the keyspace last, every part behind its length:
 //!
 //! ```text
-//! 6 | section(header) | section(primitives) | section(scripts)
+//! 7 | section(header) | section(primitives) | section(scripts)
 //!   | section(stream waiters) | section(later primitives) | section(users)
 //!   | section(health checks) | keys u64 | keys × section(key, value, deadline)
 //! section = len u64 LE | postcard bytes
@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use super::acl::Acl;
 use super::db::{Db, Entry, ScanMap, Value};
+use super::hashes::Hash;
 use super::lists::List;
 use super::scripts::ScriptCache;
 use super::streams::Stream;
@@ -45,8 +46,14 @@ use super::{Coord, State};
 /// 3 restore with the first user table (`default` alone, `on nopass ~* &*
 /// +@all`, never seeded).
 /// Format 5 appends the health checks. Format 6 is the sectioned layout of
-/// the module docs.
-pub const SNAPSHOT_FORMAT: u8 = 6;
+/// the module docs. Format 7 has format 6's layout and adds the value
+/// variant of a packed hash; a format 6 snapshot holds hashes in tables.
+pub const SNAPSHOT_FORMAT: u8 = 7;
+
+/// True for the formats with the sectioned layout.
+fn sectioned(format: u8) -> bool {
+    format == 6 || format == SNAPSHOT_FORMAT
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -71,6 +78,31 @@ enum StoredValue<S, H, M, L, Z, X> {
     /// Member/score pairs.
     ZSet(Z),
     Stream(X),
+    /// A hash in its packed layout, pairs in their order (format 7). `Hash`
+    /// is a hash in a table.
+    PackedHash(H),
+}
+
+/// Serializes a [`Hash`]'s pairs as a sequence of byte-string pairs.
+struct HashRef<'a>(&'a Hash);
+
+impl Serialize for HashRef<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for (f, v) in self.0.iter() {
+            seq.serialize_element(&(RawBytes(f), RawBytes(v)))?;
+        }
+        seq.end()
+    }
+}
+
+/// A byte string serialized as `Bytes` is, so either decodes it.
+struct RawBytes<'a>(&'a [u8]);
+
+impl Serialize for RawBytes<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
 }
 
 /// Serializes a [`ScanMap`] as a sequence of pairs.
@@ -189,19 +221,14 @@ pub(super) fn write_entry(out: &mut Vec<u8>, key: &Bytes, entry: &Entry) {
 }
 
 /// A value as it is encoded, borrowed from the keyspace.
-type StoredValueRef<'a> = StoredValue<
-    &'a Bytes,
-    PairsRef<'a, Bytes>,
-    MembersRef<'a>,
-    &'a List,
-    PairsRef<'a, f64>,
-    &'a Stream,
->;
+type StoredValueRef<'a> =
+    StoredValue<&'a Bytes, HashRef<'a>, MembersRef<'a>, &'a List, PairsRef<'a, f64>, &'a Stream>;
 
 fn value_ref(value: &Value) -> StoredValueRef<'_> {
     match value {
         Value::String(v) => StoredValue::String(v),
-        Value::Hash(h) => StoredValue::Hash(PairsRef(h)),
+        Value::Hash(h) if h.is_packed() => StoredValue::PackedHash(HashRef(h)),
+        Value::Hash(h) => StoredValue::Hash(HashRef(h)),
         Value::Set(m) => StoredValue::Set(MembersRef(m)),
         Value::List(l) => StoredValue::List(l.as_ref()),
         Value::ZSet(z) => StoredValue::ZSet(PairsRef(z.scores())),
@@ -274,7 +301,7 @@ impl State {
         let (&format, body) = bytes.split_first().ok_or(SnapshotError::Empty)?;
         match format {
             1..=5 => State::decode_legacy(format, body),
-            SNAPSHOT_FORMAT => State::read_snapshot(bytes, bytes.len() as u64),
+            6 | SNAPSHOT_FORMAT => State::read_snapshot(bytes, bytes.len() as u64),
             _ => Err(SnapshotError::UnknownFormat(format)),
         }
     }
@@ -287,7 +314,7 @@ impl State {
             return Err(SnapshotError::Empty);
         }
         reader.read_exact(&mut format)?;
-        if format[0] == SNAPSHOT_FORMAT {
+        if sectioned(format[0]) {
             return State::read_snapshot(std::io::Cursor::new(format).chain(reader), len);
         }
         let mut bytes = vec![format[0]];
@@ -310,7 +337,7 @@ impl State {
             buf: Vec::new(),
         };
         let format = r.byte()?;
-        if format != SNAPSHOT_FORMAT {
+        if !sectioned(format) {
             return Err(SnapshotError::UnknownFormat(format));
         }
         let header: StoredHeader = r.section()?;
@@ -428,13 +455,8 @@ impl State {
 fn stored_value(value: StoredValueOwned) -> Value {
     match value {
         StoredValue::String(s) => Value::String(s),
-        StoredValue::Hash(pairs) => {
-            let mut map = ScanMap::with_capacity(pairs.len());
-            for (f, v) in pairs {
-                map.insert(f, v);
-            }
-            Value::Hash(Box::new(map))
-        }
+        StoredValue::Hash(pairs) => Value::Hash(Hash::from_pairs(pairs, false)),
+        StoredValue::PackedHash(pairs) => Value::Hash(Hash::from_pairs(pairs, true)),
         StoredValue::Set(members) => {
             let mut set = ScanMap::with_capacity(members.len());
             for m in members {

@@ -202,7 +202,7 @@ fn lookup(db: &Db, now: u64, pattern: &Bytes, element: &Bytes) -> Option<Bytes> 
     let entry = db.get(&key, now)?;
     match (&entry.value, field) {
         (Value::String(s), None) => Some(s.clone()),
-        (Value::Hash(h), Some(field)) => h.get(&Bytes::copy_from_slice(field)).cloned(),
+        (Value::Hash(h), Some(field)) => h.get_bytes(&Bytes::copy_from_slice(field)),
         _ => None,
     }
 }
