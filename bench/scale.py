@@ -179,13 +179,27 @@ def wait_long(what, check, deadline):
     cluster.die(f"timed out after {deadline:.0f} s waiting for {what}")
 
 
-def rss_row(what, label, count, pids, base, redis_grew):
-    """RSS per item on each node against Redis's."""
+def used_memory(port):
+    """INFO's used_memory: the bytes the allocator has handed out."""
+    return int(cluster.info_field(port, "memory", "used_memory") or 0)
+
+
+def footprint(concord, pids):
+    return {i: (rss_bytes(pids[i]), used_memory(concord.ports[i])) for i in pids}
+
+
+def rss_row(what, label, count, concord, pids, base, redis_grew):
+    """RSS per item on each node against Redis's, and beside it what the
+    allocator handed out per item (what is resident beyond it is memory
+    freed but not yet given back)."""
     # mimalloc returns freed pages after a short delay.
     time.sleep(1)
     redis = redis_grew / count
-    per = {i: (rss_bytes(pids[i]) - base[i]) / count for i in pids}
-    return (f"RSS per {what}, {label}, B", " / ".join(f"{per[i]:.0f}" for i in pids),
+    now = footprint(concord, pids)
+    per = {i: (now[i][0] - base[i][0]) / count for i in pids}
+    used = {i: (now[i][1] - base[i][1]) / count for i in pids}
+    return (f"RSS per {what}, {label}, B (allocated)",
+            " / ".join(f"{per[i]:.0f} ({used[i]:.0f})" for i in pids),
             f"Redis {redis:.0f} ({max(per.values()) / redis:.2f}× worst node)")
 
 
@@ -230,7 +244,7 @@ def main():
     rows = []
     try:
         pids = {i: concord.procs[i].pid for i in concord.ids}
-        base = {i: rss_bytes(pids[i]) for i in concord.ids}
+        base = footprint(concord, pids)
         base_redis = rss_bytes(nopersist.pid)
 
         log(f"loading {n:,} strings")
@@ -243,7 +257,7 @@ def main():
                      f"nopersist {n / t_nopersist:,.0f} ({rate * t_nopersist / n:.2f}×), "
                      f"always {n / t_always:,.0f} ({rate * t_always / n:.2f}×)"))
         redis_grew = rss_bytes(nopersist.pid) - base_redis
-        rows.append(rss_row("string key", AFTER_LOAD, n, pids, base, redis_grew))
+        rows.append(rss_row("string key", AFTER_LOAD, n, concord, pids, base, redis_grew))
 
         # Snapshot of the leader while every node serves GETs.
         term_before = cluster.raft_field(concord.ports[leader], "raft_term")
@@ -261,7 +275,8 @@ def main():
                      " / ".join(f"{worst[concord.ports[i]]:,.1f}" for i in concord.ids),
                      "term changed" if term_before != term_after else "term unchanged"))
         snapshot_all(concord, followers)
-        rows.append(rss_row("string key", AFTER_SNAPSHOTS, n, pids, base, redis_grew))
+        rows.append(rss_row("string key", AFTER_SNAPSHOTS, n, concord, pids, base,
+                            redis_grew))
 
         # A follower killed and started again.
         victim = followers[0]
@@ -297,7 +312,7 @@ def main():
 
         # Hashes on top of the strings.
         live = [i for i in concord.ids if i in concord.procs]
-        base = {i: rss_bytes(concord.procs[i].pid) for i in live}
+        base = footprint(concord, {i: concord.procs[i].pid for i in live})
         base_redis = rss_bytes(nopersist.pid)
         log(f"loading {h:,} hashes of {FIELDS} fields")
         pipe(concord.ports[leader], hashes)
@@ -306,9 +321,9 @@ def main():
         live_pids = {i: concord.procs[i].pid for i in live}
         redis_grew = rss_bytes(nopersist.pid) - base_redis
         what = f"{FIELDS}-field hash"
-        rows.append(rss_row(what, AFTER_LOAD, h, live_pids, base, redis_grew))
+        rows.append(rss_row(what, AFTER_LOAD, h, concord, live_pids, base, redis_grew))
         snapshot_all(concord, live)
-        rows.append(rss_row(what, AFTER_SNAPSHOTS, h, live_pids, base, redis_grew))
+        rows.append(rss_row(what, AFTER_SNAPSHOTS, h, concord, live_pids, base, redis_grew))
     finally:
         concord.stop()
         for proc in (nopersist, always):
