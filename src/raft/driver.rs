@@ -455,8 +455,17 @@ impl Driver {
                             .observe(sent.elapsed().as_secs_f64());
                     }
                 }
+                // A new member's progress: promote it on the answer that
+                // shows it caught up, not at the next tick.
+                let from_new_member = m.get_msg_type() == MessageType::MsgAppendResponse
+                    && self.member_change.as_ref().is_some_and(|c| {
+                        c.id == m.from && matches!(c.stage, MemberStage::CatchingUp)
+                    });
                 if let Err(e) = self.raw.step(*m) {
                     tracing::debug!(error = %e, "raft rejected a peer message");
+                }
+                if from_new_member {
+                    self.advance_member_change(Instant::now());
                 }
             }
             Inbox::Relayed { from, id, body } => self.accept_relayed(from, id, &body),
