@@ -94,10 +94,10 @@ impl Capture {
         } = self;
         let source = detached.as_ref().unwrap_or(live);
         let mut last = None;
-        for (key, entry) in source.after(cursor.as_ref()) {
-            last = Some(key);
-            if !saved.contains_key(key.bytes()) {
-                write_entry(out, key.bytes(), entry);
+        for (hash, key, entry) in source.after(cursor.as_ref()) {
+            last = Some((hash, key));
+            if !saved.contains_key(key) {
+                write_entry(out, key, entry);
                 *emitted += 1;
             }
             if out.len() >= budget {
@@ -108,9 +108,10 @@ impl Capture {
             // Nothing after the cursor.
             None => true,
             // Stopped on the budget, or the last key was the map's last.
-            Some(key) => {
-                let more = source.after(Some(key)).next().is_some();
-                *cursor = Some(key.clone());
+            Some((hash, key)) => {
+                let key = ScanKey::from_parts(hash, key.clone());
+                let more = source.after(Some(&key)).next().is_some();
+                *cursor = Some(key);
                 !more
             }
         };

@@ -12,7 +12,11 @@
 //! Deadlines live twice: on the entry, and in an index ordered by time that
 //! lets the leader find expired keys without a scan of the keyspace.
 
-use std::collections::{hash_map, BTreeSet, HashMap};
+use std::collections::{btree_map, BTreeMap, BTreeSet};
+use std::hash::{BuildHasher, RandomState};
+use std::mem::size_of;
+
+use hashbrown::HashTable;
 
 use bytes::Bytes;
 
@@ -43,12 +47,9 @@ impl ScanKey {
         self.hash
     }
 
-    /// The smallest key with the given hash: where a scan at cursor `hash` starts.
-    fn first_with_hash(hash: u64) -> Self {
-        ScanKey {
-            hash,
-            bytes: Bytes::new(),
-        }
+    /// A key whose stable hash is known already.
+    pub(super) fn from_parts(hash: u64, bytes: Bytes) -> Self {
+        ScanKey { hash, bytes }
     }
 }
 
@@ -86,15 +87,128 @@ pub(crate) fn mix(mut z: u64) -> u64 {
 /// A map whose iteration order is the scan order: used for the keyspace and for
 /// the fields of a hash, so SCAN and HSCAN share one cursor scheme.
 ///
-/// Point lookups go through a hash table (keyed SipHash, so clients cannot
-/// aim keys at one bucket); the scan order is kept beside it as an ordered
-/// set of `(stable hash, key)`. A lookup is one hash probe instead of a walk
-/// down a B-tree of 100k keys, which was the largest single cost of a GET.
-/// Keys are `Bytes`, so the second copy of each is a reference count.
-#[derive(Clone, PartialEq)]
+/// Entries live in one dense vector of slots (key, value, stable hash).
+/// Point lookups go through a hash table of slot numbers (keyed SipHash,
+/// so clients cannot aim keys at one bucket): 4 bytes a bucket, where a
+/// `HashMap` of keys and values spent the key's handle and the whole value
+/// on every bucket, half of them empty. The scan order is an ordered map
+/// from stable hash to the first slot with that hash; the rare keys that
+/// share a stable hash are chained from it in byte order, so the order is
+/// a function of the keys alone, the same on every replica. A removal
+/// moves the last slot into the hole and repoints its two references.
+#[derive(Clone)]
 pub struct ScanMap<V> {
-    values: HashMap<Bytes, V>,
-    order: BTreeSet<ScanKey>,
+    slots: Slots<V>,
+    index: HashTable<u32>,
+    order: BTreeMap<u64, u32>,
+    hasher: RandomState,
+}
+
+/// One entry of a [`ScanMap`].
+#[derive(Clone)]
+struct Slot<V> {
+    /// The key's [`stable_hash`]: its place in the scan order.
+    hash: u64,
+    /// The next slot with the same stable hash, in byte order ([`NONE`]).
+    next: u32,
+    key: Bytes,
+    value: V,
+}
+
+/// The end of a chain of slots.
+const NONE: u32 = u32::MAX;
+
+/// Slots per chunk of a [`Slots`] past its first: 4096 (about 450 KiB of
+/// keyspace slots).
+const CHUNK_SHIFT: u32 = 12;
+const CHUNK: usize = 1 << CHUNK_SHIFT;
+pub(super) const SLOT_CHUNK: usize = CHUNK;
+
+/// The slot vector of a [`ScanMap`], in chunks of [`CHUNK`] slots.
+///
+/// One vector that doubles would hold up to twice the memory its slots
+/// need, and growing a keyspace of a million keys would copy 112 MB at
+/// once, on the driver, between two batches. The first chunk grows as a
+/// vector does, so a small hash or set pays for what it holds; later
+/// chunks are allocated whole, one at a time, and never move.
+#[derive(Clone)]
+struct Slots<V> {
+    chunks: Vec<Vec<Slot<V>>>,
+    len: usize,
+}
+
+impl<V> Slots<V> {
+    fn with_capacity(n: usize) -> Self {
+        Slots {
+            chunks: vec![Vec::with_capacity(n.min(CHUNK))],
+            len: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn push(&mut self, slot: Slot<V>) {
+        let last = self.chunks.last_mut().expect("one chunk at least");
+        if last.len() < CHUNK {
+            last.push(slot);
+        } else {
+            let mut chunk = Vec::with_capacity(CHUNK);
+            chunk.push(slot);
+            self.chunks.push(chunk);
+        }
+        self.len += 1;
+    }
+
+    /// Removes slot `i`, moving the last slot into its place.
+    fn swap_remove(&mut self, i: usize) -> Slot<V> {
+        let last = self
+            .chunks
+            .last_mut()
+            .and_then(Vec::pop)
+            .expect("a slot to remove");
+        self.len -= 1;
+        if self.chunks.len() > 1 && self.chunks.last().is_some_and(Vec::is_empty) {
+            self.chunks.pop();
+        }
+        if i == self.len {
+            return last;
+        }
+        std::mem::replace(&mut self[i], last)
+    }
+
+    /// Gives back the first chunk's room once three quarters of it are
+    /// unused (later chunks are freed as they empty).
+    fn trim(&mut self) {
+        if let [only] = &mut self.chunks[..] {
+            if only.capacity() > 64 && only.len() < only.capacity() / 4 {
+                only.shrink_to(only.len() * 2);
+            }
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Slot<V>> {
+        self.chunks.iter().flatten()
+    }
+}
+
+impl<V> std::ops::Index<usize> for Slots<V> {
+    type Output = Slot<V>;
+
+    fn index(&self, i: usize) -> &Slot<V> {
+        &self.chunks[i >> CHUNK_SHIFT][i & (CHUNK - 1)]
+    }
+}
+
+impl<V> std::ops::IndexMut<usize> for Slots<V> {
+    fn index_mut(&mut self, i: usize) -> &mut Slot<V> {
+        &mut self.chunks[i >> CHUNK_SHIFT][i & (CHUNK - 1)]
+    }
 }
 
 impl<V> Default for ScanMap<V> {
@@ -109,108 +223,270 @@ impl<V: std::fmt::Debug> std::fmt::Debug for ScanMap<V> {
     }
 }
 
+impl<V: PartialEq> PartialEq for ScanMap<V> {
+    /// The same keys with equal values, whatever order they came in.
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len()
+            && self
+                .slots
+                .iter()
+                .all(|s| other.get(&s.key) == Some(&s.value))
+    }
+}
+
+fn sip(hasher: &RandomState, key: &[u8]) -> u64 {
+    hasher.hash_one(key)
+}
+
 impl<V> ScanMap<V> {
     pub fn new() -> Self {
+        ScanMap::with_capacity(0)
+    }
+
+    /// Room for `n` entries without growing (a snapshot being loaded).
+    pub fn with_capacity(n: usize) -> Self {
         ScanMap {
-            values: HashMap::new(),
-            order: BTreeSet::new(),
+            slots: Slots::with_capacity(n),
+            index: HashTable::with_capacity(n),
+            order: BTreeMap::new(),
+            hasher: RandomState::new(),
         }
+    }
+
+    /// The bytes one entry takes in the slot vector (memory accounting).
+    pub(super) fn slot_size() -> usize {
+        size_of::<Slot<V>>()
     }
 
     /// Builds a map from entries whose scan keys come mostly in scan order
-    /// (a snapshot's): the scan order is built in one pass, not by one
-    /// B-tree insert per key. A key given twice keeps its last value.
+    /// (a snapshot's): the scan order is sorted once and built in one
+    /// pass, not by one tree insert per key. A key given twice keeps its
+    /// last value.
     pub fn from_entries(entries: impl Iterator<Item = (Bytes, V)>, capacity: usize) -> Self {
-        let mut values = HashMap::with_capacity(capacity);
-        let mut order = Vec::with_capacity(capacity);
+        let mut map = ScanMap::with_capacity(capacity);
         for (key, value) in entries {
-            if values.insert(key.clone(), value).is_none() {
-                order.push(ScanKey::new(key));
+            if let Some(i) = map.find(&key) {
+                map.slots[i as usize].value = value;
+                continue;
+            }
+            map.push(key, value);
+        }
+        let slots = &mut map.slots;
+        let mut sorted: Vec<u32> = (0..slots.len() as u32).collect();
+        sorted.sort_by(|&a, &b| {
+            let (a, b) = (&slots[a as usize], &slots[b as usize]);
+            (a.hash, &a.key).cmp(&(b.hash, &b.key))
+        });
+        let mut heads = Vec::with_capacity(sorted.len());
+        for pair in sorted.windows(2) {
+            if slots[pair[0] as usize].hash == slots[pair[1] as usize].hash {
+                slots[pair[0] as usize].next = pair[1];
             }
         }
-        ScanMap {
-            values,
-            order: order.into_iter().collect(),
+        let mut previous = None;
+        for &i in &sorted {
+            let hash = slots[i as usize].hash;
+            if previous != Some(hash) {
+                heads.push((hash, i));
+                previous = Some(hash);
+            }
         }
-    }
-
-    /// Room for `n` entries without rehashing (a snapshot being loaded).
-    pub fn with_capacity(n: usize) -> Self {
-        ScanMap {
-            values: HashMap::with_capacity(n),
-            order: BTreeSet::new(),
-        }
+        map.order = heads.into_iter().collect();
+        map
     }
 
     pub fn len(&self) -> usize {
-        self.values.len()
+        self.slots.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
+        self.slots.is_empty()
+    }
+
+    /// The slot holding `key`.
+    fn find(&self, key: &[u8]) -> Option<u32> {
+        let slots = &self.slots;
+        self.index
+            .find(sip(&self.hasher, key), |&i| {
+                slots[i as usize].key[..] == *key
+            })
+            .copied()
     }
 
     pub fn get(&self, key: &Bytes) -> Option<&V> {
-        self.values.get(key)
+        self.find(key).map(|i| &self.slots[i as usize].value)
     }
 
     pub fn get_mut(&mut self, key: &Bytes) -> Option<&mut V> {
-        self.values.get_mut(key)
+        self.find(key).map(|i| &mut self.slots[i as usize].value)
     }
 
     pub fn contains(&self, key: &Bytes) -> bool {
-        self.values.contains_key(key)
+        self.find(key).is_some()
+    }
+
+    /// Appends a new key's slot and enters it in the index; the caller
+    /// links it into the scan order (or builds the order whole).
+    fn push(&mut self, key: Bytes, value: V) -> u32 {
+        let i = u32::try_from(self.slots.len())
+            .ok()
+            .filter(|&i| i != NONE)
+            .expect("fewer than 2^32 - 1 entries in one map");
+        let hash = sip(&self.hasher, &key);
+        self.slots.push(Slot {
+            hash: stable_hash(&key),
+            next: NONE,
+            // A key of its own, of its exact size: the caller's is usually
+            // a clone of an op's, whose shared header (24 bytes) would
+            // otherwise stay with the key for its whole life.
+            key: Bytes::copy_from_slice(&key),
+            value,
+        });
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.index
+            .insert_unique(hash, i, |&j| sip(hasher, &slots[j as usize].key));
+        i
+    }
+
+    /// Enters slot `i` in the scan order, in byte order among the slots
+    /// that share its stable hash.
+    fn link(&mut self, i: u32) {
+        let slots = &mut self.slots;
+        let hash = slots[i as usize].hash;
+        match self.order.entry(hash) {
+            btree_map::Entry::Vacant(e) => {
+                e.insert(i);
+            }
+            btree_map::Entry::Occupied(mut e) => {
+                let head = *e.get();
+                if slots[i as usize].key < slots[head as usize].key {
+                    slots[i as usize].next = head;
+                    *e.get_mut() = i;
+                    return;
+                }
+                let mut p = head;
+                loop {
+                    let next = slots[p as usize].next;
+                    if next == NONE || slots[next as usize].key > slots[i as usize].key {
+                        break;
+                    }
+                    p = next;
+                }
+                slots[i as usize].next = slots[p as usize].next;
+                slots[p as usize].next = i;
+            }
+        }
+    }
+
+    /// Takes slot `i` out of the scan order.
+    fn unlink(&mut self, i: u32) {
+        let slots = &mut self.slots;
+        let (hash, next) = (slots[i as usize].hash, slots[i as usize].next);
+        let head = self.order.get_mut(&hash).expect("a slot is in the order");
+        if *head == i {
+            if next == NONE {
+                self.order.remove(&hash);
+            } else {
+                *head = next;
+            }
+        } else {
+            let mut p = *head;
+            while slots[p as usize].next != i {
+                p = slots[p as usize].next;
+            }
+            slots[p as usize].next = next;
+        }
+        slots[i as usize].next = NONE;
     }
 
     /// Inserts or replaces; returns the previous value.
     pub fn insert(&mut self, key: Bytes, value: V) -> Option<V> {
-        match self.values.entry(key) {
-            hash_map::Entry::Occupied(mut slot) => Some(slot.insert(value)),
-            hash_map::Entry::Vacant(slot) => {
-                self.order.insert(ScanKey::new(slot.key().clone()));
-                slot.insert(value);
-                None
-            }
+        if let Some(i) = self.find(&key) {
+            return Some(std::mem::replace(&mut self.slots[i as usize].value, value));
         }
+        let i = self.push(key, value);
+        self.link(i);
+        None
     }
 
     /// Changes the value at `key` in place (`f(Some(value))`, which returns
     /// None), or inserts what `f(None)` returns: one lookup for a present
     /// key, where `insert` would need the new value first.
     pub fn upsert(&mut self, key: &Bytes, f: impl FnOnce(Option<&mut V>) -> Option<V>) {
-        match self.values.get_mut(key) {
-            Some(value) => {
-                f(Some(value));
+        match self.find(key) {
+            Some(i) => {
+                f(Some(&mut self.slots[i as usize].value));
             }
             None => {
                 if let Some(value) = f(None) {
-                    self.insert(key.clone(), value);
+                    let i = self.push(key.clone(), value);
+                    self.link(i);
                 }
             }
         }
     }
 
     pub fn remove(&mut self, key: &Bytes) -> Option<V> {
-        let value = self.values.remove(key)?;
-        self.order.remove(&ScanKey::new(key.clone()));
-        Some(value)
+        let slots = &self.slots;
+        let found = self
+            .index
+            .find_entry(sip(&self.hasher, key), |&i| slots[i as usize].key == key)
+            .ok()?;
+        let (i, _) = found.remove();
+        self.unlink(i);
+        let last = (self.slots.len() - 1) as u32;
+        if i != last {
+            // The last slot moves into the hole: repoint the index and the
+            // scan order at it.
+            let moved = &self.slots[last as usize];
+            let at = self
+                .index
+                .find_mut(sip(&self.hasher, &moved.key), |&j| j == last)
+                .expect("every slot is indexed");
+            *at = i;
+            let head = self
+                .order
+                .get_mut(&moved.hash)
+                .expect("every slot is in the order");
+            if *head == last {
+                *head = i;
+            } else {
+                let mut p = *head;
+                while self.slots[p as usize].next != last {
+                    p = self.slots[p as usize].next;
+                }
+                self.slots[p as usize].next = i;
+            }
+        }
+        let slot = self.slots.swap_remove(i as usize);
+        // Give back room once three quarters of it are unused.
+        self.slots.trim();
+        if self.index.capacity() > 64 && self.slots.len() < self.index.capacity() / 4 {
+            let (slots, hasher) = (&self.slots, &self.hasher);
+            self.index
+                .shrink_to(slots.len(), |&j| sip(hasher, &slots[j as usize].key));
+        }
+        Some(slot.value)
     }
 
-    /// The entry of a key taken from `order`.
-    fn entry<'a>(&'a self, key: &'a ScanKey) -> (&'a Bytes, &'a V) {
-        let value = self
-            .values
-            .get(&key.bytes)
-            .expect("every key in the scan order has a value");
-        (&key.bytes, value)
+    /// The slots in scan order from the heads `heads` yields.
+    fn walk<'a>(
+        &'a self,
+        heads: impl Iterator<Item = &'a u32> + 'a,
+    ) -> Walk<'a, V, impl Iterator<Item = &'a u32> + 'a> {
+        Walk {
+            slots: &self.slots,
+            heads,
+            next: NONE,
+        }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&Bytes, &V)> {
-        self.order.iter().map(|k| self.entry(k))
+        self.walk(self.order.values()).map(|s| (&s.key, &s.value))
     }
 
     pub fn keys(&self) -> impl Iterator<Item = &Bytes> {
-        self.order.iter().map(|k| &k.bytes)
+        self.walk(self.order.values()).map(|s| &s.key)
     }
 
     pub fn values(&self) -> impl Iterator<Item = &V> {
@@ -219,40 +495,40 @@ impl<V> ScanMap<V> {
 
     /// The stored key and value at `key`.
     pub fn get_key_value(&self, key: &Bytes) -> Option<(&Bytes, &V)> {
-        self.values.get_key_value(key)
+        self.find(key).map(|i| {
+            let s = &self.slots[i as usize];
+            (&s.key, &s.value)
+        })
     }
 
     /// The first entry at or after `hash` in scan order, wrapping around to
     /// the first one: with a uniformly drawn `hash`, a random entry in
     /// O(log n).
     pub fn at_or_after(&self, hash: u64) -> Option<(&Bytes, &V)> {
-        let key = self
+        let (_, &head) = self
             .order
-            .range(ScanKey::first_with_hash(hash)..)
+            .range(hash..)
             .next()
             .or_else(|| self.order.iter().next())?;
-        Some(self.entry(key))
+        let s = &self.slots[head as usize];
+        Some((&s.key, &s.value))
     }
 
     /// The entries after `cursor` in scan order (all of them for None),
-    /// with their scan keys: a walk that can stop and resume.
+    /// with their stable hashes: a walk that can stop and resume.
     pub(super) fn after<'a>(
         &'a self,
-        cursor: Option<&ScanKey>,
-    ) -> impl Iterator<Item = (&'a ScanKey, &'a V)> + 'a {
-        use std::ops::Bound;
-        let from = match cursor {
-            Some(c) => Bound::Excluded(c.clone()),
-            None => Bound::Unbounded,
-        };
-        self.order
-            .range((from, Bound::Unbounded))
-            .map(|k| (k, self.entry(k).1))
+        cursor: Option<&'a ScanKey>,
+    ) -> impl Iterator<Item = (u64, &'a Bytes, &'a V)> + 'a {
+        let from = cursor.map_or(0, |c| c.hash);
+        self.walk(self.order.range(from..).map(|(_, head)| head))
+            .filter(move |s| cursor.is_none_or(|c| (s.hash, &s.key) > (c.hash, &c.bytes)))
+            .map(|s| (s.hash, &s.key, &s.value))
     }
 
     /// The entry at position `n` in scan order (used for random picks; O(n)).
     pub fn nth(&self, n: usize) -> Option<(&Bytes, &V)> {
-        self.order.iter().nth(n).map(|k| self.entry(k))
+        self.iter().nth(n)
     }
 
     /// Visits at least `count` entries (fewer only at the end) starting at
@@ -262,15 +538,38 @@ impl<V> ScanMap<V> {
     pub fn scan(&self, cursor: u64, count: usize) -> (Vec<(&Bytes, &V)>, u64) {
         let count = count.max(1);
         let mut out = Vec::with_capacity(count.min(1024));
-        let mut last_hash = None;
-        for k in self.order.range(ScanKey::first_with_hash(cursor)..) {
-            if out.len() >= count && last_hash != Some(k.hash) {
-                return (out, k.hash);
+        for (&hash, &head) in self.order.range(cursor..) {
+            if out.len() >= count {
+                return (out, hash);
             }
-            last_hash = Some(k.hash);
-            out.push(self.entry(k));
+            let mut i = head;
+            while i != NONE {
+                let s = &self.slots[i as usize];
+                out.push((&s.key, &s.value));
+                i = s.next;
+            }
         }
         (out, 0)
+    }
+}
+
+/// Slots in scan order: each head, then the chain behind it.
+struct Walk<'a, V, H> {
+    slots: &'a Slots<V>,
+    heads: H,
+    next: u32,
+}
+
+impl<'a, V, H: Iterator<Item = &'a u32>> Iterator for Walk<'a, V, H> {
+    type Item = &'a Slot<V>;
+
+    fn next(&mut self) -> Option<&'a Slot<V>> {
+        if self.next == NONE {
+            self.next = *self.heads.next()?;
+        }
+        let slot = &self.slots[self.next as usize];
+        self.next = slot.next;
+        Some(slot)
     }
 }
 
@@ -831,6 +1130,138 @@ mod tests {
 
     fn b(s: &str) -> Bytes {
         Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    /// Undoes `z ^= z >> shift`.
+    fn unxorshift(z: u64, shift: u32) -> u64 {
+        let mut y = z;
+        for _ in 0..64 / shift + 1 {
+            y = z ^ (y >> shift);
+        }
+        y
+    }
+
+    /// The multiplicative inverse of an odd number modulo 2^64.
+    fn inverse(c: u64) -> u64 {
+        let mut x = c;
+        for _ in 0..6 {
+            x = x.wrapping_mul(2u64.wrapping_sub(c.wrapping_mul(x)));
+        }
+        x
+    }
+
+    /// The word `mix` maps to `z`.
+    fn unmix(z: u64) -> u64 {
+        let z = unxorshift(z, 31).wrapping_mul(inverse(0x94d0_49bb_1331_11eb));
+        let z = unxorshift(z, 27).wrapping_mul(inverse(0xbf58_476d_1ce4_e5b9));
+        unxorshift(z, 30)
+    }
+
+    /// `n` different 16-byte keys with one stable hash: the second word of
+    /// each cancels what its first word did to the running hash.
+    fn colliding_keys(n: u64) -> Vec<Bytes> {
+        let h0 = 0x9e37_79b9_7f4a_7c15 ^ 16u64.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        let after_first = |w: u64| {
+            (h0 ^ mix(w))
+                .rotate_left(27)
+                .wrapping_mul(0x94d0_49bb_1331_11eb)
+        };
+        let target = after_first(0) ^ mix(0);
+        (0..n)
+            .map(|w1| {
+                let w2 = unmix(after_first(w1) ^ target);
+                let mut key = w1.to_le_bytes().to_vec();
+                key.extend_from_slice(&w2.to_le_bytes());
+                Bytes::from(key)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn colliding_keys_collide() {
+        assert_eq!(mix(unmix(12345)), 12345);
+        let keys = colliding_keys(5);
+        let hash = stable_hash(&keys[0]);
+        assert!(keys.iter().all(|k| stable_hash(k) == hash));
+        assert_eq!(keys.iter().collect::<BTreeSet<_>>().len(), 5);
+    }
+
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum MapStep {
+        Insert(usize, u8),
+        Remove(usize),
+    }
+
+    proptest! {
+        /// A ScanMap against a BTreeMap ordered by (stable hash, bytes),
+        /// with keys of which a third share one stable hash, so the chains
+        /// of equal hashes are built, walked and unlinked too.
+        #[test]
+        fn a_scan_map_keeps_the_scan_order_of_a_model(
+            steps in proptest::collection::vec(
+                prop_oneof![
+                    (0usize..24, any::<u8>()).prop_map(|(k, v)| MapStep::Insert(k, v)),
+                    (0usize..24).prop_map(MapStep::Remove),
+                ],
+                0..120,
+            ),
+            reload in any::<bool>(),
+        ) {
+            let colliding = colliding_keys(8);
+            let keys: Vec<Bytes> = (0..24)
+                .map(|i| if i % 3 == 0 { colliding[i / 3].clone() } else { b(&format!("key:{i}")) })
+                .collect();
+            let mut map = ScanMap::new();
+            let mut model: BTreeMap<ScanKey, u8> = BTreeMap::new();
+            for step in steps {
+                match step {
+                    MapStep::Insert(k, v) => {
+                        let key = keys[k].clone();
+                        let old = model.insert(ScanKey::new(key.clone()), v);
+                        prop_assert_eq!(map.insert(key, v), old);
+                    }
+                    MapStep::Remove(k) => {
+                        let old = model.remove(&ScanKey::new(keys[k].clone()));
+                        prop_assert_eq!(map.remove(&keys[k]), old);
+                    }
+                }
+                if reload {
+                    // A map built in one pass, as a snapshot load builds it.
+                    let entries = map.iter().map(|(k, v)| (k.clone(), *v)).collect::<Vec<_>>();
+                    let rebuilt = ScanMap::from_entries(entries.into_iter().rev(), 0);
+                    prop_assert!(rebuilt == map);
+                    map = rebuilt;
+                }
+                prop_assert_eq!(map.len(), model.len());
+                let listed: Vec<(Bytes, u8)> = map.iter().map(|(k, v)| (k.clone(), *v)).collect();
+                let expected: Vec<(Bytes, u8)> =
+                    model.iter().map(|(k, v)| (k.bytes().clone(), *v)).collect();
+                prop_assert_eq!(&listed, &expected);
+                for key in &keys {
+                    prop_assert_eq!(map.get(key), model.get(&ScanKey::new(key.clone())));
+                }
+                // A walk resumed after any key goes on with the next one.
+                for (i, (key, _)) in model.iter().enumerate() {
+                    let next = map.after(Some(key)).next().map(|(_, k, _)| k.clone());
+                    let want = model.keys().nth(i + 1).map(|k| k.bytes().clone());
+                    prop_assert_eq!(next, want);
+                }
+                // SCAN visits every key once, in order.
+                let mut cursor = 0;
+                let mut scanned = Vec::new();
+                loop {
+                    let (batch, next) = map.scan(cursor, 2);
+                    scanned.extend(batch.into_iter().map(|(k, v)| (k.clone(), *v)));
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
+                prop_assert_eq!(scanned, expected);
+            }
+        }
     }
 
     #[test]

@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use bytes::Bytes;
 
-use super::db::{mix, ScanKey, Value};
+use super::db::{mix, ScanMap, Value, SLOT_CHUNK};
 use super::hashes::HashLayout;
 use super::zsets::ZSet;
 
@@ -215,9 +215,10 @@ fn alloc(len: usize) -> u64 {
     }
 }
 
-/// A `Bytes` the keyspace holds: its heap bytes, and the shared header that
-/// the first clone allocates (the scan order holds a second reference to
-/// every key and field).
+/// A `Bytes` held in two places (a sorted set's member, in its map and its
+/// score index): its heap bytes, and the shared header that the first
+/// clone allocates. Keys, fields and members a [`ScanMap`] holds are copies
+/// of their own, without one.
 fn shared_bytes(b: &Bytes) -> u64 {
     alloc(b.len()) + 32
 }
@@ -253,10 +254,31 @@ fn tree<T>(n: usize) -> u64 {
     }
 }
 
-/// What one key of the keyspace costs beside its value: the table slot,
-/// the scan-order slot, the key bytes.
+/// The slots of a [`ScanMap`] of `n` entries: its first chunk grows by
+/// doubling (3/4 used on average), later chunks are allocated whole.
+fn slots<V>(n: usize) -> u64 {
+    let size = ScanMap::<V>::slot_size();
+    if n < SLOT_CHUNK {
+        (n * size * 4 / 3) as u64
+    } else {
+        (n * size) as u64
+    }
+}
+
+/// A [`ScanMap`] of `n` entries beside the keys' and values' own bytes:
+/// its slots, its index of slot numbers, its scan order.
+fn scan_map<V>(n: usize) -> u64 {
+    size_of::<ScanMap<V>>() as u64 + slots::<V>(n) + table::<u32>(n) + tree::<(u64, u32)>(n)
+}
+
+/// What one key of the keyspace costs beside its value: its slot (in the
+/// whole chunks of a large keyspace), its index bucket, its scan-order
+/// slot, the key bytes.
 fn key_cost(key: &Bytes) -> u64 {
-    table_slot::<(Bytes, super::db::Entry)>() + tree_slot::<ScanKey>() + shared_bytes(key)
+    ScanMap::<super::db::Entry>::slot_size() as u64
+        + table_slot::<u32>()
+        + tree_slot::<(u64, u32)>()
+        + alloc(key.len())
 }
 
 /// The bytes of a collection's `len` elements, from the average of the
@@ -293,20 +315,15 @@ pub fn value_cost(value: &Value, samples: usize) -> u64 {
             HashLayout::Packed(p) => alloc(p.byte_len()),
             HashLayout::Table(t) => {
                 let n = t.len();
-                (size_of::<super::db::ScanMap<Bytes>>()) as u64
-                    + table::<(Bytes, Bytes)>(n)
-                    + tree::<ScanKey>(n)
+                scan_map::<Bytes>(n)
                     + scaled(n, t.iter(), samples, |(f, v)| {
-                        shared_bytes(f) + alloc(v.len())
+                        alloc(f.len()) + alloc(v.len())
                     })
             }
         },
         Value::Set(s) => {
             let n = s.len();
-            (size_of::<super::db::ScanMap<()>>()) as u64
-                + table::<(Bytes, ())>(n)
-                + tree::<ScanKey>(n)
-                + scaled(n, s.keys(), samples, shared_bytes)
+            scan_map::<()>(n) + scaled(n, s.keys(), samples, |m| alloc(m.len()))
         }
         Value::List(l) => {
             // A VecDeque: one slot per element (capacity grows by doubling:
@@ -317,11 +334,12 @@ pub fn value_cost(value: &Value, samples: usize) -> u64 {
         }
         Value::ZSet(z) => {
             let n = z.len();
-            size_of::<ZSet>() as u64
-                + table::<(Bytes, f64)>(n)
-                + tree::<ScanKey>(n)
+            (size_of::<ZSet>() - size_of::<ScanMap<f64>>()) as u64
+                + scan_map::<f64>(n)
                 + tree::<(f64, Bytes)>(n)
-                + scaled(n, z.iter(), samples, |(m, _)| shared_bytes(m))
+                + scaled(n, z.iter(), samples, |(m, _)| {
+                    alloc(m.len()) + shared_bytes(m)
+                })
         }
         // Entries of many shapes; their encoded size, doubled for the
         // B-tree and vectors that hold them in memory.

@@ -123,7 +123,11 @@ struct MembersRef<'a>(&'a ScanMap<()>);
 
 impl Serialize for MembersRef<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.keys())
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for member in self.0.keys() {
+            seq.serialize_element(member)?;
+        }
+        seq.end()
     }
 }
 
