@@ -19,6 +19,7 @@
 use std::alloc::{GlobalAlloc, Layout};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 /// Threads with a counter of their own; the rest share [`SHARED`].
 pub const SHARDS: usize = 64;
@@ -115,4 +116,41 @@ pub fn allocated_bytes() -> Option<u64> {
         .map(|s| s.0.load(Ordering::Relaxed))
         .sum();
     Some(sum.max(0) as u64)
+}
+
+// The function below is mimalloc's: link it into every binary of the
+// crate, tests included, not only those that install it.
+extern crate mimalloc as _;
+
+extern "C" {
+    fn mi_collect(force: bool);
+}
+
+/// How often [`collect`] lets mimalloc tidy the calling thread's heap.
+pub const COLLECT_EVERY: Duration = Duration::from_secs(1);
+
+thread_local! {
+    static LAST_COLLECT: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// Lets mimalloc free the calling thread's empty pages and give back to
+/// the system what was freed more than its purge delay ago, at most once
+/// per [`COLLECT_EVERY`]. The raft driver calls it on its tick.
+///
+/// mimalloc does that work only when the thread that owns the pages is
+/// next busy allocating: after a bulk load, the load's freed log batches
+/// and temporaries stayed resident on a node that then went quiet (see
+/// docs/benchmarks.md, "Memory per key"). A shorter purge delay does it
+/// too, but costs throughput under load; this costs one pass over the
+/// driver's pages a second.
+pub fn collect(now: Instant) {
+    LAST_COLLECT.with(|last| {
+        if last.get().is_some_and(|t| now < t + COLLECT_EVERY) {
+            return;
+        }
+        last.set(Some(now));
+        // SAFETY: a request to mimalloc about the calling thread's own heap
+        // (a no-op in a process whose allocator is another).
+        unsafe { mi_collect(false) };
+    });
 }

@@ -1171,8 +1171,10 @@ impl Driver {
     }
 
     /// Periodic work: requests waiting for a leader or a relayed answer,
-    /// reads stuck behind a lagging apply, membership progress.
+    /// reads stuck behind a lagging apply, membership progress, the
+    /// allocator's tidying of this thread's heap.
     fn on_tick(&mut self, now: Instant) {
+        crate::alloc::collect(now);
         self.route_waiting(now);
         self.check_held(now);
         self.maybe_advertise(now);
