@@ -243,10 +243,8 @@ impl Hash {
         }
     }
 
-    /// The heap bytes the hash holds beside its handle, as [`memory`]
-    /// costs them (`sample` fields of a table, 0 for all).
-    ///
-    /// [`memory`]: super::memory
+    /// The hash's layout, for the code that costs its memory
+    /// ([`memory`](super::memory)).
     pub(super) fn layout(&self) -> HashLayout<'_> {
         match &self.0 {
             Layout::Packed(p) => HashLayout::Packed(p),
