@@ -150,7 +150,7 @@ class Concord:
             ],
             stdout=subprocess.DEVNULL,
             stderr=log_file,
-            env={**os.environ, "CONCORD_LOG": "warn"},
+            env={**os.environ, "CONCORD_LOG": os.environ.get("CONCORD_LOG", "warn")},
         )
         wait_until(f"node {i} to answer PING", lambda: cli(self.ports[i], "PING") == "PONG")
 

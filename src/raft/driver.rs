@@ -67,6 +67,11 @@ impl Waiting {
     }
 }
 
+/// A driver turn longer than this is logged with where its time went: a
+/// turn is time in which this node sends no heartbeat and answers none,
+/// and a few in a row cost a leader its quorum.
+const SLOW_TURN: Duration = Duration::from_millis(150);
+
 /// A request this follower relayed to the leader.
 struct Forward {
     request: Relayed,
@@ -364,13 +369,18 @@ impl Driver {
                 () = &mut tick => None,
                 _room = async move { encoder?.reserve_owned().await.ok() }, if encoding => None,
             };
+            let turn = Instant::now();
             let mut stop = false;
+            let mut handled = 0usize;
             if let Some(msg) = first {
                 stop |= self.handle(msg);
+                handled += 1;
             }
             while let Ok(msg) = self.inbox.try_recv() {
                 stop |= self.handle(msg);
+                handled += 1;
             }
+            let t_inbox = turn.elapsed();
             if stop {
                 break;
             }
@@ -387,8 +397,21 @@ impl Driver {
             self.maybe_propose_timers();
             self.flush_proposals();
             self.flush_reads(now);
+            let t_flush = turn.elapsed();
             self.handle_ready();
+            let t_ready = turn.elapsed();
             self.publish_status();
+            let took = turn.elapsed();
+            if took > SLOW_TURN {
+                tracing::warn!(
+                    handled,
+                    inbox_ms = t_inbox.as_millis() as u64,
+                    flush_ms = (t_flush - t_inbox).as_millis() as u64,
+                    ready_ms = (t_ready - t_flush).as_millis() as u64,
+                    total_ms = took.as_millis() as u64,
+                    "slow driver turn"
+                );
+            }
             if let Some(own) = &mut self.own_snapshot {
                 if own.encoder().is_some() {
                     own.step(&mut self.state);

@@ -13,15 +13,13 @@
 //! lets the leader find expired keys without a scan of the keyspace.
 
 use std::collections::{btree_map, BTreeMap, BTreeSet};
-use std::hash::{BuildHasher, RandomState};
 use std::mem::size_of;
-
-use hashbrown::HashTable;
 
 use bytes::Bytes;
 
 use super::capture::Capture;
 use super::memory::{self, Access, AccessMode, Noise};
+use super::slot_index::SlotIndex;
 use super::zsets::ZSet;
 
 /// A key in a [`ScanMap`]: ordered by `(hash, bytes)`.
@@ -99,9 +97,8 @@ pub(crate) fn mix(mut z: u64) -> u64 {
 #[derive(Clone)]
 pub struct ScanMap<V> {
     slots: Slots<V>,
-    index: HashTable<u32>,
+    index: SlotIndex,
     order: BTreeMap<u64, u32>,
-    hasher: RandomState,
 }
 
 /// One entry of a [`ScanMap`].
@@ -234,10 +231,6 @@ impl<V: PartialEq> PartialEq for ScanMap<V> {
     }
 }
 
-fn sip(hasher: &RandomState, key: &[u8]) -> u64 {
-    hasher.hash_one(key)
-}
-
 impl<V> ScanMap<V> {
     pub fn new() -> Self {
         ScanMap::with_capacity(0)
@@ -247,9 +240,8 @@ impl<V> ScanMap<V> {
     pub fn with_capacity(n: usize) -> Self {
         ScanMap {
             slots: Slots::with_capacity(n),
-            index: HashTable::with_capacity(n),
+            index: SlotIndex::with_capacity(n),
             order: BTreeMap::new(),
-            hasher: RandomState::new(),
         }
     }
 
@@ -307,10 +299,7 @@ impl<V> ScanMap<V> {
     fn find(&self, key: &[u8]) -> Option<u32> {
         let slots = &self.slots;
         self.index
-            .find(sip(&self.hasher, key), |&i| {
-                slots[i as usize].key[..] == *key
-            })
-            .copied()
+            .find(self.index.hash(key), |i| slots[i as usize].key[..] == *key)
     }
 
     pub fn get(&self, key: &Bytes) -> Option<&V> {
@@ -332,7 +321,7 @@ impl<V> ScanMap<V> {
             .ok()
             .filter(|&i| i != NONE)
             .expect("fewer than 2^32 - 1 entries in one map");
-        let hash = sip(&self.hasher, &key);
+        let hash = self.index.hash(&key);
         self.slots.push(Slot {
             hash: stable_hash(&key),
             next: NONE,
@@ -342,9 +331,9 @@ impl<V> ScanMap<V> {
             key: Bytes::copy_from_slice(&key),
             value,
         });
-        let (slots, hasher) = (&self.slots, &self.hasher);
+        let slots = &self.slots;
         self.index
-            .insert_unique(hash, i, |&j| sip(hasher, &slots[j as usize].key));
+            .insert(hash, i, slots.len(), |j| &slots[j as usize].key[..]);
         i
     }
 
@@ -428,22 +417,22 @@ impl<V> ScanMap<V> {
 
     pub fn remove(&mut self, key: &Bytes) -> Option<V> {
         let slots = &self.slots;
-        let found = self
+        let i = self
             .index
-            .find_entry(sip(&self.hasher, key), |&i| slots[i as usize].key == key)
-            .ok()?;
-        let (i, _) = found.remove();
+            .remove(self.index.hash(key), |i| slots[i as usize].key == key)?;
         self.unlink(i);
         let last = (self.slots.len() - 1) as u32;
         if i != last {
             // The last slot moves into the hole: repoint the index and the
             // scan order at it.
-            let moved = &self.slots[last as usize];
-            let at = self
-                .index
-                .find_mut(sip(&self.hasher, &moved.key), |&j| j == last)
-                .expect("every slot is indexed");
-            *at = i;
+            let slots = &self.slots;
+            let moved = &slots[last as usize];
+            self.index
+                .repoint(self.index.hash(&moved.key), last, i, |j| {
+                    // Slot `last` is about to be `i`'s: the key it will hold.
+                    let j = if j == i { last } else { j };
+                    &slots[j as usize].key[..]
+                });
             let head = self
                 .order
                 .get_mut(&moved.hash)
@@ -461,11 +450,9 @@ impl<V> ScanMap<V> {
         let slot = self.slots.swap_remove(i as usize);
         // Give back room once three quarters of it are unused.
         self.slots.trim();
-        if self.index.capacity() > 64 && self.slots.len() < self.index.capacity() / 4 {
-            let (slots, hasher) = (&self.slots, &self.hasher);
-            self.index
-                .shrink_to(slots.len(), |&j| sip(hasher, &slots[j as usize].key));
-        }
+        let slots = &self.slots;
+        self.index
+            .removed(slots.len(), |j| &slots[j as usize].key[..]);
         Some(slot.value)
     }
 
@@ -1159,6 +1146,51 @@ mod tests {
 
     /// `n` different 16-byte keys with one stable hash: the second word of
     /// each cancels what its first word did to the running hash.
+    /// The index resizes a few slots per operation (`slot_index`): while
+    /// a map grows to 20,000 keys and shrinks back, every key stays
+    /// reachable through each resize and the scan order stays whole.
+    #[test]
+    fn a_scan_map_finds_every_key_while_its_index_resizes() {
+        let key = |i: usize| b(&format!("key:{i}"));
+        let mut map = ScanMap::new();
+        let (mut resizing_seen, mut resizes) = (0usize, 0usize);
+        let mut was_resizing = false;
+        let check = |map: &ScanMap<usize>, live: std::ops::Range<usize>| {
+            for i in live.clone().step_by(7) {
+                assert_eq!(map.get(&key(i)), Some(&i), "key {i} lost");
+            }
+            assert_eq!(map.len(), live.len());
+            assert_eq!(map.iter().count(), live.len());
+        };
+        for i in 0..20_000 {
+            assert_eq!(map.insert(key(i), i), None);
+            let resizing = map.index.resizing();
+            resizing_seen += usize::from(resizing);
+            resizes += usize::from(resizing && !was_resizing);
+            was_resizing = resizing;
+            if resizing || i % 1000 == 0 {
+                check(&map, 0..i + 1);
+            }
+        }
+        // Doublings from 8 up to 20,000 entries; each moved a few slots per
+        // insert, so the index was mid-resize for many inserts.
+        assert!(resizes >= 10, "{resizes} resizes");
+        assert!(resizing_seen > 5_000, "{resizing_seen} inserts mid-resize");
+        let mut shrinks = 0;
+        for i in 0..19_990 {
+            assert_eq!(map.remove(&key(i)), Some(i));
+            let resizing = map.index.resizing();
+            shrinks += usize::from(resizing && !was_resizing);
+            was_resizing = resizing;
+            if resizing || i % 1000 == 0 {
+                check(&map, i + 1..20_000);
+            }
+            assert_eq!(map.get(&key(i)), None);
+        }
+        assert!(shrinks >= 5, "{shrinks} shrinks");
+        check(&map, 19_990..20_000);
+    }
+
     fn colliding_keys(n: u64) -> Vec<Bytes> {
         let h0 = 0x9e37_79b9_7f4a_7c15 ^ 16u64.wrapping_mul(0xff51_afd7_ed55_8ccd);
         let after_first = |w: u64| {

@@ -34,6 +34,7 @@ pub mod registry;
 pub mod scripts;
 pub mod sessions;
 pub mod sets;
+mod slot_index;
 mod snapshot;
 pub mod sort;
 pub mod streams;
