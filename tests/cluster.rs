@@ -94,6 +94,34 @@ fn every_node_serves_reads_and_writes() {
     cluster.converged(&[1, 2, 3]);
 }
 
+/// A follower relays the writes of a deep pipeline as batches, one peer
+/// message per driver turn: every write is answered, once and in order.
+/// (Relayed one message per write, a pipeline deeper than the peer link's
+/// queue lost writes past it, and their clients waited for TRYAGAIN.)
+#[test]
+fn a_deep_pipeline_through_a_follower_is_answered_in_order() {
+    const N: i64 = 40_000;
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader();
+    let follower = (1..=3u64).find(|id| *id != leader).unwrap();
+    let mut c = cluster.client(follower);
+    let mut pipe = redis::pipe();
+    for i in 0..N {
+        pipe.cmd("RPUSH").arg("deep").arg(i);
+    }
+    let lengths: Vec<i64> = pipe.query(&mut c).unwrap();
+    assert_eq!(lengths, (1..=N).collect::<Vec<_>>());
+    let mut l = cluster.client(leader);
+    let ends: Vec<i64> = redis::cmd("LRANGE")
+        .arg("deep")
+        .arg(N - 2)
+        .arg(N - 1)
+        .query(&mut l)
+        .unwrap();
+    assert_eq!(ends, vec![N - 2, N - 1]);
+    cluster.converged(&[1, 2, 3]);
+}
+
 #[test]
 fn killing_the_leader_loses_no_acknowledged_write_and_it_catches_up() {
     let mut cluster = Cluster::start(3, &["--snapshot-entries", "200"]);

@@ -33,6 +33,12 @@ pub enum AdminOp {
 pub enum Relayed {
     Write(Op),
     Admin(AdminOp),
+    /// The writes a follower took in during one driver turn, in the order
+    /// it took them: one peer message for a whole pipeline, answered by
+    /// [`RelayedAnswer::Each`]. (A message per write filled the peer
+    /// link's queue under a deep pipeline, and what it dropped was never
+    /// answered.)
+    Writes(Vec<Op>),
 }
 
 /// The leader's answer to a relayed request.
@@ -44,6 +50,8 @@ pub enum RelayedAnswer {
     NotLeader,
     /// It failed with this error text (its outcome is whatever the text says).
     Failed(String),
+    /// One answer per write of a [`Relayed::Writes`], in its order.
+    Each(Vec<RelayedAnswer>),
 }
 
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {

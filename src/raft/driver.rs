@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 
 use super::cluster::{self, AdminOp, PeerProgress, RaftInfo, Relayed, RelayedAnswer};
 use super::log_store::LogStore;
-use super::node::{after, now_ms, Inbox, NodeConfig, Responder, Submit};
+use super::node::{after, now_ms, Inbox, NodeConfig, RemoteReply, Responder, Submit};
 use super::own_snapshot::{OwnSnapshot, Stage, Written};
 use super::payload;
 use super::{Answer, NodeError, NodeStatus, ReadMode, Role};
@@ -75,10 +75,34 @@ const SLOW_TURN: Duration = Duration::from_millis(150);
 /// A request this follower relayed to the leader.
 struct Forward {
     request: Relayed,
-    responder: Responder,
+    /// Who waits: one per write of a [`Relayed::Writes`], else one.
+    responders: Vec<Responder>,
     deadline: Instant,
     /// The leader it was sent to.
     leader: u64,
+}
+
+impl Forward {
+    /// The requests with their responders, one by one.
+    fn split(self) -> Vec<(Relayed, Responder)> {
+        match self.request {
+            Relayed::Writes(ops) => ops
+                .into_iter()
+                .map(Relayed::Write)
+                .zip(self.responders)
+                .collect(),
+            request => vec![request].into_iter().zip(self.responders).collect(),
+        }
+    }
+}
+
+/// The answers a leader gathers for one [`Relayed::Writes`].
+struct RelayedBatch {
+    answers: Vec<Option<RelayedAnswer>>,
+    missing: usize,
+    /// Past it the follower gave up on the batch (its request timeout), and
+    /// the leader forgets it.
+    deadline: Instant,
 }
 
 /// Read-first EVALSHAs whose last tries as reads on this node all reached
@@ -220,6 +244,12 @@ pub(crate) struct Driver {
     in_flight: BTreeMap<u64, InFlight>,
     waiting: VecDeque<(Instant, Waiting)>,
     forwards: HashMap<u64, Forward>,
+    /// Writes taken in this turn for the leader: relayed together at the
+    /// end of the turn.
+    relays: Vec<(Op, Responder, Instant)>,
+    /// On the leader: the answers gathered for followers' relayed batches,
+    /// by (follower, request id).
+    relayed_batches: HashMap<(u64, u64), RelayedBatch>,
     next_forward_id: u64,
 
     read_queue: Vec<PendingRead>,
@@ -307,6 +337,8 @@ impl Driver {
             in_flight: BTreeMap::new(),
             waiting: VecDeque::new(),
             forwards: HashMap::new(),
+            relays: Vec::new(),
+            relayed_batches: HashMap::new(),
             next_forward_id: 1,
             read_queue: Vec::new(),
             read_round: None,
@@ -395,10 +427,13 @@ impl Driver {
             self.maybe_propose_eviction();
             self.maybe_assign_checks(now);
             self.maybe_propose_timers();
+            self.flush_relays();
             self.flush_proposals();
             self.flush_reads(now);
             let t_flush = turn.elapsed();
             self.handle_ready();
+            // A new leader routes the writes that waited for one.
+            self.flush_relays();
             let t_ready = turn.elapsed();
             self.publish_status();
             let took = turn.elapsed();
@@ -546,20 +581,48 @@ impl Driver {
             _ => {}
         }
         if let Ok(Ok(Outcome::Blocked { ticket, timeout_ms })) = &answer {
-            if !matches!(responder, Responder::Remote { .. }) {
+            if !responder.is_remote() {
                 return self.hold(responder, *ticket, *timeout_ms);
             }
         }
         // A relayed request's answer goes back to the follower.
-        if let Some((peer, id, answer)) = responder.send_local(answer) {
+        if let Some((to, answer)) = responder.send_local(answer) {
             let body = match answer {
                 Ok(result) => RelayedAnswer::Done(result),
                 // Not applied: the follower may send it again.
                 Err(NodeError::ProposalDropped) => RelayedAnswer::NotLeader,
                 Err(e) => RelayedAnswer::Failed(e.to_string()),
             };
+            self.answer_remote(to, body);
+        }
+    }
+
+    /// Sends a relayed request's answer back, or keeps it with its batch
+    /// until the batch's last write is answered.
+    fn answer_remote(&mut self, to: RemoteReply, body: RelayedAnswer) {
+        let Some(index) = to.index else {
             self.transport
-                .forward_reply(peer, id, cluster::encode(&body));
+                .forward_reply(to.peer, to.id, cluster::encode(&body));
+            return;
+        };
+        let key = (to.peer, to.id);
+        let Some(batch) = self.relayed_batches.get_mut(&key) else {
+            return;
+        };
+        let Some(slot) = batch.answers.get_mut(index as usize) else {
+            return;
+        };
+        if slot.replace(body).is_none() {
+            batch.missing -= 1;
+        }
+        if batch.missing == 0 {
+            let batch = self.relayed_batches.remove(&key).expect("present");
+            let answers = batch.answers.into_iter().flatten().collect();
+            self.transport.forward_reply(
+                to.peer,
+                to.id,
+                cluster::encode(&RelayedAnswer::Each(answers)),
+            );
         }
     }
 
@@ -708,11 +771,8 @@ impl Driver {
         } else if self.leader().is_some() {
             // Nobody waits for the answer: a receiver dropped at once.
             let (tx, _) = oneshot::channel();
-            self.relay(
-                Relayed::Write(op),
-                Responder::Local(tx),
-                after(self.config.request_timeout),
-            );
+            self.relays
+                .push((op, Responder::Local(tx), after(self.config.request_timeout)));
         }
     }
 
@@ -726,7 +786,7 @@ impl Driver {
     }
 
     fn accept_write(&mut self, mut op: Op, reply: Responder, deadline: Instant) {
-        if !matches!(reply, Responder::Remote { .. }) {
+        if !reply.is_remote() {
             if let Some(ticket) = op.ticket_mut().filter(|t| !t.is_assigned()) {
                 *ticket = self.status.new_ticket();
             }
@@ -734,42 +794,79 @@ impl Driver {
         if self.is_leader() {
             self.batch.push(op);
             self.batch_replies.push(Some(reply));
-        } else if self.leader().is_some() && !matches!(reply, Responder::Remote { .. }) {
-            self.relay(Relayed::Write(op), reply, deadline);
-        } else if let Responder::Remote { peer, id } = reply {
+        } else if self.leader().is_some() && !reply.is_remote() {
+            self.relays.push((op, reply, deadline));
+        } else if let Some(to) = reply.remote() {
             // Relayed to a node that is not (or no longer) the leader: say
             // so, and the follower will try the leader it knows next.
-            self.transport
-                .forward_reply(peer, id, cluster::encode(&RelayedAnswer::NotLeader));
+            self.answer_remote(to, RelayedAnswer::NotLeader);
         } else {
             self.waiting
                 .push_back((deadline, Waiting::Write(op, reply)));
         }
     }
 
-    /// Sends a request to the leader and remembers who waits for it.
+    /// Relays an admin request to the leader.
     fn relay(&mut self, request: Relayed, responder: Responder, deadline: Instant) {
-        let Some(leader) = self.leader() else {
-            let waiting = match request {
-                Relayed::Write(op) => Waiting::Write(op, responder),
-                Relayed::Admin(op) => Waiting::Admin(op, responder),
-            };
-            self.waiting.push_back((deadline, waiting));
+        self.send_forward(request, vec![responder], deadline);
+    }
+
+    /// Relays the writes taken in this turn, in one message.
+    fn flush_relays(&mut self) {
+        if self.relays.is_empty() {
+            return;
+        }
+        let relays = std::mem::take(&mut self.relays);
+        if self.is_leader() || self.leader().is_none() {
+            // Leadership moved within the turn: this node proposes them,
+            // or they wait for a leader.
+            for (op, responder, deadline) in relays {
+                self.accept_write(op, responder, deadline);
+            }
+            return;
+        }
+        let deadline = relays
+            .iter()
+            .map(|(_, _, deadline)| *deadline)
+            .min()
+            .expect("not empty");
+        let (ops, responders): (Vec<Op>, Vec<Responder>) =
+            relays.into_iter().map(|(op, r, _)| (op, r)).unzip();
+        self.send_forward(Relayed::Writes(ops), responders, deadline);
+    }
+
+    /// Sends a request to the leader and remembers who waits for it. With
+    /// no leader, or no room on the link to it, the request waits (and
+    /// is routed again at the next tick).
+    fn send_forward(&mut self, request: Relayed, responders: Vec<Responder>, deadline: Instant) {
+        let id = self.next_forward_id;
+        let sent = self.leader().filter(|&leader| {
+            self.transport
+                .forward(leader, id, cluster::encode(&request))
+        });
+        let forward = Forward {
+            request,
+            responders,
+            deadline,
+            leader: sent.unwrap_or(raft::INVALID_ID),
+        };
+        let Some(_) = sent else {
+            for (request, responder) in forward.split() {
+                self.wait_for_leader(request, responder, deadline);
+            }
             return;
         };
-        let id = self.next_forward_id;
         self.next_forward_id += 1;
-        self.transport
-            .forward(leader, id, cluster::encode(&request));
-        self.forwards.insert(
-            id,
-            Forward {
-                request,
-                responder,
-                deadline,
-                leader,
-            },
-        );
+        self.forwards.insert(id, forward);
+    }
+
+    fn wait_for_leader(&mut self, request: Relayed, responder: Responder, deadline: Instant) {
+        let waiting = match request {
+            Relayed::Write(op) => Waiting::Write(op, responder),
+            Relayed::Admin(op) => Waiting::Admin(op, responder),
+            Relayed::Writes(_) => unreachable!("split before it waits"),
+        };
+        self.waiting.push_back((deadline, waiting));
     }
 
     fn accept_relayed(&mut self, from: u64, id: u64, body: &[u8]) {
@@ -777,6 +874,43 @@ impl Driver {
         match cluster::decode::<Relayed>(body) {
             Some(Relayed::Write(op)) => {
                 self.accept_write(op, responder, after(self.config.request_timeout))
+            }
+            Some(Relayed::Writes(ops)) => {
+                if !self.is_leader() {
+                    // None of it runs here: the follower routes it again.
+                    return self.answer_remote(
+                        RemoteReply {
+                            peer: from,
+                            id,
+                            index: None,
+                        },
+                        RelayedAnswer::NotLeader,
+                    );
+                }
+                if ops.is_empty() {
+                    let answer = RelayedAnswer::Each(Vec::new());
+                    return self
+                        .transport
+                        .forward_reply(from, id, cluster::encode(&answer));
+                }
+                let deadline = after(self.config.request_timeout);
+                self.relayed_batches.insert(
+                    (from, id),
+                    RelayedBatch {
+                        answers: (0..ops.len()).map(|_| None).collect(),
+                        missing: ops.len(),
+                        deadline,
+                    },
+                );
+                for (index, op) in ops.into_iter().enumerate() {
+                    let index = index as u32;
+                    let responder = Responder::RemoteItem {
+                        peer: from,
+                        id,
+                        index,
+                    };
+                    self.accept_write(op, responder, deadline);
+                }
             }
             Some(Relayed::Admin(op)) => {
                 self.accept_admin(op, responder, after(self.config.catch_up_timeout))
@@ -795,19 +929,49 @@ impl Driver {
         let Some(forward) = self.forwards.remove(&id) else {
             return;
         };
-        match cluster::decode::<RelayedAnswer>(body) {
-            Some(RelayedAnswer::Done(result)) => self.respond(forward.responder, Ok(result)),
-            Some(RelayedAnswer::Failed(text)) => {
-                self.respond(forward.responder, Err(NodeError::Remote(text)))
+        let deadline = forward.deadline;
+        let batch = matches!(forward.request, Relayed::Writes(_));
+        let answer = cluster::decode::<RelayedAnswer>(body);
+        let requests = forward.split();
+        match answer {
+            Some(RelayedAnswer::Each(answers)) if batch && answers.len() == requests.len() => {
+                for ((request, responder), answer) in requests.into_iter().zip(answers) {
+                    self.settle(request, responder, answer, deadline);
+                }
             }
-            Some(RelayedAnswer::NotLeader) => {
-                let waiting = match forward.request {
-                    Relayed::Write(op) => Waiting::Write(op, forward.responder),
-                    Relayed::Admin(op) => Waiting::Admin(op, forward.responder),
-                };
-                self.waiting.push_back((forward.deadline, waiting));
+            // One answer for the whole request: a single one's, or a
+            // batch's that was not run at all (not the leader, undecodable).
+            Some(answer @ (RelayedAnswer::NotLeader | RelayedAnswer::Failed(_))) => {
+                for (request, responder) in requests {
+                    self.settle(request, responder, answer.clone(), deadline);
+                }
             }
-            None => self.respond(forward.responder, Err(NodeError::OutcomeUnknown)),
+            Some(answer @ RelayedAnswer::Done(_)) if !batch => {
+                for (request, responder) in requests {
+                    self.settle(request, responder, answer.clone(), deadline);
+                }
+            }
+            _ => {
+                for (_, responder) in requests {
+                    self.respond(responder, Err(NodeError::OutcomeUnknown));
+                }
+            }
+        }
+    }
+
+    /// One relayed request's answer, for its client.
+    fn settle(
+        &mut self,
+        request: Relayed,
+        responder: Responder,
+        answer: RelayedAnswer,
+        deadline: Instant,
+    ) {
+        match answer {
+            RelayedAnswer::Done(result) => self.respond(responder, Ok(result)),
+            RelayedAnswer::Failed(text) => self.respond(responder, Err(NodeError::Remote(text))),
+            RelayedAnswer::NotLeader => self.wait_for_leader(request, responder, deadline),
+            RelayedAnswer::Each(_) => self.respond(responder, Err(NodeError::OutcomeUnknown)),
         }
     }
 
@@ -1211,9 +1375,16 @@ impl Driver {
         for id in expired {
             if let Some(f) = self.forwards.remove(&id) {
                 // The leader may or may not have applied it.
-                self.respond(f.responder, Err(NodeError::OutcomeUnknown));
+                for responder in f.responders {
+                    self.respond(responder, Err(NodeError::OutcomeUnknown));
+                }
             }
         }
+        // A batch whose follower has given up (a write of it was lost in
+        // the leader's hands) is forgotten; the follower answered its
+        // clients "outcome unknown" at its own deadline.
+        self.relayed_batches
+            .retain(|_, batch| batch.deadline + self.config.request_timeout > now);
         let mut overdue = Vec::new();
         for f in self.in_flight.values_mut() {
             if f.deadline <= now {
@@ -1567,7 +1738,9 @@ impl Driver {
             .collect();
         for id in stale {
             if let Some(f) = self.forwards.remove(&id) {
-                self.respond(f.responder, Err(NodeError::OutcomeUnknown));
+                for responder in f.responders {
+                    self.respond(responder, Err(NodeError::OutcomeUnknown));
+                }
             }
         }
     }
@@ -2116,7 +2289,9 @@ impl Driver {
         s.voters
             .store(self.conf_state.voters.len() as u64, Ordering::Relaxed);
         let proposed: usize = self.in_flight.values().map(|f| f.replies.len()).sum();
-        let pending = proposed + self.batch.len() + self.waiting.len() + self.forwards.len();
+        let relayed: usize = self.forwards.values().map(|f| f.responders.len()).sum();
+        let pending =
+            proposed + self.batch.len() + self.waiting.len() + relayed + self.relays.len();
         s.pending.store(pending as u64, Ordering::Relaxed);
     }
 
@@ -2135,9 +2310,14 @@ impl Driver {
                 .map(|(_, w)| w.responder()),
         );
         responders.extend(
+            std::mem::take(&mut self.relays)
+                .into_iter()
+                .map(|(_, r, _)| r),
+        );
+        responders.extend(
             std::mem::take(&mut self.forwards)
                 .into_values()
-                .map(|f| f.responder),
+                .flat_map(|f| f.responders),
         );
         let round = self.read_round.take().map(|r| r.reads).unwrap_or_default();
         responders.extend(

@@ -100,7 +100,26 @@ impl NodeConfig {
 pub(crate) enum Responder {
     Local(oneshot::Sender<Answer>),
     Batch(BatchSlot),
-    Remote { peer: u64, id: u64 },
+    Remote {
+        peer: u64,
+        id: u64,
+    },
+    /// Write `index` of the [`Relayed::Writes`](super::cluster::Relayed)
+    /// `id` from `peer`.
+    RemoteItem {
+        peer: u64,
+        id: u64,
+        index: u32,
+    },
+}
+
+/// Where a relayed request's answer goes: the follower `peer`, for its
+/// request `id` (and the write `index` of it, for a batch).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RemoteReply {
+    pub peer: u64,
+    pub id: u64,
+    pub index: Option<u32>,
 }
 
 /// A batch on its way to the driver. Dropped undelivered (the driver
@@ -167,13 +186,36 @@ impl Responder {
         match self {
             Responder::Local(tx) => tx.is_closed(),
             Responder::Batch(slot) => slot.batch.is_closed(),
-            Responder::Remote { .. } => false,
+            Responder::Remote { .. } | Responder::RemoteItem { .. } => false,
+        }
+    }
+
+    /// True for a request relayed by a follower: its answer goes back over
+    /// the peer link, and it is never relayed again from here.
+    pub(crate) fn is_remote(&self) -> bool {
+        self.remote().is_some()
+    }
+
+    /// Where the answer goes, for a relayed request.
+    pub(crate) fn remote(&self) -> Option<RemoteReply> {
+        match *self {
+            Responder::Remote { peer, id } => Some(RemoteReply {
+                peer,
+                id,
+                index: None,
+            }),
+            Responder::RemoteItem { peer, id, index } => Some(RemoteReply {
+                peer,
+                id,
+                index: Some(index),
+            }),
+            Responder::Local(_) | Responder::Batch(_) => None,
         }
     }
 
     /// Delivers the answer to a client of this node; a relayed request's
     /// answer comes back (the driver sends it to the follower).
-    pub(crate) fn send_local(self, answer: Answer) -> Option<(u64, u64, Answer)> {
+    pub(crate) fn send_local(self, answer: Answer) -> Option<(RemoteReply, Answer)> {
         match self {
             Responder::Local(tx) => {
                 let _ = tx.send(answer);
@@ -183,7 +225,9 @@ impl Responder {
                 slot.answer(answer);
                 None
             }
-            Responder::Remote { peer, id } => Some((peer, id, answer)),
+            remote @ (Responder::Remote { .. } | Responder::RemoteItem { .. }) => {
+                Some((remote.remote().expect("a relayed request"), answer))
+            }
         }
     }
 }

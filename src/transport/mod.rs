@@ -22,8 +22,11 @@ pub use tcp::{PeerStats, TcpTransport};
 pub trait Transport: Send + 'static {
     /// Queues raft messages for their peers.
     fn send(&mut self, messages: Vec<Message>);
-    /// Queues a relayed client request for `to` (the leader).
-    fn forward(&mut self, to: u64, id: u64, body: Vec<u8>);
+    /// Queues a relayed client request for `to` (the leader); false when
+    /// it could not be queued (no link, or its queue is full), so that the
+    /// caller keeps the request instead of waiting for an answer that
+    /// cannot come.
+    fn forward(&mut self, to: u64, id: u64, body: Vec<u8>) -> bool;
     /// Queues the answer to a relayed request for `to` (the follower).
     fn forward_reply(&mut self, to: u64, id: u64, body: Vec<u8>);
     /// Learns, changes or forgets the address of a peer.

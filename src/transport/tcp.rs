@@ -125,14 +125,17 @@ impl TcpTransport {
         self.links.get(&peer)
     }
 
-    fn enqueue(&mut self, peer: u64, item: Outgoing) {
+    /// Queues `item` for `peer`; false when it was dropped.
+    fn enqueue(&mut self, peer: u64, item: Outgoing) -> bool {
         let Some(link) = self.link(peer) else {
             tracing::debug!(peer, "no address for peer; message dropped");
-            return;
+            return false;
         };
         if link.queue.try_send(item).is_err() {
             link.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
         }
+        true
     }
 
     fn send_snapshot(&self, message: Message) {
@@ -167,23 +170,26 @@ impl Transport for TcpTransport {
                 self.send_snapshot(m);
             } else {
                 let to = m.to;
-                self.enqueue(to, Outgoing::Raft(m));
+                // Raft sends again what is lost.
+                let _ = self.enqueue(to, Outgoing::Raft(m));
             }
         }
     }
 
-    fn forward(&mut self, to: u64, id: u64, body: Vec<u8>) {
+    fn forward(&mut self, to: u64, id: u64, body: Vec<u8>) -> bool {
         self.enqueue(
             to,
             Outgoing::Frame(Frame::Forward {
                 id,
                 body: body.into(),
             }),
-        );
+        )
     }
 
     fn forward_reply(&mut self, to: u64, id: u64, body: Vec<u8>) {
-        self.enqueue(
+        // A lost answer leaves the follower's request to its deadline, and
+        // its outcome unknown, as a lost link would.
+        let _ = self.enqueue(
             to,
             Outgoing::Frame(Frame::ForwardReply {
                 id,
