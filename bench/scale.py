@@ -221,6 +221,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--keys", type=int, default=1_000_000)
     ap.add_argument("--hashes", type=int, default=100_000)
+    ap.add_argument("--logs", type=Path,
+                    help="copy the nodes' logs here before the work dir goes "
+                         "(CONCORD_LOG=info for the phase and slow-turn lines)")
     args = ap.parse_args()
     n, h = args.keys, args.hashes
 
@@ -248,14 +251,20 @@ def main():
         base_redis = rss_bytes(nopersist.pid)
 
         log(f"loading {n:,} strings")
+        term_before = cluster.raft_field(concord.ports[leader], "raft_term")
         t_concord = pipe(concord.ports[leader], strings)
         concord.converged()
+        term_after = cluster.raft_field(concord.ports[leader], "raft_term")
+        # Where the rest happens, should the load have moved the leadership.
+        leader = concord.leader()
+        followers = [i for i in concord.ids if i != leader]
         t_nopersist = pipe(nopersist_port, strings)
         t_always = pipe(always_port, strings)
         rate = n / t_concord
         rows.append(("load, SET/s through the leader", f"{rate:,.0f}",
                      f"nopersist {n / t_nopersist:,.0f} ({rate * t_nopersist / n:.2f}×), "
-                     f"always {n / t_always:,.0f} ({rate * t_always / n:.2f}×)"))
+                     f"always {n / t_always:,.0f} ({rate * t_always / n:.2f}×); "
+                     + ("term changed" if term_before != term_after else "term unchanged")))
         redis_grew = rss_bytes(nopersist.pid) - base_redis
         rows.append(rss_row("string key", AFTER_LOAD, n, concord, pids, base, redis_grew))
 
@@ -269,6 +278,9 @@ def main():
         files = snapshot_files(work / f"node-{leader}")
         size = files[-1].stat().st_size if files else 0
         term_after = cluster.raft_field(concord.ports[leader], "raft_term")
+        # Where the rest happens, should the load have moved the leadership.
+        leader = concord.leader()
+        followers = [i for i in concord.ids if i != leader]
         rows.append(("snapshot of the leader", f"{took * 1000:,.0f} ms, {size / 1e6:,.1f} MB",
                      f"{size / 1e6 / took:,.0f} MB/s"))
         rows.append(("worst GET during the snapshot, ms",
@@ -330,6 +342,10 @@ def main():
             proc.terminate()
             proc.wait()
 
+    if args.logs:
+        args.logs.mkdir(parents=True, exist_ok=True)
+        for f in work.glob("node-*.log"):
+            subprocess.run(["cp", str(f), str(args.logs)])
     print(f"\n### scale: {n:,} strings of 100 B, {h:,} hashes, commit {commit}\n")
     print("| measure | concord (per node where it applies) | beside |")
     print("|---|---:|---|")
@@ -353,7 +369,7 @@ def spawn(concord, i, join=False):
          "--data-dir", str(concord.workdir / f"node-{i}"),
          "--initial-cluster", concord.cluster, *extra],
         stdout=subprocess.DEVNULL, stderr=log_file,
-        env={**os.environ, "CONCORD_LOG": "warn"})
+        env={**os.environ, "CONCORD_LOG": os.environ.get("CONCORD_LOG", "warn")})
 
 
 if __name__ == "__main__":

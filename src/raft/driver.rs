@@ -1621,7 +1621,20 @@ impl Driver {
     fn persist_ready(&mut self, rd: &mut Ready) {
         let entries = rd.take_entries();
         let hard_state = rd.hs().cloned();
-        let persisted = rd.take_persisted_messages();
+        // raft-rs holds every message of a non-leader until its Ready is
+        // durable. A heartbeat's answer claims nothing about this node's
+        // log or vote (it tells the leader it is heard, and confirms its
+        // term for a ReadIndex round; a vote or an append answer still
+        // waits), so it leaves now, as etcd's raft sends it: held behind an
+        // fsync that a large snapshot's writeback slows past an election
+        // timeout, it cost a loaded leader its quorum.
+        let (heartbeat_answers, persisted): (Vec<_>, Vec<_>) = rd
+            .take_persisted_messages()
+            .into_iter()
+            .partition(|m| m.get_msg_type() == MessageType::MsgHeartbeatResponse);
+        if !heartbeat_answers.is_empty() {
+            self.transport.send(heartbeat_answers);
+        }
         let must_persist = !entries.is_empty() || hard_state.is_some() || !rd.snapshot().is_empty();
         if must_persist || !persisted.is_empty() {
             // Only the commit index moved: nothing Raft's safety rests on.

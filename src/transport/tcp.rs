@@ -26,6 +26,12 @@ use super::{Inbound, Transport};
 
 /// Messages queued per peer before new ones are dropped.
 const QUEUE: usize = 4096;
+
+/// An incoming snapshot file is synced every this many bytes as it
+/// arrives, so that its writeback never queues a gigabyte in front of the
+/// WAL's fsyncs on the same disk (the snapshot store writes its own files
+/// the same way).
+const SYNC_EVERY: u64 = 16 << 20;
 /// Bytes gathered into one write.
 const BATCH_BYTES: usize = 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -745,8 +751,13 @@ impl Incoming {
         }
         let file = self.file.as_mut().expect("open until finished");
         file.write_all(data).await?;
+        let before = self.written;
         self.written += data.len() as u64;
         if self.written < self.total {
+            // Synced as it arrives, for the WAL's fsyncs' sake.
+            if before / SYNC_EVERY != self.written / SYNC_EVERY {
+                file.sync_data().await?;
+            }
             return Ok(false);
         }
         file.sync_all().await?;
