@@ -514,6 +514,10 @@ impl Replay {
     }
 }
 
+/// The write buffer's room kept between appends (beyond it, the buffer is
+/// given back after each append).
+const KEEP_BUF: usize = 4 << 20;
+
 impl Wal {
     /// Opens (creating the dir if missing) and recovers. Repairs a torn tail.
     pub fn open(dir: &Path, opts: WalOptions) -> Result<(Wal, Recovered), StorageError> {
@@ -730,6 +734,11 @@ impl Wal {
         self.file_len = self.file_len.max(self.size);
         self.data_dirty = true;
         self.buf.clear();
+        // A bulk load's group commit can be tens of megabytes; its room is
+        // not kept for the quiet that usually follows.
+        if self.buf.capacity() > KEEP_BUF {
+            self.buf = Vec::new();
+        }
         Ok(())
     }
 
@@ -996,6 +1005,22 @@ pub(crate) mod tests {
             seg_files(&wal_dir),
             vec![wal_dir.join("0000000000000001.wal")]
         );
+    }
+
+    /// A large append's room is given back; a small one's is kept.
+    #[test]
+    fn a_large_append_does_not_keep_its_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), appending(64 * 1024 * 1024)).unwrap();
+        wal.append(&[Record::Entry(entry(1, 1, b"small"))]).unwrap();
+        assert!(wal.buf.capacity() > 0);
+        let big = vec![7u8; KEEP_BUF + 1];
+        wal.append(&[Record::Entry(entry(2, 1, &big))]).unwrap();
+        assert!(wal.buf.capacity() <= KEEP_BUF, "{}", wal.buf.capacity());
+        drop(wal);
+        let (_, recovered) = Wal::open(dir.path(), appending(64 * 1024 * 1024)).unwrap();
+        assert_eq!(recovered.entries.len(), 2);
+        assert_eq!(recovered.entries[1].data.len(), KEEP_BUF + 1);
     }
 
     #[test]
