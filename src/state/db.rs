@@ -922,7 +922,9 @@ impl Db {
     pub fn insert(&mut self, key: Bytes, value: Value, expires_at: Option<u64>) {
         self.preserve(&key);
         if let Some(at) = expires_at {
-            self.deadlines.insert((at, key.clone()));
+            // A copy: the caller's key is a slice of the buffer its op
+            // came in, which the index would hold whole for the key's life.
+            self.deadlines.insert((at, Bytes::copy_from_slice(&key)));
         }
         let access = self.next_access(self.entries.get(&key));
         let entry = self.new_entry(&key, value, expires_at, access);
@@ -1031,7 +1033,7 @@ impl Db {
             self.deadlines.remove(&(at, key.clone()));
         }
         if let Some(at) = deadline {
-            self.deadlines.insert((at, key.clone()));
+            self.deadlines.insert((at, Bytes::copy_from_slice(key)));
         }
         true
     }

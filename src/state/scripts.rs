@@ -323,7 +323,11 @@ fn cache(state: &mut State, body: &Bytes) -> Result<String, StateError> {
     let sha = sha1hex(body);
     if !state.scripts.bodies.contains_key(&sha) {
         state.script_host.get()?.compile(&sha, body)?;
-        state.scripts.bodies.insert(sha.clone(), body.clone());
+        // A copy: the op's body is a slice of the buffer it came in.
+        state
+            .scripts
+            .bodies
+            .insert(sha.clone(), Bytes::copy_from_slice(body));
     }
     Ok(sha)
 }

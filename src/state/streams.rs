@@ -948,7 +948,11 @@ pub fn apply(state: &mut State, now: u64, op: &StreamOp) -> OpResult {
             if new_id <= s.last_id {
                 return Err(StreamError::AddIdTooSmall.into());
             }
-            s.append(new_id, fields.clone());
+            // Copies: the op's fields are slices of the buffer it came in.
+            s.append(
+                new_id,
+                fields.iter().map(|f| Bytes::copy_from_slice(f)).collect(),
+            );
             if let Some(trim) = trim {
                 s.trim(trim);
             }

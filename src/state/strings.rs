@@ -168,6 +168,16 @@ pub(crate) fn get_string<'a>(
     }
 }
 
+/// A string value to store: a copy of the op's. The op's bytes are a
+/// slice of a larger buffer: on the node the client is on, the
+/// connection's read buffer (up to 1 MiB, a deep pipeline's thousands of
+/// requests); elsewhere, the log entry they were decoded from. Stored as a
+/// slice, one live value holds that whole buffer: after a load, every
+/// buffer of the load stays resident.
+fn kept(value: &Bytes) -> Bytes {
+    Bytes::copy_from_slice(value)
+}
+
 pub fn apply(db: &mut Db, now: u64, op: &StringOp) -> OpResult {
     match op {
         StringOp::Set {
@@ -193,7 +203,7 @@ pub fn apply(db: &mut Db, now: u64, op: &StringOp) -> OpResult {
             };
             if holds {
                 let at = deadline.resolve(now, current_deadline)?;
-                db.insert(key.clone(), Value::String(value.clone()), at);
+                db.insert(key.clone(), Value::String(kept(value)), at);
             }
             Ok(match (get, holds) {
                 (true, _) => Outcome::bulk_or_nil(old),
@@ -203,7 +213,7 @@ pub fn apply(db: &mut Db, now: u64, op: &StringOp) -> OpResult {
         }
         StringOp::MSet { pairs } => {
             for (k, v) in pairs {
-                db.insert(k.clone(), Value::String(v.clone()), None);
+                db.insert(k.clone(), Value::String(kept(v)), None);
             }
             Ok(Outcome::Ok)
         }
@@ -212,7 +222,7 @@ pub fn apply(db: &mut Db, now: u64, op: &StringOp) -> OpResult {
                 return Ok(Outcome::Int(0));
             }
             for (k, v) in pairs {
-                db.insert(k.clone(), Value::String(v.clone()), None);
+                db.insert(k.clone(), Value::String(kept(v)), None);
             }
             Ok(Outcome::Int(1))
         }

@@ -111,7 +111,14 @@ impl ZSet {
         if let Some(old) = old {
             self.index.remove(&(Score(old), member.clone()));
         }
-        self.index.insert((Score(score), member));
+        // The score index shares the map's own copy of the member: the
+        // caller's is a slice of the buffer the op came in, which it
+        // would otherwise hold whole.
+        let (stored, _) = self
+            .scores
+            .get_key_value(&member)
+            .expect("the member was just inserted");
+        self.index.insert((Score(score), stored.clone()));
         old
     }
 
