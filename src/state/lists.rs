@@ -250,9 +250,6 @@ fn edit<R>(
     result
 }
 
-/// Pushes `element` at `end`. An element from an op is pushed as a copy
-/// (see `strings::kept`): a slice would hold the whole buffer it was
-/// parsed or decoded from for as long as it stays in the list.
 fn push(l: &mut List, end: End, element: Bytes) {
     match end {
         End::Left => l.push_front(element),
@@ -302,17 +299,13 @@ pub fn apply(state: &mut State, now: u64, op: &ListOp) -> OpResult {
         } => {
             let len = match list_mut(db, key, now)? {
                 Some(l) => {
-                    elements
-                        .iter()
-                        .for_each(|e| push(l, *end, Bytes::copy_from_slice(e)));
+                    elements.iter().for_each(|e| push(l, *end, e.clone()));
                     l.len()
                 }
                 None if *only_if_exists || elements.is_empty() => return Ok(Outcome::Int(0)),
                 None => {
                     let mut l = List::with_capacity(elements.len());
-                    elements
-                        .iter()
-                        .for_each(|e| push(&mut l, *end, Bytes::copy_from_slice(e)));
+                    elements.iter().for_each(|e| push(&mut l, *end, e.clone()));
                     let len = l.len();
                     db.insert(key.clone(), Value::List(Box::new(l)), None);
                     len
