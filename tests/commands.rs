@@ -156,6 +156,50 @@ fn hashes() {
 }
 
 #[test]
+fn hyperloglog() {
+    let server = Server::start();
+    let mut c = server.client();
+    let added: i64 = redis::cmd("PFADD")
+        .arg("h")
+        .arg(&["a", "b", "c"])
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(added, 1);
+    let elements: Vec<String> = (0..5000).map(|i| format!("el{i}")).collect();
+    let _: i64 = redis::cmd("PFADD")
+        .arg("big")
+        .arg(&elements)
+        .query(&mut c)
+        .unwrap();
+    // Redis 7.0 answers 5041 for these elements: same hash, same estimator.
+    let count: i64 = redis::cmd("PFCOUNT").arg("big").query(&mut c).unwrap();
+    assert_eq!(count, 5041);
+    let raw: Vec<u8> = c.get("big").unwrap();
+    assert_eq!(raw.len(), 12304, "5000 elements make the HLL dense");
+    let _: () = redis::cmd("PFMERGE")
+        .arg("u")
+        .arg("h")
+        .arg("big")
+        .query(&mut c)
+        .unwrap();
+    let union: i64 = redis::cmd("PFCOUNT")
+        .arg("h")
+        .arg("big")
+        .query(&mut c)
+        .unwrap();
+    let merged: i64 = redis::cmd("PFCOUNT").arg("u").query(&mut c).unwrap();
+    assert_eq!(union, merged);
+    let _: () = c.set("s", "not an hll").unwrap();
+    let err: RedisResult<i64> = redis::cmd("PFCOUNT").arg("s").query(&mut c);
+    assert!(err
+        .unwrap_err()
+        .to_string()
+        .contains("not a valid HyperLogLog"));
+    let ok: String = redis::cmd("PFSELFTEST").query(&mut c).unwrap();
+    assert_eq!(ok, "OK");
+}
+
+#[test]
 fn server_and_connection_commands() {
     let server = Server::start();
     let mut c = server.client();

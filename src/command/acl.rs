@@ -78,6 +78,7 @@ fn family_category(group: Group) -> Option<&'static str> {
         Group::List => "list",
         Group::SortedSet => "sortedset",
         Group::Stream => "stream",
+        Group::HyperLogLog => "hyperloglog",
         Group::PubSub => "pubsub",
         Group::Transactions => "transaction",
         Group::Scripting => "scripting",

@@ -48,6 +48,7 @@ pub mod connection;
 pub mod docs;
 mod error;
 pub mod hashes;
+pub mod hll;
 pub mod keys;
 pub mod lists;
 pub mod locks;
@@ -147,6 +148,7 @@ pub enum Group {
     Transactions,
     Scripting,
     Stream,
+    HyperLogLog,
 }
 
 impl Group {
@@ -171,6 +173,7 @@ impl Group {
             Group::Transactions => "transactions",
             Group::Scripting => "scripting",
             Group::Stream => "stream",
+            Group::HyperLogLog => "hyperloglog",
         }
     }
 
@@ -195,6 +198,7 @@ impl Group {
             Group::Transactions => "Transactions",
             Group::Scripting => "Scripting (Lua)",
             Group::Stream => "Streams",
+            Group::HyperLogLog => "HyperLogLog",
         }
     }
 }
@@ -352,12 +356,13 @@ impl CommandSpec {
 }
 
 /// Every family's specs, in documentation order.
-pub fn families() -> [&'static [CommandSpec]; 19] {
+pub fn families() -> [&'static [CommandSpec]; 20] {
     [
         connection::SPECS,
         server::SPECS,
         cluster::SPECS,
         strings::SPECS,
+        hll::SPECS,
         keys::SPECS,
         hashes::SPECS,
         sets::SPECS,

@@ -68,6 +68,16 @@ pub(super) fn execute(
         "object|encoding" | "object|idletime" | "object|freq" => {
             object(conn, spec.name, &argv[2], shared)
         }
+        // Ten million elements through two HLLs: a second or so of CPU,
+        // kept off the connection's task.
+        "pfselftest" => Local::Later(Box::pin(async move {
+            let seed = rand::random::<u64>();
+            match tokio::task::spawn_blocking(move || crate::state::hll::self_test(seed)).await {
+                Ok(Ok(())) => Reply::ok(),
+                Ok(Err(e)) => Reply::error(e),
+                Err(e) => Reply::error(format!("ERR PFSELFTEST did not finish: {e}")),
+            }
+        })),
         "role" if shared.node.status().role() == Role::Leader => {
             let node = shared.node.clone();
             Local::Later(Box::pin(async move {

@@ -390,10 +390,12 @@ pub const PARAMS: &[Param] = &[
         |_| "4096".into()
     ),
     param!("stream-node-max-entries", INT, Encoding, |_| "100".into()),
+    // Unlike the thresholds above, this one shapes bytes a client reads
+    // (GET of an HLL): one value on every node, Redis's default.
     param!(
         "hll-sparse-max-bytes",
         Kind::Memory { min: 0 },
-        Encoding,
+        Fixed,
         |_| "3000".into()
     ),
     param!("activerehashing", Kind::Bool, Encoding, YES),

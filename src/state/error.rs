@@ -75,4 +75,6 @@ pub enum StateError {
     /// An ACL write refused (ACL SETUSER's rules, ACL DELUSER default...).
     #[error(transparent)]
     Acl(#[from] super::acl::AclError),
+    #[error(transparent)]
+    Hll(#[from] super::hll::HllError),
 }

@@ -441,6 +441,14 @@ fn golden_zsets() {
 }
 
 #[test]
+fn golden_hyperloglog() {
+    check(
+        "hyperloglog.txt",
+        include_str!("../../tests/golden/hyperloglog.txt"),
+    );
+}
+
+#[test]
 fn golden_locks() {
     check("locks.txt", include_str!("../../tests/golden/locks.txt"));
 }

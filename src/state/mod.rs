@@ -19,6 +19,7 @@ mod error;
 pub mod evict;
 pub mod glob;
 pub mod hashes;
+pub mod hll;
 pub mod keys;
 pub mod lists;
 pub mod locks;

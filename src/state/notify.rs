@@ -152,6 +152,8 @@ fn keys_of(op: &Op) -> Vec<&Bytes> {
             | StringOp::GetEx { key, .. }
             | StringOp::SetBit { key, .. } => vec![key],
             StringOp::BitOp { dest, .. } => vec![dest],
+            StringOp::PfAdd { key, .. } | StringOp::PfDebug { key, .. } => vec![key],
+            StringOp::PfMerge { dest, .. } => vec![dest],
         },
         Op::Key(op) => match op {
             KeyOp::Del { keys } => keys.iter().collect(),
@@ -428,6 +430,9 @@ fn command_events(
             StringOp::SetBit { key, .. } => one(STRING, "setbit", key),
             StringOp::BitOp { dest, .. } if is_live(dest) => one(STRING, "set", dest),
             StringOp::BitOp { .. } => Vec::new(),
+            StringOp::PfAdd { key, .. } if positive => one(STRING, "pfadd", key),
+            StringOp::PfAdd { .. } | StringOp::PfDebug { .. } => Vec::new(),
+            StringOp::PfMerge { dest, .. } => one(STRING, "pfadd", dest),
         },
         Op::Key(op) => match op {
             KeyOp::Rename { from, to, .. } if from != to && !matches!(outcome, Outcome::Int(0)) => {

@@ -99,6 +99,12 @@ pub enum StringOp {
         dest: Bytes,
         keys: Vec<Bytes>,
     },
+    /// PFADD: see [`super::hll::pfadd`].
+    PfAdd { key: Bytes, elements: Vec<Bytes> },
+    /// PFMERGE: see [`super::hll::pfmerge`].
+    PfMerge { dest: Bytes, sources: Vec<Bytes> },
+    /// PFDEBUG GETREG (`registers`) or TODENSE.
+    PfDebug { key: Bytes, registers: bool },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -140,6 +146,15 @@ pub enum StringQuery {
         a: Bytes,
         b: Bytes,
         form: LcsForm,
+    },
+    /// PFCOUNT: see [`super::hll::pfcount`].
+    PfCount {
+        keys: Vec<Bytes>,
+    },
+    /// PFDEBUG DECODE (`decode`) or ENCODING.
+    PfDebug {
+        key: Bytes,
+        decode: bool,
     },
 }
 
@@ -274,6 +289,9 @@ pub fn apply(db: &mut Db, now: u64, op: &StringOp) -> OpResult {
             Ok(Outcome::Int(i64::from(before)))
         }
         StringOp::BitOp { op, dest, keys } => super::bits::operate(db, now, *op, dest, keys),
+        StringOp::PfAdd { key, elements } => super::hll::pfadd(db, now, key, elements),
+        StringOp::PfMerge { dest, sources } => super::hll::pfmerge(db, now, dest, sources),
+        StringOp::PfDebug { key, registers } => super::hll::pfdebug_dense(db, now, key, *registers),
         StringOp::IncrBy { key, delta } => {
             // One lookup to read (purging an expired key), one to store.
             let current = match db.live(key, now).map(|e| &e.value) {
@@ -355,6 +373,8 @@ pub fn read(db: &Db, now: u64, query: &StringQuery) -> OpResult {
         StringQuery::BitPos { key, bit, range } => {
             super::bits::position(db, now, key, *bit, *range)
         }
+        StringQuery::PfCount { keys } => super::hll::pfcount(db, now, keys),
+        StringQuery::PfDebug { key, decode } => super::hll::pfdebug_read(db, now, key, *decode),
         StringQuery::Lcs { a, b, form } => {
             let string = |key| match db.get(key, now).map(|e| &e.value) {
                 None => Ok(Bytes::new()),
