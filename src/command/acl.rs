@@ -96,7 +96,15 @@ fn family_category(group: Group) -> Option<&'static str> {
 
 /// The ACL categories of a command or subcommand (without the `@`).
 /// String commands that Redis files under @bitmap.
-const BITMAP: &[&str] = &["setbit", "getbit", "bitcount", "bitpos", "bitop"];
+const BITMAP: &[&str] = &[
+    "setbit",
+    "getbit",
+    "bitcount",
+    "bitpos",
+    "bitop",
+    "bitfield",
+    "bitfield_ro",
+];
 
 pub fn categories(spec: &CommandSpec) -> Vec<&'static str> {
     let mut cats = Vec::with_capacity(5);

@@ -5,8 +5,9 @@ use bytes::Bytes;
 
 use super::{
     is, ok_as_int_reply, standard_reply, Args, CommandError, CommandSpec, Exec, Flag, KeyPositions,
+    Parsed,
 };
-use crate::state::bits::{BitOperation, Range, Unit};
+use crate::state::bits::{BitOperation, Field, FieldAction, FieldType, Overflow, Range, Unit};
 use crate::state::strings::{
     parse_i64, Condition, Deadline, GetExDeadline, LcsForm, StringOp, StringQuery,
 };
@@ -103,6 +104,13 @@ pub const SPECS: &[CommandSpec] = &[
     spec!("bitop", -4, W, KeyPositions::range(2, -1, 1), "2.6.0", "AND|OR|XOR|NOT destkey key [key ...]",
         "Performs bitwise operations on multiple strings, and stores the result.",
         Exec::Write(parse_bitop, standard_reply)),
+    spec!("bitfield", -2, W, KeyPositions::FIRST, "3.2.0",
+        "key [GET encoding offset | [OVERFLOW WRAP | SAT | FAIL] SET encoding offset value | [OVERFLOW WRAP | SAT | FAIL] INCRBY encoding offset increment ...]",
+        "Performs arbitrary bitfield integer operations on strings. With GET subcommands only, it is a read.",
+        Exec::Either(parse_bitfield, standard_reply)),
+    spec!("bitfield_ro", -2, RF, KeyPositions::FIRST, "6.0.0", "key [GET encoding offset ...]",
+        "Performs arbitrary read-only bitfield integer operations on strings.",
+        Exec::Read(parse_bitfield_ro, standard_reply)),
     spec!("lcs", -3, R, KeyPositions::FIRST_TWO, "7.0.0",
         "key1 key2 [LEN] [IDX] [MINMATCHLEN min-match-len] [WITHMATCHLEN]",
         "Finds the longest common substring.",
@@ -192,6 +200,123 @@ fn parse_bitpos(argv: &[Bytes]) -> Result<Query, CommandError> {
         key: argv[1].clone(),
         bit,
         range: bit_range(&argv[3..], true)?,
+    })
+}
+
+/// BITFIELD's subcommands, checked as Redis checks them: the type, then
+/// the offset (`#n` counts fields of the type), then the value.
+fn bitfield_fields(argv: &[Bytes]) -> Result<Vec<Field>, CommandError> {
+    let mut fields = Vec::new();
+    let mut overflow = Overflow::Wrap;
+    let mut j = 2;
+    while j < argv.len() {
+        let remaining = argv.len() - j - 1;
+        let sub = &argv[j];
+        let action = if is(sub, "GET") && remaining >= 2 {
+            None
+        } else if (is(sub, "SET") || is(sub, "INCRBY")) && remaining >= 3 {
+            Some(is(sub, "SET"))
+        } else if is(sub, "OVERFLOW") && remaining >= 1 {
+            let kind = &argv[j + 1];
+            overflow = if is(kind, "WRAP") {
+                Overflow::Wrap
+            } else if is(kind, "SAT") {
+                Overflow::Sat
+            } else if is(kind, "FAIL") {
+                Overflow::Fail
+            } else {
+                return Err(CommandError::InvalidArgument(
+                    "Invalid OVERFLOW type specified".into(),
+                ));
+            };
+            j += 2;
+            continue;
+        } else {
+            return Err(CommandError::Syntax);
+        };
+        let kind = field_type(&argv[j + 1])?;
+        let offset = field_offset(&argv[j + 2], kind.bits)?;
+        let action = match action {
+            None => FieldAction::Get,
+            Some(set) => {
+                let value = parse_i64(&argv[j + 3]).ok_or(CommandError::NotInteger)?;
+                if set {
+                    FieldAction::Set(value, overflow)
+                } else {
+                    FieldAction::IncrBy(value, overflow)
+                }
+            }
+        };
+        fields.push(Field {
+            kind,
+            offset,
+            action,
+        });
+        j += if action == FieldAction::Get { 3 } else { 4 };
+    }
+    Ok(fields)
+}
+
+fn field_type(arg: &[u8]) -> Result<FieldType, CommandError> {
+    let bad = || {
+        CommandError::InvalidArgument(
+            "Invalid bitfield type. Use something like i16 u8. Note that u64 is not supported but i64 is."
+                .into(),
+        )
+    };
+    let signed = match arg.first() {
+        Some(b'i' | b'I') => true,
+        Some(b'u' | b'U') => false,
+        _ => return Err(bad()),
+    };
+    let bits = parse_i64(&arg[1..]).ok_or_else(bad)?;
+    let max = if signed { 64 } else { 63 };
+    if !(1..=max).contains(&bits) {
+        return Err(bad());
+    }
+    Ok(FieldType {
+        signed,
+        bits: bits as u8,
+    })
+}
+
+fn field_offset(arg: &[u8], bits: u8) -> Result<u64, CommandError> {
+    let bad =
+        || CommandError::InvalidArgument("bit offset is not an integer or out of range".into());
+    let (text, per_field) = match arg.strip_prefix(b"#") {
+        Some(rest) => (rest, true),
+        None => (arg, false),
+    };
+    let mut offset = parse_i64(text).ok_or_else(bad)?;
+    if per_field {
+        offset = offset.checked_mul(i64::from(bits)).ok_or_else(bad)?;
+    }
+    u64::try_from(offset)
+        .ok()
+        .filter(|o| (o >> 3) < crate::state::MAX_STRING_LEN as u64)
+        .ok_or_else(bad)
+}
+
+fn parse_bitfield(argv: &[Bytes]) -> Result<Parsed, CommandError> {
+    let fields = bitfield_fields(argv)?;
+    let key = argv[1].clone();
+    Ok(if fields.iter().all(|f| f.action == FieldAction::Get) {
+        Parsed::Read(Query::String(StringQuery::BitField { key, fields }))
+    } else {
+        Parsed::Write(Op::String(StringOp::BitField { key, fields }))
+    })
+}
+
+fn parse_bitfield_ro(argv: &[Bytes]) -> Result<Query, CommandError> {
+    let fields = bitfield_fields(argv)?;
+    if fields.iter().any(|f| f.action != FieldAction::Get) {
+        return Err(CommandError::InvalidArgument(
+            "BITFIELD_RO only supports the GET subcommand".into(),
+        ));
+    }
+    read(StringQuery::BitField {
+        key: argv[1].clone(),
+        fields,
     })
 }
 

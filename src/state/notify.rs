@@ -16,6 +16,7 @@
 
 use bytes::Bytes;
 
+use super::bits::FieldAction;
 use super::keys::KeyOp;
 use super::lists::{End, ListOp};
 use super::pubsub::publish;
@@ -111,6 +112,8 @@ pub(super) struct Before {
     /// Stream commands, per key: the stream's length and whether the
     /// command's consumer was in its group.
     streams: Vec<StreamBefore>,
+    /// BITFIELD: the string before, to tell whether a write changed it.
+    string: Option<Bytes>,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -152,6 +155,7 @@ fn keys_of(op: &Op) -> Vec<&Bytes> {
             | StringOp::GetEx { key, .. }
             | StringOp::SetBit { key, .. } => vec![key],
             StringOp::BitOp { dest, .. } => vec![dest],
+            StringOp::BitField { key, .. } => vec![key],
             StringOp::PfAdd { key, .. } | StringOp::PfDebug { key, .. } => vec![key],
             StringOp::PfMerge { dest, .. } => vec![dest],
         },
@@ -267,6 +271,15 @@ pub(super) fn before(state: &State, now: u64, op: &Op) -> Option<Before> {
             .collect(),
         scores,
         streams,
+        string: match op {
+            Op::String(StringOp::BitField { key, .. }) => {
+                super::strings::get_string(&state.db, key, now)
+                    .ok()
+                    .flatten()
+                    .cloned()
+            }
+            _ => None,
+        },
     })
 }
 
@@ -433,6 +446,25 @@ fn command_events(
             StringOp::PfAdd { key, .. } if positive => one(STRING, "pfadd", key),
             StringOp::PfAdd { .. } | StringOp::PfDebug { .. } => Vec::new(),
             StringOp::PfMerge { dest, .. } => one(STRING, "pfadd", dest),
+            // Redis counts a change when a write ran (not stopped by
+            // OVERFLOW FAIL) and the string is not what it was.
+            StringOp::BitField { key, fields } => {
+                let wrote = match outcome {
+                    Outcome::Array(answers) => fields
+                        .iter()
+                        .zip(answers)
+                        .any(|(f, a)| f.action != FieldAction::Get && !matches!(a, Outcome::Nil)),
+                    _ => false,
+                };
+                let after = super::strings::get_string(&state.db, key, now)
+                    .ok()
+                    .flatten();
+                if wrote && after != before.string.as_ref() {
+                    one(STRING, "setbit", key)
+                } else {
+                    Vec::new()
+                }
+            }
         },
         Op::Key(op) => match op {
             KeyOp::Rename { from, to, .. } if from != to && !matches!(outcome, Outcome::Int(0)) => {

@@ -105,6 +105,11 @@ pub enum StringOp {
     PfMerge { dest: Bytes, sources: Vec<Bytes> },
     /// PFDEBUG GETREG (`registers`) or TODENSE.
     PfDebug { key: Bytes, registers: bool },
+    /// BITFIELD with a SET or INCRBY: see [`super::bits::field_update`].
+    BitField {
+        key: Bytes,
+        fields: Vec<super::bits::Field>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -155,6 +160,11 @@ pub enum StringQuery {
     PfDebug {
         key: Bytes,
         decode: bool,
+    },
+    /// BITFIELD_RO, or BITFIELD with GETs only.
+    BitField {
+        key: Bytes,
+        fields: Vec<super::bits::Field>,
     },
 }
 
@@ -289,6 +299,7 @@ pub fn apply(db: &mut Db, now: u64, op: &StringOp) -> OpResult {
             Ok(Outcome::Int(i64::from(before)))
         }
         StringOp::BitOp { op, dest, keys } => super::bits::operate(db, now, *op, dest, keys),
+        StringOp::BitField { key, fields } => super::bits::field_update(db, now, key, fields),
         StringOp::PfAdd { key, elements } => super::hll::pfadd(db, now, key, elements),
         StringOp::PfMerge { dest, sources } => super::hll::pfmerge(db, now, dest, sources),
         StringOp::PfDebug { key, registers } => super::hll::pfdebug_dense(db, now, key, *registers),
@@ -373,6 +384,7 @@ pub fn read(db: &Db, now: u64, query: &StringQuery) -> OpResult {
         StringQuery::BitPos { key, bit, range } => {
             super::bits::position(db, now, key, *bit, *range)
         }
+        StringQuery::BitField { key, fields } => super::bits::field_get(db, now, key, fields),
         StringQuery::PfCount { keys } => super::hll::pfcount(db, now, keys),
         StringQuery::PfDebug { key, decode } => super::hll::pfdebug_read(db, now, key, *decode),
         StringQuery::Lcs { a, b, form } => {
