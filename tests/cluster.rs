@@ -123,6 +123,40 @@ fn a_deep_pipeline_through_a_follower_is_answered_in_order() {
 }
 
 #[test]
+fn wait_counts_the_replicas_that_hold_the_writes() {
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader();
+    let follower = (1..=3u64).find(|id| *id != leader).unwrap();
+    let mut l = cluster.client(leader);
+    let _: () = redis::cmd("SET").arg("w").arg(1).query(&mut l).unwrap();
+    // Both followers match the leader's log well within the timeout.
+    let held: i64 = redis::cmd("WAIT").arg(2).arg(10_000).query(&mut l).unwrap();
+    assert_eq!(held, 2);
+    let aof: Vec<i64> = redis::cmd("WAITAOF")
+        .arg(1)
+        .arg(2)
+        .arg(10_000)
+        .query(&mut l)
+        .unwrap();
+    assert_eq!(aof, vec![1, 2]);
+    // More than exist: the timeout ends the wait with the true count.
+    let held: i64 = redis::cmd("WAIT").arg(5).arg(100).query(&mut l).unwrap();
+    assert_eq!(held, 2);
+    // A follower vouches for the majority its applied entries are on.
+    let mut f = cluster.client(follower);
+    let held: i64 = redis::cmd("WAIT").arg(1).arg(0).query(&mut f).unwrap();
+    assert_eq!(held, 1);
+    // With the other follower gone, a new write reaches one replica only.
+    let gone = (1..=3u64)
+        .find(|id| *id != leader && *id != follower)
+        .unwrap();
+    cluster.kill9(gone);
+    let _: () = redis::cmd("SET").arg("w").arg(2).query(&mut l).unwrap();
+    let held: i64 = redis::cmd("WAIT").arg(2).arg(300).query(&mut l).unwrap();
+    assert_eq!(held, 1);
+}
+
+#[test]
 fn killing_the_leader_loses_no_acknowledged_write_and_it_catches_up() {
     let mut cluster = Cluster::start(3, &["--snapshot-entries", "200"]);
     let leader = cluster.leader();

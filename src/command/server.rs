@@ -39,6 +39,30 @@ pub const SPECS: &[CommandSpec] = &[
         COMMAND_SUBCOMMANDS
     ),
     local!(
+        "wait",
+        3,
+        &[Flag::NoScript],
+        "3.0.0",
+        "numreplicas timeout",
+        "Answers how many other voting members hold every write this node had applied when it was called, waiting up to timeout milliseconds (0: no limit) for numreplicas of them. An acknowledged write is on a majority already."
+    ),
+    local!(
+        "waitaof",
+        4,
+        &[Flag::NoScript],
+        "7.2.0",
+        "numlocal numreplicas timeout",
+        "As WAIT, answering [1, replicas]: every write is fsync'd to this node's log before it is acknowledged."
+    ),
+    local!(
+        "lolwut",
+        -1,
+        &[Flag::ReadOnly, Flag::Fast],
+        "5.0.0",
+        "[VERSION version]",
+        "Displays the concord version, with a small piece of generative art."
+    ),
+    local!(
         "time",
         1,
         &[Flag::Loading, Flag::Stale, Flag::Fast],

@@ -78,6 +78,7 @@ pub(super) fn execute(
                 Err(e) => Reply::error(format!("ERR PFSELFTEST did not finish: {e}")),
             }
         })),
+        "wait" | "waitaof" => wait(argv, shared),
         "role" if shared.node.status().role() == Role::Leader => {
             let node = shared.node.clone();
             Local::Later(Box::pin(async move {
@@ -205,6 +206,7 @@ fn execute_now(
             "HELP",
             "    Print this help.",
         ]),
+        "lolwut" => lolwut(argv),
         "time" => {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -400,6 +402,70 @@ fn hello_now(conn: &mut Conn, argv: &[Bytes], shared: &Shared) -> Result<Reply, 
 }
 
 /// BGSAVE [SCHEDULE]: SAVE's snapshot, answered before it is taken.
+/// WAIT numreplicas timeout, WAITAOF numlocal numreplicas timeout.
+///
+/// The writes a client saw acknowledged through this node are applied
+/// here, so the mark is this node's applied index when the command came.
+/// The leader counts the other voters whose log matches up to the mark,
+/// and waits (up to the timeout, 0 meaning no limit) until `numreplicas`
+/// do. Any other node can only vouch for what the commit rule gives: an
+/// entry it applied is on a majority, so quorum - 1 others hold it; it
+/// answers that at once. Every write is fsync'd before it is
+/// acknowledged, so WAITAOF's local count is always 1.
+fn wait(argv: &[Bytes], shared: &Shared) -> Local {
+    let aof = argv.len() == 4;
+    let replicas_at = if aof { 2 } else { 1 };
+    let Some(wanted) = parse_i64(&argv[replicas_at]) else {
+        return Local::Now(err(CommandError::NotInteger));
+    };
+    if aof && parse_i64(&argv[1]).is_none() {
+        return Local::Now(err(CommandError::NotInteger));
+    }
+    let timeout = match parse_i64(&argv[replicas_at + 1]) {
+        None => {
+            return Local::Now(Reply::error(
+                "ERR timeout is not an integer or out of range",
+            ))
+        }
+        Some(t) if t < 0 => return Local::Now(Reply::error("ERR timeout is negative")),
+        Some(t) => t as u64,
+    };
+    let node = shared.node.clone();
+    let mark = node.status().applied_index();
+    let deadline = (timeout > 0)
+        .then(|| std::time::Instant::now() + std::time::Duration::from_millis(timeout));
+    let answer = move |replicas: usize| {
+        if aof {
+            Reply::Array(vec![Reply::Int(1), Reply::Int(replicas as i64)])
+        } else {
+            Reply::Int(replicas as i64)
+        }
+    };
+    Local::Later(Box::pin(async move {
+        loop {
+            let status = node.status();
+            if status.role() != Role::Leader {
+                let quorum = status.voters() / 2 + 1;
+                return answer(quorum.saturating_sub(1) as usize);
+            }
+            let holding = match node.info().await {
+                Ok(info) => info
+                    .peers
+                    .iter()
+                    .filter(|p| p.voter && p.matched >= mark)
+                    .count(),
+                Err(e) => return Reply::error(e.to_string()),
+            };
+            let expired = deadline.is_some_and(|d| std::time::Instant::now() >= d);
+            if holding as i64 >= wanted || expired {
+                return answer(holding);
+            }
+            // Followers answer appends within a heartbeat or two.
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }))
+}
+
 fn bgsave(argv: &[Bytes], shared: &Shared) -> Local {
     match argv {
         [_] => {}
@@ -625,6 +691,38 @@ pub(super) fn client_line(c: &super::ClientInfo, now: std::time::Instant) -> Str
         c.lib_name,
         c.lib_ver,
     )
+}
+
+/// LOLWUT [VERSION v]: a small maze drawn from the clock's nanoseconds
+/// (Redis draws art per version too), then the version line.
+fn lolwut(argv: &[Bytes]) -> Reply {
+    match &argv[1..] {
+        [] => {}
+        [v, n] if is(v, "VERSION") && parse_i64(n).is_some() => {}
+        _ => return err(CommandError::Syntax),
+    }
+    let mut seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        | 1;
+    let mut art = String::new();
+    for _ in 0..8 {
+        for _ in 0..40 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            art.push(if seed & 1 == 0 { '╱' } else { '╲' });
+        }
+        art.push('\n');
+    }
+    art.push_str(&format!(
+        "\nconcord ver. {} (Redis {REDIS_VERSION} compatible)\n",
+        env!("CARGO_PKG_VERSION")
+    ));
+    Reply::Verbatim {
+        format: *b"txt",
+        text: Bytes::from(art),
+    }
 }
 
 fn text_reply(text: String) -> Reply {
