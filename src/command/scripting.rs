@@ -65,6 +65,16 @@ const FUNCTION_SUBCOMMANDS: &[CommandSpec] = &[
         Exec::Write(parse_function_delete, REPLY)),
     spec!("function|flush", -2, &[Flag::NoScript, Flag::Write], KeyPositions::NONE, "7.0.0",
         "[ASYNC | SYNC]", "Deletes all libraries.", Exec::Write(parse_function_flush, REPLY)),
+    spec!("function|list", -2, &[Flag::NoScript], KeyPositions::NONE, "7.0.0",
+        "[LIBRARYNAME library-name-pattern] [WITHCODE]",
+        "Returns information about all libraries: their functions' names, descriptions and flags, and with WITHCODE their code.",
+        Exec::Read(parse_function_list, REPLY)),
+    spec!("function|stats", 2, &[Flag::NoScript, Flag::AllowBusy], KeyPositions::NONE, "7.0.0", "",
+        "Returns how many libraries and functions are loaded. No function is ever seen running: every replica runs one within a single entry's apply.",
+        Exec::Read(parse_function_stats, REPLY)),
+    spec!("function|kill", 2, &[Flag::NoScript, Flag::AllowBusy], KeyPositions::NONE, "7.0.0", "",
+        "Answers NOTBUSY: no function runs long enough to be killed (see SCRIPT KILL).",
+        Exec::Read(parse_function_kill, REPLY)),
 ];
 
 const SCRIPT_SUBCOMMANDS: &[CommandSpec] = &[
@@ -173,29 +183,41 @@ fn parse_kill(_: &[Bytes]) -> Result<Query, CommandError> {
 fn parse_fcall(argv: &[Bytes]) -> Result<Op, CommandError> {
     Ok(Op::Script(ScriptOp::FCall {
         function: argv[1].clone(),
-        run: run_args(argv, false)?,
+        run: fcall_args(argv, false)?,
     }))
 }
 
 fn parse_fcall_ro(argv: &[Bytes]) -> Result<Query, CommandError> {
     Ok(Query::Script(ScriptQuery::FCall {
         function: argv[1].clone(),
-        run: run_args(argv, true)?,
+        run: fcall_args(argv, true)?,
     }))
 }
 
+/// As EVAL's, but FCALL words a numkeys that is not a number its own way.
+fn fcall_args(argv: &[Bytes], read_only: bool) -> Result<Run, CommandError> {
+    run_args(argv, read_only).map_err(|e| match e {
+        CommandError::NotInteger => {
+            CommandError::InvalidArgument("Bad number of keys provided".into())
+        }
+        e => e,
+    })
+}
+
 fn parse_function_load(argv: &[Bytes]) -> Result<Op, CommandError> {
-    let (replace, code) = match &argv[2..] {
-        [code] => (false, code),
-        [flag, code] if is(flag, "replace") => (true, code),
-        [flag, _] => {
+    let (code, options) = argv[2..]
+        .split_last()
+        .ok_or_else(|| CommandError::WrongArity("function|load".into()))?;
+    let mut replace = false;
+    for option in options {
+        if !is(option, "replace") {
             return Err(CommandError::InvalidArgument(format!(
                 "Unknown option given: {}",
-                String::from_utf8_lossy(flag)
-            )))
+                String::from_utf8_lossy(option)
+            )));
         }
-        _ => return Err(CommandError::WrongArity("function|load".into())),
-    };
+        replace = true;
+    }
     Ok(Op::Script(ScriptOp::LoadLibrary {
         code: code.clone(),
         replace,
@@ -204,6 +226,40 @@ fn parse_function_load(argv: &[Bytes]) -> Result<Op, CommandError> {
 
 fn parse_function_delete(argv: &[Bytes]) -> Result<Op, CommandError> {
     Ok(Op::Script(ScriptOp::DeleteLibrary(argv[2].clone())))
+}
+
+fn parse_function_list(argv: &[Bytes]) -> Result<Query, CommandError> {
+    let (mut pattern, mut with_code) = (None, false);
+    let mut args = argv[2..].iter();
+    while let Some(arg) = args.next() {
+        if !with_code && is(arg, "WITHCODE") {
+            with_code = true;
+        } else if pattern.is_none() && is(arg, "LIBRARYNAME") {
+            let Some(p) = args.next() else {
+                return Err(CommandError::InvalidArgument(
+                    "library name argument was not given".into(),
+                ));
+            };
+            pattern = Some(p.clone());
+        } else {
+            return Err(CommandError::InvalidArgument(format!(
+                "Unknown argument {}",
+                String::from_utf8_lossy(arg)
+            )));
+        }
+    }
+    Ok(Query::Script(ScriptQuery::ListLibraries {
+        pattern,
+        with_code,
+    }))
+}
+
+fn parse_function_stats(_argv: &[Bytes]) -> Result<Query, CommandError> {
+    Ok(Query::Script(ScriptQuery::FunctionStats))
+}
+
+fn parse_function_kill(_argv: &[Bytes]) -> Result<Query, CommandError> {
+    Ok(Query::Script(ScriptQuery::Kill))
 }
 
 fn parse_function_flush(argv: &[Bytes]) -> Result<Op, CommandError> {

@@ -29,7 +29,7 @@ use bytes::Bytes;
 use mlua::{Function, HookTriggers, Lua, LuaOptions, MultiValue, StdLib, Table, Value, VmState};
 
 use crate::resp::Reply;
-use crate::state::scripts::{Access, Call, HostSlot, Library, Run, ScriptHost};
+use crate::state::scripts::{Access, Call, FunctionMeta, HostSlot, Library, Run, ScriptHost};
 use crate::state::{OpResult, StateError};
 use call::Dispatched;
 
@@ -514,7 +514,7 @@ impl Vm {
     fn load_library(&mut self, code: &Bytes) -> Result<(String, Library), StateError> {
         let (name, skip) = library_name(code)?;
         let chunk = self.load_chunk(&code[skip..], "@user_function", "Error compiling function")?;
-        let registered: RefCell<Vec<(String, Function, bool)>> = RefCell::new(Vec::new());
+        let registered: RefCell<Vec<(String, Function, FunctionMeta)>> = RefCell::new(Vec::new());
         let lua = &self.lua;
         libs::begin_run(lua, 0);
         self.arm_limits();
@@ -523,7 +523,7 @@ impl Vm {
             let register = scope.create_function(|_, args: MultiValue| {
                 let entry = registration(&args).map_err(mlua::Error::runtime)?;
                 let mut all = registered.borrow_mut();
-                if all.iter().any(|(n, _, _)| *n == entry.0) {
+                if all.iter().any(|(n, _, _)| n.eq_ignore_ascii_case(&entry.0)) {
                     return Err(mlua::Error::runtime(
                         "Function already exists in the library",
                     ));
@@ -554,7 +554,7 @@ impl Vm {
             code: code.clone(),
             functions: registered
                 .iter()
-                .map(|(n, _, no_writes)| (n.clone(), *no_writes))
+                .map(|(n, _, meta)| (n.clone(), meta.clone()))
                 .collect(),
         };
         let functions = registered
@@ -589,7 +589,10 @@ impl Vm {
             .and_then(|(_, functions)| functions.get(function))
             .cloned()
             .ok_or_else(|| script_error("ERR Function not found"))?;
-        let no_writes = library.functions.get(function).copied().unwrap_or(false);
+        let no_writes = library
+            .functions
+            .get(function)
+            .is_some_and(FunctionMeta::no_writes);
         if run.read_only && !no_writes {
             return Err(script_error(
                 "ERR Can not execute a script with write flag using *_ro command.",
@@ -676,7 +679,8 @@ fn library_name(code: &[u8]) -> Result<(String, usize), StateError> {
     let line = String::from_utf8_lossy(&code[..end]);
     let mut parts = line.split_whitespace();
     let engine = parts.next().unwrap_or("#!");
-    if engine != "#!lua" {
+    // Engines are looked up without regard to case, as Redis does.
+    if !engine.eq_ignore_ascii_case("#!lua") {
         return Err(script_error(format!(
             "ERR Engine '{}' not found",
             engine.trim_start_matches("#!")
@@ -684,13 +688,23 @@ fn library_name(code: &[u8]) -> Result<(String, usize), StateError> {
     }
     let mut name = None;
     for part in parts {
-        match part.strip_prefix("name=") {
-            Some(n) => name = Some(n.to_owned()),
-            None => {
-                return Err(script_error(format!(
-                    "ERR Invalid metadata value given: {part}"
-                )))
+        // Redis splits the line as it splits arguments: quotes group, and
+        // are not part of the value.
+        let part = part.replace('"', "");
+        if part
+            .get(..5)
+            .is_some_and(|p| p.eq_ignore_ascii_case("name="))
+        {
+            if name.is_some() {
+                return Err(script_error(
+                    "ERR Invalid metadata value, name argument was given multiple times",
+                ));
             }
+            name = Some(part[5..].to_owned());
+        } else {
+            return Err(script_error(format!(
+                "ERR Invalid metadata value given: {part}"
+            )));
         }
     }
     let name = name.ok_or_else(|| script_error("ERR Library name was not given"))?;
@@ -704,32 +718,85 @@ fn library_name(code: &[u8]) -> Result<(String, usize), StateError> {
 }
 
 /// The arguments of redis.register_function: `(name, callback)` or
-/// `{function_name=..., callback=..., flags={...}}`.
-fn registration(args: &MultiValue) -> Result<(String, Function, bool), String> {
+/// `{function_name=..., callback=..., flags={...}, description=...}`.
+fn registration(args: &MultiValue) -> Result<(String, Function, FunctionMeta), String> {
     match args.iter().collect::<Vec<_>>().as_slice() {
-        [Value::String(name), Value::Function(f)] => Ok((name.to_string_lossy(), f.clone(), false)),
+        [Value::String(name), Value::Function(f)] => {
+            Ok((name.to_string_lossy(), f.clone(), FunctionMeta::default()))
+        }
         [Value::Table(t)] => {
-            let name: mlua::String = t.get("function_name").map_err(|_| {
-                "function_name argument given to redis.register_function must be a string"
-            })?;
-            let f: Function = t.get("callback").map_err(|_| {
-                "callback argument given to redis.register_function must be a function"
-            })?;
-            let mut no_writes = false;
-            if let Ok(Some(flags)) = t.get::<Option<Table>>("flags") {
-                for flag in flags.sequence_values::<mlua::String>() {
-                    let flag = flag.map_err(|e| e.to_string())?;
-                    match flag.to_string_lossy().as_str() {
-                        "no-writes" => no_writes = true,
-                        "allow-oom" | "allow-stale" | "no-cluster" | "allow-cross-slot-keys" => {}
-                        other => return Err(format!("Unknown flag given: {other}")),
-                    }
+            let (mut name, mut callback, mut meta) = (None, None, FunctionMeta::default());
+            for pair in t.clone().pairs::<Value, Value>() {
+                let (key, value) = pair.map_err(|e| e.to_string())?;
+                let Value::String(key) = key else {
+                    return Err(
+                        "named argument key given to redis.register_function is not a string"
+                            .into(),
+                    );
+                };
+                match key.to_string_lossy().to_ascii_lowercase().as_str() {
+                    "function_name" => match value {
+                        Value::String(n) => name = Some(n.to_string_lossy()),
+                        _ => {
+                            return Err("function_name argument given to redis.register_function must be a string".into())
+                        }
+                    },
+                    "description" => match value {
+                        Value::String(d) => {
+                            meta.description = Some(Bytes::copy_from_slice(&d.as_bytes()))
+                        }
+                        _ => {
+                            return Err("description argument given to redis.register_function must be a string".into())
+                        }
+                    },
+                    "callback" => match value {
+                        Value::Function(f) => callback = Some(f),
+                        _ => {
+                            return Err("callback argument given to redis.register_function must be a function".into())
+                        }
+                    },
+                    "flags" => match value {
+                        Value::Table(flags) => meta.flags = function_flags(&flags)?,
+                        _ => {
+                            return Err("flags argument to redis.register_function must be a table representing function flags".into())
+                        }
+                    },
+                    _ => return Err("unknown argument given to redis.register_function".into()),
                 }
             }
-            Ok((name.to_string_lossy(), f, no_writes))
+            let name = name.ok_or("redis.register_function must get a function name argument")?;
+            let callback = callback.ok_or("redis.register_function must get a callback argument")?;
+            Ok((name, callback, meta))
         }
+        [_] => Err("calling redis.register_function with a single argument is only applicable to Lua table (representing named arguments).".into()),
         _ => Err("wrong number of arguments to redis.register_function".into()),
     }
+}
+
+/// The flags a function may declare, in the order Redis lists them.
+const FUNCTION_FLAGS: &[&str] = &[
+    "no-writes",
+    "allow-oom",
+    "allow-stale",
+    "no-cluster",
+    "allow-cross-slot-keys",
+];
+
+fn function_flags(flags: &Table) -> Result<Vec<String>, String> {
+    let mut given = Vec::new();
+    for flag in flags.clone().sequence_values::<mlua::String>() {
+        let flag = flag.map_err(|_| "unknown flag given".to_owned())?;
+        let flag = flag.to_string_lossy();
+        if !FUNCTION_FLAGS.contains(&flag.as_str()) {
+            return Err(format!("Unknown flag given: {flag}"));
+        }
+        given.push(flag);
+    }
+    Ok(FUNCTION_FLAGS
+        .iter()
+        .filter(|f| given.iter().any(|g| g == *f))
+        .map(|f| (*f).to_owned())
+        .collect())
 }
 
 #[cfg(test)]

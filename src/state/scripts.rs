@@ -89,6 +89,13 @@ pub enum ScriptQuery {
     /// SCRIPT KILL: scripts run inside one apply step, so none is ever
     /// running when a client could ask.
     Kill,
+    /// FUNCTION LIST.
+    ListLibraries {
+        pattern: Option<Bytes>,
+        with_code: bool,
+    },
+    /// FUNCTION STATS.
+    FunctionStats,
 }
 
 impl ScriptQuery {
@@ -115,8 +122,106 @@ pub struct ScriptCache {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Library {
     pub code: Bytes,
-    /// Function name -> declared `no-writes`.
-    pub functions: BTreeMap<String, bool>,
+    /// Function name -> what its registration declared.
+    pub functions: BTreeMap<String, FunctionMeta>,
+}
+
+/// What `redis.register_function` declared besides the callback: FUNCTION
+/// LIST reports it, FCALL_RO checks `no-writes`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FunctionMeta {
+    pub description: Option<Bytes>,
+    /// Flag names in Redis's order (no-writes, allow-oom, allow-stale,
+    /// no-cluster, allow-cross-slot-keys), each once.
+    pub flags: Vec<String>,
+}
+
+impl FunctionMeta {
+    pub fn no_writes(&self) -> bool {
+        self.flags.iter().any(|f| f == "no-writes")
+    }
+}
+
+/// The script cache as snapshot formats up to 7 hold it: a library kept
+/// only each function's `no-writes`. Such libraries list without their
+/// descriptions and other flags until they are loaded again.
+#[derive(Deserialize, Serialize)]
+pub(super) struct ScriptCacheV1 {
+    bodies: BTreeMap<String, Bytes>,
+    libraries: BTreeMap<String, LibraryV1>,
+}
+
+#[derive(Deserialize, Serialize)]
+struct LibraryV1 {
+    code: Bytes,
+    functions: BTreeMap<String, bool>,
+}
+
+impl From<ScriptCacheV1> for ScriptCache {
+    fn from(old: ScriptCacheV1) -> ScriptCache {
+        let libraries = old
+            .libraries
+            .into_iter()
+            .map(|(name, lib)| {
+                let functions = lib
+                    .functions
+                    .into_iter()
+                    .map(|(f, no_writes)| {
+                        let flags = if no_writes {
+                            vec!["no-writes".to_owned()]
+                        } else {
+                            Vec::new()
+                        };
+                        (
+                            f,
+                            FunctionMeta {
+                                description: None,
+                                flags,
+                            },
+                        )
+                    })
+                    .collect();
+                (
+                    name,
+                    Library {
+                        code: lib.code,
+                        functions,
+                    },
+                )
+            })
+            .collect();
+        ScriptCache {
+            bodies: old.bodies,
+            libraries,
+        }
+    }
+}
+
+#[cfg(test)]
+impl From<&ScriptCache> for ScriptCacheV1 {
+    fn from(new: &ScriptCache) -> ScriptCacheV1 {
+        ScriptCacheV1 {
+            bodies: new.bodies.clone(),
+            libraries: new
+                .libraries
+                .iter()
+                .map(|(name, lib)| {
+                    let functions = lib
+                        .functions
+                        .iter()
+                        .map(|(f, meta)| (f.clone(), meta.no_writes()))
+                        .collect();
+                    (
+                        name.clone(),
+                        LibraryV1 {
+                            code: lib.code.clone(),
+                            functions,
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
 }
 
 impl ScriptCache {
@@ -264,11 +369,13 @@ pub(super) fn apply(state: &mut State, now: u64, op: &ScriptOp) -> OpResult {
                 )));
             }
             for function in library.functions.keys() {
-                let taken = state
-                    .scripts
-                    .libraries
-                    .iter()
-                    .any(|(other, lib)| *other != name && lib.functions.contains_key(function));
+                let taken = state.scripts.libraries.iter().any(|(other, lib)| {
+                    *other != name
+                        && lib
+                            .functions
+                            .keys()
+                            .any(|f| f.eq_ignore_ascii_case(function))
+                });
                 if taken {
                     return Err(StateError::Script(format!(
                         "ERR Function {function} already exists"
@@ -305,17 +412,21 @@ pub(super) fn apply(state: &mut State, now: u64, op: &ScriptOp) -> OpResult {
     }
 }
 
-/// FCALL's library: the one that registered `function`.
+/// FCALL's library: the one that registered `function`, and the name it
+/// registered it under (names match without regard to case, as Redis's).
 fn library_of(state: &State, function: &[u8]) -> Result<(String, Library), StateError> {
-    let function = String::from_utf8_lossy(function).into_owned();
-    let library = state
+    let function = String::from_utf8_lossy(function);
+    state
         .scripts
         .libraries
         .values()
-        .find(|lib| lib.functions.contains_key(&function))
-        .cloned()
-        .ok_or_else(|| StateError::Script("ERR Function not found".into()))?;
-    Ok((function, library))
+        .find_map(|lib| {
+            lib.functions
+                .keys()
+                .find(|name| name.eq_ignore_ascii_case(&function))
+                .map(|name| (name.clone(), lib.clone()))
+        })
+        .ok_or_else(|| StateError::Script("ERR Function not found".into()))
 }
 
 /// Compiles `body` unless cached, caches it, and answers its sha.
@@ -397,7 +508,74 @@ pub(super) fn read(state: &State, now: u64, query: &ScriptQuery, caller: Option<
                 .collect(),
         )),
         ScriptQuery::Kill => Err(StateError::NotBusy),
+        ScriptQuery::ListLibraries { pattern, with_code } => {
+            Ok(list_libraries(state, pattern.as_deref(), *with_code))
+        }
+        ScriptQuery::FunctionStats => {
+            let libraries = &state.scripts.libraries;
+            let functions: usize = libraries.values().map(|l| l.functions.len()).sum();
+            let count = |n: usize| Outcome::Int(n as i64);
+            let lua = Outcome::Map(vec![
+                (bulk("libraries_count"), count(libraries.len())),
+                (bulk("functions_count"), count(functions)),
+            ]);
+            Ok(Outcome::Map(vec![
+                // A script never runs long enough here to be seen running:
+                // every replica runs it within one entry's apply.
+                (bulk("running_script"), Outcome::Nil),
+                (bulk("engines"), Outcome::Map(vec![(bulk("LUA"), lua)])),
+            ]))
+        }
     }
+}
+
+fn bulk(s: &str) -> Outcome {
+    Outcome::Bulk(Bytes::copy_from_slice(s.as_bytes()))
+}
+
+/// FUNCTION LIST [LIBRARYNAME pattern] [WITHCODE]: libraries by name,
+/// the pattern matched without regard to case, as Redis does.
+fn list_libraries(state: &State, pattern: Option<&[u8]>, with_code: bool) -> Outcome {
+    let lower = pattern.map(|p| p.to_ascii_lowercase());
+    let libraries = state
+        .scripts
+        .libraries
+        .iter()
+        .filter(|(name, _)| {
+            lower
+                .as_deref()
+                .is_none_or(|p| super::glob::matches(p, name.to_ascii_lowercase().as_bytes()))
+        })
+        .map(|(name, lib)| {
+            let functions = lib
+                .functions
+                .iter()
+                .map(|(f, meta)| {
+                    Outcome::Map(vec![
+                        (bulk("name"), bulk(f)),
+                        (
+                            bulk("description"),
+                            Outcome::bulk_or_nil(meta.description.clone()),
+                        ),
+                        (
+                            bulk("flags"),
+                            Outcome::Set(meta.flags.iter().map(|f| bulk(f)).collect()),
+                        ),
+                    ])
+                })
+                .collect();
+            let mut fields = vec![
+                (bulk("library_name"), bulk(name)),
+                (bulk("engine"), bulk("LUA")),
+                (bulk("functions"), Outcome::Array(functions)),
+            ];
+            if with_code {
+                fields.push((bulk("library_code"), Outcome::Bulk(lib.code.clone())));
+            }
+            Outcome::Map(fields)
+        })
+        .collect();
+    Outcome::Array(libraries)
 }
 
 #[cfg(test)]

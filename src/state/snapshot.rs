@@ -29,7 +29,7 @@ use super::acl::Acl;
 use super::db::{Db, Entry, ScanMap, Value};
 use super::hashes::Hash;
 use super::lists::List;
-use super::scripts::ScriptCache;
+use super::scripts::{ScriptCache, ScriptCacheV1};
 use super::streams::Stream;
 use super::zsets::ZSet;
 use super::{Coord, State};
@@ -48,11 +48,14 @@ use super::{Coord, State};
 /// Format 5 appends the health checks. Format 6 is the sectioned layout of
 /// the module docs. Format 7 has format 6's layout and adds the value
 /// variant of a packed hash; a format 6 snapshot holds hashes in tables.
-pub const SNAPSHOT_FORMAT: u8 = 7;
+/// Format 8 has format 7's layout; its script cache keeps each function's
+/// description and flags (FUNCTION LIST), where format 7 kept `no-writes`
+/// alone.
+pub const SNAPSHOT_FORMAT: u8 = 8;
 
 /// True for the formats with the sectioned layout.
 fn sectioned(format: u8) -> bool {
-    format == 6 || format == SNAPSHOT_FORMAT
+    (6..=SNAPSHOT_FORMAT).contains(&format)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -184,7 +187,8 @@ impl State {
         let mut out = vec![5];
         out.extend(postcard::to_stdvec(&body).expect("state serializes"));
         out.extend(postcard::to_stdvec(&self.coord).expect("primitives serialize"));
-        out.extend(postcard::to_stdvec(&self.scripts).expect("scripts serialize"));
+        let scripts = super::scripts::ScriptCacheV1::from(&self.scripts);
+        out.extend(postcard::to_stdvec(&scripts).expect("scripts serialize"));
         out.extend(postcard::to_stdvec(&self.coord.stream_waiters).expect("waiters serialize"));
         out.extend(postcard::to_stdvec(&self.coord.ext).expect("primitives serialize"));
         out.extend(postcard::to_stdvec(&self.acl).expect("users serialize"));
@@ -305,7 +309,7 @@ impl State {
         let (&format, body) = bytes.split_first().ok_or(SnapshotError::Empty)?;
         match format {
             1..=5 => State::decode_legacy(format, body),
-            6 | SNAPSHOT_FORMAT => State::read_snapshot(bytes, bytes.len() as u64),
+            6..=SNAPSHOT_FORMAT => State::read_snapshot(bytes, bytes.len() as u64),
             _ => Err(SnapshotError::UnknownFormat(format)),
         }
     }
@@ -346,7 +350,11 @@ impl State {
         }
         let header: StoredHeader = r.section()?;
         let mut coord: Coord = r.section()?;
-        let scripts: ScriptCache = r.section()?;
+        let scripts = if format >= 8 {
+            r.section::<ScriptCache>()?
+        } else {
+            ScriptCache::from(r.section::<ScriptCacheV1>()?)
+        };
         coord.stream_waiters = r.section()?;
         coord.ext = r.section()?;
         let acl: Acl = r.section()?;
@@ -423,7 +431,8 @@ impl State {
             ),
             _ => {
                 let (mut coord, rest): (Coord, _) = postcard::take_from_bytes(rest)?;
-                let (scripts, rest) = postcard::take_from_bytes(rest)?;
+                let (scripts, rest): (ScriptCacheV1, _) = postcard::take_from_bytes(rest)?;
+                let scripts = ScriptCache::from(scripts);
                 let (waiters, rest) = postcard::take_from_bytes(rest)?;
                 coord.stream_waiters = waiters;
                 let (ext, rest) = postcard::take_from_bytes(rest)?;
