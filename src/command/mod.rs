@@ -47,6 +47,7 @@ pub mod cluster;
 pub mod connection;
 pub mod docs;
 mod error;
+pub mod geo;
 pub mod hashes;
 pub mod keys;
 pub mod lists;
@@ -147,6 +148,7 @@ pub enum Group {
     Transactions,
     Scripting,
     Stream,
+    Geo,
 }
 
 impl Group {
@@ -171,6 +173,7 @@ impl Group {
             Group::Transactions => "transactions",
             Group::Scripting => "scripting",
             Group::Stream => "stream",
+            Group::Geo => "geo",
         }
     }
 
@@ -195,6 +198,7 @@ impl Group {
             Group::Transactions => "Transactions",
             Group::Scripting => "Scripting (Lua)",
             Group::Stream => "Streams",
+            Group::Geo => "Geospatial indexes",
         }
     }
 }
@@ -352,7 +356,7 @@ impl CommandSpec {
 }
 
 /// Every family's specs, in documentation order.
-pub fn families() -> [&'static [CommandSpec]; 19] {
+pub fn families() -> [&'static [CommandSpec]; 20] {
     [
         connection::SPECS,
         server::SPECS,
@@ -363,6 +367,7 @@ pub fn families() -> [&'static [CommandSpec]; 19] {
         sets::SPECS,
         lists::SPECS,
         zsets::SPECS,
+        geo::SPECS,
         streams::SPECS,
         pubsub::SPECS,
         transactions::SPECS,

@@ -75,4 +75,9 @@ pub enum StateError {
     /// An ACL write refused (ACL SETUSER's rules, ACL DELUSER default...).
     #[error(transparent)]
     Acl(#[from] super::acl::AclError),
+    /// An argument error found while the command ran (the geo commands
+    /// read some arguments only after looking at their key, as Redis
+    /// does): the full text, code included.
+    #[error("{0}")]
+    Argument(String),
 }
