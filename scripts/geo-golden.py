@@ -141,6 +141,21 @@ case("GEORADIUS", "g", "-100", "0", "1", "km", "STORE", "dst2")
 case("EXISTS", "dst2")
 case("GEOSEARCHSTORE", "dst", "nokey", "FROMMEMBER", "x", "BYRADIUS", "1", "km")
 case("EXISTS", "dst")
+# Ties in distance: COUNT cuts a sorted result with Redis's pqsort, whose
+# order of equal distances is its own.
+dup = []
+for i in range(50):
+    dup += ["10", "10", "same%02d" % i]
+for i in range(25):
+    dup += ["10.5", "10", "east%02d" % i, "9.5", "10", "west%02d" % i]
+for i in range(7):
+    dup += ["10", "10.3", "north%d" % i]
+case("GEOADD", "dup", *dup)
+for count in ["1", "3", "7", "8", "41", "49", "50", "51", "60", "99", "120", "131", "132"]:
+    for order in ["ASC", "DESC"]:
+        case("GEORADIUS", "dup", "10", "10", "100", "km", order, "COUNT", count)
+    case("GEORADIUS", "dup", "10.2", "10", "100", "km", "COUNT", count, "WITHDIST")
+    case("GEOSEARCH", "dup", "FROMMEMBER", "west03", "BYBOX", "300", "300", "km", "DESC", "COUNT", count)
 # Scores no GEOADD makes still decode.
 case("ZADD", "odd", "-1", "neg", "0", "zero", "4503599627370495", "top", "1e30", "huge", "0.5", "half")
 case("GEOPOS", "odd", "neg", "zero", "top", "huge", "half")

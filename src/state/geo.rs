@@ -36,6 +36,8 @@
 //! the same error (or none) as Redis for every mix of bad arguments and key
 //! states.
 
+use std::cmp::Ordering;
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -608,6 +610,128 @@ pub fn distance_text(d: f64) -> String {
     format!("{sign}{}.{:04}", n / 10000, n % 10000)
 }
 
+/// Redis's distance comparison: greater, equal, or else less.
+fn nearer(a: f64, b: f64) -> Ordering {
+    if a > b {
+        Ordering::Greater
+    } else if a == b {
+        Ordering::Equal
+    } else {
+        Ordering::Less
+    }
+}
+
+/// Puts in `v[..keep]` the first `keep` elements of `v` sorted, the way
+/// Redis's `pqsort` does when COUNT cuts a sorted result: Bentley and
+/// McIlroy's quicksort (median of three, or of nine past 40 elements;
+/// equal keys gathered at both ends and swapped to the middle; insertion
+/// sort below 7), skipping the parts that lie wholly past `keep`. A full
+/// sort is stable (glibc's merge sort), this one is not: points at the
+/// same distance come out in the order this partition leaves them, which
+/// is Redis's order.
+fn partial_sort<T>(v: &mut [T], keep: usize, cmp: &impl Fn(&T, &T) -> Ordering) {
+    if keep == 0 || v.is_empty() {
+        return;
+    }
+    let last = keep - 1;
+    let med3 = |v: &[T], a: usize, b: usize, c: usize| {
+        if cmp(&v[a], &v[b]) == Ordering::Less {
+            if cmp(&v[b], &v[c]) == Ordering::Less {
+                b
+            } else if cmp(&v[a], &v[c]) == Ordering::Less {
+                c
+            } else {
+                a
+            }
+        } else if cmp(&v[b], &v[c]) == Ordering::Greater {
+            b
+        } else if cmp(&v[a], &v[c]) == Ordering::Less {
+            a
+        } else {
+            c
+        }
+    };
+    let vecswap = |v: &mut [T], a: usize, b: usize, n: usize| {
+        for i in 0..n {
+            v.swap(a + i, b + i);
+        }
+    };
+    // The parts still to sort, as (start, len). Redis recurses into the
+    // lower part and loops on the upper one; the parts are disjoint, so
+    // the order they are sorted in changes nothing.
+    let mut pending = vec![(0usize, v.len())];
+    while let Some((a, n)) = pending.pop() {
+        if n < 7 {
+            for m in a + 1..a + n {
+                let mut l = m;
+                while l > a && cmp(&v[l - 1], &v[l]) == Ordering::Greater {
+                    v.swap(l, l - 1);
+                    l -= 1;
+                }
+            }
+            continue;
+        }
+        let mut pm = a + n / 2;
+        if n > 7 {
+            let mut pl = a;
+            let mut pn = a + n - 1;
+            if n > 40 {
+                let d = n / 8;
+                pl = med3(v, pl, pl + d, pl + 2 * d);
+                pm = med3(v, pm - d, pm, pm + d);
+                pn = med3(v, pn - 2 * d, pn - d, pn);
+            }
+            pm = med3(v, pl, pm, pn);
+        }
+        v.swap(a, pm);
+        let (mut pa, mut pb) = (a + 1, a + 1);
+        let (mut pc, mut pd) = (a + n - 1, a + n - 1);
+        loop {
+            while pb <= pc {
+                let c = cmp(&v[pb], &v[a]);
+                if c == Ordering::Greater {
+                    break;
+                }
+                if c == Ordering::Equal {
+                    v.swap(pa, pb);
+                    pa += 1;
+                }
+                pb += 1;
+            }
+            while pb <= pc {
+                let c = cmp(&v[pc], &v[a]);
+                if c == Ordering::Less {
+                    break;
+                }
+                if c == Ordering::Equal {
+                    v.swap(pc, pd);
+                    pd -= 1;
+                }
+                pc -= 1;
+            }
+            if pb > pc {
+                break;
+            }
+            v.swap(pb, pc);
+            pb += 1;
+            pc -= 1;
+        }
+        let end = a + n;
+        let r = (pa - a).min(pb - pa);
+        vecswap(v, a, pb - r, r);
+        let r = (pd - pc).min(end - pd - 1);
+        vecswap(v, pb, end - r, r);
+        let (below, above) = (pb - pa, pd - pc);
+        // A part is sorted only if it holds one of the first `keep`.
+        if below > 1 && a <= last {
+            pending.push((a, below));
+        }
+        if above > 1 && end - above <= last {
+            pending.push((end - above, above));
+        }
+    }
+}
+
 /// Runs the checks and the search. None when the key is missing (and no
 /// check failed): the caller answers the empty result.
 fn run_search(db: &Db, now: u64, gs: &GeoSearch) -> Result<Option<Vec<Found>>, StateError> {
@@ -656,14 +780,20 @@ fn run_search(db: &Db, now: u64, gs: &GeoSearch) -> Result<Option<Vec<Found>>, S
         Order::Unsorted if search.count > 0 && !search.any => Order::Asc,
         order => order,
     };
-    match order {
-        Order::Unsorted => {}
-        Order::Asc => found.sort_by(|a, b| a.dist.total_cmp(&b.dist)),
-        Order::Desc => found.sort_by(|a, b| b.dist.total_cmp(&a.dist)),
+    let keep = match usize::try_from(search.count) {
+        Ok(count) if count > 0 => count.min(found.len()),
+        _ => found.len(),
+    };
+    let by_distance = |a: &Found, b: &Found| nearer(a.dist, b.dist);
+    let farther = |a: &Found, b: &Found| nearer(a.dist, b.dist).reverse();
+    match (order, keep == found.len()) {
+        (Order::Unsorted, _) => {}
+        (Order::Asc, true) => found.sort_by(by_distance),
+        (Order::Desc, true) => found.sort_by(farther),
+        (Order::Asc, false) => partial_sort(&mut found, keep, &by_distance),
+        (Order::Desc, false) => partial_sort(&mut found, keep, &farther),
     }
-    if search.count > 0 {
-        found.truncate(usize::try_from(search.count).unwrap_or(usize::MAX));
-    }
+    found.truncate(keep);
     for point in &mut found {
         point.dist /= search.unit;
     }

@@ -275,3 +275,34 @@ fn searches_skip_cells_the_area_cannot_reach_and_never_fail_on_extremes() {
         }
     }
 }
+
+#[test]
+fn the_partial_sort_puts_the_nearest_first_for_any_count() {
+    let mut seed = 12345u64;
+    let mut next = move || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        seed >> 33
+    };
+    for len in [0usize, 1, 2, 6, 7, 8, 40, 41, 100, 500] {
+        let values: Vec<(u64, usize)> = (0..len).map(|i| (next() % 10, i)).collect();
+        let mut sorted = values.clone();
+        sorted.sort_by_key(|v| v.0);
+        for keep in [1, 2, 7, len / 2, len.saturating_sub(1)] {
+            if keep == 0 || keep > len {
+                continue;
+            }
+            let mut v = values.clone();
+            partial_sort(&mut v, keep, &|a: &(u64, usize), b: &(u64, usize)| {
+                a.0.cmp(&b.0)
+            });
+            let keys: Vec<u64> = v[..keep].iter().map(|x| x.0).collect();
+            let expected: Vec<u64> = sorted[..keep].iter().map(|x| x.0).collect();
+            assert_eq!(keys, expected, "len {len} keep {keep}");
+            let mut all: Vec<usize> = v.iter().map(|x| x.1).collect();
+            all.sort_unstable();
+            assert_eq!(all, (0..len).collect::<Vec<_>>(), "a permutation");
+        }
+    }
+}
