@@ -318,3 +318,49 @@ fn a_follower_searches_and_relays_stores_and_events_reach_every_node() {
         .unwrap();
     assert_eq!(all.len(), 7);
 }
+
+#[test]
+fn command_getkeys_finds_the_store_destinations() {
+    let server = Server::start();
+    let mut c = server.client();
+    let cases: [(&[&str], &[&str]); 4] = [
+        (
+            &["GEORADIUS", "src", "1", "2", "3", "km", "STORE", "dst"],
+            &["src", "dst"],
+        ),
+        (
+            &[
+                "GEORADIUSBYMEMBER",
+                "src",
+                "STORE",
+                "3",
+                "km",
+                "STOREDIST",
+                "d",
+            ],
+            &["src", "d"],
+        ),
+        (&["GEORADIUS_RO", "src", "1", "2", "3", "km"], &["src"]),
+        (
+            &[
+                "GEOSEARCHSTORE",
+                "dst",
+                "src",
+                "FROMMEMBER",
+                "m",
+                "BYRADIUS",
+                "1",
+                "m",
+            ],
+            &["dst", "src"],
+        ),
+    ];
+    for (argv, keys) in cases {
+        let got: Vec<String> = redis::cmd("COMMAND")
+            .arg("GETKEYS")
+            .arg(argv)
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(got, keys, "{argv:?}");
+    }
+}

@@ -209,7 +209,10 @@ pub fn key_checks<'a>(spec: &CommandSpec, argv: &'a [Bytes]) -> Vec<(&'a [u8], b
                 .map(|k| (&k[..], true, false))
                 .into_iter()
                 .collect();
-            let stores = argv.windows(2).skip(2).filter(|w| {
+            // Options start after `key lon lat radius unit` (`key member
+            // radius unit`), where Redis's key spec looks for them.
+            let options_at = if spec.name == "georadius" { 6 } else { 5 };
+            let stores = argv.windows(2).skip(options_at).filter(|w| {
                 crate::command::is(&w[0], "STORE") || crate::command::is(&w[0], "STOREDIST")
             });
             keys.extend(stores.map(|w| (&w[1][..], false, true)));

@@ -473,3 +473,54 @@ fn parse_geosearchstore(argv: &[Bytes]) -> Result<Op, CommandError> {
     });
     Ok(Op::ZSet(ZSetOp::GeoStore { search, to }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{acl::key_checks, prepare, Request};
+
+    fn argv(line: &str) -> Vec<Bytes> {
+        line.split(' ')
+            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+            .collect()
+    }
+
+    #[test]
+    fn georadius_is_a_read_unless_it_stores() {
+        let read = prepare(&argv("GEORADIUS k 1 2 3 km WITHDIST")).unwrap();
+        assert!(matches!(read, Request::Read(..)));
+        let write = prepare(&argv("GEORADIUSBYMEMBER k m 3 km STOREDIST d")).unwrap();
+        assert!(matches!(write, Request::Write(..)));
+        // A bad argument is answered, never refused before the key's type
+        // is known: the op only carries the error.
+        let bad = prepare(&argv("GEOSEARCHSTORE d k FROMLONLAT 1 2 BYRADIUS -1 km")).unwrap();
+        let Request::Write(Op::ZSet(ZSetOp::GeoStore { search, .. }), ..) = bad else {
+            panic!("a store op");
+        };
+        assert_eq!(
+            search.checks,
+            [Check::Fail("ERR radius cannot be negative".into())]
+        );
+        assert!(search.search.is_none());
+    }
+
+    #[test]
+    fn the_acl_sees_the_source_read_and_the_destination_written() {
+        let spec = |name: &str| super::super::lookup(name.as_bytes()).unwrap();
+        let line = argv("GEORADIUS src 1 2 3 km STORE dst");
+        assert_eq!(
+            key_checks(spec("georadius"), &line),
+            [(&b"src"[..], true, false), (&b"dst"[..], false, true)]
+        );
+        let line = argv("GEOSEARCHSTORE dst src FROMMEMBER m BYRADIUS 1 m");
+        assert_eq!(
+            key_checks(spec("geosearchstore"), &line),
+            [(&b"dst"[..], false, true), (&b"src"[..], true, false)]
+        );
+        let line = argv("GEORADIUSBYMEMBER src STORE 3 km");
+        assert_eq!(
+            key_checks(spec("georadiusbymember"), &line),
+            [(&b"src"[..], true, false)]
+        );
+    }
+}
