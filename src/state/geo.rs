@@ -24,8 +24,10 @@
 //!   keeping the points whose haversine distance on a sphere of radius
 //!   6372797.560856 m is within the radius (or, for a box, whose north-south
 //!   and east-west distances are within half its height and width);
-//! - results come in walk order unless sorted by distance (a stable sort,
-//!   as glibc's qsort is for this size);
+//! - results come in walk order unless sorted by distance: a stable sort
+//!   (glibc's qsort is a merge sort at these sizes), or, when COUNT cuts
+//!   the result short, the partial quicksort Redis uses then, which leaves
+//!   points at equal distances in its own order;
 //! - GEOHASH re-encodes the decoded point on the standard -90..90 latitude
 //!   range, so its strings are ordinary geohashes.
 //!
