@@ -79,6 +79,7 @@ fn family_category(group: Group) -> Option<&'static str> {
         Group::SortedSet => "sortedset",
         Group::Stream => "stream",
         Group::HyperLogLog => "hyperloglog",
+        Group::Geo => "geo",
         Group::PubSub => "pubsub",
         Group::Transactions => "transaction",
         Group::Scripting => "scripting",
@@ -173,9 +174,8 @@ pub enum KeyClass {
 /// also read the value they replace or return need read and write.
 pub fn key_class(spec: &CommandSpec, argv: &[Bytes]) -> KeyClass {
     match spec.name {
-        "spublish" | "ssubscribe" | "sunsubscribe" | "sort" | "sort_ro" | "copy" => {
-            KeyClass::Special
-        }
+        "spublish" | "ssubscribe" | "sunsubscribe" | "sort" | "sort_ro" | "copy" | "georadius"
+        | "georadiusbymember" | "geosearchstore" => KeyClass::Special,
         "exists" | "touch" | "type" | "strlen" | "hlen" | "llen" | "scard" | "zcard" | "xlen"
         | "hexists" | "hstrlen" | "sismember" | "smismember" | "memory|usage"
         | "object|encoding" | "object|freq" | "object|idletime" | "object|refcount" => {
@@ -210,6 +210,30 @@ pub fn key_checks<'a>(spec: &CommandSpec, argv: &'a [Bytes]) -> Vec<(&'a [u8], b
                 keys.extend(argv.get(at + 1).map(|k| (&k[..], false, true)));
             }
             return keys;
+        }
+        // The source is read; STORE / STOREDIST name a key written.
+        "georadius" | "georadiusbymember" => {
+            let mut keys: Vec<(&[u8], bool, bool)> = argv
+                .get(1)
+                .map(|k| (&k[..], true, false))
+                .into_iter()
+                .collect();
+            // Options start after `key lon lat radius unit` (`key member
+            // radius unit`), where Redis's key spec looks for them.
+            let options_at = if spec.name == "georadius" { 6 } else { 5 };
+            let stores = argv.windows(2).skip(options_at).filter(|w| {
+                crate::command::is(&w[0], "STORE") || crate::command::is(&w[0], "STOREDIST")
+            });
+            keys.extend(stores.map(|w| (&w[1][..], false, true)));
+            return keys;
+        }
+        "geosearchstore" => {
+            return argv
+                .get(1)
+                .map(|k| (&k[..], false, true))
+                .into_iter()
+                .chain(argv.get(2).map(|k| (&k[..], true, false)))
+                .collect()
         }
         "copy" => {
             return argv

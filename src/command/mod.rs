@@ -47,6 +47,7 @@ pub mod cluster;
 pub mod connection;
 pub mod docs;
 mod error;
+pub mod geo;
 pub mod hashes;
 pub mod hll;
 pub mod keys;
@@ -149,6 +150,7 @@ pub enum Group {
     Scripting,
     Stream,
     HyperLogLog,
+    Geo,
 }
 
 impl Group {
@@ -174,6 +176,7 @@ impl Group {
             Group::Scripting => "scripting",
             Group::Stream => "stream",
             Group::HyperLogLog => "hyperloglog",
+            Group::Geo => "geo",
         }
     }
 
@@ -199,6 +202,7 @@ impl Group {
             Group::Scripting => "Scripting (Lua)",
             Group::Stream => "Streams",
             Group::HyperLogLog => "HyperLogLog",
+            Group::Geo => "Geospatial indexes",
         }
     }
 }
@@ -356,7 +360,7 @@ impl CommandSpec {
 }
 
 /// Every family's specs, in documentation order.
-pub fn families() -> [&'static [CommandSpec]; 20] {
+pub fn families() -> [&'static [CommandSpec]; 21] {
     [
         connection::SPECS,
         server::SPECS,
@@ -368,6 +372,7 @@ pub fn families() -> [&'static [CommandSpec]; 20] {
         sets::SPECS,
         lists::SPECS,
         zsets::SPECS,
+        geo::SPECS,
         streams::SPECS,
         pubsub::SPECS,
         transactions::SPECS,

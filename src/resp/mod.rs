@@ -61,7 +61,7 @@ mod reply;
 mod proptests;
 
 pub use parse::RequestParser;
-pub use reply::{encode, format_double, Protocol, Reply};
+pub use reply::{encode, format_double, format_human_double, Protocol, Reply};
 
 /// Limits on what a client may send, checked before anything is allocated for it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,7 +6,10 @@ use proptest::prelude::*;
 use redis_protocol::resp2::types::{BytesFrame as Resp2Bytes, OwnedFrame as Resp2};
 use redis_protocol::resp3::types::{FrameMap, FrameSet, OwnedFrame as Resp3, VerbatimStringFormat};
 
-use super::{encode, format_double, Limits, Protocol, ProtocolError, Reply, RequestParser};
+use super::{
+    encode, format_double, format_human_double, Limits, Protocol, ProtocolError, Reply,
+    RequestParser,
+};
 
 /// What parsing a byte stream gave: the requests, then how it stopped (`Ok`: needs more).
 type Outcome = (Vec<Vec<Bytes>>, Result<(), ProtocolError>);
@@ -155,6 +158,7 @@ fn as_resp2(r: &Reply) -> Resp2 {
                 .collect(),
         ),
         Reply::Double(d) => Resp2::BulkString(format_double(*d).into_bytes()),
+        Reply::HumanDouble(d) => Resp2::BulkString(format_human_double(*d).into_bytes()),
         Reply::Bool(b) => Resp2::Integer(i64::from(*b)),
         Reply::BigNumber(s) => Resp2::BulkString(s.clone().into_bytes()),
         Reply::Verbatim { text, .. } => Resp2::BulkString(text.to_vec()),
@@ -220,6 +224,10 @@ fn as_resp3(r: &Reply) -> Resp3 {
         },
         Reply::Double(d) => Resp3::Double {
             data: *d,
+            attributes,
+        },
+        Reply::HumanDouble(d) => Resp3::Double {
+            data: format_human_double(*d).parse().unwrap_or(f64::NAN),
             attributes,
         },
         Reply::Bool(b) => Resp3::Boolean {

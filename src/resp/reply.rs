@@ -47,6 +47,9 @@ pub enum Reply {
     /// A map in RESP3; an array of two-element `[key, value]` arrays in
     /// RESP2 (XREAD's streams).
     KeyedArrays(Vec<(Reply, Reply)>),
+    /// A double as Redis prints coordinates (GEOPOS, WITHCOORD): `,text` in RESP3, a bulk
+    /// string in RESP2, the text from [`format_human_double`].
+    HumanDouble(f64),
 }
 
 impl Reply {
@@ -186,6 +189,8 @@ pub fn encode(reply: &Reply, protocol: Protocol, out: &mut BytesMut) {
             out.put_slice(b"\r\n");
         }
         Reply::Verbatim { text, .. } => put_bulk(out, text),
+        Reply::HumanDouble(v) if resp3 => put_line(out, b',', format_human_double(*v).as_bytes()),
+        Reply::HumanDouble(v) => put_bulk(out, format_human_double(*v).as_bytes()),
     }
 }
 
@@ -270,6 +275,27 @@ pub fn format_double(v: f64) -> String {
     let text = DoubleText::new(v);
     // Only ASCII is ever written.
     String::from_utf8_lossy(text.as_bytes()).into_owned()
+}
+
+/// A double in Redis's "human" long-double form: 17 decimals, trailing zeros (and a bare
+/// point) dropped, `-0` as `0` (`13.36138933897018433`, `180`). The decimals are exact:
+/// the double's binary value rounded to 17 places, as glibc's `%.17Lf` prints it.
+pub fn format_human_double(v: f64) -> String {
+    if v.is_nan() {
+        return "nan".to_owned();
+    }
+    if v.is_infinite() {
+        return if v < 0.0 { "-inf" } else { "inf" }.to_owned();
+    }
+    let mut text = format!("{v:.17}");
+    if text.contains('.') {
+        let kept = text.trim_end_matches('0').trim_end_matches('.').len();
+        text.truncate(kept);
+    }
+    if text == "-0" {
+        text = "0".to_owned();
+    }
+    text
 }
 
 /// A double's text in a stack buffer (the longest form is 26 bytes).

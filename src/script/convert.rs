@@ -94,6 +94,8 @@ pub(super) fn reply_to_lua(lua: &Lua, reply: Reply, resp3: bool) -> mlua::Result
         ),
         Reply::Double(d) if resp3 => single(lua, "double", d),
         Reply::Double(d) => bulk(lua, format_double(d).as_bytes()),
+        Reply::HumanDouble(d) if resp3 => single(lua, "double", d),
+        Reply::HumanDouble(d) => bulk(lua, crate::resp::format_human_double(d).as_bytes()),
         Reply::Bool(b) if resp3 => Ok(Value::Boolean(b)),
         Reply::Bool(b) => Ok(Value::Number(b as i64 as f64)),
         Reply::BigNumber(n) if resp3 => single(lua, "big_number", n),

@@ -917,7 +917,20 @@ fn command_getkeys(argv: &[Bytes]) -> Reply {
     if !spec.arity_ok(argv.len()) {
         return Reply::error("ERR Invalid number of arguments specified for command");
     }
-    let keys = spec.keys.keys(argv);
+    // GEORADIUS's STORE / STOREDIST name a key anywhere in the options
+    // (Redis finds it by keyword); the table's positions hold the source.
+    let keys: Vec<&Bytes> = if matches!(spec.name, "georadius" | "georadiusbymember") {
+        let mut keys = spec.keys.keys(argv);
+        let options_at = if spec.name == "georadius" { 6 } else { 5 };
+        let stores = argv
+            .windows(2)
+            .skip(options_at)
+            .filter(|w| command::is(&w[0], "STORE") || command::is(&w[0], "STOREDIST"));
+        keys.extend(stores.map(|w| &w[1]));
+        keys
+    } else {
+        spec.keys.keys(argv)
+    };
     if keys.is_empty() {
         return Reply::error("ERR The command has no key arguments");
     }

@@ -77,4 +77,9 @@ pub enum StateError {
     Acl(#[from] super::acl::AclError),
     #[error(transparent)]
     Hll(#[from] super::hll::HllError),
+    /// An argument error found while the command ran (the geo commands
+    /// read some arguments only after looking at their key, as Redis
+    /// does): the full text, code included.
+    #[error("{0}")]
+    Argument(String),
 }

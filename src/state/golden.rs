@@ -284,6 +284,7 @@ pub(crate) fn render(reply: &Reply, sorted: bool) -> String {
             )
         ),
         Reply::Double(d) => format!("(double) {}", crate::resp::format_double(*d)),
+        Reply::HumanDouble(d) => format!("(double) {}", crate::resp::format_human_double(*d)),
         Reply::Bool(b) => format!("({b})"),
         Reply::BigNumber(n) => format!("(big number) {n}"),
         Reply::Verbatim { text, .. } => quote(text),

@@ -17,6 +17,7 @@ pub mod checks;
 pub mod db;
 mod error;
 pub mod evict;
+pub mod geo;
 pub mod glob;
 pub mod hashes;
 pub mod hll;

@@ -212,6 +212,7 @@ fn keys_of(op: &Op) -> Vec<&Bytes> {
                 keys.iter().collect()
             }
             ZSetOp::Store { dest, .. } | ZSetOp::RangeStore { dest, .. } => vec![dest],
+            ZSetOp::GeoStore { to, .. } => vec![&to.dest],
         },
         Op::ExpireKeys(keys) | Op::Evict(keys) => keys.iter().collect(),
         Op::Stream(op) => match op {
@@ -587,6 +588,14 @@ fn command_events(
                 one(ZSET, event, dest)
             }
             ZSetOp::RangeStore { dest, .. } if is_live(dest) => one(ZSET, "zrangestore", dest),
+            ZSetOp::GeoStore { to, .. } if is_live(&to.dest) => {
+                let event = if to.geosearch {
+                    "geosearchstore"
+                } else {
+                    "georadiusstore"
+                };
+                one(ZSET, event, &to.dest)
+            }
             _ => Vec::new(),
         },
         Op::Stream(op) => stream_events(state, now, op, outcome, before),
@@ -817,6 +826,43 @@ mod tests {
                 "__keyspace@0__:s xsetid",
                 "__keyspace@0__:s xgroup-setid",
                 "__keyspace@0__:s xgroup-destroy",
+            ]
+        );
+    }
+
+    #[test]
+    fn geo_writes_fire_what_redis_fires() {
+        // Recorded from Redis 7.0.15 with notify-keyspace-events KEA.
+        let mut h = listening("Kgz$");
+        let said = run(
+            &mut h,
+            &[
+                "GEOADD g 1 1 a 2 2 b",
+                "GEOADD g 1 1 a",
+                "GEOADD g XX 3 3 c",
+                "GEORADIUS g 1 1 500 km STORE d",
+                "GEORADIUS g 1 1 500 km STOREDIST d",
+                "GEOSEARCHSTORE e g FROMLONLAT 1 1 BYRADIUS 500 km",
+                "GEORADIUS g 50 50 1 km STORE d",
+                "GEOSEARCHSTORE e nokey FROMMEMBER a BYRADIUS 1 km",
+                "SET s x",
+                "GEORADIUS g 1 1 500 km STORE s",
+                "GEOSEARCHSTORE n g FROMLONLAT 1 1 BYRADIUS 1 km",
+                "GEORADIUS g 1 1 500 km STORE d WITHDIST",
+            ],
+        );
+        assert_eq!(
+            said,
+            [
+                "__keyspace@0__:g zadd",
+                "__keyspace@0__:d georadiusstore",
+                "__keyspace@0__:d georadiusstore",
+                "__keyspace@0__:e geosearchstore",
+                "__keyspace@0__:d del",
+                "__keyspace@0__:e del",
+                "__keyspace@0__:s set",
+                "__keyspace@0__:s georadiusstore",
+                "__keyspace@0__:n geosearchstore",
             ]
         );
     }

@@ -34,6 +34,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::db::{Db, ScanMap, SeededRng, Value};
+use super::geo::{self, GeoQuery, GeoSearch, StoreTo};
 use super::hashes::random_picks;
 use super::keys::scan_reply;
 use super::timers::{self, KeyWaiters, Ticket, Timer, WaitsOnKeys};
@@ -134,7 +135,10 @@ impl ZSet {
     }
 
     /// The members whose score is in `range`, lowest first.
-    fn by_score(&self, range: &ScoreRange) -> impl DoubleEndedIterator<Item = (&Bytes, f64)> {
+    pub(super) fn by_score(
+        &self,
+        range: &ScoreRange,
+    ) -> impl DoubleEndedIterator<Item = (&Bytes, f64)> {
         let bounds = if range.is_empty() {
             None
         } else {
@@ -397,6 +401,9 @@ pub enum ZSetOp {
         timeout_ms: Option<u64>,
         ticket: Ticket,
     },
+    /// GEORADIUS* with STORE / STOREDIST, and GEOSEARCHSTORE. Outcome: the
+    /// number of members stored.
+    GeoStore { search: GeoSearch, to: StoreTo },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -460,6 +467,8 @@ pub enum ZSetQuery {
         pattern: Option<Bytes>,
         count: usize,
     },
+    /// GEOPOS, GEOHASH, GEODIST and the geo searches.
+    Geo(GeoQuery),
 }
 
 /// Clients blocked in BZPOPMIN / BZPOPMAX.
@@ -537,7 +546,7 @@ fn with_zset<R>(
 
 /// Replaces `dest` with `result`, or deletes it when the result is empty;
 /// answers the result's size (the STORE commands' reply).
-fn store(db: &mut Db, now: u64, dest: &Bytes, result: ZSet) -> Outcome {
+pub(super) fn store(db: &mut Db, now: u64, dest: &Bytes, result: ZSet) -> Outcome {
     let len = result.len();
     db.purge_if_expired(dest, now);
     if result.is_empty() {
@@ -652,6 +661,7 @@ pub fn apply(state: &mut State, now: u64, op: &ZSetOp) -> OpResult {
             }
             Ok(store(db, now, dest, result))
         }
+        ZSetOp::GeoStore { search, to } => geo::store(db, now, search, to),
     }
 }
 
@@ -1112,6 +1122,7 @@ pub fn read(db: &Db, now: u64, query: &ZSetQuery) -> OpResult {
             }
             Ok(scan_reply(next, out))
         }
+        ZSetQuery::Geo(query) => geo::read(db, now, query),
     }
 }
 
