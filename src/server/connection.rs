@@ -497,9 +497,11 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     } else {
                         // Only a request that may wait can be slow: keep
                         // the arguments of those alone (one per round of a
-                        // pipeline, not one per request).
+                        // pipeline, not one per request), unless every
+                        // command is to be logged.
                         let before = pending.last().map(|(_, p, _)| p);
-                        let keep = item.may_wait(before) && shared.slowlog.enabled();
+                        let keep = shared.slowlog.enabled()
+                            && (item.may_wait(before) || shared.slowlog.logs_everything());
                         Called::run(name, keep.then_some(argv.as_slice()), &mut pending_args)
                     };
                     pending.push((conn.protocol, item, called));

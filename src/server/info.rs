@@ -216,6 +216,10 @@ fn memory(shared: &Shared) -> Fields {
         ("maxmemory_policy", status.memory.policy().name().into()),
         ("mem_fragmentation_ratio", format!("{fragmentation:.2}")),
         ("mem_allocator", "mimalloc".into()),
+        // Values are freed where the op that removes them applies, never
+        // handed to a background thread: nothing is ever pending.
+        ("lazyfree_pending_objects", "0".into()),
+        ("lazyfreed_objects", "0".into()),
         ("number_of_cached_scripts", scripts.to_string()),
     ]
 }

@@ -75,6 +75,12 @@ impl SlowLog {
         self.threshold_us.load(Ordering::Relaxed) >= 0
     }
 
+    /// A threshold of 0 logs every command, the ones answered at once
+    /// included (Redis logs PING then).
+    pub fn logs_everything(&self) -> bool {
+        self.threshold_us.load(Ordering::Relaxed) == 0
+    }
+
     /// Command `name` (as in the table) that took `took`, with its
     /// request while the slow log is on: logged if it reached the
     /// threshold, and reported to the latency monitor if it reached its
