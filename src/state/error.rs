@@ -77,4 +77,10 @@ pub enum StateError {
     Acl(#[from] super::acl::AclError),
     #[error(transparent)]
     Hll(#[from] super::hll::HllError),
+    /// RESTORE onto an existing key without REPLACE.
+    #[error("BUSYKEY Target key name already exists.")]
+    BusyKey,
+    /// DUMP of a value concord has no RDB encoding for yet (streams).
+    #[error("ERR concord cannot DUMP {0} values yet")]
+    CannotDump(String),
 }
