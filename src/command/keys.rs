@@ -111,7 +111,7 @@ pub const SPECS: &[CommandSpec] = &[
     spec!("restore", -4, W_OOM, KeyPositions::FIRST, "2.6.0",
         "key ttl serialized-value [REPLACE] [ABSTTL] [IDLETIME seconds] [FREQ frequency]",
         "Creates a key from a DUMP payload of concord or of Redis up to 7.2 (strings, lists, sets, hashes and sorted sets; not streams or module values). The payload is checked and decoded before the write is replicated.",
-        Exec::Write(parse_restore, standard_reply)),
+        Exec::Either(parse_restore, standard_reply)),
     spec!("object", -2, &[], KeyPositions::NONE, "2.2.3", "subcommand [argument ...]",
         "A container for object introspection commands.",
         Exec::Local, OBJECT_SUBCOMMANDS),
@@ -511,10 +511,11 @@ fn parse_dump(argv: &[Bytes]) -> Result<Query, CommandError> {
 
 /// RESTORE key ttl payload [REPLACE] [ABSTTL] [IDLETIME s] [FREQ f], read
 /// in Redis's order: the options (IDLETIME and FREQ exclude each other),
-/// the TTL, then the payload, decoded here so a bad one never reaches the
-/// log. Redis answers BUSYKEY before looking at the TTL and payload; here
-/// that needs the keyspace, so it comes after them, when the op applies.
-fn parse_restore(argv: &[Bytes]) -> Result<Op, CommandError> {
+/// then whether the key exists (BUSYKEY without REPLACE), then the TTL,
+/// then the payload, decoded here. A bad TTL or payload never reaches the
+/// log: the command becomes a read that answers BUSYKEY if the key exists
+/// (and no REPLACE), else the TTL's or the payload's error.
+fn parse_restore(argv: &[Bytes]) -> Result<Parsed, CommandError> {
     let mut replace = false;
     let mut absttl = false;
     let mut access = RestoredAccess::Fresh;
@@ -549,23 +550,33 @@ fn parse_restore(argv: &[Bytes]) -> Result<Op, CommandError> {
             return Err(CommandError::Syntax);
         }
     }
-    let mut args = Args::new(&argv[..4]);
-    let key = args.bytes()?;
-    let ttl_ms = args.i64()?;
+    let key = argv[1].clone();
+    let decoded = restore_ttl(&argv[2]).and_then(|ttl_ms| Ok((ttl_ms, rdb::decode(&argv[3])?)));
+    Ok(match decoded {
+        Ok((ttl_ms, value)) => Parsed::Write(Op::Key(KeyOp::Restore {
+            key,
+            value,
+            ttl_ms,
+            absttl,
+            replace,
+            access,
+        })),
+        Err(error) => Parsed::Read(Query::Key(KeyQuery::RestoreRefused {
+            key,
+            replace,
+            error: error.to_string(),
+        })),
+    })
+}
+
+fn restore_ttl(arg: &Bytes) -> Result<i64, CommandError> {
+    let ttl_ms = crate::state::strings::parse_i64(arg).ok_or(CommandError::NotInteger)?;
     if ttl_ms < 0 {
         return Err(CommandError::InvalidArgument(
             "Invalid TTL value, must be >= 0".to_owned(),
         ));
     }
-    let value = rdb::decode(&args.bytes()?)?;
-    write(KeyOp::Restore {
-        key,
-        value,
-        ttl_ms,
-        absttl,
-        replace,
-        access,
-    })
+    Ok(ttl_ms)
 }
 
 fn parse_dbsize(_argv: &[Bytes]) -> Result<Query, CommandError> {

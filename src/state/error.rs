@@ -83,4 +83,8 @@ pub enum StateError {
     /// DUMP of a value concord has no RDB encoding for yet (streams).
     #[error("ERR concord cannot DUMP {0} values yet")]
     CannotDump(String),
+    /// An error the command layer found, answered after a check that
+    /// needed the keyspace (RESTORE's BUSYKEY comes first): its full text.
+    #[error("{0}")]
+    Refused(String),
 }

@@ -126,6 +126,14 @@ pub enum KeyQuery {
     /// DUMP: the value in Redis's RDB form ([`super::rdb::encode`]), nil
     /// when absent.
     Dump { key: Bytes },
+    /// A RESTORE whose TTL or payload the command layer refused: BUSYKEY
+    /// if the key exists and not `replace` (Redis looks at the key
+    /// first), else `error`, the refusal's full text.
+    RestoreRefused {
+        key: Bytes,
+        replace: bool,
+        error: String,
+    },
 }
 
 /// What OBJECT reports of a value.
@@ -434,6 +442,15 @@ pub fn read(db: &Db, now: u64, query: &KeyQuery) -> OpResult {
                 .map_err(|rdb::CannotDump(kind)| StateError::CannotDump(kind.to_owned())),
             None => Ok(Outcome::Nil),
         },
+        KeyQuery::RestoreRefused {
+            key,
+            replace,
+            error,
+        } => Err(if !replace && db.peek(key, now).is_some() {
+            StateError::BusyKey
+        } else {
+            StateError::Refused(error.clone())
+        }),
     }
 }
 
