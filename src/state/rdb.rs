@@ -431,7 +431,7 @@ fn non_empty<T>(items: Vec<T>) -> Result<Vec<T>, RdbError> {
 /// Splits a listpack of key, value, key, value... into distinct keys and
 /// their values; an odd or empty listpack is malformed.
 fn pairs(items: Vec<Bytes>) -> Result<(Vec<Bytes>, Vec<Bytes>), RdbError> {
-    if items.is_empty() || items.len() % 2 != 0 {
+    if items.is_empty() || !items.len().is_multiple_of(2) {
         return Err(RdbError::BadFormat);
     }
     let mut keys = Members::with_capacity(items.len() / 2);
