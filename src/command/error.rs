@@ -30,6 +30,9 @@ pub enum CommandError {
     NotPositive(&'static str),
     #[error("ERR {0}")]
     InvalidArgument(String),
+    /// A DUMP payload RESTORE cannot take.
+    #[error(transparent)]
+    Payload(#[from] crate::state::rdb::RdbError),
 }
 
 impl CommandError {

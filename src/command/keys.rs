@@ -5,7 +5,8 @@ use bytes::Bytes;
 use super::{
     is, standard_reply, Args, CommandError, CommandSpec, Exec, Flag, KeyPositions, Parsed,
 };
-use crate::state::keys::{ExpireFlags, KeyOp, KeyQuery, ObjectField, TtlForm};
+use crate::state::keys::{ExpireFlags, KeyOp, KeyQuery, ObjectField, RestoredAccess, TtlForm};
+use crate::state::rdb;
 use crate::state::sort::Sort;
 use crate::state::{Op, Query};
 
@@ -104,6 +105,13 @@ pub const SPECS: &[CommandSpec] = &[
         "key [BY pattern] [LIMIT offset count] [GET pattern [GET pattern ...]] [ASC | DESC] [ALPHA]",
         "Returns the sorted elements of a list, set or sorted set, as SORT without STORE.",
         Exec::Read(parse_sort_ro, standard_reply)),
+    spec!("dump", 2, R, KeyPositions::FIRST, "2.6.0", "key",
+        "Returns the value stored at a key in Redis's DUMP format (RDB version 10, which Redis 7.0 and later restore). Streams cannot be dumped yet.",
+        Exec::Read(parse_dump, standard_reply)),
+    spec!("restore", -4, W_OOM, KeyPositions::FIRST, "2.6.0",
+        "key ttl serialized-value [REPLACE] [ABSTTL] [IDLETIME seconds] [FREQ frequency]",
+        "Creates a key from a DUMP payload of concord or of Redis up to 7.2 (strings, lists, sets, hashes and sorted sets; not streams or module values). The payload is checked and decoded before the write is replicated.",
+        Exec::Either(parse_restore, standard_reply)),
     spec!("object", -2, &[], KeyPositions::NONE, "2.2.3", "subcommand [argument ...]",
         "A container for object introspection commands.",
         Exec::Local, OBJECT_SUBCOMMANDS),
@@ -493,6 +501,82 @@ fn parse_randomkey(_argv: &[Bytes]) -> Result<Query, CommandError> {
     read(KeyQuery::RandomKey {
         seed: rand::random(),
     })
+}
+
+fn parse_dump(argv: &[Bytes]) -> Result<Query, CommandError> {
+    read(KeyQuery::Dump {
+        key: argv[1].clone(),
+    })
+}
+
+/// RESTORE key ttl payload [REPLACE] [ABSTTL] [IDLETIME s] [FREQ f], read
+/// in Redis's order: the options (IDLETIME and FREQ exclude each other),
+/// then whether the key exists (BUSYKEY without REPLACE), then the TTL,
+/// then the payload, decoded here. A bad TTL or payload never reaches the
+/// log: the command becomes a read that answers BUSYKEY if the key exists
+/// (and no REPLACE), else the TTL's or the payload's error.
+fn parse_restore(argv: &[Bytes]) -> Result<Parsed, CommandError> {
+    let mut replace = false;
+    let mut absttl = false;
+    let mut access = RestoredAccess::Fresh;
+    let mut options = Args::new(&argv[3..]);
+    while !options.is_empty() {
+        let word = options.bytes()?;
+        let has_value = !options.is_empty();
+        if is(&word, "REPLACE") {
+            replace = true;
+        } else if is(&word, "ABSTTL") {
+            absttl = true;
+        } else if is(&word, "IDLETIME") && has_value && !matches!(access, RestoredAccess::Freq(_)) {
+            let idle = options.i64()?;
+            if idle < 0 {
+                return Err(CommandError::InvalidArgument(
+                    "Invalid IDLETIME value, must be >= 0".to_owned(),
+                ));
+            }
+            access = RestoredAccess::IdleSeconds(idle as u64);
+        } else if is(&word, "FREQ")
+            && has_value
+            && !matches!(access, RestoredAccess::IdleSeconds(_))
+        {
+            let freq = options.i64()?;
+            let freq = u8::try_from(freq).map_err(|_| {
+                CommandError::InvalidArgument(
+                    "Invalid FREQ value, must be >= 0 and <= 255".to_owned(),
+                )
+            })?;
+            access = RestoredAccess::Freq(freq);
+        } else {
+            return Err(CommandError::Syntax);
+        }
+    }
+    let key = argv[1].clone();
+    let decoded = restore_ttl(&argv[2]).and_then(|ttl_ms| Ok((ttl_ms, rdb::decode(&argv[3])?)));
+    Ok(match decoded {
+        Ok((ttl_ms, value)) => Parsed::Write(Op::Key(KeyOp::Restore {
+            key,
+            value,
+            ttl_ms,
+            absttl,
+            replace,
+            access,
+        })),
+        Err(error) => Parsed::Read(Query::Key(KeyQuery::RestoreRefused {
+            key,
+            replace,
+            error: error.to_string(),
+        })),
+    })
+}
+
+fn restore_ttl(arg: &Bytes) -> Result<i64, CommandError> {
+    let ttl_ms = crate::state::strings::parse_i64(arg).ok_or(CommandError::NotInteger)?;
+    if ttl_ms < 0 {
+        return Err(CommandError::InvalidArgument(
+            "Invalid TTL value, must be >= 0".to_owned(),
+        ));
+    }
+    Ok(ttl_ms)
 }
 
 fn parse_dbsize(_argv: &[Bytes]) -> Result<Query, CommandError> {

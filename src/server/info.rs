@@ -289,6 +289,8 @@ fn stats(shared: &Shared) -> Fields {
         ("keyspace_misses", "0".into()),
         ("pubsub_channels", "0".into()),
         ("pubsub_patterns", "0".into()),
+        // concord has no MIGRATE, so it never caches a connection for one.
+        ("migrate_cached_sockets", "0".into()),
         (
             "client_output_buffer_limit_disconnections",
             s.output_limit_disconnections

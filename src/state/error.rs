@@ -78,8 +78,15 @@ pub enum StateError {
     #[error(transparent)]
     Hll(#[from] super::hll::HllError),
     /// An argument error found while the command ran (the geo commands
-    /// read some arguments only after looking at their key, as Redis
-    /// does): the full text, code included.
+    /// read some arguments only after looking at their key, and RESTORE's
+    /// BUSYKEY comes before its payload's errors, as in Redis): the full
+    /// text, code included.
     #[error("{0}")]
     Argument(String),
+    /// RESTORE onto an existing key without REPLACE.
+    #[error("BUSYKEY Target key name already exists.")]
+    BusyKey,
+    /// DUMP of a value concord has no RDB encoding for yet (streams).
+    #[error("ERR concord cannot DUMP {0} values yet")]
+    CannotDump(String),
 }

@@ -417,6 +417,11 @@ fn golden_keys() {
 }
 
 #[test]
+fn golden_dump() {
+    check("dump.txt", include_str!("../../tests/golden/dump.txt"));
+}
+
+#[test]
 fn golden_sort() {
     check("sort.txt", include_str!("../../tests/golden/sort.txt"));
 }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::db::{Db, Value};
 use super::memory;
+use super::rdb::{self, RestoredValue};
 use super::sort::{self, Sort};
 use super::{glob, OpResult, Outcome, StateError};
 
@@ -56,6 +57,33 @@ pub enum KeyOp {
     FlushAll,
     /// SORT ... STORE destination: see [`super::sort::store`].
     SortStore { sort: Sort, destination: Bytes },
+    /// RESTORE: stores a value the command layer decoded from a DUMP
+    /// payload. `ttl_ms` 0 is no deadline; otherwise it is after the
+    /// entry's time, or a unix time when `absttl`. A deadline already
+    /// past stores nothing (and deletes the key under `replace`), as Redis
+    /// does. Outcome: OK. Error: BUSYKEY when the key exists and not
+    /// `replace`.
+    Restore {
+        key: Bytes,
+        value: RestoredValue,
+        ttl_ms: i64,
+        absttl: bool,
+        replace: bool,
+        access: RestoredAccess,
+    },
+}
+
+/// RESTORE's IDLETIME or FREQ: the access record the key starts with on
+/// each node (see [`super::memory::Access::restore`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RestoredAccess {
+    /// Accessed now, as any new key.
+    #[default]
+    Fresh,
+    /// Last accessed this many seconds ago (under an LRU policy).
+    IdleSeconds(u64),
+    /// This LFU counter (under an LFU policy).
+    Freq(u8),
 }
 
 /// How TTL-style queries report the deadline.
@@ -95,6 +123,17 @@ pub enum KeyQuery {
     MemoryUsage { key: Bytes, samples: usize },
     /// SORT without STORE, and SORT_RO: see [`super::sort::read`].
     Sort(Sort),
+    /// DUMP: the value in Redis's RDB form ([`super::rdb::encode`]), nil
+    /// when absent.
+    Dump { key: Bytes },
+    /// A RESTORE whose TTL or payload the command layer refused: BUSYKEY
+    /// if the key exists and not `replace` (Redis looks at the key
+    /// first), else `error`, the refusal's full text.
+    RestoreRefused {
+        key: Bytes,
+        replace: bool,
+        error: String,
+    },
 }
 
 /// What OBJECT reports of a value.
@@ -277,6 +316,39 @@ pub fn apply(db: &mut Db, now: u64, op: &KeyOp) -> OpResult {
             Ok(Outcome::Ok)
         }
         KeyOp::SortStore { sort, destination } => sort::store(db, now, sort, destination),
+        KeyOp::Restore {
+            key,
+            value,
+            ttl_ms,
+            absttl,
+            replace,
+            access,
+        } => {
+            let exists = db.live(key, now).is_some();
+            if exists && !replace {
+                return Err(StateError::BusyKey);
+            }
+            if exists {
+                db.remove(key);
+            }
+            let deadline = match (*ttl_ms, *absttl) {
+                (0, _) => None,
+                (at, true) => Some(at),
+                (ttl, false) => Some((now as i64).saturating_add(ttl)),
+            };
+            if deadline.is_some_and(|at| at <= now as i64) {
+                return Ok(Outcome::Ok);
+            }
+            db.insert(
+                key.clone(),
+                value.clone().into_value(),
+                deadline.map(|at| at as u64),
+            );
+            if let Some(entry) = db.peek(key, now) {
+                entry.access().restore(db.access_mode(), now, *access);
+            }
+            Ok(Outcome::Ok)
+        }
     }
 }
 
@@ -364,6 +436,21 @@ pub fn read(db: &Db, now: u64, query: &KeyQuery) -> OpResult {
             None => Outcome::Nil,
         }),
         KeyQuery::Sort(query) => sort::read(db, now, query),
+        KeyQuery::Dump { key } => match db.get(key, now) {
+            Some(entry) => rdb::encode(&entry.value)
+                .map(|payload| Outcome::Bulk(Bytes::from(payload)))
+                .map_err(|rdb::CannotDump(kind)| StateError::CannotDump(kind.to_owned())),
+            None => Ok(Outcome::Nil),
+        },
+        KeyQuery::RestoreRefused {
+            key,
+            replace,
+            error,
+        } => Err(if !replace && db.peek(key, now).is_some() {
+            StateError::BusyKey
+        } else {
+            StateError::Argument(error.clone())
+        }),
     }
 }
 
@@ -383,6 +470,7 @@ mod tests {
     use super::*;
     use crate::state::db::ScanMap;
     use crate::state::hashes::Hash;
+    use crate::state::memory::AccessMode;
 
     fn b(s: &str) -> Bytes {
         Bytes::copy_from_slice(s.as_bytes())
@@ -576,5 +664,47 @@ mod tests {
         let persist = KeyOp::Persist { key: b("b") };
         assert_eq!(apply(&mut db, 0, &persist), Ok(Outcome::Int(1)));
         assert_eq!(db.volatile_len(), 0);
+    }
+
+    #[test]
+    fn restore_honours_idletime_and_freq_under_their_policy() {
+        let restore = |key: &str, access| KeyOp::Restore {
+            key: b(key),
+            value: RestoredValue::String(b("v")),
+            ttl_ms: 0,
+            absttl: false,
+            replace: false,
+            access,
+        };
+        let now = 10_000_000;
+        let mut db = Db::new();
+        db.set_clock(now);
+        let idle = restore("idle", RestoredAccess::IdleSeconds(100));
+        assert_eq!(apply(&mut db, now, &idle), Ok(Outcome::Ok));
+        let fresh = restore("fresh", RestoredAccess::Freq(200));
+        assert_eq!(apply(&mut db, now, &fresh), Ok(Outcome::Ok));
+        let seconds = |db: &Db, k: &str| {
+            db.peek(&b(k), now + 2000)
+                .unwrap()
+                .access()
+                .idle_seconds(now + 2000)
+        };
+        assert_eq!(seconds(&db, "idle"), 102);
+        // FREQ is ignored under LRU, as in Redis.
+        assert_eq!(seconds(&db, "fresh"), 2);
+        assert_eq!(apply(&mut db, now, &idle), Err(StateError::BusyKey));
+
+        let mut db = Db::new();
+        let lfu = AccessMode {
+            lfu: true,
+            ..AccessMode::default()
+        };
+        db.set_access_mode(lfu);
+        db.set_clock(now);
+        assert_eq!(apply(&mut db, now, &fresh), Ok(Outcome::Ok));
+        assert_eq!(apply(&mut db, now, &idle), Ok(Outcome::Ok));
+        let freq = |db: &Db, k: &str| db.peek(&b(k), now).unwrap().access().frequency(&lfu, now);
+        assert_eq!(freq(&db, "fresh"), 200);
+        assert_eq!(freq(&db, "idle"), memory::LFU_INIT);
     }
 }

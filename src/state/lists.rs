@@ -672,6 +672,7 @@ pub(super) fn serve_waiters(state: &mut State, now: u64) {
 pub(super) fn after_key_op(state: &mut State, op: &KeyOp) {
     if let KeyOp::Rename { to, .. }
     | KeyOp::Copy { to, .. }
+    | KeyOp::Restore { key: to, .. }
     | KeyOp::SortStore {
         destination: to, ..
     } = op

@@ -36,6 +36,7 @@ use bytes::Bytes;
 
 use super::db::{mix, ScanMap, Value, SLOT_CHUNK};
 use super::hashes::HashLayout;
+use super::keys::RestoredAccess;
 use super::zsets::ZSet;
 
 /// Elements of a collection sampled for its accounted cost.
@@ -119,6 +120,23 @@ impl Access {
         let elapsed = (minutes(now) + 0x1_0000 - last) & 0xffff;
         let periods = elapsed.checked_div(mode.lfu_decay_minutes).unwrap_or(0);
         counter.saturating_sub(periods)
+    }
+
+    /// RESTORE's IDLETIME or FREQ, as Redis's `objectSetLRUOrLFU` sets
+    /// them: under LFU a FREQ becomes the counter (decayed from now on);
+    /// under LRU an IDLETIME dates the last access that many seconds back
+    /// (at most 2^32 ms, about 49 days, the span of the LRU clock kept
+    /// here). The option of the other policy is ignored, as in Redis.
+    pub fn restore(&self, mode: &AccessMode, now: u64, access: RestoredAccess) {
+        let word = match access {
+            RestoredAccess::Freq(freq) if mode.lfu => (minutes(now) << 8) | u32::from(freq),
+            RestoredAccess::IdleSeconds(idle) if !mode.lfu => {
+                let idle_ms = idle.saturating_mul(1000).min(u64::from(u32::MAX)) as u32;
+                millis(now).wrapping_sub(idle_ms)
+            }
+            _ => return,
+        };
+        self.0.store(word, Ordering::Relaxed);
     }
 
     /// The word to keep when a write replaces an entry's value: its history

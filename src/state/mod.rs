@@ -32,6 +32,7 @@ pub mod packed;
 pub mod pubsub;
 pub mod queues;
 pub mod ratelimit;
+pub mod rdb;
 pub mod registry;
 pub mod scripts;
 pub mod sessions;

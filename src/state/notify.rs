@@ -131,8 +131,9 @@ enum Seen {
 }
 
 fn seen(state: &State, key: &Bytes, now: u64) -> Seen {
-    // Time 0 sees every stored key, expired or not.
-    match (state.db.get(key, now), state.db.get(key, 0)) {
+    // Time 0 sees every stored key, expired or not. Peeks: looking is
+    // not an access (it would reset RESTORE's IDLETIME).
+    match (state.db.peek(key, now), state.db.peek(key, 0)) {
         (Some(_), _) => Seen::Live,
         (None, Some(_)) => Seen::Expired,
         (None, None) => Seen::Absent,
@@ -164,6 +165,7 @@ fn keys_of(op: &Op) -> Vec<&Bytes> {
             KeyOp::Rename { from, to, .. } | KeyOp::Copy { from, to, .. } => vec![from, to],
             KeyOp::Expire { key, .. } | KeyOp::Persist { key } => vec![key],
             KeyOp::SortStore { destination, .. } => vec![destination],
+            KeyOp::Restore { key, .. } => vec![key],
             KeyOp::FlushAll => Vec::new(),
         },
         Op::Hash(op) => match op {
@@ -478,6 +480,9 @@ fn command_events(
             KeyOp::Expire { key, .. } if positive && is_live(key) => one(GENERIC, "expire", key),
             KeyOp::Persist { key } if positive => one(GENERIC, "persist", key),
             KeyOp::SortStore { destination, .. } if positive => one(LIST, "sortstore", destination),
+            KeyOp::Restore { key, .. } if state.db.peek(key, now).is_some() => {
+                one(GENERIC, "restore", key)
+            }
             _ => Vec::new(),
         },
         Op::Hash(op) => match op {
@@ -760,6 +765,31 @@ mod tests {
                 &["SET foo bar", "EXPIRE foo 10", "DEL foo", "DEL foo"]
             ),
             ["__keyspace@0__:foo expire", "__keyspace@0__:foo del"]
+        );
+    }
+
+    #[test]
+    fn restore_sends_restore_new_and_del() {
+        // DUMP of the string "hello".
+        let payload = r#""\x00\x05hello\n\x00cr\xdfve4 \n""#;
+        let mut h = listening("Kgn");
+        assert_eq!(
+            run(
+                &mut h,
+                &[
+                    &format!("RESTORE r 0 {payload}"),
+                    &format!("RESTORE r 0 {payload}"),
+                    &format!("RESTORE r 0 {payload} REPLACE"),
+                    &format!("RESTORE r 1 {payload} REPLACE ABSTTL"),
+                    &format!("RESTORE r 1 {payload} ABSTTL"),
+                ]
+            ),
+            [
+                "__keyspace@0__:r new",
+                "__keyspace@0__:r restore",
+                "__keyspace@0__:r restore",
+                "__keyspace@0__:r del",
+            ]
         );
     }
 
