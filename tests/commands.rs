@@ -322,7 +322,10 @@ fn server_and_connection_commands() {
         .unwrap_err()
         .to_string()
         .contains("only supports SYNC|ASYNC"));
-    let err: RedisResult<()> = redis::cmd("FUNCTION").arg("STATS").query(&mut c);
+    let stats: Value = redis::cmd("FUNCTION").arg("STATS").query(&mut c).unwrap();
+    let Value::Array(stats) = stats else { panic!() };
+    assert_eq!(stats[0], Value::BulkString(b"running_script".to_vec()));
+    let err: RedisResult<()> = redis::cmd("FUNCTION").arg("NOSUCH").query(&mut c);
     assert!(err.unwrap_err().to_string().contains("unknown subcommand"));
 }
 
