@@ -669,15 +669,19 @@ pub fn pfadd(db: &mut Db, now: u64, key: &Bytes, elements: &[Bytes]) -> OpResult
 /// It turns dense if any source is dense. Outcome: OK.
 pub fn pfmerge(db: &mut Db, now: u64, dest: &Bytes, sources: &[Bytes]) -> OpResult {
     let mut max = Box::new([0u8; REGISTERS]);
-    let mut dense = false;
-    for key in std::iter::once(dest).chain(sources) {
+    let hll = load(db, dest, now)?;
+    let mut dense = hll.as_deref().is_some_and(|h| !is_sparse(h));
+    if let Some(h) = &hll {
+        merge_into(&mut max, h)?;
+    }
+    for key in sources {
         if let Some(s) = get_string(db, key, now)? {
             check(s)?;
             dense |= !is_sparse(s);
             merge_into(&mut max, s)?;
         }
     }
-    let mut hll = load(db, dest, now)?.unwrap_or_else(empty);
+    let mut hll = hll.unwrap_or_else(empty);
     store_max(&mut hll, &max, dense, SPARSE_MAX_BYTES)?;
     db.insert_keep_ttl(dest.clone(), Value::String(Bytes::from(hll)), now);
     Ok(Outcome::Ok)
@@ -690,17 +694,21 @@ pub fn pfdebug_dense(db: &mut Db, now: u64, key: &Bytes, registers_wanted: bool)
     let converted = is_sparse(&hll);
     if converted {
         to_dense(&mut hll)?;
-        db.insert_keep_ttl(key.clone(), Value::String(Bytes::from(hll.clone())), now);
     }
-    if registers_wanted {
-        return Ok(Outcome::Array(
+    let outcome = if registers_wanted {
+        Outcome::Array(
             registers(&hll)
                 .into_iter()
                 .map(|r| Outcome::Int(i64::from(r)))
                 .collect(),
-        ));
+        )
+    } else {
+        Outcome::Int(i64::from(converted))
+    };
+    if converted {
+        db.insert_keep_ttl(key.clone(), Value::String(Bytes::from(hll)), now);
     }
-    Ok(Outcome::Int(i64::from(converted)))
+    Ok(outcome)
 }
 
 /// PFDEBUG DECODE (`decode`) or ENCODING.
