@@ -116,7 +116,7 @@ THROUGH = os.environ.get("SPAWN_THROUGH", "leader")
 # Redis mechanics with no concord counterpart that the acl/auth units do
 # not test. Persistence is the raft log (every write is fsync'd there, a
 # restart recovers it, as `save` gives Redis on SIGTERM); logging goes to
-# stderr; there is one database (the suite runs with --singledb); there is
+# stderr; the sixteen databases are fixed (`databases` answers 16); there is
 # no unix socket (a test that connects through one fails).
 IGNORED = {
     "always-show-logo", "daemonize", "pidfile", "logfile", "loglevel",
@@ -500,7 +500,7 @@ run_spawn_mode() {
             local hangs=() skip=() plain ok err
             while :; do
                 (cd "$SUITE_DIR/spawn/$kind" && SPAWN_NODES=$nodes SPAWN_THROUGH=${through:-leader} \
-                    timeout "$TIMEOUT" ./runtest --clients 1 --singledb --durable --ignore-encoding \
+                    timeout "$TIMEOUT" ./runtest --clients 1 --durable --ignore-encoding \
                     --ignore-digest --no-latency --tags "$TAGS" --timeout "$HANG_TIMEOUT" --dont-clean \
                     "${skip[@]}" --single "$unit" >"$out" 2>&1) || true
                 plain=$(sed 's/\x1b\[[0-9;]*m//g' "$out")
@@ -623,7 +623,7 @@ for unit in "${UNITS[@]}"; do
     i=0
     for port in "$leader" "$follower"; do
         out=$SUITE_DIR/logs/$(echo "$unit" | tr / _).$port.log
-        (cd "$SRC" && timeout "$TIMEOUT" ./runtest --host 127.0.0.1 --port "$port" --singledb \
+        (cd "$SRC" && timeout "$TIMEOUT" ./runtest --host 127.0.0.1 --port "$port" \
             --durable --ignore-encoding --ignore-digest --no-latency --tags "$TAGS" \
             --single "$unit" >"$out" 2>&1) || true
         # The suite colours its tags: strip the escapes before counting.

@@ -23,8 +23,8 @@ pub const SPECS: &[CommandSpec] = &[
         "Closes the connection after replying OK."),
     local!("reset", 1, CONN, "6.2.0", "",
         "Resets the connection: protocol 2, no name, database 0, read mode linearizable."),
-    local!("select", 2, CONN, "1.0.0", "index",
-        "Changes the selected database. concord has database 0 only."),
+    local!("select", 2, &[Flag::Loading, Flag::Stale, Flag::Fast], "1.0.0", "index",
+        "Changes the selected database (0 to 15)."),
     local!("client", -2, &[], "2.4.0", "subcommand [argument ...]",
         "A container for client connection commands.", CLIENT_SUBCOMMANDS),
 ];

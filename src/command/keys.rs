@@ -54,8 +54,11 @@ pub const SPECS: &[CommandSpec] = &[
         Exec::Write(parse_renamenx, standard_reply)),
     spec!("copy", -3, W_OOM, KeyPositions::FIRST_TWO, "6.2.0",
         "source destination [DB destination-db] [REPLACE]",
-        "Copies the value of a key to a new key. concord has database 0 only.",
+        "Copies the value of a key to a new key, in this database or another.",
         Exec::Write(parse_copy, standard_reply)),
+    spec!("move", 3, WF, KeyPositions::FIRST, "1.0.0", "key db",
+        "Moves a key to another database.",
+        Exec::Write(parse_move, standard_reply)),
     spec!("expire", -3, WF, KeyPositions::FIRST, "1.0.0", "key seconds [NX | XX | GT | LT]",
         "Sets the expiration time of a key in seconds.",
         Exec::Write(parse_expire, standard_reply)),
@@ -93,10 +96,13 @@ pub const SPECS: &[CommandSpec] = &[
         Exec::Read(parse_dbsize, standard_reply)),
     spec!("flushdb", -1, W, KeyPositions::NONE, Group::Server, "1.0.0", "[ASYNC | SYNC]",
         "Removes all keys from the current database.",
-        Exec::Write(parse_flush, standard_reply)),
+        Exec::Write(parse_flushdb, standard_reply)),
     spec!("flushall", -1, W, KeyPositions::NONE, Group::Server, "1.0.0", "[ASYNC | SYNC]",
-        "Removes all keys from all databases (concord has database 0 only).",
-        Exec::Write(parse_flush, standard_reply)),
+        "Removes all keys from all databases.",
+        Exec::Write(parse_flushall, standard_reply)),
+    spec!("swapdb", 3, WF, KeyPositions::NONE, Group::Server, "4.0.0", "index1 index2",
+        "Swaps two databases. Clients blocked on keys of either are served from what their database holds now.",
+        Exec::Write(parse_swapdb, standard_reply)),
     spec!("sort", -2, W_OOM, KeyPositions::FIRST, "1.0.0",
         "key [BY pattern] [LIMIT offset count] [GET pattern [GET pattern ...]] [ASC | DESC] [ALPHA] [STORE destination]",
         "Sorts the elements of a list, set or sorted set, by their values or by the keys a pattern names, and returns them or stores them as a list. Without STORE it is a read. A set sorted BY a constant comes back in byte order.",
@@ -371,27 +377,34 @@ fn parse_copy(argv: &[Bytes]) -> Result<Op, CommandError> {
     let from = args.bytes()?;
     let to = args.bytes()?;
     let mut replace = false;
+    let mut db = None;
     while !args.is_empty() {
         let word = args.bytes()?;
         if is(&word, "REPLACE") {
             replace = true;
         } else if is(&word, "DB") && !args.is_empty() {
-            let db = args.i64()?;
-            if db < i64::from(i32::MIN) || db > i64::from(i32::MAX) {
+            let index = args.i64()?;
+            if index < i64::from(i32::MIN) || index > i64::from(i32::MAX) {
                 return Err(CommandError::InvalidArgument(format!(
                     "value is out of range, value must between {} and {}",
                     i32::MIN,
                     i32::MAX
                 )));
             }
-            if db != 0 {
-                return Err(CommandError::InvalidArgument(
-                    "DB index is out of range".to_owned(),
-                ));
-            }
+            db = Some(database(index)?);
         } else {
             return Err(CommandError::Syntax);
         }
+    }
+    // Into another database the same name is another key: the state,
+    // which knows the current database, refuses a copy onto itself.
+    if let Some(db) = db {
+        return write(KeyOp::CopyToDb {
+            from,
+            to,
+            db,
+            replace,
+        });
     }
     if from == to {
         return Err(CommandError::InvalidArgument(
@@ -399,6 +412,34 @@ fn parse_copy(argv: &[Bytes]) -> Result<Op, CommandError> {
         ));
     }
     write(KeyOp::Copy { from, to, replace })
+}
+
+/// A database index that SELECT, MOVE, COPY and SWAPDB accept.
+pub fn database(index: i64) -> Result<u32, CommandError> {
+    u32::try_from(index)
+        .ok()
+        .filter(|db| *db < crate::state::DATABASES)
+        .ok_or_else(|| CommandError::InvalidArgument("DB index is out of range".to_owned()))
+}
+
+fn parse_move(argv: &[Bytes]) -> Result<Op, CommandError> {
+    let mut args = Args::new(argv);
+    let key = args.bytes()?;
+    let db = database(args.i64()?)?;
+    write(KeyOp::Move { key, db })
+}
+
+fn parse_swapdb(argv: &[Bytes]) -> Result<Op, CommandError> {
+    let index = |arg: &Bytes, which: &str| {
+        std::str::from_utf8(arg)
+            .ok()
+            .and_then(|s| s.parse::<i64>().ok())
+            .ok_or_else(|| CommandError::InvalidArgument(format!("invalid {which} DB index")))
+    };
+    let a = index(&argv[1], "first")?;
+    let b = index(&argv[2], "second")?;
+    let (a, b) = (database(a)?, database(b)?);
+    write(KeyOp::SwapDb { a, b })
 }
 
 /// The EXPIRE family: options are checked first, then the time, as Redis
@@ -583,13 +624,23 @@ fn parse_dbsize(_argv: &[Bytes]) -> Result<Query, CommandError> {
     read(KeyQuery::DbSize)
 }
 
-fn parse_flush(argv: &[Bytes]) -> Result<Op, CommandError> {
-    match argv {
-        [_] => {}
-        [_, mode] if is(mode, "ASYNC") || is(mode, "SYNC") => {}
-        _ => return Err(CommandError::Syntax),
-    }
+fn parse_flushdb(argv: &[Bytes]) -> Result<Op, CommandError> {
+    flush_mode(argv)?;
+    write(KeyOp::FlushDb)
+}
+
+fn parse_flushall(argv: &[Bytes]) -> Result<Op, CommandError> {
+    flush_mode(argv)?;
     write(KeyOp::FlushAll)
+}
+
+/// ASYNC or SYNC: both free at once (values are dropped as the op applies).
+fn flush_mode(argv: &[Bytes]) -> Result<(), CommandError> {
+    match argv {
+        [_] => Ok(()),
+        [_, mode] if is(mode, "ASYNC") || is(mode, "SYNC") => Ok(()),
+        _ => Err(CommandError::Syntax),
+    }
 }
 
 #[cfg(test)]

@@ -65,7 +65,7 @@ pub fn summary(snapshot: &Snapshot, state: &State, bytes: u64) -> Summary {
         voters: meta.get_conf_state().voters.clone(),
         learners: meta.get_conf_state().learners.clone(),
         bytes,
-        keys: state.db().len() as u64,
+        keys: state.key_count(),
     }
 }
 

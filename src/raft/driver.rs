@@ -1230,18 +1230,11 @@ impl Driver {
             // before the log.
             // An expiry of many keys is split by its keys: it must never be
             // refused, or the same earliest keys would be tried forever.
-            match ops.as_mut_slice() {
-                [Op::ExpireKeys(keys)] if keys.len() > 1 => {
-                    let rest = keys.split_off(keys.len() / 2);
-                    ops.push(Op::ExpireKeys(rest));
+            if let [op] = ops.as_mut_slice() {
+                if let Some(rest) = split_deletion(op) {
+                    ops.push(rest);
                     replies.push(None);
                 }
-                [Op::Evict(keys)] if keys.len() > 1 => {
-                    let rest = keys.split_off(keys.len() / 2);
-                    ops.push(Op::Evict(rest));
-                    replies.push(None);
-                }
-                _ => {}
             }
             if ops.len() > 1 {
                 let rest_ops = ops.split_off(ops.len() / 2);
@@ -1498,7 +1491,12 @@ impl Driver {
             return;
         }
         self.flush_proposals();
-        self.expiry_in_flight = self.propose(vec![Op::ExpireKeys(keys)], vec![None]);
+        let ops: Vec<Op> = keys
+            .into_iter()
+            .map(|(db, keys)| Op::in_db(db, Op::ExpireKeys(keys)))
+            .collect();
+        let replies = ops.iter().map(|_| None).collect();
+        self.expiry_in_flight = self.propose(ops, replies);
     }
 
     /// The leader deletes keys chosen for eviction through the log when the
@@ -1515,7 +1513,16 @@ impl Driver {
             return;
         };
         self.flush_proposals();
-        let index = self.propose(vec![Op::Evict(keys)], vec![None]);
+        let mut by_db: BTreeMap<u32, Vec<Bytes>> = BTreeMap::new();
+        for (db, key) in keys {
+            by_db.entry(db).or_default().push(key);
+        }
+        let ops: Vec<Op> = by_db
+            .into_iter()
+            .map(|(db, keys)| Op::in_db(db, Op::Evict(keys)))
+            .collect();
+        let replies = ops.iter().map(|_| None).collect();
+        let index = self.propose(ops, replies);
         self.eviction.in_flight.proposed(index);
     }
 
@@ -2284,10 +2291,7 @@ impl Driver {
             .store(self.raw.raft.raft_log.last_index(), Ordering::Relaxed);
         s.snapshot_index
             .store(store.snapshot_index(), Ordering::Relaxed);
-        s.keys
-            .store(self.state.db().len() as u64, Ordering::Relaxed);
-        s.volatile_keys
-            .store(self.state.db().volatile_len() as u64, Ordering::Relaxed);
+        s.set_databases(&self.state);
         s.dataset_bytes
             .store(self.state.dataset_bytes(), Ordering::Relaxed);
         s.evicted_keys
@@ -2389,6 +2393,20 @@ fn proposal_context<'a>(entry: &'a Entry, cc_context: &'a Bytes) -> &'a Bytes {
         cc_context
     } else {
         &entry.context
+    }
+}
+
+/// Splits an expiry or eviction of many keys (in any database) in two:
+/// it must never be refused as too big for one entry, or the same keys
+/// would be tried forever. Returns the second half; None for any other op.
+fn split_deletion(op: &mut Op) -> Option<Op> {
+    match op {
+        Op::ExpireKeys(keys) if keys.len() > 1 => {
+            Some(Op::ExpireKeys(keys.split_off(keys.len() / 2)))
+        }
+        Op::Evict(keys) if keys.len() > 1 => Some(Op::Evict(keys.split_off(keys.len() / 2))),
+        Op::InDb { db, op } => split_deletion(op).map(|rest| Op::in_db(*db, rest)),
+        _ => None,
     }
 }
 

@@ -73,7 +73,7 @@ impl Eviction {
         limit: &MemoryLimit,
         state: &State,
         now_ms: u64,
-    ) -> Option<Vec<Bytes>> {
+    ) -> Option<Vec<(u32, Bytes)>> {
         if self.in_flight.is_pending() {
             return None;
         }

@@ -213,8 +213,9 @@ pub struct NodeStatus {
     applied: AtomicU64,
     last_index: AtomicU64,
     snapshot_index: AtomicU64,
-    keys: AtomicU64,
-    volatile_keys: AtomicU64,
+    /// Keys and keys with a deadline, by database.
+    keys: [AtomicU64; crate::state::DATABASES as usize],
+    volatile_keys: [AtomicU64; crate::state::DATABASES as usize],
     /// The dataset's size (what `maxmemory` limits) and the keys evicted
     /// by this replica, as of the last applied entry.
     dataset_bytes: AtomicU64,
@@ -260,8 +261,8 @@ impl NodeStatus {
             applied: AtomicU64::new(0),
             last_index: AtomicU64::new(0),
             snapshot_index: AtomicU64::new(0),
-            keys: AtomicU64::new(0),
-            volatile_keys: AtomicU64::new(0),
+            keys: Default::default(),
+            volatile_keys: Default::default(),
             dataset_bytes: AtomicU64::new(0),
             evicted_keys: AtomicU64::new(0),
             memory: MemoryLimit::default(),
@@ -370,11 +371,39 @@ impl NodeStatus {
 
     /// Keys in the keyspace and how many have a deadline, as of the last
     /// applied entry.
+    /// Keys and keys with a deadline in every database.
     pub fn keys(&self) -> (u64, u64) {
-        (
-            self.keys.load(Ordering::Relaxed),
-            self.volatile_keys.load(Ordering::Relaxed),
-        )
+        self.databases()
+            .iter()
+            .fold((0, 0), |(k, v), (_, keys, volatile)| {
+                (k + keys, v + volatile)
+            })
+    }
+
+    /// Keys and keys with a deadline of each database that holds any.
+    pub fn databases(&self) -> Vec<(u32, u64, u64)> {
+        (0..crate::state::DATABASES)
+            .map(|db| {
+                let i = db as usize;
+                (
+                    db,
+                    self.keys[i].load(Ordering::Relaxed),
+                    self.volatile_keys[i].load(Ordering::Relaxed),
+                )
+            })
+            .filter(|(_, keys, _)| *keys > 0)
+            .collect()
+    }
+
+    /// Records the key counts of the databases as of the last applied entry.
+    pub(crate) fn set_databases(&self, state: &crate::state::State) {
+        for db in 0..crate::state::DATABASES {
+            let (keys, volatile) = state
+                .database(db)
+                .map_or((0, 0), |d| (d.len() as u64, d.volatile_len() as u64));
+            self.keys[db as usize].store(keys, Ordering::Relaxed);
+            self.volatile_keys[db as usize].store(volatile, Ordering::Relaxed);
+        }
     }
 
     /// The dataset's size in bytes, as of the last applied entry: the

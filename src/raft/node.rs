@@ -752,7 +752,7 @@ pub fn start(
     };
     tracing::info!(
         index = snap_index,
-        keys = state.db().len(),
+        keys = state.key_count(),
         took_ms = started.elapsed().as_millis() as u64,
         "state loaded from the snapshot"
     );

@@ -86,6 +86,9 @@ pub(super) struct Ctx<'a> {
     pub reached_write: bool,
     /// The restricted ACL user the script runs for ([`Op::AsUser`]).
     pub caller: Option<String>,
+    /// The database its commands run in: the caller's, until the script
+    /// SELECTs another (which does not change the caller's, as in Redis 7).
+    pub db: u32,
 }
 
 impl Ctx<'_> {
@@ -123,7 +126,7 @@ impl Ctx<'_> {
         if writes && self.read_only {
             return Err(READ_ONLY.into());
         }
-        if writes && matches!(self.state, Access::ReadFirst(_)) {
+        if writes && matches!(self.state, Access::ReadFirst(..)) {
             self.reached_write = true;
             return Err(REACHED_WRITE.into());
         }
@@ -151,12 +154,21 @@ impl Ctx<'_> {
                     // A read runs read-only: refused above.
                     return Err(READ_ONLY.into());
                 };
+                let op = if self.db == state.current_db() {
+                    op
+                } else {
+                    Op::InDb {
+                        db: self.db,
+                        op: Box::new(op),
+                    }
+                };
                 let result = state.apply_nested(self.now, &op);
                 Ok(reply(spec.name, result))
             }
             Ok(Request::Read(mut query, spec, reply)) => {
                 query.set_seed(seed);
-                Ok(reply(spec.name, self.state.state().read(&query, self.now)))
+                let state = self.state.state();
+                Ok(reply(spec.name, state.read_in(self.db, &query, self.now)))
             }
             Ok(Request::Local(spec)) => self.local(spec.name, &argv),
         }
@@ -180,8 +192,21 @@ impl Ctx<'_> {
     }
 
     /// The few server-answered commands that make sense in a script.
-    fn local(&self, name: &str, argv: &[Bytes]) -> Result<Reply, String> {
+    fn local(&mut self, name: &str, argv: &[Bytes]) -> Result<Reply, String> {
         match name {
+            "select" => {
+                let index = std::str::from_utf8(&argv[1])
+                    .ok()
+                    .and_then(|s| s.parse::<i64>().ok())
+                    .ok_or("ERR value is not an integer or out of range")?;
+                match u32::try_from(index) {
+                    Ok(db) if db < crate::state::DATABASES => {
+                        self.db = db;
+                        Ok(Reply::ok())
+                    }
+                    _ => Ok(Reply::error("ERR DB index is out of range".to_owned())),
+                }
+            }
             "ping" => Ok(match argv.get(1) {
                 Some(message) => Reply::Bulk(message.clone()),
                 None => Reply::simple("PONG"),

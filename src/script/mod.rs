@@ -466,7 +466,8 @@ impl Vm {
         caller: Option<&str>,
     ) -> OpResult {
         // A read may not write, whatever the script declares.
-        let read_only = read_only || matches!(state, Access::Read(_));
+        let read_only = read_only || matches!(state, Access::Read(..));
+        let db = state.db();
         let lua = &self.lua;
         libs::begin_run(lua, seed);
         self.arm_limits();
@@ -478,6 +479,7 @@ impl Vm {
             calls: 0,
             reached_write: false,
             caller: caller.map(str::to_owned),
+            db,
         };
         let label = target.label;
         let ran = {

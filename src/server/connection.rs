@@ -55,6 +55,8 @@ pub(super) struct Conn {
     pub replies: Replies,
     /// The ACL user, and whether the connection authenticated.
     pub principal: super::acl::Principal,
+    /// The database SELECTed: every op and read is wrapped for it.
+    pub db: u32,
 }
 
 /// CLIENT REPLY's modes.
@@ -109,6 +111,8 @@ enum Pending {
     Exec {
         batch: usize,
         replies: Vec<transaction::TxReply>,
+        /// Transactions wrapped around it for watches in other databases.
+        nesting: usize,
     },
     /// CLIENT REPLY OFF or SKIP: resolved in order, never written.
     Silent(Box<Pending>),
@@ -159,8 +163,13 @@ impl Pending {
             Pending::Watch { batch, keys, cell } => {
                 transaction::watched(submissions.next_answer(batch).await, keys, &cell)
             }
-            Pending::Exec { batch, replies } => {
-                transaction::executed(submissions.next_answer(batch).await, replies).await
+            Pending::Exec {
+                batch,
+                replies,
+                nesting,
+            } => {
+                let answer = transaction::unnest(submissions.next_answer(batch).await, nesting);
+                transaction::executed(answer, replies).await
             }
             Pending::Silent(inner) => {
                 Box::pin(inner.resolve(submissions)).await;
@@ -270,6 +279,7 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             kill: kill.clone(),
             mem: mem.clone(),
             no_evict: false,
+            db: 0,
         },
     );
     let limits = Limits {
@@ -288,6 +298,7 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         tx: None,
         watches: transaction::Watches::default(),
         principal: super::acl::Principal::new(&shared),
+        db: 0,
     };
     let mut rbuf = BytesMut::with_capacity(READ_MIN);
     let mut read_size = READ_MIN;
@@ -852,9 +863,14 @@ fn control(
             keys,
             cell,
         },
-        Control::Exec { op, replies } => Pending::Exec {
+        Control::Exec {
+            op,
+            replies,
+            nesting,
+        } => Pending::Exec {
             batch: submissions.queue(Submit::Write(op)),
             replies,
+            nesting,
         },
     }
 }
@@ -929,7 +945,10 @@ fn dispatch(
         }
         Ok(Request::Write(op, spec, reply)) => (
             Pending::Submitted {
-                batch: submissions.queue(Submit::Write(conn.principal.wrap_op(op))),
+                batch: submissions.queue(Submit::Write(Op::in_db(
+                    conn.db,
+                    conn.principal.wrap_op(op),
+                ))),
                 name: spec.name,
                 reply,
             },
@@ -938,7 +957,7 @@ fn dispatch(
         Ok(Request::Read(query, spec, reply)) => (
             Pending::Submitted {
                 batch: submissions.queue(Submit::Read(
-                    conn.principal.wrap_query(query),
+                    Query::in_db(conn.db, conn.principal.wrap_query(query)),
                     conn.read_mode,
                 )),
                 name: spec.name,

@@ -363,12 +363,25 @@ fn cpu() -> Fields {
 }
 
 fn keyspace(shared: &Shared) -> Fields {
-    let (keys, expires) = shared.node.status().keys();
-    if keys == 0 {
-        return Vec::new();
-    }
-    vec![("db0", format!("keys={keys},expires={expires},avg_ttl=0"))]
+    shared
+        .node
+        .status()
+        .databases()
+        .into_iter()
+        .map(|(db, keys, expires)| {
+            (
+                DB_NAMES[db as usize],
+                format!("keys={keys},expires={expires},avg_ttl=0"),
+            )
+        })
+        .collect()
 }
+
+/// INFO keyspace's field names, one per database.
+const DB_NAMES: [&str; crate::state::DATABASES as usize] = [
+    "db0", "db1", "db2", "db3", "db4", "db5", "db6", "db7", "db8", "db9", "db10", "db11", "db12",
+    "db13", "db14", "db15",
+];
 
 fn raft(shared: &Shared) -> Fields {
     let s = shared.node.status();

@@ -126,16 +126,22 @@ fn execute_now(
             conn.watches = Default::default();
             conn.protocol = Protocol::Resp2;
             conn.read_mode = ReadMode::default();
+            conn.db = 0;
             set_client(shared, conn.id, |c| {
                 c.name.clear();
                 c.resp = 2;
+                c.db = 0;
             });
             Reply::Simple("RESET".into())
         }
-        "select" => match parse_i64(&argv[1]) {
+        "select" => match parse_i64(&argv[1]).map(crate::command::keys::database) {
             None => err(CommandError::NotInteger),
-            Some(0) => Reply::ok(),
-            Some(_) => Reply::error("ERR DB index is out of range (concord has database 0 only)"),
+            Some(Err(e)) => err(e),
+            Some(Ok(db)) => {
+                conn.db = db;
+                set_client(shared, conn.id, |c| c.db = db);
+                Reply::ok()
+            }
         },
         "client" => client_help(),
         "acl" => super::acl::help(),
@@ -281,10 +287,13 @@ fn object(conn: &Conn, name: &str, key: &Bytes, shared: &Shared) -> Local {
             })
         }
     };
-    let query = crate::state::Query::Key(KeyQuery::Object {
-        key: key.clone(),
-        field,
-    });
+    let query = crate::state::Query::in_db(
+        conn.db,
+        crate::state::Query::Key(KeyQuery::Object {
+            key: key.clone(),
+            field,
+        }),
+    );
     Local::Wait(shared.node.read(query, conn.read_mode))
 }
 
@@ -671,7 +680,7 @@ pub(super) fn clients_memory(shared: &Shared) -> u64 {
 
 pub(super) fn client_line(c: &super::ClientInfo, now: std::time::Instant) -> String {
     format!(
-        "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db=0 sub=0 psub=0 ssub=0 multi=-1 \
+        "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db={} sub=0 psub=0 ssub=0 multi=-1 \
          qbuf={} qbuf-free={} argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem={} tot-mem={} events=r \
          cmd={} user={} redir=-1 resp={} lib-name={} lib-ver={}",
         c.id,
@@ -681,6 +690,7 @@ pub(super) fn client_line(c: &super::ClientInfo, now: std::time::Instant) -> Str
         now.duration_since(c.created).as_secs(),
         now.duration_since(c.last_active).as_secs(),
         if c.blocked_on.is_some() { "b" } else { "N" },
+        c.db,
         c.mem.query_bytes(),
         c.mem.query_free_bytes(),
         c.mem.output_bytes(),

@@ -206,6 +206,8 @@ pub struct ClientInfo {
     pub mem: Arc<ClientMemory>,
     /// CLIENT NO-EVICT: never closed for `maxmemory-clients`.
     pub no_evict: bool,
+    /// The database the connection SELECTed.
+    pub db: u32,
 }
 
 /// What one connection holds in memory, for CLIENT LIST (`qbuf`, `omem`,

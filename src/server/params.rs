@@ -221,7 +221,8 @@ pub const PARAMS: &[Param] = &[
     param!("enable-module-command", Kind::Text, Immutable, NO),
     param!("cluster-enabled", Kind::Bool, Immutable, NO),
     // Fixed: concord behaves one way; the truth is reported and accepted.
-    param!("databases", INT, Fixed, |_| "1".into()),
+    param!("databases", INT, Fixed, |_| crate::state::DATABASES
+        .to_string()),
     param!("appendonly", Kind::Bool, Fixed, YES),
     param!(
         "appendfsync",
@@ -777,7 +778,7 @@ pub fn render_markdown() -> String {
         (Apply::Replicated, "Replicated", "CONFIG SET goes through the log: in force on every node once applied. `requirepass` sets the default user's password (`ACL SETUSER default resetpass >pass`, or `nopass` for the empty string)."),
         (Apply::Reload, "TLS files", "CONFIG SET reads the TLS files again (as SIGHUP does); a file that does not load changes nothing."),
         (Apply::Immutable, "Immutable", "Set by a flag at startup (`concord serve --help`); CONFIG SET refuses them, as Redis refuses its immutable parameters."),
-        (Apply::Fixed, "Fixed", "Redis parameters for behaviour concord has in one form only: every write is in the fsync'd raft log before it is acknowledged (so `appendonly yes`, `appendfsync always`, no RDB `save`), there is one database. CONFIG GET reports the truth; CONFIG SET accepts that value alone and refuses any other with an error naming the parameter."),
+        (Apply::Fixed, "Fixed", "Redis parameters for behaviour concord has in one form only: every write is in the fsync'd raft log before it is acknowledged (so `appendonly yes`, `appendfsync always`, no RDB `save`), and there are sixteen databases on every node (a script's SELECT must be accepted alike by every replica). CONFIG GET reports the truth; CONFIG SET accepts that value alone and refuses any other with an error naming the parameter."),
         (Apply::Encoding, "Encoding thresholds", "Redis's thresholds for its compact encodings. A layout is part of the replicated state (it decides the order HGETALL answers in), so it cannot follow one node's settings: small hashes are packed, in insertion order, up to Redis's defaults (128 fields, 64 bytes) on every node, and other collections keep one layout. These are stored, and OBJECT ENCODING answers the encoding Redis would use under them, except that a hash once moved to a table answers `hashtable` (as Redis's, which never converts back)."),
     ] {
         out.push_str(&format!("\n## {title}\n\n{meaning}\n\n| parameter | value |\n|---|---|\n"));

@@ -14,6 +14,7 @@
 //! node answers itself (PING, ECHO, CLIENT …) run when EXEC is received and
 //! take their place among the results.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -42,7 +43,8 @@ pub(super) type WatchCell = Arc<Mutex<Option<Result<Vec<(Bytes, u64)>, ()>>>>;
 /// The keys a connection watches.
 #[derive(Default)]
 pub(super) struct Watches {
-    cells: Vec<WatchCell>,
+    /// Each WATCH's answer, with the database it watched in.
+    cells: Vec<(u32, WatchCell)>,
 }
 
 /// How the connection must treat a request, given its transaction state.
@@ -114,7 +116,7 @@ pub(super) fn watch_unresolved(conn: &Conn) -> bool {
     conn.watches
         .cells
         .iter()
-        .any(|cell| cell.lock().expect("watch cell").is_none())
+        .any(|(_, cell)| cell.lock().expect("watch cell").is_none())
 }
 
 /// What a control command needs from the connection's submission path.
@@ -131,6 +133,8 @@ pub(super) enum Control {
     Exec {
         op: Op,
         replies: Vec<TxReply>,
+        /// Transactions wrapped around it (see [`unnest`]).
+        nesting: usize,
     },
 }
 
@@ -171,9 +175,9 @@ pub(super) fn control(
         "watch" => {
             let keys = argv[1..].to_vec();
             let cell = WatchCell::default();
-            conn.watches.cells.push(cell.clone());
+            conn.watches.cells.push((conn.db, cell.clone()));
             Control::Watch {
-                query: Query::Fingerprints(keys.clone()),
+                query: Query::in_db(conn.db, Query::Fingerprints(keys.clone())),
                 keys,
                 cell,
             }
@@ -203,10 +207,11 @@ fn exec(conn: &mut Conn, shared: &Shared) -> Control {
     {
         return Control::Reply(Reply::error(CommandError::OutOfMemory.to_string()));
     }
-    let mut watched = Vec::new();
-    for cell in cells {
+    // The watched keys by database.
+    let mut watched: BTreeMap<u32, Vec<(Bytes, u64)>> = BTreeMap::new();
+    for (db, cell) in cells {
         match cell.lock().expect("watch cell").take() {
-            Some(Ok(pairs)) => watched.extend(pairs),
+            Some(Ok(pairs)) => watched.entry(db).or_default().extend(pairs),
             // A WATCH that could not read its keys watched nothing for
             // sure: abort, as if they changed.
             _ => return Control::Reply(Reply::NilArray),
@@ -215,16 +220,41 @@ fn exec(conn: &mut Conn, shared: &Shared) -> Control {
     if tx.commands.is_empty() && watched.is_empty() {
         return Control::Reply(Reply::Array(Vec::new()));
     }
+    // The transaction applies in the database of its first watches (or
+    // the connection's, without any); its commands name their own
+    // database where it differs, as a SELECT queued among them changes it.
+    let mut watched = watched.into_iter();
+    let (outer, first) = watched.next().unwrap_or((conn.db, Vec::new()));
+    let wrap = |db: u32, op: Op| {
+        if db == outer {
+            op
+        } else {
+            Op::InDb {
+                db,
+                op: Box::new(op),
+            }
+        }
+    };
+    let wrap_query = |db: u32, query: Query| {
+        if db == outer {
+            query
+        } else {
+            Query::InDb {
+                db,
+                query: Box::new(query),
+            }
+        }
+    };
     let mut commands = Vec::with_capacity(tx.commands.len());
     let mut replies = Vec::with_capacity(tx.commands.len());
     for argv in &tx.commands {
         let (queued, reply) = match command::prepare(argv) {
             Ok(Request::Write(op, spec, reply)) => (
-                Queued::Write(conn.principal.wrap_op(op)),
+                Queued::Write(wrap(conn.db, conn.principal.wrap_op(op))),
                 TxReply::Command(spec.name, reply),
             ),
             Ok(Request::Read(query, spec, reply)) => (
-                Queued::Read(conn.principal.wrap_query(query)),
+                Queued::Read(wrap_query(conn.db, conn.principal.wrap_query(query))),
                 TxReply::Command(spec.name, reply),
             ),
             Ok(Request::Local(spec)) => (
@@ -242,9 +272,33 @@ fn exec(conn: &mut Conn, shared: &Shared) -> Control {
         commands.push(queued);
         replies.push(reply);
     }
+    let mut op = Op::in_db(
+        outer,
+        Op::Exec(Transaction {
+            watched: first,
+            commands,
+        }),
+    );
+    // Keys watched in other databases: each database's check wraps the
+    // transaction in one more, whose single result is the inner one's.
+    let mut nesting = 0;
+    for (db, keys) in watched {
+        op = Op::in_db(
+            db,
+            Op::Exec(Transaction {
+                watched: keys,
+                commands: vec![Queued::Write(Op::InDb {
+                    db: outer,
+                    op: Box::new(op),
+                })],
+            }),
+        );
+        nesting += 1;
+    }
     Control::Exec {
-        op: Op::Exec(Transaction { watched, commands }),
+        op,
         replies,
+        nesting,
     }
 }
 
@@ -281,6 +335,24 @@ pub(super) fn watched(answer: Answer, keys: Vec<Bytes>, cell: &WatchCell) -> Rep
     };
     *cell.lock().expect("watch cell") = Some(recorded);
     reply
+}
+
+/// The answer of the transaction inside `nesting` others, each of which
+/// checked the keys watched in one more database: the null array if one
+/// of them aborted.
+pub(super) fn unnest(mut answer: Answer, nesting: usize) -> Answer {
+    for _ in 0..nesting {
+        answer = match answer {
+            Ok(Ok(Outcome::Array(mut results))) if results.len() == 1 => {
+                match results.pop().expect("one result") {
+                    Outcome::Error(e) => Ok(Err(e)),
+                    inner => Ok(Ok(inner)),
+                }
+            }
+            other => return other,
+        };
+    }
+    answer
 }
 
 /// EXEC's reply: each result rendered by its command, or nil if aborted.

@@ -55,6 +55,11 @@ impl Capture {
         }
     }
 
+    /// The keys the view holds.
+    pub fn expected(&self) -> u64 {
+        self.expected
+    }
+
     /// Called before `key` changes in `live`: keeps its entry as it was at
     /// the start if the walk still has to emit it.
     pub fn preserve(&mut self, key: &Bytes, live: &ScanMap<Entry>) {

@@ -691,6 +691,9 @@ pub struct Db {
     /// The view of a snapshot being encoded, while one is (see
     /// [`capture`](super::capture)).
     capture: Option<Box<Capture>>,
+    /// The database index the snapshot being encoded knows this keyspace
+    /// by: the one it had when the snapshot began (SWAPDB may move it).
+    capture_label: u32,
 }
 
 impl PartialEq for Db {
@@ -764,10 +767,21 @@ impl Db {
 
     /// Starts a snapshot's view of the keyspace as it is now; returns the
     /// number of keys it will hold. Replaces a view already running.
-    pub(super) fn begin_capture(&mut self) -> u64 {
+    pub(super) fn begin_capture(&mut self, label: u32) -> u64 {
         let keys = self.entries.len() as u64;
         self.capture = Some(Box::new(Capture::new(keys)));
+        self.capture_label = label;
         keys
+    }
+
+    /// The keys the running capture holds (0 without one).
+    pub(super) fn capture_keys(&self) -> u64 {
+        self.capture.as_ref().map_or(0, |c| c.expected())
+    }
+
+    /// The label the running capture was begun with; None without one.
+    pub(super) fn capture_label(&self) -> Option<u32> {
+        self.capture.as_ref().map(|_| self.capture_label)
     }
 
     /// Encodes the next entries of the view into `out`, until it holds

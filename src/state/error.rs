@@ -89,4 +89,7 @@ pub enum StateError {
     /// DUMP of a value concord has no RDB encoding for yet (streams).
     #[error("ERR concord cannot DUMP {0} values yet")]
     CannotDump(String),
+    /// MOVE to the database the key is in.
+    #[error("ERR source and destination objects are the same")]
+    SameObject,
 }

@@ -26,6 +26,9 @@
 //! (integer) 3
 //! ```
 //!
+//! `> SELECT n` changes the database the next commands run in, as a
+//! connection's SELECT does (their ops and reads are wrapped for it).
+//!
 //! Every answer to a waiting command must be checked with a `<` line before
 //! the script ends.
 //!
@@ -57,6 +60,8 @@ pub(crate) struct Harness {
     waiting: HashMap<u64, (&'static str, ReplyFn)>,
     /// Answers to waiting commands not yet checked, by ticket number.
     pub answered: BTreeMap<u64, Reply>,
+    /// The database SELECTed.
+    pub db: u32,
 }
 
 impl Harness {
@@ -71,6 +76,7 @@ impl Harness {
             tickets: 0,
             waiting: HashMap::new(),
             answered: BTreeMap::new(),
+            db: 0,
         }
     }
 
@@ -92,6 +98,19 @@ impl Harness {
 
     /// Runs one command through the command table and returns its reply.
     pub fn run(&mut self, argv: &[Bytes]) -> Reply {
+        if argv.len() == 2 && argv[0].eq_ignore_ascii_case(b"select") {
+            let index = std::str::from_utf8(&argv[1])
+                .ok()
+                .and_then(|s| s.parse().ok());
+            return match index.map(crate::command::keys::database) {
+                None => Reply::error("ERR value is not an integer or out of range".to_owned()),
+                Some(Err(e)) => Reply::error(e.to_string()),
+                Some(Ok(db)) => {
+                    self.db = db;
+                    Reply::ok()
+                }
+            };
+        }
         match prepare(argv) {
             Err(err) => Reply::error(err.to_string()),
             Ok(Request::Write(mut op, spec, reply)) => {
@@ -106,7 +125,7 @@ impl Harness {
                     };
                     self.waiting.insert(self.tickets, (spec.name, reply));
                 }
-                match self.apply(&op) {
+                match self.apply(&Op::in_db(self.db, op)) {
                     Ok(Outcome::Blocked { ticket, .. }) => {
                         Reply::Simple(format!("(blocked {})", ticket.seq).into())
                     }
@@ -117,6 +136,7 @@ impl Harness {
                 if let Some(seed) = self.seed {
                     query.set_seed(seed);
                 }
+                let query = super::Query::in_db(self.db, query);
                 reply(spec.name, self.state.read(&query, self.now))
             }
             Ok(Request::Local(spec)) => {
@@ -134,9 +154,8 @@ impl Harness {
     /// What the leader's expiry timer does: one op deleting every key whose
     /// deadline has passed.
     pub fn sweep(&mut self) {
-        let expired = self.state.expired_keys(self.now, usize::MAX);
-        if !expired.is_empty() {
-            self.apply(&Op::ExpireKeys(expired))
+        for (db, expired) in self.state.expired_keys(self.now, usize::MAX) {
+            self.apply(&Op::in_db(db, Op::ExpireKeys(expired)))
                 .expect("expiry applies");
         }
     }
@@ -419,6 +438,14 @@ fn golden_keys() {
 #[test]
 fn golden_dump() {
     check("dump.txt", include_str!("../../tests/golden/dump.txt"));
+}
+
+#[test]
+fn golden_databases() {
+    check(
+        "databases.txt",
+        include_str!("../../tests/golden/databases.txt"),
+    );
 }
 
 #[test]

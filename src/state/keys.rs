@@ -71,6 +71,21 @@ pub enum KeyOp {
         replace: bool,
         access: RestoredAccess,
     },
+    /// FLUSHDB: the current database alone (`FlushAll` empties every
+    /// database). Outcome: OK.
+    FlushDb,
+    /// MOVE: the key goes to database `db` unless it exists there.
+    /// Outcome: 1 if it moved. Error: `db` is the current database.
+    Move { key: Bytes, db: u32 },
+    /// SWAPDB. Outcome: OK.
+    SwapDb { a: u32, b: u32 },
+    /// COPY ... DB: as `Copy`, into database `db`.
+    CopyToDb {
+        from: Bytes,
+        to: Bytes,
+        db: u32,
+        replace: bool,
+    },
 }
 
 /// RESTORE's IDLETIME or FREQ: the access record the key starts with on
@@ -311,9 +326,13 @@ pub fn apply(db: &mut Db, now: u64, op: &KeyOp) -> OpResult {
             }
             Ok(Outcome::bool(had_deadline))
         }
-        KeyOp::FlushAll => {
+        KeyOp::FlushAll | KeyOp::FlushDb => {
             db.clear();
             Ok(Outcome::Ok)
+        }
+        // Across databases: applied by the state (`State::apply_op`).
+        KeyOp::Move { .. } | KeyOp::SwapDb { .. } | KeyOp::CopyToDb { .. } => {
+            unreachable!("applied by the state")
         }
         KeyOp::SortStore { sort, destination } => sort::store(db, now, sort, destination),
         KeyOp::Restore {

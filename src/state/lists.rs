@@ -616,7 +616,7 @@ fn is_ready(db: &Db, key: &Bytes, now: u64) -> bool {
 /// Notes that a write left a list at `key`: its waiters are served once the
 /// whole op (a transaction: every command of it) has applied, as Redis
 /// serves blocked clients after the command or EXEC that readied their key.
-fn mark_ready(state: &mut State, key: &Bytes) {
+pub(super) fn mark_ready(state: &mut State, key: &Bytes) {
     if state.coord.list_waiters.is_empty() || state.ready_lists.contains(key) {
         return;
     }

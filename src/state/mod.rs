@@ -58,6 +58,11 @@ pub use outcome::{OpResult, Outcome};
 pub use snapshot::SnapshotError;
 pub use timers::{Ticket, Wakeup};
 
+/// The number of databases (SELECT 0 to 15), as Redis's default. Fixed,
+/// so that every replica accepts the same indexes: a script's SELECT runs
+/// on each of them.
+pub const DATABASES: u32 = 16;
+
 /// The longest string value, as Redis's default `proto-max-bulk-len`.
 pub const MAX_STRING_LEN: usize = 512 * 1024 * 1024;
 
@@ -123,13 +128,34 @@ pub enum Op {
         user: String,
         op: Box<Op>,
     },
+    /// An op of a client that SELECTed database `db` (not 0): applies to
+    /// that database's keys, waiters and notifications. Database 0's ops
+    /// carry no wrapper, so logs and snapshots of one database stay as
+    /// they were.
+    InDb {
+        db: u32,
+        op: Box<Op>,
+    },
 }
 
 impl Op {
+    /// `op` in database `db`: unwrapped for database 0.
+    pub fn in_db(db: u32, op: Op) -> Op {
+        if db == 0 {
+            op
+        } else {
+            Op::InDb {
+                db,
+                op: Box::new(op),
+            }
+        }
+    }
+
     /// The ticket of an op that may wait, for the node that takes the
     /// client's request to fill in.
     pub fn ticket_mut(&mut self) -> Option<&mut Ticket> {
         match self {
+            Op::InDb { op, .. } | Op::AsUser { op, .. } => op.ticket_mut(),
             Op::Lock(locks::LockOp::Acquire {
                 ticket,
                 wait_ms: Some(_),
@@ -191,21 +217,42 @@ pub enum Query {
         user: String,
         query: Box<Query>,
     },
+    /// A read in database `db` (not 0); see [`Op::InDb`].
+    InDb {
+        db: u32,
+        query: Box<Query>,
+    },
 }
 
 impl Query {
     /// The op a read turns into once it reached a write (a read-first
     /// EVALSHA, FCALL or EVAL, [`scripts::ScriptQuery::EvalShaFirst`]);
     /// None for every other query.
+    /// `query` in database `db`: unwrapped for database 0.
+    pub fn in_db(db: u32, query: Query) -> Query {
+        if db == 0 {
+            query
+        } else {
+            Query::InDb {
+                db,
+                query: Box::new(query),
+            }
+        }
+    }
+
     pub fn into_op(self) -> Option<Op> {
         match self {
             Query::Script(query) => query.into_op().map(Op::Script),
+            Query::InDb { db, query } => query.into_op().map(|op| Op::in_db(db, op)),
             _ => None,
         }
     }
 
     /// A read that may turn out to be a write: see [`Query::into_op`].
     pub fn may_write(&self) -> bool {
+        if let Query::InDb { query, .. } = self {
+            return query.may_write();
+        }
         matches!(
             self,
             Query::Script(
@@ -220,6 +267,7 @@ impl Query {
     /// EVAL and EVALSHA alike), or `fcall:` and the function's name.
     pub fn read_first_script(&self) -> Option<Cow<'_, str>> {
         match self {
+            Query::InDb { query, .. } => query.read_first_script(),
             Query::Script(
                 scripts::ScriptQuery::EvalShaFirst { sha, .. }
                 | scripts::ScriptQuery::EvalFirst { sha, .. },
@@ -235,6 +283,7 @@ impl Query {
     /// SRANDMEMBER, ZRANDMEMBER); other queries are left alone.
     pub fn set_seed(&mut self, value: u64) {
         match self {
+            Query::InDb { query, .. } => query.set_seed(value),
             Query::Key(keys::KeyQuery::RandomKey { seed }) => *seed = value,
             Query::Hash(hashes::HashQuery::RandField { seed, .. }) => *seed = value,
             Query::Set(sets::SetQuery::RandMember { seed, .. }) => *seed = value,
@@ -251,10 +300,25 @@ impl Query {
     }
 }
 
-/// The replicated state: database 0 and the clock of the log.
+/// The replicated state: the databases and the clock of the log.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct State {
+    /// The database ops apply to at the moment: database `current`. Its
+    /// waiters are the ones in `coord`; every other database that holds
+    /// anything is in `parked`. An op in another database
+    /// ([`Op::InDb`]) swaps that one in for its length, so the families
+    /// work on `db` and `coord` whatever database they serve.
     db: Db,
+    /// The index of `db`: 0 except while an [`Op::InDb`] applies.
+    current: u32,
+    /// The other databases, by index: only those that hold keys or
+    /// waiters (or are part of a snapshot being encoded).
+    parked: BTreeMap<u32, Parked>,
+    /// The databases a snapshot under way has still to encode, by the
+    /// label its capture carries (the index it had when it began), and
+    /// whether the first of them has begun.
+    snapshot_dbs: Vec<u32>,
+    snapshot_db_begun: bool,
     /// The largest entry time applied so far. Entry times come from whichever
     /// node led when the entry was proposed; taking the running maximum keeps
     /// the state's clock monotonic across leader changes and clock skew.
@@ -288,6 +352,33 @@ pub struct State {
     /// ([`Op::AsUser`]); None otherwise. Not replicated: it lives for
     /// the length of one op.
     caller: Option<String>,
+}
+
+/// A database other than the current one, with the clients waiting on
+/// its keys.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Parked {
+    db: Db,
+    waiters: DbWaiters,
+}
+
+/// The clients waiting on a database's keys; database 0's are encoded in
+/// their old places of [`Coord`], the others' beside their database.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct DbWaiters {
+    lists: lists::ListWaiters,
+    zsets: zsets::Waiters,
+    streams: streams::Waiters,
+}
+
+impl DbWaiters {
+    fn is_empty(&self) -> bool {
+        self.lists.is_empty() && self.zsets.is_empty() && self.streams.is_empty()
+    }
+
+    fn holds(&self, ticket: Ticket) -> bool {
+        self.lists.contains(ticket) || self.zsets.contains(ticket) || self.streams.contains(ticket)
+    }
 }
 
 /// The native primitives' state: replicated and snapshotted like the
@@ -365,7 +456,17 @@ impl State {
         zsets::serve_waiters(self, now);
         streams::serve_waiters(self, now);
         self.db.settle();
+        self.tidy();
         result
+    }
+
+    /// Forgets the other databases that hold nothing (no keys, no waiters,
+    /// no snapshot encoding them), so equal states have equal maps.
+    fn tidy(&mut self) {
+        if !self.parked.is_empty() {
+            self.parked
+                .retain(|_, p| !(p.db.is_empty() && p.waiters.is_empty() && !p.db.capturing()));
+        }
     }
 
     /// Applies `op` at `now`, timers already fired (LOCK.GUARD applies its
@@ -376,6 +477,9 @@ impl State {
             let result = self.apply_at(now, op);
             self.caller = outer;
             return result;
+        }
+        if let Op::InDb { db, op } = op {
+            return self.in_db(*db, now, |state| state.apply_at(now, op));
         }
         let Some(before) = notify::before(self, now, op) else {
             return self.apply_op(now, op);
@@ -388,6 +492,18 @@ impl State {
     fn apply_op(&mut self, now: u64, op: &Op) -> OpResult {
         match op {
             Op::String(op) => strings::apply(&mut self.db, now, op),
+            Op::Key(keys::KeyOp::Move { key, db }) => self.move_key(now, key, *db),
+            Op::Key(keys::KeyOp::SwapDb { a, b }) => self.swap_dbs(now, *a, *b),
+            Op::Key(keys::KeyOp::CopyToDb {
+                from,
+                to,
+                db,
+                replace,
+            }) => self.copy_to_db(now, from, to, *db, *replace),
+            Op::Key(keys::KeyOp::FlushAll) => {
+                self.flush_all();
+                Ok(Outcome::Ok)
+            }
             Op::Key(op) => {
                 let result = keys::apply(&mut self.db, now, op);
                 lists::after_key_op(self, op);
@@ -423,13 +539,16 @@ impl State {
                 queues::grace(self, now, *ms);
                 Ok(Outcome::Ok)
             }
-            Op::Unblock(ticket) => Ok(Outcome::bool(
-                locks::unblock(self, *ticket)
-                    || queues::unblock(self, *ticket)
-                    || lists::unblock(self, *ticket)
-                    || zsets::unblock(self, *ticket)
-                    || streams::unblock(self, *ticket),
-            )),
+            Op::Unblock(ticket) => {
+                let ticket = *ticket;
+                Ok(Outcome::bool(self.in_db_of(ticket, now, |s| {
+                    locks::unblock(s, ticket)
+                        || queues::unblock(s, ticket)
+                        || lists::unblock(s, ticket)
+                        || zsets::unblock(s, ticket)
+                        || streams::unblock(s, ticket)
+                })))
+            }
             Op::PubSub(op) => pubsub::apply(self, op),
             Op::Advertise { node, addr } => {
                 self.coord.client_addrs.insert(*node, addr.clone());
@@ -438,8 +557,14 @@ impl State {
             Op::Exec(tx) => transactions::apply(self, now, tx),
             Op::Script(op) => scripts::apply(self, now, op),
             Op::Stream(op) => streams::apply(self, now, op),
-            Op::Interrupt { ticket, error } => Ok(Outcome::bool(self.interrupt(*ticket, *error))),
+            Op::Interrupt { ticket, error } => {
+                let (ticket, error) = (*ticket, *error);
+                Ok(Outcome::bool(
+                    self.in_db_of(ticket, now, |s| s.interrupt(ticket, error)),
+                ))
+            }
             Op::Acl(op) => self.acl.apply(op).map_err(StateError::from),
+            Op::InDb { db, op } => self.in_db(*db, now, |state| state.apply_op(now, op)),
             // Reached here inside a transaction (apply_at unwraps the rest).
             Op::AsUser { user, op } => {
                 let outer = self.caller.replace(user.clone());
@@ -447,6 +572,201 @@ impl State {
                 self.caller = outer;
                 result
             }
+        }
+    }
+
+    /// Runs `f` with database `db` current, then serves the waiters its
+    /// changes readied there and makes the previous database current again.
+    fn in_db<R>(&mut self, db: u32, now: u64, f: impl FnOnce(&mut State) -> R) -> R {
+        let outer = self.enter(db);
+        let result = f(self);
+        if outer != db {
+            lists::serve_waiters(self, now);
+            zsets::serve_waiters(self, now);
+            streams::serve_waiters(self, now);
+            self.db.settle();
+        }
+        self.enter(outer);
+        result
+    }
+
+    /// Makes database `db` current (its keys in `db`, its waiters in
+    /// `coord`); returns the index of the one it replaced.
+    fn enter(&mut self, db: u32) -> u32 {
+        let outer = self.current;
+        if db == outer {
+            return outer;
+        }
+        let mut incoming = self.parked.remove(&db).unwrap_or_else(|| {
+            let mut db = Db::new();
+            db.set_access_mode(*self.db.access_mode());
+            Parked {
+                db,
+                waiters: DbWaiters::default(),
+            }
+        });
+        std::mem::swap(&mut self.db, &mut incoming.db);
+        self.swap_waiters(&mut incoming.waiters);
+        self.db.set_clock(self.clock_ms);
+        let outgoing = incoming;
+        // An emptied database is forgotten (database 0 never is, nor one
+        // a snapshot under way still has to encode).
+        let forgotten = outer != 0
+            && outgoing.db.is_empty()
+            && !outgoing.db.capturing()
+            && outgoing.waiters.is_empty();
+        if !forgotten {
+            self.parked.insert(outer, outgoing);
+        }
+        self.current = db;
+        outer
+    }
+
+    fn swap_waiters(&mut self, waiters: &mut DbWaiters) {
+        std::mem::swap(&mut self.coord.list_waiters, &mut waiters.lists);
+        std::mem::swap(&mut self.coord.zset_waiters, &mut waiters.zsets);
+        std::mem::swap(&mut self.coord.stream_waiters, &mut waiters.streams);
+    }
+
+    /// Runs `f` with the database whose key `ticket` waits on current (the
+    /// current one if none does).
+    fn in_db_of(&mut self, ticket: Ticket, now: u64, f: impl FnOnce(&mut State) -> bool) -> bool {
+        let db = self
+            .parked
+            .iter()
+            .find(|(_, parked)| parked.waiters.holds(ticket))
+            .map(|(db, _)| *db);
+        match db {
+            Some(db) => self.in_db(db, now, f),
+            None => f(self),
+        }
+    }
+
+    /// The database at `index`, if it holds anything.
+    pub fn database(&self, index: u32) -> Option<&Db> {
+        if index == self.current {
+            Some(&self.db)
+        } else {
+            self.parked.get(&index).map(|parked| &parked.db)
+        }
+    }
+
+    /// Every database that holds keys (or is database 0), by index.
+    pub fn databases(&self) -> impl Iterator<Item = (u32, &Db)> {
+        let current = std::iter::once((self.current, &self.db));
+        let mut all: Vec<(u32, &Db)> = current
+            .chain(self.parked.iter().map(|(i, p)| (*i, &p.db)))
+            .collect();
+        all.sort_by_key(|(i, _)| *i);
+        all.into_iter()
+    }
+
+    /// The index of the database ops apply to now.
+    pub fn current_db(&self) -> u32 {
+        self.current
+    }
+
+    /// MOVE: the key goes from the current database to `to` unless it
+    /// exists there. Outcome 1 if it moved.
+    fn move_key(&mut self, now: u64, key: &Bytes, to: u32) -> OpResult {
+        if to == self.current {
+            return Err(StateError::SameObject);
+        }
+        let Some(entry) = self.db.get(key, now) else {
+            self.db.purge_if_expired(key, now);
+            return Ok(Outcome::Int(0));
+        };
+        let (value, deadline) = (entry.value.clone(), entry.expires_at());
+        let from = self.current;
+        let moved = self.in_db(to, now, |state| {
+            if state.db.get(key, now).is_some() {
+                return false;
+            }
+            state.db.insert(key.clone(), value, deadline);
+            lists::mark_ready(state, key);
+            notify::arrived(state, key, "move_to", true);
+            true
+        });
+        debug_assert_eq!(self.current, from);
+        if moved {
+            self.db.remove(key);
+        }
+        Ok(Outcome::bool(moved))
+    }
+
+    /// COPY ... DB: the value and deadline of `from` in the current
+    /// database, stored at `to` in database `db`.
+    fn copy_to_db(
+        &mut self,
+        now: u64,
+        from: &Bytes,
+        to: &Bytes,
+        db: u32,
+        replace: bool,
+    ) -> OpResult {
+        if db == self.current && from == to {
+            return Err(StateError::SameObject);
+        }
+        let Some(entry) = self.db.get(from, now) else {
+            return Ok(Outcome::Int(0));
+        };
+        let (value, deadline) = (entry.value.clone(), entry.expires_at());
+        let copied = self.in_db(db, now, |state| {
+            let existed = state.db.get(to, now).is_some();
+            if existed && !replace {
+                return false;
+            }
+            state.db.insert(to.clone(), value, deadline);
+            lists::mark_ready(state, to);
+            notify::arrived(state, to, "copy_to", !existed);
+            true
+        });
+        Ok(Outcome::bool(copied))
+    }
+
+    /// SWAPDB: the keys of databases `a` and `b` change places; the
+    /// clients waiting stay with their index and are served from what
+    /// their database now holds.
+    fn swap_dbs(&mut self, now: u64, a: u32, b: u32) -> OpResult {
+        if a == b {
+            return Ok(Outcome::Ok);
+        }
+        let outer = self.enter(a);
+        let mut other = self.parked.remove(&b).unwrap_or_default();
+        std::mem::swap(&mut self.db, &mut other.db);
+        // The keys readied in each: every key a client waits on there.
+        let waited =
+            |waiters: &DbWaiters| -> Vec<Bytes> { waiters.lists.waited_keys().cloned().collect() };
+        let ready_b = waited(&other.waiters);
+        self.parked.insert(b, other);
+        for key in self
+            .coord
+            .list_waiters
+            .waited_keys()
+            .cloned()
+            .collect::<Vec<_>>()
+        {
+            lists::mark_ready(self, &key);
+        }
+        lists::serve_waiters(self, now);
+        zsets::serve_waiters(self, now);
+        streams::serve_waiters(self, now);
+        self.enter(b);
+        for key in ready_b {
+            lists::mark_ready(self, &key);
+        }
+        lists::serve_waiters(self, now);
+        zsets::serve_waiters(self, now);
+        streams::serve_waiters(self, now);
+        self.enter(outer);
+        Ok(Outcome::Ok)
+    }
+
+    /// FLUSHALL: every database emptied.
+    fn flush_all(&mut self) {
+        self.db.clear();
+        for parked in self.parked.values_mut() {
+            parked.db.clear();
         }
     }
 
@@ -493,9 +813,24 @@ impl State {
                 Timer::JobLease(queue, id) => queues::lapse(self, now, &queue, id),
                 Timer::JobDelay(queue, id) => queues::ripen(self, now, &queue, id),
                 Timer::ClaimWait(queue, ticket) => queues::give_up(self, &queue, ticket),
-                Timer::ListWait(ticket) => lists::give_up(self, ticket),
-                Timer::ZSetPopWait(ticket) => zsets::give_up(self, ticket),
-                Timer::StreamWait(ticket) => streams::give_up(self, ticket),
+                Timer::ListWait(ticket) => {
+                    self.in_db_of(ticket, now, |s| {
+                        lists::give_up(s, ticket);
+                        true
+                    });
+                }
+                Timer::ZSetPopWait(ticket) => {
+                    self.in_db_of(ticket, now, |s| {
+                        zsets::give_up(s, ticket);
+                        true
+                    });
+                }
+                Timer::StreamWait(ticket) => {
+                    self.in_db_of(ticket, now, |s| {
+                        streams::give_up(s, ticket);
+                        true
+                    });
+                }
                 Timer::CheckTtl { service, id } => registry::check_lapsed(self, now, &service, &id),
             }
         }
@@ -515,7 +850,8 @@ impl State {
 
     /// True while `ticket` waits in some queue of the state.
     pub fn is_waiting(&self, ticket: Ticket) -> bool {
-        locks::is_waiting(self, ticket)
+        self.parked.values().any(|p| p.waiters.holds(ticket))
+            || locks::is_waiting(self, ticket)
             || queues::is_waiting(self, ticket)
             || lists::is_waiting(self, ticket)
             || zsets::is_waiting(self, ticket)
@@ -553,14 +889,22 @@ impl State {
     /// Answers a read. `now_ms` is the reader's clock; the state never
     /// answers as of a time before the last applied entry.
     pub fn read(&self, query: &Query, now_ms: u64) -> OpResult {
+        self.read_in(self.current, query, now_ms)
+    }
+
+    /// Answers a read in database `index`.
+    pub fn read_in(&self, index: u32, query: &Query, now_ms: u64) -> OpResult {
         let now = now_ms.max(self.clock_ms);
+        let empty = Db::default();
+        let db = self.database(index).unwrap_or(&empty);
         match query {
-            Query::String(q) => strings::read(&self.db, now, q),
-            Query::Key(q) => keys::read(&self.db, now, q),
-            Query::Hash(q) => hashes::read(&self.db, now, q),
-            Query::Set(q) => sets::read(&self.db, now, q),
-            Query::List(q) => lists::read(&self.db, now, q),
-            Query::ZSet(q) => zsets::read(&self.db, now, q),
+            Query::InDb { db, query } => self.read_in(*db, query, now_ms),
+            Query::String(q) => strings::read(db, now, q),
+            Query::Key(q) => keys::read(db, now, q),
+            Query::Hash(q) => hashes::read(db, now, q),
+            Query::Set(q) => sets::read(db, now, q),
+            Query::List(q) => lists::read(db, now, q),
+            Query::ZSet(q) => zsets::read(db, now, q),
             Query::Lock(q) => locks::read(self, now, q),
             Query::Session(q) => sessions::read(self, now, q),
             Query::Registry(q) => registry::read(self, now, q),
@@ -574,15 +918,23 @@ impl State {
             )))),
             Query::Fingerprints(keys) => Ok(Outcome::Array(
                 keys.iter()
-                    .map(|key| Outcome::Int(transactions::fingerprint(self, key, now) as i64))
+                    .map(|key| Outcome::Int(transactions::fingerprint(db, key, now) as i64))
                     .collect(),
             )),
-            Query::Script(q) => scripts::read(self, now, q, None),
+            Query::Script(q) => scripts::read(self, index, now, q, None),
             Query::AsUser { user, query } => match &**query {
-                Query::Script(q) => scripts::read(self, now, q, Some(user)),
-                other => self.read(other, now_ms),
+                Query::Script(q) => scripts::read(self, index, now, q, Some(user)),
+                Query::InDb { db, query } => self.read_in(
+                    *db,
+                    &Query::AsUser {
+                        user: user.clone(),
+                        query: query.clone(),
+                    },
+                    now_ms,
+                ),
+                other => self.read_in(index, other, now_ms),
             },
-            Query::Stream(q) => streams::read(&self.db, now, q),
+            Query::Stream(q) => streams::read(db, now, q),
             Query::Acl(q) => Ok(self.acl.read(q)),
         }
     }
@@ -590,7 +942,12 @@ impl State {
     /// The dataset's size as every replica computes it: what `maxmemory`
     /// limits (see [`memory`]).
     pub fn dataset_bytes(&self) -> u64 {
-        self.db.dataset_bytes()
+        self.databases().map(|(_, db)| db.dataset_bytes()).sum()
+    }
+
+    /// Keys in every database.
+    pub fn key_count(&self) -> u64 {
+        self.databases().map(|(_, db)| db.len() as u64).sum()
     }
 
     /// Keys this replica deleted by eviction since it started.
@@ -602,6 +959,9 @@ impl State {
     /// parameters); not replicated.
     pub fn set_access_mode(&mut self, mode: memory::AccessMode) {
         self.db.set_access_mode(mode);
+        for parked in self.parked.values_mut() {
+            parked.db.set_access_mode(mode);
+        }
     }
 
     /// The keys the leader proposes to evict to free `need` bytes: see
@@ -614,9 +974,35 @@ impl State {
         now_ms: u64,
         rng: &mut db::SeededRng,
         pool: &mut evict::Pool,
-    ) -> Vec<Bytes> {
+    ) -> Vec<(u32, Bytes)> {
         let now = now_ms.max(self.clock_ms);
-        evict::victims(&self.db, policy, samples, need, now, rng, pool)
+        // The largest databases first, each giving what is still needed.
+        let mut dbs: Vec<(u32, &Db)> = self.databases().filter(|(_, db)| !db.is_empty()).collect();
+        dbs.sort_by_key(|(index, db)| (std::cmp::Reverse(db.dataset_bytes()), *index));
+        // The pool keeps good candidates between calls, but names keys of
+        // one database: it starts afresh for each when several hold keys.
+        let several = dbs.len() > 1;
+        let mut left = need;
+        let mut out = Vec::new();
+        for (index, db) in dbs {
+            if left == 0 {
+                break;
+            }
+            if several {
+                pool.clear();
+            }
+            let keys = evict::victims(db, policy, samples, left, now, rng, pool);
+            let freed: u64 = keys
+                .iter()
+                .filter_map(|key| {
+                    db.peek(key, now)
+                        .map(|entry| memory::entry_cost(key, &entry.value))
+                })
+                .sum();
+            left = left.saturating_sub(freed);
+            out.extend(keys.into_iter().map(|key| (index, key)));
+        }
+        out
     }
 
     /// The probed health checks node `owner` owns (see [`checks`]).
@@ -694,6 +1080,20 @@ impl State {
         if self.acl.generation != 0 {
             mix(&postcard::to_stdvec(&self.acl).expect("users serialize"));
         }
+        // The other databases, so digests of one database stay as they were.
+        for (index, parked) in &self.parked {
+            if parked.db.is_empty() && parked.waiters.is_empty() {
+                continue;
+            }
+            mix(&index.to_le_bytes());
+            for (key, entry) in parked.db.iter() {
+                mix(key);
+                transactions::mix_entry(entry, &mut mix);
+            }
+            if !parked.waiters.is_empty() {
+                mix(&postcard::to_stdvec(&parked.waiters).expect("waiters serialize"));
+            }
+        }
         h
     }
 
@@ -728,9 +1128,22 @@ impl State {
         &self.acl
     }
 
-    /// Up to `limit` keys whose deadline is at or before `now_ms`.
-    pub fn expired_keys(&self, now_ms: u64, limit: usize) -> Vec<Bytes> {
-        self.db.expired_keys(now_ms, limit)
+    /// Up to `limit` keys whose deadline is at or before `now_ms`, with
+    /// their database, in database order.
+    pub fn expired_keys(&self, now_ms: u64, limit: usize) -> Vec<(u32, Vec<Bytes>)> {
+        let mut left = limit;
+        let mut out = Vec::new();
+        for (index, db) in self.databases() {
+            if left == 0 {
+                break;
+            }
+            let keys = db.expired_keys(now_ms, left);
+            if !keys.is_empty() {
+                left -= keys.len();
+                out.push((index, keys));
+            }
+        }
+        out
     }
 }
 

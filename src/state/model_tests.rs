@@ -574,6 +574,11 @@ fn turn(keys: usize) -> impl Strategy<Value = Turn> {
         1 => key().prop_map(|k| Turn::Write(format!("SADD s{k} m n"))),
         1 => (key(), "[a-z]{1,8}").prop_map(|(k, v)| Turn::Write(format!("SET {v} {k}"))),
         1 => Just(Turn::Write("FLUSHALL".to_owned())),
+        1 => Just(Turn::Write("FLUSHDB".to_owned())),
+        2 => (0u32..3).prop_map(|d| Turn::Write(format!("SELECT {d}"))),
+        1 => (0u32..3, 0u32..3).prop_map(|(a, b)| Turn::Write(format!("SWAPDB {a} {b}"))),
+        1 => (key(), 0u32..3).prop_map(|(k, d)| Turn::Write(format!("MOVE {k} {d}"))),
+        1 => (key(), 0u32..3).prop_map(|(k, d)| Turn::Write(format!("COPY {k} c{k} DB {d}"))),
     ]
 }
 
@@ -587,8 +592,16 @@ fn run_chunked_snapshot(keys: usize, turns: &[Turn]) -> Result<(), TestCaseError
             2 => format!("SET k{i} v{i} PX 100000"),
             _ => format!("ZADD k{i} 1 a 2 b"),
         };
-        live.run_line(&line);
-        plain.run_line(&line);
+        // Every third key in database 1 or 2.
+        let db = match i % 3 {
+            2 => 1 + i % 2,
+            _ => 0,
+        };
+        for h in [&mut live, &mut plain] {
+            h.run_line(&format!("SELECT {db}"));
+            h.run_line(&line);
+            h.run_line("SELECT 0");
+        }
     }
     let at_start = live.state.clone();
     let mut bytes = live.state.begin_snapshot();

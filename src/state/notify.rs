@@ -166,7 +166,9 @@ fn keys_of(op: &Op) -> Vec<&Bytes> {
             KeyOp::Expire { key, .. } | KeyOp::Persist { key } => vec![key],
             KeyOp::SortStore { destination, .. } => vec![destination],
             KeyOp::Restore { key, .. } => vec![key],
-            KeyOp::FlushAll => Vec::new(),
+            KeyOp::Move { key, .. } => vec![key],
+            KeyOp::CopyToDb { from, .. } => vec![from],
+            KeyOp::FlushAll | KeyOp::FlushDb | KeyOp::SwapDb { .. } => Vec::new(),
         },
         Op::Hash(op) => match op {
             HashOp::Set { key, .. }
@@ -477,6 +479,7 @@ fn command_events(
                 ]
             }
             KeyOp::Copy { to, .. } if positive => one(GENERIC, "copy_to", to),
+            KeyOp::Move { key, .. } if positive => one(GENERIC, "move_from", key),
             KeyOp::Expire { key, .. } if positive && is_live(key) => one(GENERIC, "expire", key),
             KeyOp::Persist { key } if positive => one(GENERIC, "persist", key),
             KeyOp::SortStore { destination, .. } if positive => one(LIST, "sortstore", destination),
@@ -613,7 +616,7 @@ pub(super) fn after(state: &mut State, now: u64, op: &Op, result: &OpResult, bef
     let mut events: Vec<(u32, &'static str, Bytes)> = Vec::new();
     let mut deleted = Vec::new();
     // RENAME moves the value: the source is not deleted, it is renamed.
-    let moved = matches!(op, Op::Key(KeyOp::Rename { .. }));
+    let moved = matches!(op, Op::Key(KeyOp::Rename { .. } | KeyOp::Move { .. }));
     let evicted = matches!(op, Op::Evict(_));
     for (key, was) in &before.keys {
         let now_seen = seen(state, key, now);
@@ -642,26 +645,41 @@ pub(super) fn after(state: &mut State, now: u64, op: &Op, result: &OpResult, bef
     let served = state
         .deliveries
         .split_off(before.mark.min(state.deliveries.len()));
-    let flags = state.coord.ext.notify;
     for (class, event, key) in events {
-        if flags & class == 0 {
-            continue;
-        }
-        if flags & KEYSPACE != 0 {
-            let channel = [b"__keyspace@0__:".as_slice(), &key].concat();
-            publish(
-                state,
-                false,
-                &Bytes::from(channel),
-                &Bytes::from_static(event.as_bytes()),
-            );
-        }
-        if flags & KEYEVENT != 0 {
-            let channel = format!("__keyevent@0__:{event}");
-            publish(state, false, &Bytes::from(channel), &key);
-        }
+        publish_event(state, class, event, key);
     }
     state.deliveries.extend(served);
+}
+
+/// Publishes one keyspace event of the current database, if its class is on.
+fn publish_event(state: &mut State, class: u32, event: &'static str, key: Bytes) {
+    let flags = state.coord.ext.notify;
+    if flags & class == 0 {
+        return;
+    }
+    let db = state.current_db();
+    if flags & KEYSPACE != 0 {
+        let channel = [format!("__keyspace@{db}__:").as_bytes(), &key].concat();
+        publish(
+            state,
+            false,
+            &Bytes::from(channel),
+            &Bytes::from_static(event.as_bytes()),
+        );
+    }
+    if flags & KEYEVENT != 0 {
+        let channel = format!("__keyevent@{db}__:{event}");
+        publish(state, false, &Bytes::from(channel), &key);
+    }
+}
+
+/// The events of a key that MOVE or COPY ... DB wrote into the current
+/// database (the source's come from the op, in its database).
+pub(super) fn arrived(state: &mut State, key: &Bytes, event: &'static str, created: bool) {
+    if created {
+        publish_event(state, NEW, "new", key.clone());
+    }
+    publish_event(state, GENERIC, event, key.clone());
 }
 
 /// True when keyspace notifications are on.

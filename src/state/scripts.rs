@@ -254,19 +254,29 @@ pub struct Call<'a> {
 
 /// The state a script runs against: an entry being applied, which the
 /// script may change, or a read, which it may not (its run is read-only).
+/// A read names the database it runs in (a write runs in the state's
+/// current one).
 pub enum Access<'a> {
     Write(&'a mut State),
-    Read(&'a State),
+    Read(&'a State, u32),
     /// A read standing in for an op that may write: a write command ends
     /// the run with [`StateError::ScriptWrites`] instead of refusing it.
-    ReadFirst(&'a State),
+    ReadFirst(&'a State, u32),
 }
 
 impl Access<'_> {
     pub fn state(&self) -> &State {
         match self {
             Access::Write(state) => state,
-            Access::Read(state) | Access::ReadFirst(state) => state,
+            Access::Read(state, _) | Access::ReadFirst(state, _) => state,
+        }
+    }
+
+    /// The database the script starts in.
+    pub fn db(&self) -> u32 {
+        match self {
+            Access::Write(state) => state.current_db(),
+            Access::Read(_, db) | Access::ReadFirst(_, db) => *db,
         }
     }
 
@@ -274,7 +284,7 @@ impl Access<'_> {
     pub fn state_mut(&mut self) -> Option<&mut State> {
         match self {
             Access::Write(state) => Some(state),
-            Access::Read(_) | Access::ReadFirst(_) => None,
+            Access::Read(..) | Access::ReadFirst(..) => None,
         }
     }
 }
@@ -470,28 +480,43 @@ fn run_cached(
     )
 }
 
-pub(super) fn read(state: &State, now: u64, query: &ScriptQuery, caller: Option<&str>) -> OpResult {
+pub(super) fn read(
+    state: &State,
+    db: u32,
+    now: u64,
+    query: &ScriptQuery,
+    caller: Option<&str>,
+) -> OpResult {
     match query {
-        ScriptQuery::EvalSha { sha, run } => run_cached(Access::Read(state), now, sha, run, caller),
+        ScriptQuery::EvalSha { sha, run } => {
+            run_cached(Access::Read(state, db), now, sha, run, caller)
+        }
         ScriptQuery::EvalShaFirst { sha, run } => {
-            run_cached(Access::ReadFirst(state), now, sha, run, caller)
+            run_cached(Access::ReadFirst(state, db), now, sha, run, caller)
         }
         ScriptQuery::EvalFirst { sha, run, .. } => {
             if !state.scripts.bodies.contains_key(sha) {
                 return Err(StateError::ScriptWrites);
             }
-            run_cached(Access::ReadFirst(state), now, sha, run, caller)
+            run_cached(Access::ReadFirst(state, db), now, sha, run, caller)
         }
         ScriptQuery::FCall { function, run } => {
             let (function, library) = library_of(state, function)?;
             let host = state.script_host.get()?;
-            host.call_function(Access::Read(state), now, &library, &function, run, caller)
+            host.call_function(
+                Access::Read(state, db),
+                now,
+                &library,
+                &function,
+                run,
+                caller,
+            )
         }
         ScriptQuery::FCallFirst { function, run } => {
             let (function, library) = library_of(state, function)?;
             let host = state.script_host.get()?;
             host.call_function(
-                Access::ReadFirst(state),
+                Access::ReadFirst(state, db),
                 now,
                 &library,
                 &function,

@@ -11,6 +11,13 @@
 //! section = len u64 LE | postcard bytes
 //! ```
 //!
+//! Format 9 replaces the keys at the end by every database's:
+//!
+//! ```text
+//! 9 | … as 7 … | section(health checks) | section(other databases' waiters)
+//!   | databases u32 | databases × (index u32 | keys u64 | keys × section(…))
+//! ```
+//!
 //! so the small parts can be written when a snapshot begins, the keys as
 //! the walk reaches them, and a reader can decode entry by entry from a
 //! file without holding it whole. The decoder rebuilds the maps and the
@@ -32,7 +39,7 @@ use super::lists::List;
 use super::scripts::{ScriptCache, ScriptCacheV1};
 use super::streams::Stream;
 use super::zsets::ZSet;
-use super::{Coord, State};
+use super::{Coord, DbWaiters, Parked, State};
 
 /// Bumped whenever the encoding changes; a node refuses snapshots of a
 /// version it does not know rather than misreading them.
@@ -51,7 +58,10 @@ use super::{Coord, State};
 /// Format 8 has format 7's layout; its script cache keeps each function's
 /// description and flags (FUNCTION LIST), where format 7 kept `no-writes`
 /// alone.
-pub const SNAPSHOT_FORMAT: u8 = 8;
+/// Format 9 adds the other databases: after the health checks, a section
+/// of their waiters, then the number of databases and, for each, its index
+/// and its keys (format 8 holds database 0's keys alone).
+pub const SNAPSHOT_FORMAT: u8 = 9;
 
 /// True for the formats with the sectioned layout.
 fn sectioned(format: u8) -> bool {
@@ -249,9 +259,17 @@ impl State {
     /// [`State::begin_snapshot`] and [`State::snapshot_chunk`] produce
     /// without writes in between.
     pub fn encode_snapshot(&self) -> Vec<u8> {
-        let mut out = self.snapshot_head(self.db.len() as u64);
-        for (key, entry) in self.db.iter() {
-            write_entry(&mut out, key, entry);
+        let dbs: Vec<(u32, &Db)> = self
+            .databases()
+            .filter(|(index, db)| *index == 0 || !db.is_empty())
+            .collect();
+        let mut out = self.snapshot_head(dbs.len() as u32);
+        for (index, db) in dbs {
+            out.extend_from_slice(&index.to_le_bytes());
+            out.extend_from_slice(&(db.len() as u64).to_le_bytes());
+            for (key, entry) in db.iter() {
+                write_entry(&mut out, key, entry);
+            }
         }
         out
     }
@@ -261,29 +279,81 @@ impl State {
     /// (everything but the keys), then [`State::snapshot_chunk`] gives the
     /// keys. A snapshot already under way is abandoned.
     pub fn begin_snapshot(&mut self) -> Vec<u8> {
-        let keys = self.db.begin_capture();
-        self.snapshot_head(keys)
+        debug_assert_eq!(self.current, 0, "snapshots begin between entries");
+        self.abort_snapshot();
+        let mut labels = Vec::new();
+        self.db.begin_capture(0);
+        labels.push(0);
+        for (index, parked) in self.parked.iter_mut() {
+            if !parked.db.is_empty() {
+                parked.db.begin_capture(*index);
+                labels.push(*index);
+            }
+        }
+        let head = self.snapshot_head(labels.len() as u32);
+        self.snapshot_dbs = labels;
+        self.snapshot_db_begun = false;
+        head
+    }
+
+    /// The keyspace whose capture carries `label`.
+    fn captured(&mut self, label: u32) -> Option<&mut Db> {
+        if self.db.capture_label() == Some(label) {
+            return Some(&mut self.db);
+        }
+        self.parked
+            .values_mut()
+            .map(|parked| &mut parked.db)
+            .find(|db| db.capture_label() == Some(label))
     }
 
     /// Appends the next keys of the snapshot begun by
     /// [`State::begin_snapshot`] to `out`, until it holds at least `budget`
     /// bytes; true when the snapshot is complete.
     pub fn snapshot_chunk(&mut self, out: &mut Vec<u8>, budget: usize) -> bool {
-        self.db.capture_step(out, budget)
+        while let Some(&label) = self.snapshot_dbs.first() {
+            let begun = self.snapshot_db_begun;
+            let Some(db) = self.captured(label) else {
+                // Aborted meanwhile: nothing more comes.
+                self.snapshot_dbs.clear();
+                break;
+            };
+            if !begun {
+                out.extend_from_slice(&label.to_le_bytes());
+                out.extend_from_slice(&db.capture_keys().to_le_bytes());
+            }
+            let done = db.capture_step(out, budget);
+            self.snapshot_db_begun = !done;
+            if !done {
+                return false;
+            }
+            self.snapshot_dbs.remove(0);
+            if out.len() >= budget && !self.snapshot_dbs.is_empty() {
+                return false;
+            }
+        }
+        // Databases kept only because the snapshot still had to encode them.
+        self.tidy();
+        true
     }
 
     /// Abandons the snapshot under way, if any.
     pub fn abort_snapshot(&mut self) {
         self.db.end_capture();
+        for parked in self.parked.values_mut() {
+            parked.db.end_capture();
+        }
+        self.snapshot_dbs.clear();
+        self.snapshot_db_begun = false;
     }
 
     /// True while a snapshot begun by [`State::begin_snapshot`] has keys
     /// left to encode.
     pub fn snapshot_in_progress(&self) -> bool {
-        self.db.capturing()
+        !self.snapshot_dbs.is_empty()
     }
 
-    fn snapshot_head(&self, keys: u64) -> Vec<u8> {
+    fn snapshot_head(&self, databases: u32) -> Vec<u8> {
         let mut out = vec![SNAPSHOT_FORMAT];
         write_section(
             &mut out,
@@ -299,7 +369,14 @@ impl State {
         write_section(&mut out, &self.coord.ext);
         write_section(&mut out, &self.acl);
         write_section(&mut out, &self.coord.ext.checks);
-        out.extend_from_slice(&keys.to_le_bytes());
+        let waiters: Vec<(u32, &DbWaiters)> = self
+            .parked
+            .iter()
+            .filter(|(_, parked)| !parked.waiters.is_empty())
+            .map(|(index, parked)| (*index, &parked.waiters))
+            .collect();
+        write_section(&mut out, &waiters);
+        out.extend_from_slice(&databases.to_le_bytes());
         out
     }
 
@@ -359,29 +436,38 @@ impl State {
         coord.ext = r.section()?;
         let acl: Acl = r.section()?;
         coord.ext.checks = r.section()?;
-        let keys = r.u64()?;
-        // Every key takes more than 16 bytes: a corrupt count cannot make
-        // this reserve more than the snapshot's size.
-        let capacity = keys.min(r.left / 16) as usize;
-        let mut failed = None;
-        let entries = (0..keys).map_while(|_| match r.section::<StoredEntry>() {
-            Ok((key, value, deadline)) => Some((key, stored_value(value), deadline)),
-            Err(e) => {
-                failed = Some(e);
-                None
+        let mut waiters: BTreeMap<u32, DbWaiters> = BTreeMap::new();
+        let count = if format >= 9 {
+            for (index, w) in r.section::<Vec<(u32, DbWaiters)>>()? {
+                if index == 0 || index >= super::DATABASES {
+                    return Err(SnapshotError::Truncated(format!(
+                        "waiters of database {index}"
+                    )));
+                }
+                waiters.insert(index, w);
             }
-        });
-        let db = Db::from_entries(entries, capacity);
-        if let Some(e) = failed {
-            return Err(e);
+            r.u32()?
+        } else {
+            1
+        };
+        let mut dbs = BTreeMap::new();
+        for _ in 0..count {
+            let index = if format >= 9 { r.u32()? } else { 0 };
+            if index >= super::DATABASES || dbs.contains_key(&index) {
+                return Err(SnapshotError::Truncated(format!(
+                    "database {index} out of place"
+                )));
+            }
+            dbs.insert(index, r.keyspace()?);
         }
+        let db = dbs.remove(&0).unwrap_or_default();
         if r.left != 0 {
             return Err(SnapshotError::Truncated(format!(
                 "{} bytes after the last key",
                 r.left
             )));
         }
-        Ok(State::restored(
+        let mut state = State::restored(
             db,
             header.clock_ms,
             header.applied_index,
@@ -389,7 +475,21 @@ impl State {
             coord,
             scripts,
             acl,
-        ))
+        );
+        for (index, db) in dbs {
+            let waiters = waiters.remove(&index).unwrap_or_default();
+            state.parked.insert(index, Parked { db, waiters });
+        }
+        for (index, waiters) in waiters {
+            state.parked.insert(
+                index,
+                Parked {
+                    db: Db::default(),
+                    waiters,
+                },
+            );
+        }
+        Ok(state)
     }
 
     fn restored(
@@ -403,6 +503,10 @@ impl State {
     ) -> State {
         State {
             db,
+            current: 0,
+            parked: BTreeMap::new(),
+            snapshot_dbs: Vec::new(),
+            snapshot_db_begun: false,
             clock_ms,
             applied_index,
             members,
@@ -514,6 +618,34 @@ impl<R: Read> Sections<R> {
     fn byte(&mut self) -> Result<u8, SnapshotError> {
         self.take(1, "format byte")?;
         Ok(self.buf[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, SnapshotError> {
+        self.take(4, "a database header")?;
+        Ok(u32::from_le_bytes(
+            self.buf[..4].try_into().expect("4 bytes"),
+        ))
+    }
+
+    /// One database's keys: their count, then each behind its length.
+    fn keyspace(&mut self) -> Result<Db, SnapshotError> {
+        let keys = self.u64()?;
+        // Every key takes more than 16 bytes: a corrupt count cannot make
+        // this reserve more than the snapshot's size.
+        let capacity = keys.min(self.left / 16) as usize;
+        let mut failed = None;
+        let entries = (0..keys).map_while(|_| match self.section::<StoredEntry>() {
+            Ok((key, value, deadline)) => Some((key, stored_value(value), deadline)),
+            Err(e) => {
+                failed = Some(e);
+                None
+            }
+        });
+        let db = Db::from_entries(entries, capacity);
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(db),
+        }
     }
 
     fn u64(&mut self) -> Result<u64, SnapshotError> {

@@ -21,7 +21,7 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::db::{stable_hash, Entry, Value};
+use super::db::{stable_hash, Db, Entry, Value};
 use super::lists::ListOp;
 use super::locks::LockOp;
 use super::queues::QueueOp;
@@ -47,8 +47,8 @@ pub struct Transaction {
 }
 
 /// The fingerprint of `key` at `now`: 0 when it is missing or expired.
-pub fn fingerprint(state: &State, key: &Bytes, now: u64) -> u64 {
-    state.db.get(key, now).map_or(0, entry_fingerprint)
+pub fn fingerprint(db: &Db, key: &Bytes, now: u64) -> u64 {
+    db.get(key, now).map_or(0, entry_fingerprint)
 }
 
 /// A hash of an entry's value, type and deadline; never 0.
@@ -104,7 +104,7 @@ pub(super) fn apply(state: &mut State, now: u64, tx: &Transaction) -> OpResult {
     if tx
         .watched
         .iter()
-        .any(|(key, seen)| fingerprint(state, key, now) != *seen)
+        .any(|(key, seen)| fingerprint(&state.db, key, now) != *seen)
     {
         return Ok(Outcome::NilArray);
     }
@@ -131,6 +131,11 @@ pub(super) fn apply(state: &mut State, now: u64, tx: &Transaction) -> OpResult {
 /// if it had one, later finds nobody waiting and does nothing.)
 fn time_out_now(state: &mut State, op: &Op, ticket: Ticket) -> Outcome {
     let mark = state.wakeups.len();
+    if let Op::InDb { db, op } = op {
+        let (db, op) = (*db, op.as_ref());
+        let now = state.clock_ms;
+        return state.in_db(db, now, |state| time_out_now(state, op, ticket));
+    }
     match op {
         Op::List(ListOp::BlockingPop { .. } | ListOp::BlockingMove { .. }) => {
             super::lists::give_up(state, ticket)
@@ -183,18 +188,18 @@ mod tests {
         let mut state = State::new();
         let mut index = 0;
         let key = Bytes::from("k");
-        assert_eq!(fingerprint(&state, &key, 1000), 0);
+        assert_eq!(fingerprint(&state.db, &key, 1000), 0);
         write(&mut state, &mut index, 1000, "SET k v").unwrap();
-        let first = fingerprint(&state, &key, 1000);
+        let first = fingerprint(&state.db, &key, 1000);
         assert_ne!(first, 0);
         write(&mut state, &mut index, 1001, "SET k v").unwrap();
-        assert_eq!(fingerprint(&state, &key, 1001), first, "same value");
+        assert_eq!(fingerprint(&state.db, &key, 1001), first, "same value");
         write(&mut state, &mut index, 1002, "PEXPIRE k 100").unwrap();
-        let with_deadline = fingerprint(&state, &key, 1002);
+        let with_deadline = fingerprint(&state.db, &key, 1002);
         assert_ne!(with_deadline, first);
-        assert_eq!(fingerprint(&state, &key, 1102), 0, "expired");
+        assert_eq!(fingerprint(&state.db, &key, 1102), 0, "expired");
         write(&mut state, &mut index, 1200, "RPUSH k v").unwrap();
-        assert_ne!(fingerprint(&state, &key, 1200), first, "a list of v");
+        assert_ne!(fingerprint(&state.db, &key, 1200), first, "a list of v");
     }
 
     #[test]
@@ -202,7 +207,7 @@ mod tests {
         let mut state = State::new();
         let mut index = 0;
         write(&mut state, &mut index, 1000, "SET k 1").unwrap();
-        let seen = fingerprint(&state, &Bytes::from("k"), 1000);
+        let seen = fingerprint(&state.db, &Bytes::from("k"), 1000);
         let tx = Transaction {
             watched: vec![(Bytes::from("k"), seen)],
             commands: vec![
@@ -222,7 +227,7 @@ mod tests {
             Value::String("2".into())
         );
 
-        let seen = fingerprint(&state, &Bytes::from("k"), 1002);
+        let seen = fingerprint(&state.db, &Bytes::from("k"), 1002);
         let tx = Transaction {
             watched: vec![(Bytes::from("k"), seen)],
             ..tx
