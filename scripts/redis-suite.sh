@@ -2,7 +2,7 @@
 # Runs Redis's own test suite (Redis 7.0.15, from Debian's source package)
 # against concord and prints the [ok]/[err] counts per unit. Two modes:
 #
-#   scripts/redis-suite.sh                       # external mode, the units of the compatibility target
+#   scripts/redis-suite.sh                       # external mode, every unit of the compatibility target
 #   scripts/redis-suite.sh unit/type/list ...    # external mode, chosen units
 #   scripts/redis-suite.sh --spawn               # spawn mode: unit/acl unit/acl-v2 unit/auth
 #   scripts/redis-suite.sh --spawn unit/auth ... # spawn mode, chosen units
@@ -51,7 +51,7 @@
 # The suite is fetched on demand into target/redis-suite (never committed;
 # BSD-licensed at this version). Needs root the first time, to add a deb-src
 # entry and install tcl if missing. Environment: SUITE_TIMEOUT (seconds per
-# unit, default 600). Each unit's full output stays in target/redis-suite/logs;
+# unit, default 600), SUITE_BASEPORT (default 21111). Each unit's full output stays in target/redis-suite/logs;
 # in spawn mode each server's stdout, stderr and data directory stay in
 # target/redis-suite/spawn/*/tests/tmp until the next run.
 set -euo pipefail
@@ -61,6 +61,9 @@ cd "$ROOT"
 SUITE_DIR=$ROOT/target/redis-suite
 REDIS_VERSION=7.0.15
 TIMEOUT=${SUITE_TIMEOUT:-600}
+# Where the suite's own ports start (its test server takes one 32 below):
+# another run of the suite on this machine needs another SUITE_BASEPORT.
+BASEPORT=${SUITE_BASEPORT:-21111}
 MODE=external
 if [[ ${1:-} == --spawn ]]; then
     MODE=spawn
@@ -72,7 +75,12 @@ if ((${#UNITS[@]} == 0)) && [[ $MODE == spawn ]]; then
 elif ((${#UNITS[@]} == 0)); then
     UNITS=(unit/type/string unit/type/incr unit/expire unit/keyspace unit/type/hash
         unit/type/set unit/type/zset unit/type/list unit/pubsub unit/multi
-        unit/scripting unit/info-command)
+        unit/scripting unit/info-command
+        unit/bitfield unit/bitops unit/dump unit/functions unit/geo unit/hyperloglog
+        unit/introspection unit/introspection-2 unit/lazyfree unit/other unit/pause
+        unit/slowlog unit/sort unit/tracking
+        unit/type/list-2 unit/type/list-3 unit/type/stream unit/type/stream-cgroups
+        unit/scan unit/protocol unit/quit unit/pubsubshard unit/info)
 fi
 TAGS="-needs:repl -needs:debug -needs:save -needs:config-resetstat -needs:reset -needs:pfdebug -needs:latency -slow"
 
@@ -500,7 +508,7 @@ run_spawn_mode() {
             local hangs=() skip=() plain ok err
             while :; do
                 (cd "$SUITE_DIR/spawn/$kind" && SPAWN_NODES=$nodes SPAWN_THROUGH=${through:-leader} \
-                    timeout "$TIMEOUT" ./runtest --clients 1 --durable --ignore-encoding \
+                    timeout "$TIMEOUT" ./runtest --clients 1 --baseport "$BASEPORT" --durable --ignore-encoding \
                     --ignore-digest --no-latency --tags "$TAGS" --timeout "$HANG_TIMEOUT" --dont-clean \
                     "${skip[@]}" --single "$unit" >"$out" 2>&1) || true
                 plain=$(sed 's/\x1b\[[0-9;]*m//g' "$out")
@@ -623,7 +631,7 @@ for unit in "${UNITS[@]}"; do
     i=0
     for port in "$leader" "$follower"; do
         out=$SUITE_DIR/logs/$(echo "$unit" | tr / _).$port.log
-        (cd "$SRC" && timeout "$TIMEOUT" ./runtest --host 127.0.0.1 --port "$port" \
+        (cd "$SRC" && timeout "$TIMEOUT" ./runtest --host 127.0.0.1 --port "$port" --baseport "$BASEPORT" \
             --durable --ignore-encoding --ignore-digest --no-latency --tags "$TAGS" \
             --single "$unit" >"$out" 2>&1) || true
         # The suite colours its tags: strip the escapes before counting.
