@@ -113,6 +113,22 @@ const CLIENT_SUBCOMMANDS: &[CommandSpec] = &[
         "Instructs the server whether to reply to commands: OFF silences every reply, SKIP the next command's; messages of subscriptions still arrive."
     ),
     local!(
+        "client|pause",
+        -3,
+        &[Flag::Admin, Flag::NoScript, Flag::Loading, Flag::Stale],
+        "3.0.0",
+        "timeout [WRITE | ALL]",
+        "Holds back this node's clients for `timeout` milliseconds: every command (ALL, the default) or those that may write (WRITE). Expiry and eviction wait too while this node leads."
+    ),
+    local!(
+        "client|unpause",
+        2,
+        &[Flag::Admin, Flag::NoScript, Flag::Loading, Flag::Stale],
+        "6.2.0",
+        "",
+        "Ends CLIENT PAUSE on this node."
+    ),
+    local!(
         "client|unblock",
         -3,
         &[Flag::Admin, Flag::NoScript, Flag::Loading, Flag::Stale],

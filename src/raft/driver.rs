@@ -1482,6 +1482,7 @@ impl Driver {
             || self.grace_due
             || self.expiry_in_flight.is_some()
             || now < self.next_expiry_check
+            || self.status.paused()
         {
             return;
         }
@@ -1503,7 +1504,7 @@ impl Driver {
     /// dataset is over `maxmemory` (see [`super::eviction`]).
     fn maybe_propose_eviction(&mut self) {
         self.eviction.sync(&self.status.memory, &mut self.state);
-        if !self.is_leader() || self.grace_due {
+        if !self.is_leader() || self.grace_due || self.status.paused() {
             return;
         }
         let Some(keys) = self

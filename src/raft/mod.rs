@@ -215,6 +215,8 @@ pub struct NodeStatus {
     snapshot_index: AtomicU64,
     /// Keys and keys with a deadline, by database.
     keys: [AtomicU64; crate::state::DATABASES as usize],
+    /// See [`Status::set_paused_until`].
+    paused_until_ms: AtomicU64,
     volatile_keys: [AtomicU64; crate::state::DATABASES as usize],
     /// The dataset's size (what `maxmemory` limits) and the keys evicted
     /// by this replica, as of the last applied entry.
@@ -262,6 +264,7 @@ impl NodeStatus {
             last_index: AtomicU64::new(0),
             snapshot_index: AtomicU64::new(0),
             keys: Default::default(),
+            paused_until_ms: AtomicU64::new(0),
             volatile_keys: Default::default(),
             dataset_bytes: AtomicU64::new(0),
             evicted_keys: AtomicU64::new(0),
@@ -441,6 +444,17 @@ impl NodeStatus {
 
     /// Clients of this node waiting in a blocking command (INFO's
     /// blocked_clients).
+    /// CLIENT PAUSE on this node: until when (unix ms; 0 for none) its
+    /// leader proposes no expiry or eviction.
+    pub fn set_paused_until(&self, unix_ms: u64) {
+        self.paused_until_ms.store(unix_ms, Ordering::Relaxed);
+    }
+
+    /// True while a CLIENT PAUSE of this node is in force.
+    pub fn paused(&self) -> bool {
+        self.paused_until_ms.load(Ordering::Relaxed) > now_ms()
+    }
+
     pub fn blocked_clients(&self) -> u64 {
         self.blocked.load(Ordering::Relaxed)
     }

@@ -313,7 +313,26 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     let mut last_command: &'static str = "NULL";
     // When the client last completed a request (`timeout`).
     let mut last_request = Instant::now();
+    // A request CLIENT PAUSE holds back: it runs first once the pause ends.
+    let mut paused_request: Option<Vec<Bytes>> = None;
     'connection: loop {
+        if paused_request.is_some() {
+            // Watch the socket meanwhile, as a blocked client does.
+            let wait = shared.pause.wait(true);
+            tokio::pin!(wait);
+            loop {
+                tokio::select! {
+                    () = &mut wait => break,
+                    read = socket.read_buf(&mut rbuf), if rbuf.len() < BLOCKED_READ_AHEAD => {
+                        if matches!(read, Ok(0) | Err(_)) {
+                            break 'connection;
+                        }
+                    }
+                    _ = shutdown.changed() => break 'connection,
+                    _ = kill.notified() => break 'connection,
+                }
+            }
+        }
         // What arrived counts before it is parsed: a client whose request
         // is growing past `maxmemory-clients` is closed before it runs.
         let held = (rbuf.len() + parser.held_bytes()) as u64;
@@ -345,7 +364,14 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 break;
             }
             parser.set_unauthenticated(!conn.principal.authenticated);
-            match parser.next_request_into(&mut rbuf, &mut argv) {
+            let next = match paused_request.take() {
+                Some(request) => {
+                    argv = request;
+                    Ok(true)
+                }
+                None => parser.next_request_into(&mut rbuf, &mut argv),
+            };
+            match next {
                 Ok(true) => {
                     // Authentication and permissions, before the command
                     // is proposed, relayed or answered.
@@ -394,6 +420,31 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                         ),
                         Route::Queue | Route::Control(_) => None,
                     };
+                    // CLIENT PAUSE holds back what it covers, after the
+                    // replies of what came before (an arity error is
+                    // answered at once, and what MULTI queues waits for
+                    // its EXEC).
+                    let paused = match (&route, &request) {
+                        (
+                            Route::Normal,
+                            Some(Ok(
+                                Request::Write(_, spec, _)
+                                | Request::Read(_, spec, _)
+                                | Request::Local(spec),
+                            )),
+                        ) => shared.pause.holds(spec, &argv, &[]),
+                        (Route::Control(name), _) => {
+                            command::lookup(name.as_bytes()).is_some_and(|spec| {
+                                shared.pause.holds(spec, &argv, transaction::queued(&conn))
+                            })
+                        }
+                        _ => false,
+                    };
+                    if paused {
+                        paused_request = Some(std::mem::take(&mut argv));
+                        more_buffered = true;
+                        break;
+                    }
                     // A write too big for one log entry is refused here,
                     // before it is proposed or relayed; so is one that may
                     // grow a dataset over `maxmemory` with nothing to evict.

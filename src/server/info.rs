@@ -145,7 +145,10 @@ fn clients(shared: &Shared) -> Fields {
                 .param_u64("maxclients", shared.config.max_clients)
                 .to_string(),
         ),
-        ("blocked_clients", status.blocked_clients().to_string()),
+        (
+            "blocked_clients",
+            (status.blocked_clients() + shared.pause.waiting()).to_string(),
+        ),
         ("tracking_clients", "0".into()),
         ("pubsub_clients", status.pubsub_clients().to_string()),
     ]

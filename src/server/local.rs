@@ -56,6 +56,12 @@ pub(super) fn execute(
         "config|get" => super::params::config_get(conn, &argv[2..], shared),
         "config|set" => super::params::config_set(&argv[2..], shared),
         "client|unblock" => client_unblock(argv, shared),
+        "client|pause" => Local::Now(client_pause(argv, shared)),
+        "client|unpause" => {
+            shared.pause.unpause();
+            shared.node.status().set_paused_until(0);
+            Local::Now(Reply::ok())
+        }
         "save" => super::cluster::snapshot(shared, |_| Reply::ok()),
         "auth" => match &argv[1..] {
             [pass] => super::acl::auth(conn, None, pass, shared),
@@ -980,4 +986,27 @@ fn role(shared: &Shared) -> Reply {
         bulk(state),
         Reply::Int(offset),
     ])
+}
+
+/// CLIENT PAUSE timeout [WRITE | ALL], with Redis's errors.
+fn client_pause(argv: &[Bytes], shared: &Shared) -> Reply {
+    let Some(ms) = parse_i64(&argv[2]) else {
+        return Reply::error("ERR timeout is not an integer or out of range");
+    };
+    if ms < 0 {
+        return Reply::error("ERR timeout is negative");
+    }
+    let all = match argv.get(3) {
+        None => true,
+        Some(mode) if is(mode, "ALL") && argv.len() == 4 => true,
+        Some(mode) if is(mode, "WRITE") && argv.len() == 4 => false,
+        Some(_) => return err(CommandError::Syntax),
+    };
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(ms as u64);
+    shared.pause.pause(until, all);
+    shared
+        .node
+        .status()
+        .set_paused_until(shared.pause.until_unix_ms());
+    Reply::ok()
 }

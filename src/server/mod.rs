@@ -17,6 +17,7 @@ pub mod health;
 mod info;
 mod local;
 pub mod params;
+pub mod pause;
 mod pubsub;
 mod slowlog;
 mod transaction;
@@ -343,6 +344,8 @@ pub struct Shared {
     pub output_limits: OutputLimits,
     /// `client-query-buffer-limit`: bytes a connection may hold unparsed.
     pub query_buffer_limit: AtomicU64,
+    /// CLIENT PAUSE on this node.
+    pub pause: pause::Pause,
 }
 
 /// `client-output-buffer-limit` by class. `replica` is kept for CONFIG
@@ -368,6 +371,7 @@ impl Shared {
             tcp_keepalive_s: AtomicU64::new(300),
             output_limits: OutputLimits::default(),
             query_buffer_limit: AtomicU64::new(1 << 30),
+            pause: pause::Pause::default(),
             acl_log: Arc::default(),
             acl_commands: acl::CommandCache::default(),
             node,

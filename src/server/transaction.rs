@@ -36,6 +36,11 @@ pub(super) struct Queue {
     pub(super) failed: bool,
 }
 
+/// The commands the connection queued since MULTI (none outside one).
+pub(super) fn queued(conn: &Conn) -> &[Vec<Bytes>] {
+    conn.tx.as_ref().map_or(&[], |tx| &tx.commands)
+}
+
 /// The fingerprints one WATCH read, once its answer arrived; `Err` if the
 /// read failed (EXEC then aborts, since nothing was watched for sure).
 pub(super) type WatchCell = Arc<Mutex<Option<Result<Vec<(Bytes, u64)>, ()>>>>;
