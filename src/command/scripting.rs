@@ -271,8 +271,20 @@ fn parse_function_kill(_argv: &[Bytes]) -> Result<Query, CommandError> {
 }
 
 fn parse_function_flush(argv: &[Bytes]) -> Result<Op, CommandError> {
+    if argv.len() > 3 {
+        return Err(subcommand_syntax(argv));
+    }
     flush_mode(argv, "FUNCTION FLUSH only supports SYNC|ASYNC option")?;
     Ok(Op::Script(ScriptOp::FlushLibraries))
+}
+
+/// Redis's `addReplySubcommandSyntaxError`: too many arguments for a
+/// FUNCTION subcommand, named as the client spelled it.
+fn subcommand_syntax(argv: &[Bytes]) -> CommandError {
+    CommandError::InvalidArgument(format!(
+        "unknown subcommand or wrong number of arguments for '{}'. Try FUNCTION HELP.",
+        String::from_utf8_lossy(&argv[1])
+    ))
 }
 
 fn parse_function_dump(_argv: &[Bytes]) -> Result<Query, CommandError> {
@@ -284,10 +296,7 @@ fn parse_function_dump(_argv: &[Bytes]) -> Result<Query, CommandError> {
 /// each entry). Loading the codes is the op's, at apply time.
 fn parse_function_restore(argv: &[Bytes]) -> Result<Op, CommandError> {
     if argv.len() > 4 {
-        return Err(CommandError::InvalidArgument(format!(
-            "unknown subcommand or wrong number of arguments for '{}'. Try FUNCTION HELP.",
-            String::from_utf8_lossy(&argv[1])
-        )));
+        return Err(subcommand_syntax(argv));
     }
     let policy = match argv.get(3) {
         None => RestorePolicy::Append,
