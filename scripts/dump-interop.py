@@ -1,4 +1,4 @@
-"""concord <-> Redis 7.0 DUMP/RESTORE interop check, run by hand: writes the same values to both, DUMPs each key on one side and RESTOREs it on the other, and compares. usage: scripts/dump-interop.py CONCORD_PORT REDIS_PORT (both are FLUSHALLed)."""
+"""concord <-> Redis 7.0 DUMP/RESTORE interop check, run by hand: writes the same values to both, DUMPs each key on one side and RESTOREs it on the other, and compares; then the same for function libraries (FUNCTION DUMP / FUNCTION RESTORE). usage: scripts/dump-interop.py CONCORD_PORT REDIS_PORT (both are FLUSHALLed and FUNCTION FLUSHed)."""
 import sys, redis
 c = redis.Redis(port=int(sys.argv[1])); r = redis.Redis(port=int(sys.argv[2]))
 def fill(x):
@@ -41,4 +41,39 @@ for src, dst, name in ((c, r, "concord -> redis 7.0"), (r, c, "redis 7.0 -> conc
             same = False; print("  ", name, k.decode(), "ERROR", e)
         print("%s %-14s %-6s %s bytes=%d" % (name, k.decode(), src.type(k).decode(), "ok" if same else "MISMATCH", len(payload)))
         ok += same; bad += not same
+LIBRARIES = [
+    "#!lua name=small\nredis.register_function('small', function(KEYS, ARGV) return 'hello' end)",
+    # Long and repetitive: Redis compresses it (LZF).
+    "#!lua name=big\n" + "".join("redis.register_function('f%d', function(KEYS, ARGV) return %d end)\n" % (i, i) for i in range(40)),
+    "#!lua name=flagged\nredis.register_function{function_name='ro', callback=function(KEYS) return redis.call('get', KEYS[1]) end, flags={'no-writes'}, description='reads'}",
+]
+def libs(x):
+    """FUNCTION LIST WITHCODE, in name order, as comparable tuples."""
+    out = []
+    for lib in x.execute_command("FUNCTION", "LIST", "WITHCODE"):
+        pairs = lambda m: m if isinstance(m, dict) else dict(zip(m[::2], m[1::2]))
+        lib = pairs(lib)
+        functions = []
+        for f in lib[b"functions"]:
+            f = pairs(f)
+            functions.append((f[b"name"], f[b"description"], sorted(f[b"flags"])))
+        out.append((lib[b"library_name"], lib[b"library_code"], sorted(functions)))
+    return sorted(out)
+for src, dst, name in ((c, r, "concord -> redis 7.0"), (r, c, "redis 7.0 -> concord")):
+    for x in (src, dst):
+        x.execute_command("FUNCTION", "FLUSH")
+    for code in LIBRARIES:
+        src.execute_command("FUNCTION", "LOAD", code)
+    payload = src.execute_command("FUNCTION", "DUMP")
+    dst.execute_command("FUNCTION", "LOAD", LIBRARIES[0])
+    try:
+        dst.execute_command("FUNCTION", "RESTORE", payload)
+        refused = None
+    except Exception as e:
+        refused = str(e)
+    dst.execute_command("FUNCTION", "RESTORE", payload, "REPLACE")
+    same = libs(src) == libs(dst) and refused == "Library small already exists" \
+        and dst.execute_command("FCALL", "f39", 0) == 39 and dst.execute_command("FUNCTION", "DUMP") is not None
+    print("%s %-14s %-6s %s bytes=%d" % (name, "(libraries)", "func", "ok" if same else "MISMATCH %r" % refused, len(payload)))
+    ok += same; bad += not same
 print("ok", ok, "bad", bad)

@@ -11,6 +11,10 @@
 //! resp: framing only, used by server.   error, config, tls: leaves.
 //! ```
 
+/// The Redis version concord reports (INFO's `redis_version`, Lua's
+/// `redis.REDIS_VERSION`): client libraries gate features on it.
+pub const REDIS_VERSION: &str = "7.2.4";
+
 pub mod alloc;
 pub mod command;
 pub mod config;

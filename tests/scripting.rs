@@ -3,7 +3,8 @@
 //! writes land identically on every replica, a runaway script ends with an
 //! error while the cluster goes on serving, the release script of
 //! redis-py's Lock works through every node, and an EVALSHA, FCALL or EVAL
-//! (of a cached body) whose run writes nothing is served as a read.
+//! (of a cached body) whose run writes nothing is served as a read, and
+//! FUNCTION RESTORE of a payload Redis dumped reaches every replica.
 
 mod common;
 
@@ -532,6 +533,66 @@ fn a_single_node_serves_an_evalsha_that_writes_nothing_without_a_log_entry() {
 }
 
 /// Node `id`'s raft term and last log index (INFO raft).
+/// FUNCTION DUMP of one library, as redis-server 7.0.15 answered it.
+const REDIS_FUNCTION_DUMP: &[u8] = b"\xf5@X#!lua name=test\nredis.register_function('test', function(KEYS, ARGV) return 'hello' end)\n\x00d\x9cn\xdb\"\xb8\x80\xe7";
+
+#[test]
+fn function_restore_of_a_redis_payload_reaches_every_replica_and_dumps_back_the_same() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.leader();
+    let follower = cluster.followers(leader)[0];
+    let mut l = cluster.client(leader);
+    let mut f = cluster.client(follower);
+    let function =
+        |c: &mut redis::Connection, args: &[&[u8]]| -> redis::RedisResult<redis::Value> {
+            let mut cmd = redis::cmd("FUNCTION");
+            for arg in args {
+                cmd.arg(*arg);
+            }
+            cmd.query(c)
+        };
+    // Redis's payload, restored through a follower.
+    let ok = function(&mut f, &[b"RESTORE", REDIS_FUNCTION_DUMP]).unwrap();
+    assert_eq!(ok, redis::Value::Okay);
+    // A second time, APPEND refuses it with Redis's text; REPLACE takes it.
+    let err = function(&mut l, &[b"RESTORE", REDIS_FUNCTION_DUMP, b"APPEND"]).unwrap_err();
+    assert!(
+        err.to_string().contains("Library test already exists"),
+        "{err}"
+    );
+    function(&mut l, &[b"RESTORE", REDIS_FUNCTION_DUMP, b"REPLACE"]).unwrap();
+    cluster.converged(&[1, 2, 3]);
+    for id in [1, 2, 3] {
+        let mut c = cluster.client(id);
+        let _: () = redis::cmd("READMODE").arg("STALE").query(&mut c).unwrap();
+        let hello: String = redis::cmd("FCALL")
+            .arg("test")
+            .arg(0)
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(hello, "hello");
+        // Every replica dumps the bytes Redis dumped.
+        let dump: Vec<u8> = redis::cmd("FUNCTION").arg("DUMP").query(&mut c).unwrap();
+        assert_eq!(dump, REDIS_FUNCTION_DUMP);
+    }
+    // A bad payload is refused before the log, and FLUSH replaces all.
+    let err = function(&mut f, &[b"RESTORE", b"bad_payload"]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("payload version or checksum are wrong"),
+        "{err}"
+    );
+    let _: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg("#!lua name=other\nredis.register_function('other', function() return 1 end)")
+        .query(&mut l)
+        .unwrap();
+    function(&mut f, &[b"RESTORE", REDIS_FUNCTION_DUMP, b"FLUSH"]).unwrap();
+    let dump: Vec<u8> = redis::cmd("FUNCTION").arg("DUMP").query(&mut l).unwrap();
+    assert_eq!(dump, REDIS_FUNCTION_DUMP);
+    cluster.converged(&[1, 2, 3]);
+}
+
 fn log_position(cluster: &Cluster, id: u64) -> (u64, u64) {
     let field = |name| {
         cluster

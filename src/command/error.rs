@@ -33,6 +33,9 @@ pub enum CommandError {
     /// A DUMP payload RESTORE cannot take.
     #[error(transparent)]
     Payload(#[from] crate::state::rdb::RdbError),
+    /// A FUNCTION DUMP payload FUNCTION RESTORE cannot take.
+    #[error(transparent)]
+    FunctionPayload(#[from] crate::state::rdb::FunctionPayloadError),
 }
 
 impl CommandError {

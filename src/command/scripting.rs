@@ -12,7 +12,8 @@
 use bytes::Bytes;
 
 use super::{is, standard_reply, CommandError, CommandSpec, Exec, Flag, KeyPositions, ReplyFn};
-use crate::state::scripts::{Run, ScriptOp, ScriptQuery};
+use crate::state::rdb;
+use crate::state::scripts::{RestorePolicy, Run, ScriptOp, ScriptQuery};
 use crate::state::{Op, Query};
 
 const EVAL: &[Flag] = &[Flag::NoScript, Flag::MayReplicate, Flag::Stale];
@@ -51,7 +52,7 @@ pub const SPECS: &[CommandSpec] = &[
         "Runs a function declared no-writes, as a read (not through the log); write commands inside it are refused.",
         Exec::Read(parse_fcall_ro, REPLY)),
     spec!("function", -2, &[], KeyPositions::NONE, "7.0.0", "subcommand [argument ...]",
-        "A container for function library commands (LOAD, DELETE, FLUSH).", Exec::Local,
+        "A container for function library commands (LOAD, DELETE, FLUSH, LIST, DUMP, RESTORE...).", Exec::Local,
         FUNCTION_SUBCOMMANDS),
 ];
 
@@ -72,6 +73,13 @@ const FUNCTION_SUBCOMMANDS: &[CommandSpec] = &[
     spec!("function|stats", 2, &[Flag::NoScript, Flag::AllowBusy], KeyPositions::NONE, "7.0.0", "",
         "Returns how many libraries and functions are loaded. No function is ever seen running: every replica runs one within a single entry's apply.",
         Exec::Read(parse_function_stats, REPLY)),
+    spec!("function|dump", 2, &[Flag::NoScript], KeyPositions::NONE, "7.0.0", "",
+        "Returns every library's code in Redis's serialized form (RDB version 10), for FUNCTION RESTORE here or in Redis 7.0 and later.",
+        Exec::Read(parse_function_dump, REPLY)),
+    spec!("function|restore", -3, &[Flag::NoScript, Flag::Write, Flag::DenyOom], KeyPositions::NONE,
+        "7.0.0", "serialized-value [FLUSH | APPEND | REPLACE]",
+        "Loads the libraries of a FUNCTION DUMP payload (concord's or Redis's), all or none: APPEND (the default) refuses a library that exists, REPLACE replaces it, FLUSH deletes all libraries first.",
+        Exec::Write(parse_function_restore, REPLY)),
     spec!("function|kill", 2, &[Flag::NoScript, Flag::AllowBusy], KeyPositions::NONE, "7.0.0", "",
         "Answers NOTBUSY: no function runs long enough to be killed (see SCRIPT KILL).",
         Exec::Read(parse_function_kill, REPLY)),
@@ -263,6 +271,45 @@ fn parse_function_kill(_argv: &[Bytes]) -> Result<Query, CommandError> {
 }
 
 fn parse_function_flush(argv: &[Bytes]) -> Result<Op, CommandError> {
+    if argv.len() > 3 {
+        return Err(subcommand_syntax(argv));
+    }
     flush_mode(argv, "FUNCTION FLUSH only supports SYNC|ASYNC option")?;
     Ok(Op::Script(ScriptOp::FlushLibraries))
+}
+
+/// Redis's `addReplySubcommandSyntaxError`: too many arguments for a
+/// FUNCTION subcommand, named as the client spelled it.
+fn subcommand_syntax(argv: &[Bytes]) -> CommandError {
+    CommandError::InvalidArgument(format!(
+        "unknown subcommand or wrong number of arguments for '{}'. Try FUNCTION HELP.",
+        String::from_utf8_lossy(&argv[1])
+    ))
+}
+
+fn parse_function_dump(_argv: &[Bytes]) -> Result<Query, CommandError> {
+    Ok(Query::Script(ScriptQuery::DumpLibraries))
+}
+
+/// FUNCTION RESTORE payload [FLUSH | APPEND | REPLACE], checked in Redis's
+/// order: the argument count, the policy, then the payload (footer, then
+/// each entry). Loading the codes is the op's, at apply time.
+fn parse_function_restore(argv: &[Bytes]) -> Result<Op, CommandError> {
+    if argv.len() > 4 {
+        return Err(subcommand_syntax(argv));
+    }
+    let policy = match argv.get(3) {
+        None => RestorePolicy::Append,
+        Some(p) if is(p, "append") => RestorePolicy::Append,
+        Some(p) if is(p, "replace") => RestorePolicy::Replace,
+        Some(p) if is(p, "flush") => RestorePolicy::Flush,
+        Some(_) => {
+            return Err(CommandError::InvalidArgument(
+                "Wrong restore policy given, value should be either FLUSH, APPEND or REPLACE."
+                    .into(),
+            ))
+        }
+    };
+    let codes = rdb::decode_functions(&argv[2])?;
+    Ok(Op::Script(ScriptOp::RestoreLibraries { codes, policy }))
 }

@@ -110,6 +110,14 @@ fn redis_table(lua: &Lua) -> mlua::Result<Table> {
     ] {
         redis.set(name, level)?;
     }
+    // REDIS_VERSION_NUM is 0x00MMmmpp, as Redis's.
+    let version: Vec<i64> = crate::REDIS_VERSION
+        .split('.')
+        .map(|part| part.parse().unwrap_or(0))
+        .collect();
+    let number = version.iter().take(3).fold(0, |n, part| (n << 8) | part);
+    redis.set("REDIS_VERSION", crate::REDIS_VERSION)?;
+    redis.set("REDIS_VERSION_NUM", number)?;
     for (name, flag) in [
         ("REPL_NONE", 0),
         ("REPL_AOF", 1),

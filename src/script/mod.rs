@@ -215,7 +215,6 @@ struct Vm {
     globals: Table,
     run: Function,
     run_with: Function,
-    redis: Table,
     compiled: HashMap<String, Compiled>,
     /// Loaded function libraries: name -> (code, functions).
     libraries: HashMap<String, (Bytes, HashMap<String, Function>)>,
@@ -362,7 +361,6 @@ impl Vm {
             globals: internal.get("globals")?,
             run: internal.get("run")?,
             run_with: internal.get("run_with")?,
-            redis,
             lua,
             internal,
             compiled: HashMap::new(),
@@ -511,7 +509,8 @@ impl Vm {
         }
     }
 
-    /// Runs a library's code with `redis.register_function` available and
+    /// Runs a library's code with the library API as its globals (Redis
+    /// 7.0's: `redis.register_function`, `redis.log` and the version) and
     /// keeps the functions it registered.
     fn load_library(&mut self, code: &Bytes) -> Result<(String, Library), StateError> {
         let (name, skip) = library_name(code)?;
@@ -520,8 +519,8 @@ impl Vm {
         let lua = &self.lua;
         libs::begin_run(lua, 0);
         self.arm_limits();
+        let internal = &self.internal;
         let result = lua.scope(|scope| {
-            let redis = &self.redis;
             let register = scope.create_function(|_, args: MultiValue| {
                 let entry = registration(&args).map_err(mlua::Error::runtime)?;
                 let mut all = registered.borrow_mut();
@@ -533,14 +532,22 @@ impl Vm {
                 all.push(entry);
                 Ok(())
             })?;
-            redis.raw_set("register_function", register)?;
+            // The top level sees the library API only (see sandbox.lua).
+            let set_loading: Function = internal.raw_get("set_loading")?;
+            internal.raw_set("register", register)?;
+            set_loading.call::<()>(true)?;
             let result = chunk.call::<()>(());
-            redis.raw_set("register_function", Value::Nil)?;
+            set_loading.call::<()>(false)?;
+            internal.raw_set("register", Value::Nil)?;
             result
         });
         let exceeded = self.disarm_limits();
         if exceeded {
-            return Err(script_error(INSTRUCTION_LIMIT_ERROR));
+            // Redis stops a load after 500 ms with this text; the
+            // instruction limit stands in for the clock here.
+            return Err(script_error(
+                "ERR Error registering functions: ERR FUNCTION LOAD timeout",
+            ));
         }
         result.map_err(|e| {
             script_error(format!(
@@ -722,10 +729,24 @@ fn library_name(code: &[u8]) -> Result<(String, usize), StateError> {
 /// The arguments of redis.register_function: `(name, callback)` or
 /// `{function_name=..., callback=..., flags={...}, description=...}`.
 fn registration(args: &MultiValue) -> Result<(String, Function, FunctionMeta), String> {
-    match args.iter().collect::<Vec<_>>().as_slice() {
-        [Value::String(name), Value::Function(f)] => {
-            Ok((name.to_string_lossy(), f.clone(), FunctionMeta::default()))
+    let (name, callback, meta) = match args.iter().collect::<Vec<_>>().as_slice() {
+        // As Redis's `lua_isstring`, a number is a name too.
+        [name @ (Value::String(_) | Value::Integer(_) | Value::Number(_)), callback] => {
+            let name = match name {
+                Value::String(s) => s.to_string_lossy(),
+                Value::Integer(n) => n.to_string(),
+                // Lua's tostring: integral numbers without a fraction (any
+                // other spelling has a '.' or 'e', which no name may hold).
+                Value::Number(n) if n.fract() == 0.0 && n.abs() < 1e15 => format!("{}", *n as i64),
+                Value::Number(n) => format!("{n}"),
+                _ => unreachable!("matched above"),
+            };
+            let Value::Function(f) = callback else {
+                return Err("second argument to redis.register_function must be a function".into());
+            };
+            (name, f.clone(), FunctionMeta::default())
         }
+        [_, _] => return Err("first argument to redis.register_function must be a string".into()),
         [Value::Table(t)] => {
             let (mut name, mut callback, mut meta) = (None, None, FunctionMeta::default());
             for pair in t.clone().pairs::<Value, Value>() {
@@ -768,11 +789,16 @@ fn registration(args: &MultiValue) -> Result<(String, Function, FunctionMeta), S
             }
             let name = name.ok_or("redis.register_function must get a function name argument")?;
             let callback = callback.ok_or("redis.register_function must get a callback argument")?;
-            Ok((name, callback, meta))
+            (name, callback, meta)
         }
-        [_] => Err("calling redis.register_function with a single argument is only applicable to Lua table (representing named arguments).".into()),
-        _ => Err("wrong number of arguments to redis.register_function".into()),
+        [_] => return Err("calling redis.register_function with a single argument is only applicable to Lua table (representing named arguments).".into()),
+        _ => return Err("wrong number of arguments to redis.register_function".into()),
+    };
+    // Redis checks a function's name as it checks a library's.
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err("Library names can only contain letters, numbers, or underscores(_) and must be at least one character long".into());
     }
+    Ok((name, callback, meta))
 }
 
 /// The flags a function may declare, in the order Redis lists them.
@@ -788,11 +814,15 @@ fn function_flags(flags: &Table) -> Result<Vec<String>, String> {
     let mut given = Vec::new();
     for flag in flags.clone().sequence_values::<mlua::String>() {
         let flag = flag.map_err(|_| "unknown flag given".to_owned())?;
+        // Matched without regard to case, as Redis does.
         let flag = flag.to_string_lossy();
-        if !FUNCTION_FLAGS.contains(&flag.as_str()) {
-            return Err(format!("Unknown flag given: {flag}"));
-        }
-        given.push(flag);
+        let Some(known) = FUNCTION_FLAGS
+            .iter()
+            .find(|f| f.eq_ignore_ascii_case(&flag))
+        else {
+            return Err("unknown flag given".to_owned());
+        };
+        given.push((*known).to_owned());
     }
     Ok(FUNCTION_FLAGS
         .iter()

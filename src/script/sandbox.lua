@@ -65,11 +65,55 @@ allowed.loadstring = function(s, name)
   return f, err
 end
 
+-- What a library's top level sees while it loads, as Redis 7.0's library
+-- API: only `redis`, with register_function, log, the log levels and the
+-- version; reading anything else (math, redis.call, getmetatable...) is
+-- the missing-global error. register_function stays in this table (a
+-- function may keep it in an upvalue) but works only while a library
+-- loads: the host puts the load's registration in `internal.register`.
+local library_redis = {}
+for _, name in ipairs({ "log", "LOG_DEBUG", "LOG_VERBOSE", "LOG_NOTICE", "LOG_WARNING",
+  "REDIS_VERSION", "REDIS_VERSION_NUM" }) do
+  library_redis[name] = G.redis[name]
+end
+library_redis.register_function = function(...)
+  local register = rawget(internal, "register")
+  if register == nil then
+    error("redis.register_function can only be called on FUNCTION LOAD command", 0)
+  end
+  return register(...)
+end
+local library_redis_view = setmetatable({}, { __index = {}, __newindex = refuse, __metatable = false })
+readonly[library_redis_view] = true
+local library_api = {
+  redis = setmetatable({}, {
+    __index = function(_, name)
+      local value = library_redis[name]
+      if value == nil then
+        error("Script attempted to access nonexistent global variable '" .. tostring(name) .. "'", 2)
+      end
+      return value
+    end,
+    __newindex = refuse,
+    __metatable = library_redis_view,
+  }),
+}
+readonly[library_api.redis] = true
+local loading = false
+internal.set_loading = function(on)
+  loading = on
+end
+
 local env_meta_view = setmetatable({}, { __index = {}, __newindex = refuse, __metatable = false })
 readonly[env_meta_view] = true
 setmetatable(env, {
   __index = function(_, name)
-    local value = allowed[name]
+    local value
+    if loading then
+      value = library_api[name]
+    else
+      value = allowed[name]
+    end
     if value == nil then
       error("Script attempted to access nonexistent global variable '" .. tostring(name) .. "'", 2)
     end

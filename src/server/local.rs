@@ -15,8 +15,7 @@ use crate::resp::{Protocol, Reply};
 use crate::state::strings::parse_i64;
 use crate::state::{glob, Op};
 
-/// The Redis version concord reports: client libraries gate features on it.
-pub const REDIS_VERSION: &str = "7.2.4";
+pub use crate::REDIS_VERSION;
 
 fn bulk(s: impl AsRef<[u8]>) -> Reply {
     Reply::Bulk(Bytes::copy_from_slice(s.as_ref()))

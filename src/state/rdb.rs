@@ -157,6 +157,16 @@ const CRC64_TABLE: [u64; 256] = {
 /// Decodes a DUMP payload, as RESTORE does: footer first (version, then
 /// checksum), then the object.
 pub fn decode(payload: &[u8]) -> Result<RestoredValue, RdbError> {
+    let body = verify_footer(payload)?;
+    let mut reader = Reader::new(body);
+    let kind = reader.byte()?;
+    reader.object(kind)
+}
+
+/// Redis's `verifyDumpPayload`: at least the 10-byte footer, an RDB
+/// version no newer than [`MAX_RDB_VERSION`], and a matching CRC64.
+/// Answers what comes before the footer.
+fn verify_footer(payload: &[u8]) -> Result<&[u8], RdbError> {
     if payload.len() < 10 {
         return Err(RdbError::VersionOrChecksum);
     }
@@ -170,9 +180,92 @@ pub fn decode(payload: &[u8]) -> Result<RestoredValue, RdbError> {
     if crc64(0, covered) != expected {
         return Err(RdbError::VersionOrChecksum);
     }
-    let mut reader = Reader::new(body);
-    let kind = reader.byte()?;
-    reader.object(kind)
+    Ok(body)
+}
+
+// ---------------------------------------------------------------- functions
+
+/// The opcode before each library in FUNCTION DUMP's payload (and in an
+/// RDB file): its code follows as one string.
+const OPCODE_FUNCTION2: u8 = 245;
+
+/// The opcode of Redis 7.0-rc1 and rc2: name, engine, an optional
+/// description, then the code without its shebang line.
+const OPCODE_FUNCTION: u8 = 246;
+
+/// Why FUNCTION RESTORE refused a payload before loading any library:
+/// Redis 7.0's texts.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FunctionPayloadError {
+    #[error("ERR DUMP payload version or checksum are wrong")]
+    VersionOrChecksum,
+    #[error("ERR given type is not a function")]
+    NotAFunction,
+    /// A string that runs past the payload's end (Redis's
+    /// `rdbFunctionLoad` failures, one text for each field it reads).
+    #[error("ERR Failed loading {0}")]
+    Truncated(&'static str),
+}
+
+/// FUNCTION DUMP's payload (Redis's `functionDumpCommand`): for each
+/// library its opcode and code, then the RDB version and the CRC64.
+pub fn encode_functions<'a>(codes: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for code in codes {
+        out.push(OPCODE_FUNCTION2);
+        put_string(&mut out, code);
+    }
+    out.extend_from_slice(&RDB_VERSION.to_le_bytes());
+    let crc = crc64(0, &out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// The library codes of a FUNCTION DUMP payload, in payload order
+/// (Redis's `functionRestoreCommand` up to loading them): the footer is
+/// checked first, then every entry must be a function opcode and its
+/// strings must be whole. An rc-format entry comes back as the code
+/// Redis rebuilds from it (`#!<engine> name=<name>\n<code>`). Whether
+/// each code loads is for the script host to say.
+pub fn decode_functions(payload: &[u8]) -> Result<Vec<Bytes>, FunctionPayloadError> {
+    verify_footer(payload).map_err(|_| FunctionPayloadError::VersionOrChecksum)?;
+    // As Redis, entries are read until at most the footer is left, and a
+    // string may run into the footer (it is then part of the code, which
+    // will not load).
+    let mut reader = Reader::new(payload);
+    let mut codes = Vec::new();
+    while reader.remaining() > 10 {
+        let kind = reader.byte().expect("a byte remains");
+        let truncated = FunctionPayloadError::Truncated;
+        match kind {
+            OPCODE_FUNCTION2 => {
+                codes.push(reader.string().map_err(|_| truncated("library payload"))?);
+            }
+            OPCODE_FUNCTION => {
+                let name = reader.string().map_err(|_| truncated("library name"))?;
+                let engine = reader.string().map_err(|_| truncated("engine name"))?;
+                let has_description = reader
+                    .len()
+                    .map_err(|_| truncated("library description indicator"))?;
+                if has_description != 0 {
+                    reader
+                        .string()
+                        .map_err(|_| truncated("library description"))?;
+                }
+                let blob = reader.string().map_err(|_| truncated("library blob"))?;
+                let mut code = Vec::with_capacity(engine.len() + name.len() + blob.len() + 9);
+                code.extend_from_slice(b"#!");
+                code.extend_from_slice(&engine);
+                code.extend_from_slice(b" name=");
+                code.extend_from_slice(&name);
+                code.push(b'\n');
+                code.extend_from_slice(&blob);
+                codes.push(Bytes::from(code));
+            }
+            _ => return Err(FunctionPayloadError::NotAFunction),
+        }
+    }
+    Ok(codes)
 }
 
 /// A cursor over untrusted bytes: every read is bounds-checked.

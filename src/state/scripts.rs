@@ -43,6 +43,24 @@ pub enum ScriptOp {
     FlushLibraries,
     /// FCALL.
     FCall { function: Bytes, run: Run },
+    /// FUNCTION RESTORE: the codes of a FUNCTION DUMP payload (decoded
+    /// and checked by the command layer), loaded as FUNCTION LOAD would,
+    /// then added to the libraries as `policy` says, all or nothing.
+    RestoreLibraries {
+        codes: Vec<Bytes>,
+        policy: RestorePolicy,
+    },
+}
+
+/// What FUNCTION RESTORE does with the libraries already loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RestorePolicy {
+    /// Keep them; a library of the same name refuses the restore.
+    Append,
+    /// Keep them, but the payload's library replaces one of its name.
+    Replace,
+    /// Delete them all first.
+    Flush,
 }
 
 /// The arguments of one script run.
@@ -96,6 +114,8 @@ pub enum ScriptQuery {
     },
     /// FUNCTION STATS.
     FunctionStats,
+    /// FUNCTION DUMP: every library's code in Redis's payload.
+    DumpLibraries,
 }
 
 impl ScriptQuery {
@@ -406,6 +426,10 @@ pub(super) fn apply(state: &mut State, now: u64, op: &ScriptOp) -> OpResult {
             state.scripts.libraries.clear();
             Ok(Outcome::Ok)
         }
+        ScriptOp::RestoreLibraries { codes, policy } => {
+            state.scripts.libraries = restored_libraries(state, codes, *policy)?;
+            Ok(Outcome::Ok)
+        }
         ScriptOp::FCall { function, run } => {
             let (function, library) = library_of(state, function)?;
             let host = state.script_host.get()?;
@@ -420,6 +444,80 @@ pub(super) fn apply(state: &mut State, now: u64, op: &ScriptOp) -> OpResult {
             )
         }
     }
+}
+
+/// The libraries after FUNCTION RESTORE of `codes` (Redis's
+/// `functionRestoreCommand`): each code is loaded as FUNCTION LOAD does,
+/// into a set of its own, which must hold no library or function twice;
+/// then that set replaces everything (FLUSH) or joins what is loaded
+/// (`libraryJoin`): a library already loaded refuses the whole restore
+/// (APPEND) or is replaced (REPLACE), and a function the remaining
+/// libraries already have refuses it. Nothing changes on a refusal.
+fn restored_libraries(
+    state: &State,
+    codes: &[Bytes],
+    policy: RestorePolicy,
+) -> Result<BTreeMap<String, Library>, StateError> {
+    let host = if codes.is_empty() {
+        None
+    } else {
+        Some(state.script_host.get()?)
+    };
+    let mut restored: BTreeMap<String, Library> = BTreeMap::new();
+    for code in codes {
+        let host = host.as_ref().expect("a host for a code");
+        let (name, library) = host.load_library(code)?;
+        if restored.contains_key(&name) {
+            return Err(StateError::Script(format!(
+                "ERR Library '{name}' already exists"
+            )));
+        }
+        if let Some(function) = first_taken(&restored, &library) {
+            return Err(StateError::Script(format!(
+                "ERR Function {function} already exists"
+            )));
+        }
+        restored.insert(name, library);
+    }
+    if policy == RestorePolicy::Flush {
+        return Ok(restored);
+    }
+    let mut joined = state.scripts.libraries.clone();
+    for name in restored.keys() {
+        if joined.contains_key(name) {
+            if policy == RestorePolicy::Append {
+                return Err(StateError::Script(format!(
+                    "ERR Library {name} already exists"
+                )));
+            }
+            joined.remove(name);
+        }
+    }
+    for library in restored.values() {
+        if let Some(function) = first_taken(&joined, library) {
+            return Err(StateError::Script(format!(
+                "ERR Function {function} already exists"
+            )));
+        }
+    }
+    joined.extend(restored);
+    Ok(joined)
+}
+
+/// The first function of `library` that one of `libraries` has already
+/// registered (names match without regard to case).
+fn first_taken<'a>(libraries: &BTreeMap<String, Library>, library: &'a Library) -> Option<&'a str> {
+    library
+        .functions
+        .keys()
+        .find(|function| {
+            libraries.values().any(|lib| {
+                lib.functions
+                    .keys()
+                    .any(|f| f.eq_ignore_ascii_case(function))
+            })
+        })
+        .map(String::as_str)
 }
 
 /// FCALL's library: the one that registered `function`, and the name it
@@ -536,6 +634,13 @@ pub(super) fn read(
         ScriptQuery::ListLibraries { pattern, with_code } => {
             Ok(list_libraries(state, pattern.as_deref(), *with_code))
         }
+        ScriptQuery::DumpLibraries => Ok(Outcome::Bulk(Bytes::from(super::rdb::encode_functions(
+            state
+                .scripts
+                .libraries
+                .values()
+                .map(|lib| lib.code.as_ref()),
+        )))),
         ScriptQuery::FunctionStats => {
             let libraries = &state.scripts.libraries;
             let functions: usize = libraries.values().map(|l| l.functions.len()).sum();
@@ -807,6 +912,123 @@ mod tests {
         let restored = State::decode_snapshot(&old).expect("format 2 decodes");
         assert!(restored.scripts().is_empty());
         assert_eq!(restored.db(), state.db());
+    }
+
+    #[test]
+    fn function_restore_is_all_or_nothing_and_dump_round_trips() {
+        let mut state = State::new();
+        state.set_script_host(crate::script::host());
+        let mut index = 0;
+        let mut apply = |state: &mut State, op: ScriptOp| {
+            index += 1;
+            state.apply(index, 0, &Op::Script(op))
+        };
+        let lib = |name: &str, functions: &[&str]| {
+            let mut code = format!("#!lua name={name}\n");
+            for f in functions {
+                code +=
+                    &format!("redis.register_function('{f}', function() return '{name}' end)\n");
+            }
+            Bytes::from(code)
+        };
+        let load = |code: Bytes| ScriptOp::LoadLibrary {
+            code,
+            replace: false,
+        };
+        apply(&mut state, load(lib("one", &["a", "b"]))).unwrap();
+        apply(&mut state, load(lib("two", &["c"]))).unwrap();
+        let dump = |state: &State| match state.read(&Query::Script(ScriptQuery::DumpLibraries), 0) {
+            Ok(Outcome::Bulk(payload)) => payload,
+            other => panic!("{other:?}"),
+        };
+        let payload = dump(&state);
+        let codes = super::super::rdb::decode_functions(&payload).unwrap();
+        assert_eq!(codes, vec![lib("one", &["a", "b"]), lib("two", &["c"])]);
+        let restore = |codes: Vec<Bytes>, policy| ScriptOp::RestoreLibraries { codes, policy };
+        let text = |r: OpResult| match r {
+            Err(StateError::Script(text)) => text,
+            other => panic!("{other:?}"),
+        };
+
+        // APPEND: a library of the same name refuses it, nothing changes.
+        let before = state.scripts.clone();
+        let clash = vec![lib("three", &["d"]), lib("one", &["e"])];
+        assert_eq!(
+            text(apply(
+                &mut state,
+                restore(clash.clone(), RestorePolicy::Append)
+            )),
+            "ERR Library one already exists"
+        );
+        assert_eq!(state.scripts, before);
+        // REPLACE: it replaces that library, but a function another
+        // library has still refuses the whole restore.
+        let taken = vec![lib("three", &["d"]), lib("one", &["C"])];
+        assert_eq!(
+            text(apply(&mut state, restore(taken, RestorePolicy::Replace))),
+            "ERR Function C already exists"
+        );
+        assert_eq!(state.scripts, before);
+        assert_eq!(
+            apply(&mut state, restore(clash, RestorePolicy::Replace)),
+            Ok(Outcome::Ok)
+        );
+        let names: Vec<_> = state.scripts.libraries.keys().cloned().collect();
+        assert_eq!(names, ["one", "three", "two"]);
+        assert!(state.scripts.libraries["one"].functions.contains_key("e"));
+        // Within the payload, a library or function twice is refused,
+        // even with FLUSH, and a code that does not load too.
+        let before = state.scripts.clone();
+        for (codes, error) in [
+            (
+                vec![lib("x", &["x1"]), lib("x", &["x2"])],
+                "ERR Library 'x' already exists",
+            ),
+            (
+                vec![lib("x", &["f"]), lib("y", &["F"])],
+                "ERR Function F already exists",
+            ),
+            (
+                vec![lib("x", &["x1"]), Bytes::from("#!lua name=z\nlocal y = 1")],
+                "ERR No functions registered",
+            ),
+        ] {
+            assert_eq!(
+                text(apply(&mut state, restore(codes, RestorePolicy::Flush))),
+                error
+            );
+            assert_eq!(state.scripts, before);
+        }
+        // FLUSH: the payload's libraries and nothing else.
+        assert_eq!(
+            apply(&mut state, restore(codes.clone(), RestorePolicy::Flush)),
+            Ok(Outcome::Ok)
+        );
+        assert_eq!(dump(&state), payload);
+        let fcall = Op::Script(ScriptOp::FCall {
+            function: Bytes::from("c"),
+            run: Run {
+                keys: vec![],
+                args: vec![],
+                read_only: false,
+                seed: 0,
+            },
+        });
+        assert_eq!(
+            state.apply(100, 0, &fcall),
+            Ok(Outcome::Bulk(Bytes::from("two")))
+        );
+        // An empty payload: FLUSH empties, APPEND keeps.
+        assert_eq!(
+            apply(&mut state, restore(vec![], RestorePolicy::Append)),
+            Ok(Outcome::Ok)
+        );
+        assert_eq!(dump(&state), payload);
+        assert_eq!(
+            apply(&mut state, restore(vec![], RestorePolicy::Flush)),
+            Ok(Outcome::Ok)
+        );
+        assert!(state.scripts.libraries.is_empty());
     }
 
     #[test]

@@ -481,3 +481,88 @@ proptest! {
         }
     }
 }
+
+/// FUNCTION DUMP of one library, as redis-server 7.0.15 answered it.
+const REDIS_FUNCTION_DUMP: &[u8] = b"\xf5@X#!lua name=test\nredis.register_function('test', function(KEYS, ARGV) return 'hello' end)\n\x00d\x9cn\xdb\"\xb8\x80\xe7";
+
+/// The same from a library long enough for Redis to compress it (LZF).
+const REDIS_FUNCTION_DUMP_LZF: &[u8] = b"\xf5\xc3@yAY\x1f#!lua name=big\nredis.register_fu\x0cnction('f0', \xe0\x00\x0e\x0e) return 0 end)\xe0\x126\x001\xe0\x0c6\x001\xe0\x176\x002\xe0\x0c6\x002\xe0\x176\x003\xe0\x0c6\x003\xe0\x176\x004\xe0\x0c6\x004\xe0\x176\x005\xe0\x0c6\x005@6\x01)\n\n\x00u\xd0Tze\xdc^\xeb";
+
+#[test]
+fn function_payloads_are_redis_7_0s() {
+    let code: &[u8] =
+        b"#!lua name=test\nredis.register_function('test', function(KEYS, ARGV) return 'hello' end)";
+    assert_eq!(encode_functions([code]), REDIS_FUNCTION_DUMP);
+    assert_eq!(
+        decode_functions(REDIS_FUNCTION_DUMP),
+        Ok(vec![Bytes::from_static(code)])
+    );
+    let big: String = (0..6)
+        .map(|i| format!("redis.register_function('f{i}', function() return {i} end)\n"))
+        .collect();
+    let big = format!("#!lua name=big\n{big}");
+    assert_eq!(
+        decode_functions(REDIS_FUNCTION_DUMP_LZF),
+        Ok(vec![Bytes::from(big.clone())])
+    );
+    // No library: the footer alone.
+    assert_eq!(encode_functions([]), b"\n\x00]\x9b\\@\x0f\x7f\xa2\xda");
+    assert_eq!(decode_functions(&encode_functions([])), Ok(vec![]));
+    let two = encode_functions([code, big.as_bytes()]);
+    assert_eq!(
+        decode_functions(&two),
+        Ok(vec![Bytes::from_static(code), Bytes::from(big)])
+    );
+    // Redis 7.0-rc's entry: name, engine, description, code.
+    let mut old = vec![OPCODE_FUNCTION];
+    for field in [&b"lib"[..], b"LUA"] {
+        old.extend(string_field(field));
+    }
+    old.push(1);
+    old.extend(string_field(b"about"));
+    old.extend(string_field(b"return 1"));
+    assert_eq!(
+        decode_functions(&seal(&old, 10)),
+        Ok(vec![Bytes::from_static(b"#!LUA name=lib\nreturn 1")])
+    );
+}
+
+#[test]
+fn refuses_bad_function_payloads_with_redis_answers() {
+    use FunctionPayloadError::*;
+    assert_eq!(decode_functions(b"bad_payload"), Err(VersionOrChecksum));
+    assert_eq!(decode_functions(b"short"), Err(VersionOrChecksum));
+    let mut flipped = REDIS_FUNCTION_DUMP.to_vec();
+    flipped[5] ^= 1;
+    assert_eq!(decode_functions(&flipped), Err(VersionOrChecksum));
+    assert_eq!(
+        decode_functions(&seal(
+            &REDIS_FUNCTION_DUMP[..REDIS_FUNCTION_DUMP.len() - 10],
+            12
+        )),
+        Err(VersionOrChecksum)
+    );
+    assert_eq!(decode_functions(&seal(b"\x00\x01x", 10)), Err(NotAFunction));
+    assert_eq!(
+        decode_functions(&seal(b"\xf5\x40", 10)),
+        Err(Truncated("library payload"))
+    );
+    assert_eq!(
+        decode_functions(&seal(b"\xf6\x03lib", 10)),
+        Err(Truncated("engine name"))
+    );
+    // A string may run into the footer, as in Redis: the code then holds
+    // footer bytes (and will not load).
+    let into_footer = seal(b"\xf5\x05ab", 10);
+    let codes = decode_functions(&into_footer).unwrap();
+    assert_eq!(codes.len(), 1);
+    assert_eq!(&codes[0][..], &into_footer[2..7]);
+    // Truncations of valid payloads never panic.
+    let two = encode_functions([&b"#!lua name=a\nx"[..], &[b'y'; 300][..]]);
+    for cut in 0..two.len() {
+        let _ = decode_functions(&two[..cut]);
+        if cut > 10 {
+            let _ = decode_functions(&seal(&two[..cut - 10], 10));
+        }
+    }
+}
