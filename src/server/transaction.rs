@@ -210,7 +210,11 @@ fn exec(conn: &mut Conn, shared: &Shared) -> Control {
                 .is_some_and(command::denied_when_out_of_memory)
         })
     {
-        return Control::Reply(Reply::error(CommandError::OutOfMemory.to_string()));
+        // As Redis aborts it: EXECABORT, then the reason without its dash.
+        return Control::Reply(Reply::error(format!(
+            "EXECABORT Transaction discarded because of: {}",
+            CommandError::OutOfMemory
+        )));
     }
     // The watched keys by database.
     let mut watched: BTreeMap<u32, Vec<(Bytes, u64)>> = BTreeMap::new();
