@@ -55,6 +55,14 @@ pub const SPECS: &[CommandSpec] = &[
         "As WAIT, answering [1, replicas]: every write is fsync'd to this node's log before it is acknowledged."
     ),
     local!(
+        "monitor",
+        1,
+        ADMIN,
+        "1.0.0",
+        "",
+        "Streams every command this node's clients send, as Redis prints them (the commands scripts call and admin commands are not shown)."
+    ),
+    local!(
         "lolwut",
         -1,
         &[Flag::ReadOnly, Flag::Fast],

@@ -57,6 +57,8 @@ pub(super) struct Conn {
     pub principal: super::acl::Principal,
     /// The database SELECTed: every op and read is wrapped for it.
     pub db: u32,
+    /// MONITOR's feed, once the connection asked for it.
+    pub monitor: Option<tokio::sync::broadcast::Receiver<Bytes>>,
 }
 
 /// CLIENT REPLY's modes.
@@ -299,7 +301,9 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         watches: transaction::Watches::default(),
         principal: super::acl::Principal::new(&shared),
         db: 0,
+        monitor: None,
     };
+    let peer_addr = peer.to_string();
     let mut rbuf = BytesMut::with_capacity(READ_MIN);
     let mut read_size = READ_MIN;
     let mut wbuf = BytesMut::with_capacity(16 * 1024);
@@ -444,6 +448,24 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                         paused_request = Some(std::mem::take(&mut argv));
                         more_buffered = true;
                         break;
+                    }
+                    if shared.monitor.active() {
+                        let spec = match (&route, &request) {
+                            (
+                                Route::Normal,
+                                Some(Ok(
+                                    Request::Write(_, spec, _)
+                                    | Request::Read(_, spec, _)
+                                    | Request::Local(spec),
+                                )),
+                            ) => Some(*spec),
+                            (Route::Queue | Route::Control(_), _) => command::lookup(&argv[0])
+                                .and_then(|spec| command::resolve_subcommand(spec, &argv).ok()),
+                            _ => None,
+                        };
+                        if let Some(spec) = spec {
+                            shared.monitor.feed(spec, conn.db, &peer_addr, &argv);
+                        }
                     }
                     // A write too big for one log entry is refused here,
                     // before it is proposed or relayed; so is one that may
@@ -739,6 +761,33 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             () = idle => {
                 tracing::debug!(client = id, "closing an idle client (timeout)");
                 break;
+            }
+            line = next_monitored(&mut conn.monitor) => {
+                // Whatever else is waiting goes in the same write.
+                let mut next = Some(line);
+                while let Some(line) = next {
+                    match line {
+                        Ok(line) => {
+                            wbuf.extend_from_slice(b"+");
+                            wbuf.extend_from_slice(&line);
+                            wbuf.extend_from_slice(b"\r\n");
+                        }
+                        Err(missed) => {
+                            tracing::debug!(client = id, missed, "a monitor fell behind");
+                        }
+                    }
+                    next = conn.monitor.as_mut().and_then(|rx| match rx.try_recv() {
+                        Ok(line) => Some(Ok(line)),
+                        Err(tokio::sync::broadcast::error::TryRecvError::Lagged(n)) => Some(Err(n)),
+                        Err(_) => None,
+                    });
+                }
+                mem.output.store(wbuf.len() as u64, Ordering::Relaxed);
+                if !write_out(&mut socket, &wbuf, None, &shared).await {
+                    break 'connection;
+                }
+                wbuf.clear();
+                mem.output.store(0, Ordering::Relaxed);
             }
             Some(delivery) = next_delivery(&mut conn.subs) => {
                 // Whatever else arrived meanwhile goes in the same write.
@@ -1062,6 +1111,22 @@ async fn write_out<S: AsyncWrite + Unpin>(
 async fn overflowed(backlog: Option<&Backlog>) {
     match backlog {
         Some(backlog) => backlog.overflowed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next line for a monitoring connection (Err: lines it missed);
+/// never, for one that is not monitoring.
+async fn next_monitored(
+    monitor: &mut Option<tokio::sync::broadcast::Receiver<Bytes>>,
+) -> Result<Bytes, u64> {
+    use tokio::sync::broadcast::error::RecvError;
+    match monitor {
+        Some(rx) => match rx.recv().await {
+            Ok(line) => Ok(line),
+            Err(RecvError::Lagged(n)) => Err(n),
+            Err(RecvError::Closed) => std::future::pending().await,
+        },
         None => std::future::pending().await,
     }
 }

@@ -56,6 +56,10 @@ pub(super) fn execute(
         "config|set" => super::params::config_set(&argv[2..], shared),
         "client|unblock" => client_unblock(argv, shared),
         "client|pause" => Local::Now(client_pause(argv, shared)),
+        "monitor" => {
+            conn.monitor = Some(shared.monitor.subscribe());
+            Local::Now(Reply::ok())
+        }
         "client|unpause" => {
             shared.pause.unpause();
             shared.node.status().set_paused_until(0);
@@ -132,6 +136,7 @@ fn execute_now(
             conn.protocol = Protocol::Resp2;
             conn.read_mode = ReadMode::default();
             conn.db = 0;
+            conn.monitor = None;
             set_client(shared, conn.id, |c| {
                 c.name.clear();
                 c.resp = 2;

@@ -16,6 +16,7 @@ mod connection;
 pub mod health;
 mod info;
 mod local;
+pub mod monitor;
 pub mod params;
 pub mod pause;
 mod pubsub;
@@ -346,6 +347,8 @@ pub struct Shared {
     pub query_buffer_limit: AtomicU64,
     /// CLIENT PAUSE on this node.
     pub pause: pause::Pause,
+    /// MONITOR's feed.
+    pub monitor: monitor::Monitor,
 }
 
 /// `client-output-buffer-limit` by class. `replica` is kept for CONFIG
@@ -372,6 +375,7 @@ impl Shared {
             output_limits: OutputLimits::default(),
             query_buffer_limit: AtomicU64::new(1 << 30),
             pause: pause::Pause::default(),
+            monitor: monitor::Monitor::default(),
             acl_log: Arc::default(),
             acl_commands: acl::CommandCache::default(),
             node,
