@@ -7,9 +7,9 @@
 #   scripts/redis-suite.sh --spawn               # spawn mode: unit/acl unit/acl-v2 unit/auth
 #   scripts/redis-suite.sh --spawn unit/auth ... # spawn mode, chosen units
 #
-# External mode builds target/release/concord, starts a `concord dev`
-# cluster and runs each unit with --host/--port against it, once through
-# the leader and once through a follower. The suite skips everything
+# External mode builds target/release/concord and runs each unit with
+# --host/--port against a fresh `concord dev` cluster, once through the
+# leader and once through a follower (a new cluster for each). The suite skips everything
 # tagged external:skip there, and cannot start servers of its own.
 #
 # Spawn mode runs the suite as Redis's CI does, starting a server per
@@ -595,31 +595,40 @@ log "building target/release/concord"
 cargo build --release --bin concord
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/concord-suite.XXXXXX")
 DEV_PID=
-cleanup() {
+stop_cluster() {
     if [[ -n $DEV_PID ]]; then
         kill -TERM "$DEV_PID" 2>/dev/null || true
         wait "$DEV_PID" 2>/dev/null || true
+        DEV_PID=
     fi
+    rm -rf "$WORK/dev"
+}
+cleanup() {
+    stop_cluster
     rm -rf "$WORK"
 }
 trap cleanup EXIT
-BASE=$(python3 -c 'import random; print(random.randrange(30000, 40000, 10))')
-"$ROOT/target/release/concord" dev --base-port "$BASE" --dir "$WORK/dev" >"$WORK/dev.log" 2>&1 &
-DEV_PID=$!
-leader=
-for _ in $(seq 1 300); do
-    for port in "$BASE" $((BASE + 1)) $((BASE + 2)); do
-        if [[ $(timeout 2 redis-cli -p "$port" info raft 2>/dev/null | tr -d '\r' | sed -n 's/^raft_role://p') == leader ]]; then
-            leader=$port
-        fi
+# A fresh cluster for each run of a unit: what one unit leaves behind (a
+# maxmemory a failed test never reset, keys, users) never reaches the next.
+start_cluster() {
+    BASE=$(python3 -c 'import random; print(random.randrange(30000, 40000, 10))')
+    "$ROOT/target/release/concord" dev --base-port "$BASE" --dir "$WORK/dev" >"$WORK/dev.log" 2>&1 &
+    DEV_PID=$!
+    leader=
+    for _ in $(seq 1 300); do
+        for port in "$BASE" $((BASE + 1)) $((BASE + 2)); do
+            if [[ $(timeout 2 redis-cli -p "$port" info raft 2>/dev/null | tr -d '\r' | sed -n 's/^raft_role://p') == leader ]]; then
+                leader=$port
+            fi
+        done
+        [[ -n $leader ]] && break
+        sleep 0.1
     done
-    [[ -n $leader ]] && break
-    sleep 0.1
-done
-[[ -n $leader ]] || die "the dev cluster elected no leader; log: $(tail -n 20 "$WORK/dev.log")"
-follower=$BASE
-[[ $follower == "$leader" ]] && follower=$((BASE + 1))
-log "leader on $leader, follower on $follower"
+    [[ -n $leader ]] || die "the dev cluster elected no leader; log: $(tail -n 20 "$WORK/dev.log")"
+    follower=$BASE
+    [[ $follower == "$leader" ]] && follower=$((BASE + 1))
+    log "leader on $leader, follower on $follower"
+}
 
 # --- the units -----------------------------------------------------------------
 mkdir -p "$SUITE_DIR/logs"
@@ -629,8 +638,10 @@ total_err=(0 0)
 for unit in "${UNITS[@]}"; do
     row="| $unit"
     i=0
-    for port in "$leader" "$follower"; do
-        out=$SUITE_DIR/logs/$(echo "$unit" | tr / _).$port.log
+    for through in leader follower; do
+        start_cluster
+        port=${!through}
+        out=$SUITE_DIR/logs/$(echo "$unit" | tr / _).$through.log
         (cd "$SRC" && timeout "$TIMEOUT" ./runtest --host 127.0.0.1 --port "$port" --baseport "$BASEPORT" \
             --durable --ignore-encoding --ignore-digest --no-latency --tags "$TAGS" \
             --single "$unit" >"$out" 2>&1) || true
@@ -642,6 +653,7 @@ for unit in "${UNITS[@]}"; do
         total_err[i]=$((total_err[i] + err))
         row="$row | $ok | $err"
         i=$((i + 1))
+        stop_cluster
     done
     printf '%s |\n' "$row"
 done
