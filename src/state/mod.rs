@@ -597,14 +597,10 @@ impl State {
         if db == outer {
             return outer;
         }
-        let mut incoming = self.parked.remove(&db).unwrap_or_else(|| {
-            let mut db = Db::new();
-            db.set_access_mode(*self.db.access_mode());
-            Parked {
-                db,
-                waiters: DbWaiters::default(),
-            }
-        });
+        let mut incoming = self
+            .parked
+            .remove(&db)
+            .unwrap_or_else(|| self.empty_database());
         std::mem::swap(&mut self.db, &mut incoming.db);
         self.swap_waiters(&mut incoming.waiters);
         self.db.set_clock(self.clock_ms);
@@ -620,6 +616,17 @@ impl State {
         }
         self.current = db;
         outer
+    }
+
+    /// A database that has never held anything, recording accesses as
+    /// this node's others do.
+    fn empty_database(&self) -> Parked {
+        let mut db = Db::new();
+        db.set_access_mode(*self.db.access_mode());
+        Parked {
+            db,
+            waiters: DbWaiters::default(),
+        }
     }
 
     fn swap_waiters(&mut self, waiters: &mut DbWaiters) {
@@ -732,7 +739,10 @@ impl State {
             return Ok(Outcome::Ok);
         }
         let outer = self.enter(a);
-        let mut other = self.parked.remove(&b).unwrap_or_default();
+        let mut other = self
+            .parked
+            .remove(&b)
+            .unwrap_or_else(|| self.empty_database());
         std::mem::swap(&mut self.db, &mut other.db);
         // The keys readied in each: every key a client waits on there.
         let waited =
