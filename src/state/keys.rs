@@ -204,7 +204,7 @@ const SHARED_REFCOUNT: i64 = i32::MAX as i64;
 
 /// The integer a string holds, if Redis would store it as one: the
 /// canonical decimal form of an i64, at most 20 bytes.
-fn as_stored_integer(s: &[u8]) -> Option<i64> {
+pub(super) fn as_stored_integer(s: &[u8]) -> Option<i64> {
     if s.len() > 20 {
         return None;
     }

@@ -224,7 +224,7 @@ pub fn apply(db: &mut Db, now: u64, op: &SetOp) -> OpResult {
 pub fn read(db: &Db, now: u64, query: &SetQuery) -> OpResult {
     match query {
         SetQuery::Members { key } => Ok(Outcome::Set(
-            set(db, key, now)?.map_or_else(Vec::new, |s| bulks(s.keys())),
+            set(db, key, now)?.map_or_else(Vec::new, |s| bulks(in_redis_order(s).into_iter())),
         )),
         SetQuery::IsMember { key, member } => Ok(Outcome::bool(
             set(db, key, now)?.is_some_and(|s| s.contains(member)),
@@ -266,14 +266,44 @@ pub fn read(db: &Db, now: u64, query: &SetQuery) -> OpResult {
             if let Some(err) = bad_option {
                 return Err(err.clone());
             }
+            let matches = |m: &&Bytes| pattern.as_ref().is_none_or(|p| glob::matches(p, m));
+            // Redis answers a set it keeps as an intset whole, in order,
+            // in one call (whatever COUNT asks).
+            if *cursor == 0 {
+                if let Some(ints) = as_intset(s) {
+                    return Ok(scan_reply(0, bulks(ints.into_iter().filter(matches))));
+                }
+            }
             let (visited, next) = s.scan(*cursor, *count);
-            let matching = visited
-                .into_iter()
-                .map(|(m, ())| m)
-                .filter(|m| pattern.as_ref().is_none_or(|p| glob::matches(p, m)));
+            let matching = visited.into_iter().map(|(m, ())| m).filter(matches);
             Ok(scan_reply(next, bulks(matching)))
         }
     }
+}
+
+/// The most members a set Redis keeps as an intset holds: the default
+/// `set-max-intset-entries`.
+const INTSET_ENTRIES: usize = 512;
+
+/// The members of a set Redis would keep as an intset (at most
+/// [`INTSET_ENTRIES`] integers in canonical form) in the ascending order
+/// of its intset; None for any other set.
+fn as_intset(s: &Members) -> Option<Vec<&Bytes>> {
+    if s.len() > INTSET_ENTRIES {
+        return None;
+    }
+    let mut ints = s
+        .keys()
+        .map(|m| super::keys::as_stored_integer(m).map(|n| (n, m)))
+        .collect::<Option<Vec<_>>>()?;
+    ints.sort_unstable_by_key(|(n, _)| *n);
+    Some(ints.into_iter().map(|(_, m)| m).collect())
+}
+
+/// The members in the order Redis answers them (SMEMBERS): an intset's
+/// ascending, any other set's in scan order.
+fn in_redis_order(s: &Members) -> Vec<&Bytes> {
+    as_intset(s).unwrap_or_else(|| s.keys().collect())
 }
 
 /// The sets at `keys`, None for a missing key. Any key of another type is

@@ -1111,20 +1111,36 @@ pub fn read(db: &Db, now: u64, query: &ZSetQuery) -> OpResult {
             let Some(z) = zset(db, key, now)? else {
                 return Ok(scan_reply(0, Vec::new()));
             };
-            let (visited, next) = z.scores().scan(*cursor, *count);
+            // Redis answers a sorted set it keeps as a listpack whole, in
+            // score order, in one call (whatever COUNT asks).
+            let small = *cursor == 0
+                && z.len() <= LISTPACK_ENTRIES
+                && z.iter().all(|(m, _)| m.len() <= LISTPACK_VALUE);
+            let (visited, next) = if small {
+                (z.iter().map(|(m, s)| (m, s)).collect::<Vec<_>>(), 0)
+            } else {
+                let (visited, next) = z.scores().scan(*cursor, *count);
+                (visited.into_iter().map(|(m, s)| (m, *s)).collect(), next)
+            };
             let mut out = Vec::with_capacity(visited.len() * 2);
             for (member, score) in visited {
                 if pattern.as_ref().is_some_and(|p| !glob::matches(p, member)) {
                     continue;
                 }
                 out.push(Outcome::Bulk(member.clone()));
-                out.push(Outcome::Double(*score));
+                out.push(Outcome::Double(score));
             }
             Ok(scan_reply(next, out))
         }
         ZSetQuery::Geo(query) => geo::read(db, now, query),
     }
 }
+
+/// The most members, and the longest member, of a sorted set Redis keeps
+/// as a listpack: the defaults of `zset-max-listpack-entries` and
+/// `zset-max-listpack-value`.
+const LISTPACK_ENTRIES: usize = 128;
+const LISTPACK_VALUE: usize = 64;
 
 /// ZRANDMEMBER's picks. Asking for at least the whole set returns it in
 /// score order, as Redis does.
