@@ -198,6 +198,10 @@ fn wal_seed(name: &str, opts: WalOptions, tear: usize, f: impl FnOnce(&mut Wal))
         data.extend_from_slice(bytes);
     }
     write("wal_recover", name, &data);
+    // The same with the target recomputing CRCs (config bit 2), so that
+    // mutations reach the record decoder.
+    data[0] |= 4;
+    write("wal_recover", &format!("{name}-fixcrc"), &data);
 }
 
 fn wal() {

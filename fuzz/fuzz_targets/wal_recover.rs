@@ -5,7 +5,10 @@
 //! [`SEPARATOR`]. The segments are written as `<seq>.wal` with 16-digit
 //! sequence numbers from 1 (config bit 0 set: from 7; bit 1 set: one number
 //! is skipped before the last segment, a missing segment), into a
-//! directory on tmpfs where one exists.
+//! directory on tmpfs where one exists. Config bit 2 set: the CRC of
+//! every frame is recomputed first (walking the frames by their length
+//! fields), so mutated records get past the checksum to the record
+//! decoder and the replay.
 //!
 //! Checks: `Wal::open` recovers or refuses with an error, never panics.
 //! When it recovers, the entries are contiguous and above the snapshot
@@ -58,6 +61,21 @@ fn split(data: &[u8]) -> Vec<&[u8]> {
     parts
 }
 
+/// Rewrites the CRC of each `[len u32][crc u32][body]` frame in `segment`
+/// to match its body, as far as the lengths lead.
+fn fix_crcs(segment: &mut [u8]) {
+    let mut off = 0;
+    while off + 8 <= segment.len() {
+        let len = u32::from_le_bytes(segment[off..off + 4].try_into().unwrap()) as usize;
+        if len == 0 || segment.len() - off - 8 < len {
+            return;
+        }
+        let crc = crc32fast::hash(&segment[off + 8..off + 8 + len]);
+        segment[off + 4..off + 8].copy_from_slice(&crc.to_le_bytes());
+        off += 8 + len;
+    }
+}
+
 fn check_shape(r: &Recovered) {
     for pair in r.entries.windows(2) {
         assert_eq!(pair[1].index, pair[0].index + 1, "entries not contiguous");
@@ -91,6 +109,10 @@ fuzz_target!(|data: &[u8]| {
             seq += 1;
         }
         let name = format!("{seq:016}.wal");
+        let mut part = part.to_vec();
+        if config & 4 == 4 {
+            fix_crcs(&mut part);
+        }
         std::fs::write(dir.join(name), part).expect("write segment");
     }
 
