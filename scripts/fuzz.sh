@@ -67,6 +67,11 @@ for target in "${targets[@]}"; do
         echo "!! reproduce: cargo +nightly fuzz run --sanitizer none $target ${crash:-<artifact>}"
         break
     fi
+    # wal_recover's scratch directory (named after its process, left behind
+    # since libFuzzer exits without running destructors).
+    if [ "$target" = wal_recover ]; then
+        rm -rf /dev/shm/concord-fuzz-wal-* "${TMPDIR:-/tmp}"/concord-fuzz-wal-*
+    fi
 done
 if [ "$status" -ne 0 ]; then
     exit "$status"
