@@ -239,8 +239,8 @@ fuzz_target!(|data: &[u8]| {
             0xF4 => {
                 let expired = run.a.expired_keys(run.now, usize::MAX);
                 assert_eq!(expired, run.b.expired_keys(run.now, usize::MAX));
-                if !expired.is_empty() {
-                    let _ = run.apply(&Op::ExpireKeys(expired));
+                for (db, keys) in expired {
+                    let _ = run.apply(&Op::in_db(db, Op::ExpireKeys(keys)));
                 }
                 run.forget();
             }
