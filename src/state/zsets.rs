@@ -1117,7 +1117,7 @@ pub fn read(db: &Db, now: u64, query: &ZSetQuery) -> OpResult {
                 && z.len() <= LISTPACK_ENTRIES
                 && z.iter().all(|(m, _)| m.len() <= LISTPACK_VALUE);
             let (visited, next) = if small {
-                (z.iter().map(|(m, s)| (m, s)).collect::<Vec<_>>(), 0)
+                (z.iter().collect::<Vec<_>>(), 0)
             } else {
                 let (visited, next) = z.scores().scan(*cursor, *count);
                 (visited.into_iter().map(|(m, s)| (m, *s)).collect(), next)
