@@ -247,8 +247,11 @@ fn server_and_connection_commands() {
         err.unwrap_err().detail(),
         Some("This instance has cluster support disabled")
     );
-    let err: RedisResult<()> = redis::cmd("SELECT").arg(1).query(&mut c);
+    let err: RedisResult<()> = redis::cmd("SELECT").arg(16).query(&mut c);
     assert!(err.unwrap_err().to_string().contains("out of range"));
+    let _: () = redis::cmd("SELECT").arg(15).query(&mut c).unwrap();
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut c).unwrap();
+    assert!(list.contains("db=15"), "{list}");
     let _: () = redis::cmd("SELECT").arg(0).query(&mut c).unwrap();
     let cfg: HashMap<String, String> = redis::cmd("CONFIG")
         .arg("GET")
