@@ -193,37 +193,22 @@ fn blocking_transactions_and_events_keep_to_their_database() {
         .arg("n")
         .query(&mut admin_in(&cluster, leader, 0))
         .unwrap();
-    let ran: Option<(i64,)> = redis::pipe()
-        .atomic()
-        .cmd("INCR")
-        .arg("n")
-        .query(&mut tx)
-        .unwrap();
-    assert_eq!(ran, Some((11,)));
+    let ran = incr_in_transaction(&mut tx);
+    assert_eq!(ran, Some(11));
     let _: () = redis::cmd("WATCH").arg("n").query(&mut tx).unwrap();
     let _: i64 = redis::cmd("INCR")
         .arg("n")
         .query(&mut admin_in(&cluster, leader, 6))
         .unwrap();
-    let ran: Option<(i64,)> = redis::pipe()
-        .atomic()
-        .cmd("INCR")
-        .arg("n")
-        .query(&mut tx)
-        .unwrap();
+    let ran = incr_in_transaction(&mut tx);
     assert_eq!(ran, None);
 
     // Keys watched in two databases: a change in either aborts.
     let _: () = redis::cmd("WATCH").arg("n").query(&mut tx).unwrap();
     select(&mut tx, 0);
     let _: () = redis::cmd("WATCH").arg("n").query(&mut tx).unwrap();
-    let ran: Option<(i64,)> = redis::pipe()
-        .atomic()
-        .cmd("INCR")
-        .arg("n")
-        .query(&mut tx)
-        .unwrap();
-    assert_eq!(ran, Some((3,)));
+    let ran = incr_in_transaction(&mut tx);
+    assert_eq!(ran, Some(3));
     let _: () = redis::cmd("WATCH").arg("n").query(&mut tx).unwrap();
     select(&mut tx, 6);
     let _: () = redis::cmd("WATCH").arg("n").query(&mut tx).unwrap();
@@ -231,12 +216,7 @@ fn blocking_transactions_and_events_keep_to_their_database() {
         .arg("n")
         .query(&mut admin_in(&cluster, leader, 0))
         .unwrap();
-    let ran: Option<(i64,)> = redis::pipe()
-        .atomic()
-        .cmd("INCR")
-        .arg("n")
-        .query(&mut tx)
-        .unwrap();
+    let ran = incr_in_transaction(&mut tx);
     assert_eq!(ran, None);
 }
 
@@ -245,4 +225,15 @@ fn admin_in(cluster: &Cluster, id: u64, db: u32) -> redis::Connection {
     let mut con = cluster.client(id);
     select(&mut con, db);
     con
+}
+
+/// MULTI, INCR n, EXEC: the new value, or None if a watched key changed.
+fn incr_in_transaction(con: &mut redis::Connection) -> Option<i64> {
+    let ran: Option<(i64,)> = redis::pipe()
+        .atomic()
+        .cmd("INCR")
+        .arg("n")
+        .query(con)
+        .unwrap();
+    ran.map(|(n,)| n)
 }
