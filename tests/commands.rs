@@ -241,6 +241,8 @@ fn server_and_connection_commands() {
     assert_eq!(name, "tester");
     let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut c).unwrap();
     assert!(list.contains("name=tester"));
+    // The command running is the one named, as in Redis.
+    assert!(list.contains("cmd=client|list"), "{list}");
     // Cluster probes get a standalone Redis's answer.
     let err: RedisResult<Value> = redis::cmd("CLUSTER").arg("SLOTS").query(&mut c);
     assert_eq!(

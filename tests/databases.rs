@@ -119,7 +119,7 @@ fn blocking_transactions_and_events_keep_to_their_database() {
             .ok()?;
         clients
             .lines()
-            .any(|l| l.contains("flags=b") && l.contains("db=2"))
+            .any(|l| l.contains("flags=b") && l.contains("cmd=blpop") && l.contains("db=2"))
             .then_some(())
     });
     let _: i64 = redis::cmd("RPUSH")

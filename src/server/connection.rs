@@ -550,6 +550,15 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                             | CommandError::EntryTooLarge { .. }
                             | CommandError::OutOfMemory))
                     );
+                    // CLIENT LIST names a command while it runs: the
+                    // local ones (CLIENT LIST itself) and those that wait.
+                    if let Some(Ok(Request::Local(spec))) = &request {
+                        touch(&shared, id, spec.name);
+                    } else if let Some(Ok(Request::Write(_, spec, _))) = &request {
+                        if blocks {
+                            touch(&shared, id, spec.name);
+                        }
+                    }
                     let (item, name) = match (route, request) {
                         (Route::Queue, _) => (
                             Pending::Ready(transaction::queue(
