@@ -58,7 +58,7 @@ pub(super) struct Conn {
     /// The database SELECTed: every op and read is wrapped for it.
     pub db: u32,
     /// MONITOR's feed, once the connection asked for it.
-    pub monitor: Option<tokio::sync::broadcast::Receiver<Bytes>>,
+    pub monitor: Option<super::monitor::Feed>,
 }
 
 /// CLIENT REPLY's modes.
@@ -424,11 +424,11 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                         ),
                         Route::Queue | Route::Control(_) => None,
                     };
-                    // CLIENT PAUSE holds back what it covers, after the
-                    // replies of what came before (an arity error is
-                    // answered at once, and what MULTI queues waits for
-                    // its EXEC).
-                    let paused = match (&route, &request) {
+                    // What is about to run: the request's command, or the
+                    // transaction command (and, for MONITOR, what MULTI
+                    // queues).
+                    let monitoring = shared.monitor.active();
+                    let running = match (&route, &request) {
                         (
                             Route::Normal,
                             Some(Ok(
@@ -436,11 +436,19 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                                 | Request::Read(_, spec, _)
                                 | Request::Local(spec),
                             )),
-                        ) => shared.pause.holds(spec, &argv, &[]),
-                        (Route::Control(name), _) => {
-                            command::lookup(name.as_bytes()).is_some_and(|spec| {
-                                shared.pause.holds(spec, &argv, transaction::queued(&conn))
-                            })
+                        ) => Some(*spec),
+                        (Route::Control(_), _) => lookup_resolved(&argv),
+                        (Route::Queue, _) if monitoring => lookup_resolved(&argv),
+                        _ => None,
+                    };
+                    // CLIENT PAUSE holds back what it covers, after the
+                    // replies of what came before (an arity error is
+                    // answered at once, and what MULTI queues waits for
+                    // its EXEC).
+                    let paused = match (&route, running) {
+                        (Route::Normal, Some(spec)) => shared.pause.holds(spec, &argv, &[]),
+                        (Route::Control(_), Some(spec)) => {
+                            shared.pause.holds(spec, &argv, transaction::queued(&conn))
                         }
                         _ => false,
                     };
@@ -449,23 +457,8 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                         more_buffered = true;
                         break;
                     }
-                    if shared.monitor.active() {
-                        let spec = match (&route, &request) {
-                            (
-                                Route::Normal,
-                                Some(Ok(
-                                    Request::Write(_, spec, _)
-                                    | Request::Read(_, spec, _)
-                                    | Request::Local(spec),
-                                )),
-                            ) => Some(*spec),
-                            (Route::Queue | Route::Control(_), _) => command::lookup(&argv[0])
-                                .and_then(|spec| command::resolve_subcommand(spec, &argv).ok()),
-                            _ => None,
-                        };
-                        if let Some(spec) = spec {
-                            shared.monitor.feed(spec, conn.db, &peer_addr, &argv);
-                        }
+                    if let Some(spec) = running.filter(|_| monitoring) {
+                        shared.monitor.feed(spec, conn.db, &peer_addr, &argv);
                     }
                     // A write too big for one log entry is refused here,
                     // before it is proposed or relayed; so is one that may
@@ -785,7 +778,7 @@ pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                             tracing::debug!(client = id, missed, "a monitor fell behind");
                         }
                     }
-                    next = conn.monitor.as_mut().and_then(|rx| match rx.try_recv() {
+                    next = conn.monitor.as_mut().and_then(|feed| match feed.lines.try_recv() {
                         Ok(line) => Some(Ok(line)),
                         Err(tokio::sync::broadcast::error::TryRecvError::Lagged(n)) => Some(Err(n)),
                         Err(_) => None,
@@ -1124,14 +1117,17 @@ async fn overflowed(backlog: Option<&Backlog>) {
     }
 }
 
+/// The (sub)command `argv` names, if it is known.
+fn lookup_resolved(argv: &[Bytes]) -> Option<&'static command::CommandSpec> {
+    command::lookup(&argv[0]).and_then(|spec| command::resolve_subcommand(spec, argv).ok())
+}
+
 /// The next line for a monitoring connection (Err: lines it missed);
 /// never, for one that is not monitoring.
-async fn next_monitored(
-    monitor: &mut Option<tokio::sync::broadcast::Receiver<Bytes>>,
-) -> Result<Bytes, u64> {
+async fn next_monitored(monitor: &mut Option<super::monitor::Feed>) -> Result<Bytes, u64> {
     use tokio::sync::broadcast::error::RecvError;
     match monitor {
-        Some(rx) => match rx.recv().await {
+        Some(feed) => match feed.lines.recv().await {
             Ok(line) => Ok(line),
             Err(RecvError::Lagged(n)) => Err(n),
             Err(RecvError::Closed) => std::future::pending().await,

@@ -12,6 +12,8 @@
 //! broadcast channel: a monitor that falls more than [`CAPACITY`] lines
 //! behind loses the oldest, and is told how many it missed.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -24,25 +26,45 @@ pub const CAPACITY: usize = 16 * 1024;
 
 pub struct Monitor {
     lines: broadcast::Sender<Bytes>,
+    /// Feeds alive: every command asks, and the channel's own count
+    /// takes a lock.
+    feeds: Arc<AtomicUsize>,
 }
 
 impl Default for Monitor {
     fn default() -> Self {
         Monitor {
             lines: broadcast::channel(CAPACITY).0,
+            feeds: Arc::default(),
         }
+    }
+}
+
+/// One monitoring connection's lines; counted while it lives.
+pub struct Feed {
+    pub lines: broadcast::Receiver<Bytes>,
+    feeds: Arc<AtomicUsize>,
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        self.feeds.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 impl Monitor {
     /// A new monitor's feed.
-    pub fn subscribe(&self) -> broadcast::Receiver<Bytes> {
-        self.lines.subscribe()
+    pub fn subscribe(&self) -> Feed {
+        self.feeds.fetch_add(1, Ordering::Relaxed);
+        Feed {
+            lines: self.lines.subscribe(),
+            feeds: self.feeds.clone(),
+        }
     }
 
     /// Whether anyone monitors: nothing is formatted otherwise.
     pub fn active(&self) -> bool {
-        self.lines.receiver_count() > 0
+        self.feeds.load(Ordering::Relaxed) > 0
     }
 
     /// Shows `argv` of the client at `addr`, in database `db`.
@@ -170,14 +192,17 @@ mod tests {
         assert!(!monitor.active());
         let set = crate::command::lookup(b"set").expect("set");
         monitor.feed(set, 0, "a:1", &argv(&["set", "k", "v"]));
-        let mut rx = monitor.subscribe();
+        let mut feed = monitor.subscribe();
+        assert!(monitor.active());
         let config = crate::command::lookup(b"config").expect("config");
         let config_get = crate::command::resolve_subcommand(config, &argv(&["config", "get", "x"]))
             .expect("config get");
         monitor.feed(config_get, 0, "a:1", &argv(&["config", "get", "x"]));
         monitor.feed(set, 0, "a:1", &argv(&["set", "k", "v"]));
-        let got = rx.try_recv().expect("the set");
+        let got = feed.lines.try_recv().expect("the set");
         assert!(got.ends_with(br#""set" "k" "v""#), "{got:?}");
-        assert!(rx.try_recv().is_err());
+        assert!(feed.lines.try_recv().is_err());
+        drop(feed);
+        assert!(!monitor.active());
     }
 }

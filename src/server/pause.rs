@@ -12,7 +12,7 @@
 //! has passed read as missing, but are deleted (and counted in
 //! `expired_keys`) only once the pause ends, as in Redis.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,9 @@ struct Paused {
 #[derive(Default)]
 pub struct Pause {
     current: Mutex<Option<Paused>>,
+    /// Whether `current` may hold a pause: every command asks, so the
+    /// lock is taken only while one may be in force.
+    set: AtomicBool,
     /// Notified when a pause is lifted early (CLIENT UNPAUSE).
     lifted: Notify,
     /// Commands waiting for the pause to end (INFO's blocked_clients).
@@ -51,11 +54,13 @@ impl Pause {
             },
             _ => Paused { until, all },
         });
+        self.set.store(true, Ordering::Release);
     }
 
     /// CLIENT UNPAUSE.
     pub fn unpause(&self) {
         *self.current.lock().expect("pause lock") = None;
+        self.set.store(false, Ordering::Release);
         self.lifted.notify_waiters();
     }
 
@@ -109,10 +114,17 @@ impl Pause {
     /// Whether a pause holds back `argv` (spec `spec`), given the commands
     /// a transaction queued (for EXEC). False when nothing is paused.
     pub fn holds(&self, spec: &CommandSpec, argv: &[Bytes], queued: &[Vec<Bytes>]) -> bool {
-        let current = *self.current.lock().expect("pause lock");
+        if !self.set.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut current = self.current.lock().expect("pause lock");
         let Some(paused) = current.filter(|p| p.until > Instant::now()) else {
+            // Lapsed: later commands need not take the lock.
+            *current = None;
+            self.set.store(false, Ordering::Release);
             return false;
         };
+        drop(current);
         if paused.all {
             return true;
         }
@@ -218,11 +230,16 @@ mod tests {
             let pause = pause.clone();
             async move { pause.wait(true).await }
         });
+        let deadline = Instant::now() + Duration::from_secs(10);
         while pause.waiting() == 0 {
+            assert!(Instant::now() < deadline, "the waiter never waited");
             tokio::task::yield_now().await;
         }
         pause.unpause();
-        waiter.await.expect("the wait ends");
+        tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("the wait ends when the pause is lifted")
+            .expect("the waiter ran");
         assert_eq!(pause.waiting(), 0);
     }
 }

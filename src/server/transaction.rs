@@ -281,29 +281,29 @@ fn exec(conn: &mut Conn, shared: &Shared) -> Control {
         commands.push(queued);
         replies.push(reply);
     }
-    let mut op = Op::in_db(
-        outer,
-        Op::Exec(Transaction {
-            watched: first,
-            commands,
-        }),
-    );
+    let mut op = Op::Exec(Transaction {
+        watched: first,
+        commands,
+    });
     // Keys watched in other databases: each database's check wraps the
     // transaction in one more, whose single result is the inner one's.
+    // Inside another database's check the inner one's database is named
+    // even when it is 0.
+    let mut op_db = outer;
     let mut nesting = 0;
     for (db, keys) in watched {
-        op = Op::in_db(
-            db,
-            Op::Exec(Transaction {
-                watched: keys,
-                commands: vec![Queued::Write(Op::InDb {
-                    db: outer,
-                    op: Box::new(op),
-                })],
-            }),
-        );
+        let inner = Op::InDb {
+            db: op_db,
+            op: Box::new(op),
+        };
+        op = Op::Exec(Transaction {
+            watched: keys,
+            commands: vec![Queued::Write(inner)],
+        });
+        op_db = db;
         nesting += 1;
     }
+    let op = Op::in_db(op_db, op);
     Control::Exec {
         op,
         replies,

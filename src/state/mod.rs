@@ -381,6 +381,11 @@ impl DbWaiters {
     }
 }
 
+/// A parked database's index and keyspace.
+fn parked_db<'a>((index, parked): (&u32, &'a Parked)) -> (u32, &'a Db) {
+    (*index, &parked.db)
+}
+
 /// The native primitives' state: replicated and snapshotted like the
 /// keyspace, in ordered maps so every replica walks them alike.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -452,9 +457,7 @@ impl State {
         }
         self.db.set_clock(now);
         let result = self.apply_at(now, op);
-        lists::serve_waiters(self, now);
-        zsets::serve_waiters(self, now);
-        streams::serve_waiters(self, now);
+        self.serve_waiters(now);
         self.db.settle();
         self.tidy();
         result
@@ -581,9 +584,7 @@ impl State {
         let outer = self.enter(db);
         let result = f(self);
         if outer != db {
-            lists::serve_waiters(self, now);
-            zsets::serve_waiters(self, now);
-            streams::serve_waiters(self, now);
+            self.serve_waiters(now);
             self.db.settle();
         }
         self.enter(outer);
@@ -660,12 +661,15 @@ impl State {
 
     /// Every database that holds keys (or is database 0), by index.
     pub fn databases(&self) -> impl Iterator<Item = (u32, &Db)> {
-        let current = std::iter::once((self.current, &self.db));
-        let mut all: Vec<(u32, &Db)> = current
-            .chain(self.parked.iter().map(|(i, p)| (*i, &p.db)))
-            .collect();
-        all.sort_by_key(|(i, _)| *i);
-        all.into_iter()
+        let current = self.current;
+        let (below, above) = (
+            self.parked.range(..current),
+            self.parked.range(current + 1..),
+        );
+        below
+            .map(parked_db)
+            .chain(std::iter::once((current, &self.db)))
+            .chain(above.map(parked_db))
     }
 
     /// The index of the database ops apply to now.
@@ -674,31 +678,30 @@ impl State {
     }
 
     /// MOVE: the key goes from the current database to `to` unless it
-    /// exists there. Outcome 1 if it moved.
+    /// exists there. Outcome 1 if it moved. The entry itself moves: its
+    /// value is not copied.
     fn move_key(&mut self, now: u64, key: &Bytes, to: u32) -> OpResult {
         if to == self.current {
             return Err(StateError::SameObject);
         }
-        let Some(entry) = self.db.get(key, now) else {
+        if self.db.get(key, now).is_none() {
             self.db.purge_if_expired(key, now);
             return Ok(Outcome::Int(0));
-        };
-        let (value, deadline) = (entry.value.clone(), entry.expires_at());
-        let from = self.current;
-        let moved = self.in_db(to, now, |state| {
-            if state.db.get(key, now).is_some() {
-                return false;
-            }
-            state.db.insert(key.clone(), value, deadline);
+        }
+        if self
+            .database(to)
+            .is_some_and(|db| db.peek(key, now).is_some())
+        {
+            return Ok(Outcome::Int(0));
+        }
+        let entry = self.db.remove(key).expect("the key is live");
+        let deadline = entry.expires_at();
+        self.in_db(to, now, |state| {
+            state.db.insert(key.clone(), entry.value, deadline);
             lists::mark_ready(state, key);
             notify::arrived(state, key, "move_to", true);
-            true
         });
-        debug_assert_eq!(self.current, from);
-        if moved {
-            self.db.remove(key);
-        }
-        Ok(Outcome::bool(moved))
+        Ok(Outcome::Int(1))
     }
 
     /// COPY ... DB: the value and deadline of `from` in the current
@@ -738,38 +741,34 @@ impl State {
         if a == b {
             return Ok(Outcome::Ok);
         }
-        let outer = self.enter(a);
-        let mut other = self
-            .parked
-            .remove(&b)
-            .unwrap_or_else(|| self.empty_database());
-        std::mem::swap(&mut self.db, &mut other.db);
-        // The keys readied in each: every key a client waits on there.
-        let waited =
-            |waiters: &DbWaiters| -> Vec<Bytes> { waiters.lists.waited_keys().cloned().collect() };
-        let ready_b = waited(&other.waiters);
-        self.parked.insert(b, other);
-        for key in self
-            .coord
-            .list_waiters
-            .waited_keys()
-            .cloned()
-            .collect::<Vec<_>>()
-        {
-            lists::mark_ready(self, &key);
-        }
-        lists::serve_waiters(self, now);
-        zsets::serve_waiters(self, now);
-        streams::serve_waiters(self, now);
-        self.enter(b);
-        for key in ready_b {
-            lists::mark_ready(self, &key);
-        }
-        lists::serve_waiters(self, now);
-        zsets::serve_waiters(self, now);
-        streams::serve_waiters(self, now);
-        self.enter(outer);
+        self.in_db(a, now, |state| {
+            let mut other = state
+                .parked
+                .remove(&b)
+                .unwrap_or_else(|| state.empty_database());
+            std::mem::swap(&mut state.db, &mut other.db);
+            state.parked.insert(b, other);
+            state.ready_waited_lists();
+        });
+        self.in_db(b, now, State::ready_waited_lists);
         Ok(Outcome::Ok)
+    }
+
+    /// Marks every list a client of the current database waits on as
+    /// readied (its keys changed wholesale); served with the others.
+    fn ready_waited_lists(&mut self) {
+        let waited: Vec<Bytes> = self.coord.list_waiters.waited_keys().cloned().collect();
+        for key in waited {
+            lists::mark_ready(self, &key);
+        }
+    }
+
+    /// Serves the clients of the current database whose keys the op just
+    /// applied readied.
+    fn serve_waiters(&mut self, now: u64) {
+        lists::serve_waiters(self, now);
+        zsets::serve_waiters(self, now);
+        streams::serve_waiters(self, now);
     }
 
     /// FLUSHALL: every database emptied.
@@ -905,8 +904,10 @@ impl State {
     /// Answers a read in database `index`.
     pub fn read_in(&self, index: u32, query: &Query, now_ms: u64) -> OpResult {
         let now = now_ms.max(self.clock_ms);
-        let empty = Db::default();
-        let db = self.database(index).unwrap_or(&empty);
+        static EMPTY: std::sync::OnceLock<Db> = std::sync::OnceLock::new();
+        let db = self
+            .database(index)
+            .unwrap_or_else(|| EMPTY.get_or_init(Db::default));
         match query {
             Query::InDb { db, query } => self.read_in(*db, query, now_ms),
             Query::String(q) => strings::read(db, now, q),
